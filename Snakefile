@@ -1,0 +1,23 @@
+# clgrid: a continual-learning study as one DAG.
+#   snakemake --cores all                      # the embedded default (offline, CPU, minutes)
+#   snakemake --cores all --configfile config/experiments/X.yaml
+#   snakemake --profile profiles/local
+from snakemake.utils import min_version
+
+min_version("8.20")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,128 @@
+"""The ``clgrid`` command: one verb per Snakemake rule.
+
+Imports stay inside the verbs so ``clgrid metrics`` or ``clgrid tables`` never
+import torch; a grid is hundreds of small jobs and start-up is paid by each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+
+def _spec(text: str) -> dict[str, Any]:
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"--spec must be JSON (the Snakemake rules pass it): {err}") from err
+    if not isinstance(spec, dict):
+        raise argparse.ArgumentTypeError("--spec must be a JSON object")
+    return spec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clgrid", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("prepare-dataset", help="write a registered dataset as one .npz")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True)
+
+    p = verbs.add_parser("prepare-scenario", help="split a benchmark's datasets into tasks (JSON)")
+    p.add_argument("--spec", type=_spec, required=True)
+    p.add_argument("--data", nargs="+", required=True, help="prepared dataset files")
+    p.add_argument("--out", required=True)
+
+    p = verbs.add_parser("init", help="initial weights of a (benchmark, backbone, seed)")
+    p.add_argument("--spec", type=_spec, required=True)
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--out", required=True)
+
+    p = verbs.add_parser("train", help="train one task from the previous task's state, then evaluate")
+    p.add_argument("--spec", type=_spec, required=True)
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--data", nargs="+", required=True)
+    p.add_argument("--prev", required=True, help="state after task-1 (the init weights for task 0)")
+    p.add_argument("--task", type=int, required=True)
+    p.add_argument("--out-state", required=True)
+    p.add_argument("--out-eval", required=True)
+    p.add_argument("--threads", type=int, default=1)
+
+    p = verbs.add_parser("evaluate", help="accuracy of a checkpoint on every task")
+    p.add_argument("--spec", type=_spec, required=True)
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--data", nargs="+", required=True)
+    p.add_argument("--state", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=1)
+
+    p = verbs.add_parser("metrics", help="accuracy matrix and CL metrics of one run")
+    p.add_argument("--spec", type=_spec, required=True)
+    p.add_argument("--init-eval", required=True)
+    p.add_argument("--evals", nargs="+", required=True, help="eval.json of tasks 0..T-1, in order")
+    p.add_argument("--out", required=True)
+
+    p = verbs.add_parser("tables", help="CSV, Markdown and LaTeX tables of every run")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--out-dir", required=True)
+
+    p = verbs.add_parser("figures", help="figures of one benchmark × backbone (PNG and PDF)")
+    p.add_argument("--runs", required=True, help="runs.csv from 'clgrid tables'")
+    p.add_argument("--cells", required=True, help="acc_matrix.csv from 'clgrid tables'")
+    p.add_argument("--benchmark", required=True)
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--out-dir", required=True)
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> None:
+    from clgrid import jobs
+
+    if args.verb == "prepare-dataset":
+        jobs.prepare_dataset(args.dataset, args.out)
+    elif args.verb == "prepare-scenario":
+        jobs.prepare_scenario(args.spec, args.data, args.out)
+    elif args.verb == "init":
+        jobs.init_model(args.spec, args.scenario, args.out)
+    elif args.verb == "train":
+        jobs.train(args.spec, args.scenario, args.data, args.prev, args.task, args.out_state, args.out_eval, args.threads)
+    elif args.verb == "evaluate":
+        jobs.evaluate(args.spec, args.scenario, args.data, args.state, args.out, args.threads)
+    elif args.verb == "metrics":
+        jobs.run_metrics(args.spec, args.init_eval, args.evals, args.out)
+    elif args.verb == "tables":
+        from clgrid.plots.tables import write_tables
+
+        for path in write_tables(args.metrics, args.out_dir).values():
+            logging.getLogger("clgrid").info("wrote %s", path)
+    elif args.verb == "figures":
+        from clgrid.plots.figures import write_figures
+
+        for path in write_figures(args.runs, args.cells, args.benchmark, args.backbone, args.out_dir):
+            logging.getLogger("clgrid").info("wrote %s", path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    from clgrid.io import CorruptFileError
+
+    try:
+        dispatch(args)
+    except (CorruptFileError, FileNotFoundError, KeyError, ValueError, RuntimeError, FloatingPointError) as err:
+        # The message first (what a user acts on), the traceback after it for debugging.
+        logging.getLogger("clgrid").error("%s: %s", type(err).__name__, err, exc_info=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

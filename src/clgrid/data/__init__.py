@@ -1,0 +1,1 @@
+"""Datasets (a registry of names to preparers) and scenarios (task splits built from them)."""

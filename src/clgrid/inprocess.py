@@ -1,0 +1,60 @@
+"""Run one grid cell start to finish in this Python process, through the same job functions as the DAG.
+
+For tests, notebooks and hyperparameter exploration where a Snakemake job per
+task would cost more in start-up than the training itself. Files go to
+``workdir`` with the DAG's layout, so results are the DAG's numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from clgrid import config as cl
+from clgrid import jobs
+from clgrid.io import read_json
+
+
+def run_cell(config: dict[str, Any], benchmark: str, backbone: str, method: str, seed: int, workdir: str | Path) -> dict[str, Any]:
+    """Train and evaluate every task of one run; returns its metrics.json content.
+
+    ``config`` must be validated (defaults filled) already, as the Snakefile does.
+    """
+    root = Path(workdir)
+    datasets = []
+    for name in cl.datasets_of(config, benchmark):
+        path = root / "data" / f"{name}.npz"
+        if not path.exists():
+            jobs.prepare_dataset(name, str(path))
+        datasets.append(str(path))
+    scenario = root / "scenarios" / f"{benchmark}.json"
+    if not scenario.exists():
+        jobs.prepare_scenario(cl.scenario_spec(config, benchmark), datasets, str(scenario))
+    init_dir = root / "init" / benchmark / backbone / f"s{seed}"
+    init_spec = cl.init_spec(config, benchmark, backbone, seed)
+    if not (init_dir / "eval.json").exists():
+        jobs.init_model(init_spec, str(scenario), str(init_dir / "model.pt"))
+        jobs.evaluate(init_spec, str(scenario), datasets, str(init_dir / "model.pt"), str(init_dir / "eval.json"))
+    spec = cl.run_spec(config, benchmark, backbone, method, seed)
+    run_dir = root / "runs" / benchmark / backbone / method / f"s{seed}"
+    prev = init_dir / "model.pt"
+    evals = []
+    for task in range(cl.n_tasks(config, benchmark)):
+        task_dir = run_dir / f"task{task}"
+        jobs.train(spec, str(scenario), datasets, str(prev), task, str(task_dir / "state.pt"), str(task_dir / "eval.json"))
+        prev = task_dir / "state.pt"
+        evals.append(str(task_dir / "eval.json"))
+    jobs.run_metrics(spec, str(init_dir / "eval.json"), evals, str(run_dir / "metrics.json"))
+    return read_json(run_dir / "metrics.json")
+
+
+def validated(config_path: str | Path = "config/config.yaml", schema_path: str | Path = "workflow/schemas/config.schema.yaml", **overrides: Any) -> dict[str, Any]:
+    """Load a config YAML, apply top-level overrides, validate it with the workflow's schema and checks."""
+    import yaml
+    from snakemake.utils import validate
+
+    config = yaml.safe_load(Path(config_path).read_text())
+    config.update(overrides)
+    validate(config, str(schema_path))
+    cl.check_config(config)
+    return config

@@ -1,0 +1,200 @@
+"""What each ``clgrid`` verb does: read inputs, call the library, write outputs atomically.
+
+One function per Snakemake rule. Heavy libraries are imported inside the
+functions that need them, so a metrics or tables job never pays for torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from clgrid.io import load_npz, load_torch, provenance, read_json, save_torch, write_json
+
+log = logging.getLogger("clgrid")
+
+
+def prepare_dataset(name: str, out: str) -> None:
+    from clgrid.data.datasets import get_dataset
+
+    info = get_dataset(name)
+    log.info("preparing dataset '%s' from %s", name, info.source)
+    info.prepare(out)
+
+
+def prepare_scenario(spec: dict[str, Any], dataset_files: list[str], out: str) -> None:
+    from clgrid.data.datasets import ARRAYS
+    from clgrid.data.scenarios import build_scenario
+
+    bench = spec["benchmark_cfg"]
+    data = load_npz(_dataset_file(dataset_files, bench["dataset"]), ARRAYS)
+    scenario = build_scenario(spec["benchmark"], bench, data["y_train"], data["y_test"])
+    scenario["provenance"] = provenance(spec)
+    write_json(out, scenario)
+    for task in scenario["tasks"]:
+        log.info(
+            "task %d: classes %s, %d train / %d test samples",
+            task["id"], task["classes"], len(task["train_idx"]), len(task["test_idx"]),
+        )
+
+
+def _dataset_file(dataset_files: list[str], name: str) -> str:
+    by_name = {Path(p).stem: p for p in dataset_files}
+    if name not in by_name:
+        raise FileNotFoundError(f"dataset '{name}' is not among the inputs {sorted(by_name)}")
+    return by_name[name]
+
+
+class _Context:
+    """Scenario, datasets and device of one job, with task splits loaded on demand."""
+
+    def __init__(self, spec: dict[str, Any], scenario_path: str, dataset_files: list[str], threads: int):
+        import torch
+
+        from clgrid.data.datasets import ARRAYS
+        from clgrid.train import resolve_device
+
+        torch.set_num_threads(threads)
+        self.spec = spec
+        self.scenario = read_json(scenario_path)
+        self.device = resolve_device(spec["device"])
+        if self.device.type == "cuda":
+            # CPU kernels are deterministic at a fixed thread count already; this flag
+            # imports torch._inductor (about 1.9 s), so only GPU jobs pay for it.
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.datasets = {
+            name: load_npz(_dataset_file(dataset_files, name), ARRAYS)
+            for name in sorted({t["dataset"] for t in self.scenario["tasks"]})
+        }
+
+    def task_data(self, task_id: int, split: str):
+        import torch
+
+        from clgrid.data.scenarios import task_arrays
+        from clgrid.methods import TaskData
+
+        task = self.scenario["tasks"][task_id]
+        x, y = task_arrays(self.datasets[task["dataset"]], task, split)
+        return TaskData(
+            task_id,
+            torch.from_numpy(x).to(self.device),
+            torch.from_numpy(y).to(self.device),
+            list(task["classes"]),
+        )
+
+    def test_sets(self):
+        return [(d.x, d.y) for d in (self.task_data(i, "test") for i in range(len(self.scenario["tasks"])))]
+
+    def build_model(self):
+        from clgrid.models import build_model
+
+        return build_model(self.spec["backbone_cfg"], self.scenario["input_shape"], self.scenario["n_classes"])
+
+
+def init_model(spec: dict[str, Any], scenario_path: str, out: str) -> None:
+    """The initial weights of a (benchmark, backbone, seed), shared by every method of that seed."""
+    import torch
+
+    from clgrid.models import build_model
+
+    scenario = read_json(scenario_path)
+    torch.manual_seed(spec["seed"])
+    model = build_model(spec["backbone_cfg"], scenario["input_shape"], scenario["n_classes"])
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("initialised %s with %d parameters (seed %d)", spec["backbone"], n_params, spec["seed"])
+    save_torch(out, {"clgrid": provenance(spec, spec["seed"]), "task": -1, "model": model.state_dict()})
+
+
+def _eval_record(spec, ctx, predict, task_id: int) -> dict[str, Any]:
+    from clgrid.evaluate import accuracy_row
+
+    row = accuracy_row(predict, ctx.test_sets())
+    log.info("after task %d: accuracy per task %s", task_id, " ".join(f"{a:.1f}" for a in row))
+    return {"after_task": task_id, "acc": row, "provenance": provenance(spec, spec["seed"], str(ctx.device))}
+
+
+def evaluate(spec: dict[str, Any], scenario_path: str, dataset_files: list[str], state: str, out: str, threads: int = 1) -> None:
+    """Accuracy of a saved model (any checkpoint) on every task's test set."""
+    ctx = _Context(spec, scenario_path, dataset_files, threads)
+    model = ctx.build_model()
+    checkpoint = load_torch(state)
+    model.load_state_dict(checkpoint["model"])
+    model.to(ctx.device).eval()
+    write_json(out, _eval_record(spec, ctx, model, checkpoint["task"]))
+
+
+def train(
+    spec: dict[str, Any],
+    scenario_path: str,
+    dataset_files: list[str],
+    prev: str,
+    task_id: int,
+    out_state: str,
+    out_eval: str,
+    threads: int = 1,
+) -> None:
+    """Continue a run from the previous task's state, train task ``task_id``, save state and evaluate.
+
+    Evaluation runs in the same process: it always follows training, and a
+    second job would pay the torch import (about 2.4 s here) again for
+    milliseconds of work.
+    """
+    import torch
+
+    from clgrid.methods import get_method
+    from clgrid.train import fit_task, task_generator
+
+    ctx = _Context(spec, scenario_path, dataset_files, threads)
+    previous = load_torch(prev)
+    if previous["task"] != task_id - 1:
+        raise ValueError(f"'{prev}' holds the state after task {previous['task']}, but task {task_id} needs task {task_id - 1}")
+    torch.manual_seed(spec["seed"] * 1000 + task_id)
+    model = ctx.build_model()
+    model.load_state_dict(previous["model"])
+    model.to(ctx.device)
+    method = get_method(spec["method_name"])(model, spec["method_params"], ctx.scenario["n_classes"])
+    if "method" in previous:
+        method.load_state_dict(previous["method"])
+
+    def load_task(i: int):
+        return ctx.task_data(i, "train")
+
+    data = method.training_data(load_task(task_id), load_task)
+    log.info("run %s/%s/%s/s%d task %d: %d training samples on %s",
+             spec["benchmark"], spec["backbone"], spec["method"], spec["seed"], task_id, len(data.y), ctx.device)
+    epoch_losses = fit_task(model, method, data, spec["train"], task_generator(spec["seed"], task_id))
+    prov = provenance(spec, spec["seed"], str(ctx.device))
+    save_torch(
+        out_state,
+        {"clgrid": prov, "task": task_id, "model": model.state_dict(), "method": method.state_dict(), "epoch_losses": epoch_losses},
+    )
+    record = _eval_record(spec, ctx, method.predict, task_id)
+    record["epoch_losses"] = epoch_losses
+    write_json(out_eval, record)
+
+
+def run_metrics(spec: dict[str, Any], init_eval: str, task_evals: list[str], out: str) -> None:
+    """The accuracy matrix of a run and every metric computed from it."""
+    from clgrid import metrics
+
+    init = read_json(init_eval)
+    rows = [read_json(p) for p in task_evals]
+    for t, row in enumerate(rows):
+        if row["after_task"] != t:
+            raise ValueError(f"'{task_evals[t]}' is the evaluation after task {row['after_task']}, expected {t}")
+    acc_matrix = [row["acc"] for row in rows]
+    result = {
+        "run": f"{spec['benchmark']}/{spec['backbone']}/{spec['method']}/s{spec['seed']}",
+        "benchmark": spec["benchmark"],
+        "backbone": spec["backbone"],
+        "method": spec["method"],
+        "seed": spec["seed"],
+        "acc_matrix": acc_matrix,
+        "init_acc": init["acc"],
+        "acc_seen": metrics.accuracy_seen(acc_matrix).tolist(),
+        "metrics": metrics.all_metrics(acc_matrix, init["acc"]),
+        "provenance": provenance(spec, spec["seed"], rows[-1]["provenance"]["device"]),
+    }
+    write_json(out, result)
+    log.info("%s: %s", result["run"], " ".join(f"{k}={v:.2f}" for k, v in result["metrics"].items()))

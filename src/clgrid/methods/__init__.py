@@ -1,0 +1,14 @@
+"""CL methods: one module each, registered by name; the config schema lists the same names.
+
+A method changes the one training loop (``clgrid.train``) only through the hooks
+of ``Method``. ``METHODS`` maps config names to classes.
+"""
+
+from __future__ import annotations
+
+from clgrid.methods.base import METHODS, Method, TaskData, get_method, register
+
+# Importing the modules registers them.
+from clgrid.methods import ewc, joint, lwf, naive, replay  # noqa: E402,F401
+
+__all__ = ["METHODS", "Method", "TaskData", "get_method", "register"]

@@ -1,0 +1,50 @@
+"""Learning without Forgetting (Li & Hoiem 2017, TPAMI, eq. 2 with temperature).
+
+    L = CE(z, y) + α · T² · KL(softmax(z_old / T) ‖ softmax(z / T))
+
+over the logits of the classes seen before the current task, with z_old from a
+frozen copy of the model taken when the task starts (the weights the previous
+task's job saved, so the checkpoint need not store them twice). KL rather than
+soft cross-entropy makes the term exactly zero when the two models agree.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from clgrid.methods.base import Method, TaskData, register
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T² · KL(softmax(teacher/T) ‖ softmax(student/T)), averaged over the batch."""
+    log_student = F.log_softmax(student_logits / temperature, dim=-1)
+    log_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+    return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature**2
+
+
+@register("lwf")
+class LwF(Method):
+    def __init__(self, model, params, n_classes):
+        super().__init__(model, params, n_classes)
+        self.old_model: torch.nn.Module | None = None
+
+    def before_task(self, task: TaskData, generator: torch.Generator) -> None:
+        super().before_task(task, generator)
+        self.old_model = None
+        if self.seen_classes:
+            self.old_model = copy.deepcopy(self.model).eval()
+            for p in self.old_model.parameters():
+                p.requires_grad_(False)
+
+    def loss(self, x, y, logits):
+        task_loss = F.cross_entropy(logits, y)
+        if self.old_model is None:
+            return task_loss
+        old = torch.as_tensor(self.seen_classes, device=logits.device)
+        with torch.no_grad():
+            old_logits = self.old_model(x)[:, old]
+        distill = distillation_loss(logits[:, old], old_logits, self.params["temperature"])
+        return task_loss + self.params["lwf_alpha"] * distill

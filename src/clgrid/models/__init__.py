@@ -1,0 +1,52 @@
+"""Backbones and heads: a registry from names to constructors, and the ``Net`` that joins them."""
+
+from __future__ import annotations
+
+from math import prod
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """A backbone that maps inputs to features and a head that maps features to logits.
+
+    Methods that distil or classify on features (iCaRL, NCM heads, CKA) use
+    ``features``; everything else calls the module itself.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, n_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(feature_dim, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def mlp_backbone(input_shape: tuple[int, ...], hidden: list[int]) -> tuple[nn.Module, int]:
+    """Flatten, then Linear+ReLU blocks: 64→256→256 for digits under the default config."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = prod(input_shape)
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        width = size
+    return nn.Sequential(*layers), width
+
+
+BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
+    "mlp": lambda input_shape, cfg: mlp_backbone(input_shape, list(cfg.get("hidden", [256, 256]))),
+}
+
+
+def build_model(backbone_cfg: dict[str, Any], input_shape: list[int], n_classes: int) -> Net:
+    """Build the network a backbone config describes, for a scenario's input shape and classes."""
+    arch = backbone_cfg["arch"]
+    if arch not in BACKBONES:
+        raise KeyError(f"unknown backbone arch '{arch}'; valid: {', '.join(sorted(BACKBONES))}")
+    backbone, feature_dim = BACKBONES[arch](tuple(input_shape), backbone_cfg)
+    return Net(backbone, feature_dim, n_classes)

@@ -1,0 +1,70 @@
+"""SGD and Adam with ``torch.optim``'s update rules, without its start-up cost.
+
+Why not ``torch.optim``: its ``step`` imports ``torch._dynamo`` on first use, which
+costs about 1.8 s per process here (measured in ``benchmarks/job_overhead.py``).
+A grid runs one process per (run, task), so that import alone would be a third of
+the default grid's wall time. The updates below follow ``torch.optim.SGD`` and
+``torch.optim.Adam`` (non-fused, L2 weight decay added to the gradient), and
+``tests/test_optim.py`` checks them step for step against the library.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class SGD:
+    """v ← μ·v + (g + λθ);  θ ← θ − lr·v  (v starts at the first gradient, as in torch.optim.SGD)."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        self.params = [p for p in params]
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.velocity: list[torch.Tensor | None] = [None] * len(self.params)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            grad = p.grad if self.weight_decay == 0 else p.grad.add(p, alpha=self.weight_decay)
+            if self.momentum:
+                if self.velocity[i] is None:
+                    self.velocity[i] = grad.detach().clone()
+                else:
+                    self.velocity[i].mul_(self.momentum).add_(grad)
+                grad = self.velocity[i]
+            p.add_(grad, alpha=-self.lr)
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015) with bias correction and L2 weight decay, as torch.optim.Adam."""
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        self.params = [p for p in params]
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.steps = 0
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        beta1, beta2 = self.betas
+        bias1 = 1 - beta1**self.steps
+        bias2_sqrt = (1 - beta2**self.steps) ** 0.5
+        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
+            if p.grad is None:
+                continue
+            grad = p.grad if self.weight_decay == 0 else p.grad.add(p, alpha=self.weight_decay)
+            m.lerp_(grad, 1 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (v.sqrt() / bias2_sqrt).add_(self.eps)
+            p.addcdiv_(m, denom, value=-self.lr / bias1)

@@ -1,0 +1,1 @@
+"""Tables and figures from the per-run metrics files (pandas + seaborn)."""

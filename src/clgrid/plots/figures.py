@@ -1,0 +1,120 @@
+"""Per-benchmark figures: accuracy matrices, accuracy on seen tasks after each task, forgetting.
+
+Every figure uses one seaborn style and one colour per method across the whole
+grid, so a method looks the same in every panel. Accuracy colour scales are
+fixed to 0–100 so heatmaps of different methods compare.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from clgrid.io import atomic_path  # noqa: E402
+
+FORMATS = ("png", "pdf")
+
+
+def method_palette(methods: list[str]) -> dict[str, tuple]:
+    """A fixed colour per method, in the grid's method order."""
+    colours = sns.color_palette("tab10", n_colors=max(len(methods), 1))
+    return dict(zip(methods, colours))
+
+
+def _style() -> None:
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
+    plt.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42, "savefig.dpi": 150, "savefig.bbox": "tight"})
+
+
+def _save(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
+    paths = []
+    for fmt in FORMATS:
+        path = out_dir / f"{stem}.{fmt}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def acc_seen_frame(cells: pd.DataFrame) -> pd.DataFrame:
+    """A_t per run and task t: mean accuracy on tasks 0..t after training task t."""
+    seen = cells[cells["task"] <= cells["after_task"]]
+    keys = ["benchmark", "backbone", "method", "seed", "after_task"]
+    return seen.groupby(keys, sort=False)["acc"].mean().reset_index(name="acc_seen")
+
+
+def plot_acc_matrices(cells: pd.DataFrame, methods: list[str], title: str) -> plt.Figure:
+    n_tasks = int(cells["task"].max()) + 1
+    n = len(methods)
+    size = 0.45 * n_tasks + 1.2
+    fig, axes = plt.subplots(1, n, figsize=(size * n + 1.0, size + 0.6), squeeze=False, constrained_layout=True)
+    for ax, method in zip(axes[0], methods):
+        mean = cells[cells["method"] == method].pivot_table(index="after_task", columns="task", values="acc", aggfunc="mean")
+        sns.heatmap(mean, ax=ax, vmin=0, vmax=100, cmap="viridis", annot=n_tasks <= 10, fmt=".0f",
+                    annot_kws={"size": 7}, cbar=method == methods[-1], square=True,
+                    cbar_kws={"label": "accuracy (%)", "shrink": 0.8})
+        ax.set_title(method)
+        ax.set_xlabel("evaluated task")
+        ax.set_ylabel("after training task" if method == methods[0] else "")
+        ax.set_xticklabels(range(1, n_tasks + 1))
+        ax.set_yticklabels(range(1, n_tasks + 1), rotation=0)
+    fig.suptitle(f"{title}: accuracy matrix R[t, i] (mean over seeds)")
+    return fig
+
+
+def plot_acc_curve(seen: pd.DataFrame, palette: dict, title: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
+    frame = seen.assign(task=seen["after_task"] + 1)
+    sns.lineplot(data=frame, x="task", y="acc_seen", hue="method", palette=palette, hue_order=list(palette),
+                 errorbar="sd", marker="o", ax=ax)
+    ax.set_xticks(range(1, int(frame["task"].max()) + 1))
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("after training task")
+    ax.set_ylabel("accuracy on tasks seen (%)")
+    ax.set_title(f"{title}: accuracy on seen tasks (band: ± sd over seeds)")
+    ax.legend(title="method", bbox_to_anchor=(1.02, 1), loc="upper left", frameon=False)
+    return fig
+
+
+def plot_forgetting(runs: pd.DataFrame, palette: dict, title: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(5.0, 3.4), constrained_layout=True)
+    order = list(palette)
+    sns.barplot(data=runs, x="method", y="forgetting", hue="method", order=order, hue_order=order,
+                palette=palette, errorbar="sd", capsize=0.2, legend=False, ax=ax)
+    sns.stripplot(data=runs, x="method", y="forgetting", order=order, color="black", size=3, ax=ax)
+    ax.set_xlabel("")
+    ax.set_ylabel("average forgetting (%)")
+    ax.set_title(f"{title}: forgetting (Chaudhry et al. 2018)")
+    ax.axhline(0, color="black", linewidth=0.8)
+    return fig
+
+
+def write_figures(runs_csv: str, cells_csv: str, benchmark: str, backbone: str, out_dir: str) -> list[Path]:
+    """Write the three figures of one benchmark × backbone as PNG and PDF."""
+    _style()
+    runs = pd.read_csv(runs_csv)
+    cells = pd.read_csv(cells_csv)
+    methods = list(dict.fromkeys(runs["method"]))
+    palette = method_palette(methods)
+    runs = runs[(runs["benchmark"] == benchmark) & (runs["backbone"] == backbone)]
+    cells = cells[(cells["benchmark"] == benchmark) & (cells["backbone"] == backbone)]
+    if runs.empty:
+        raise ValueError(f"no runs of benchmark '{benchmark}' with backbone '{backbone}' in '{runs_csv}'")
+    here = [m for m in methods if m in set(runs["method"])]
+    palette = {m: palette[m] for m in here}
+    title = f"{benchmark} / {backbone}"
+    out = Path(out_dir)
+    paths = _save(plot_acc_matrices(cells, here, title), out, "acc_matrix")
+    paths += _save(plot_acc_curve(acc_seen_frame(cells), palette, title), out, "acc_curve")
+    paths += _save(plot_forgetting(runs, palette, title), out, "forgetting")
+    return paths
+
+
+__all__ = ["write_figures", "method_palette", "acc_seen_frame"]

@@ -1,0 +1,79 @@
+"""The one training loop. Methods change it only through the hooks of ``clgrid.methods.Method``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from clgrid.methods.base import Method, TaskData
+from clgrid.optim import SGD, Adam
+
+log = logging.getLogger("clgrid.train")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks the first CUDA GPU when one is present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{device}' was asked for but torch sees no CUDA GPU; use device: auto or cpu")
+    return torch.device(device)
+
+
+def task_generator(seed: int, task_id: int) -> torch.Generator:
+    """A CPU generator for shuffling and sampling, independent per (seed, task) so any task can be rerun alone."""
+    derived = int(np.random.SeedSequence([seed, task_id]).generate_state(1)[0])
+    return torch.Generator().manual_seed(derived)
+
+
+def make_optimizer(params: list[torch.nn.Parameter], train_cfg: dict[str, Any]) -> SGD | Adam:
+    """A fresh optimizer per task (state is not carried across tasks)."""
+    name = train_cfg["optimizer"]
+    if name == "sgd":
+        return SGD(params, lr=train_cfg["lr"], momentum=train_cfg["momentum"], weight_decay=train_cfg["weight_decay"])
+    if name == "adam":
+        return Adam(params, lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+    raise ValueError(f"unknown optimizer '{name}'; valid: adam, sgd")
+
+
+def fit_task(
+    model: torch.nn.Module,
+    method: Method,
+    data: TaskData,
+    train_cfg: dict[str, Any],
+    generator: torch.Generator,
+) -> list[float]:
+    """Train ``model`` on one task's data for ``epochs`` epochs; returns the mean loss of each epoch."""
+    method.before_task(data, generator)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(trainable, train_cfg)
+    batch_size = int(train_cfg["batch_size"])
+    n = len(data.y)
+    epoch_losses = []
+    model.train()
+    for epoch in range(int(train_cfg["epochs"])):
+        order = torch.randperm(n, generator=generator).to(data.y.device)
+        total, batches = 0.0, 0
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            x, y = data.x[idx], data.y[idx]
+            loss = method.loss(x, y, model(x))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss is {float(loss)} at task {data.task_id}, epoch {epoch + 1}: training diverged; "
+                    "lower the learning rate or the method's regularisation weight"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            method.after_backward()
+            optimizer.step()
+            total += float(loss.detach())
+            batches += 1
+        epoch_losses.append(total / max(batches, 1))
+        log.info("task %d epoch %d/%d loss %.4f", data.task_id, epoch + 1, train_cfg["epochs"], epoch_losses[-1])
+    model.eval()
+    method.after_task(data)
+    return epoch_losses
