@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", type=_spec, required=True)
     p.add_argument("--init-eval", required=True)
     p.add_argument("--evals", nargs="+", required=True, help="eval.json of tasks 0..T-1, in order")
+    p.add_argument("--states", nargs="*", default=[], help="state.pt of tasks 0..T-1, recorded by checksum")
     p.add_argument("--out", required=True)
 
     p = verbs.add_parser("tables", help="CSV, Markdown and LaTeX tables of every run")
@@ -93,7 +94,7 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.verb == "evaluate":
         jobs.evaluate(args.spec, args.scenario, args.data, args.state, args.out, args.threads)
     elif args.verb == "metrics":
-        jobs.run_metrics(args.spec, args.init_eval, args.evals, args.out)
+        jobs.run_metrics(args.spec, args.init_eval, args.evals, args.out, args.states)
     elif args.verb == "tables":
         from clgrid.plots.tables import write_tables
 

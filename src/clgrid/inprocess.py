@@ -38,13 +38,14 @@ def run_cell(config: dict[str, Any], benchmark: str, backbone: str, method: str,
     spec = cl.run_spec(config, benchmark, backbone, method, seed)
     run_dir = root / "runs" / benchmark / backbone / method / f"s{seed}"
     prev = init_dir / "model.pt"
-    evals = []
+    evals, states = [], []
     for task in range(cl.n_tasks(config, benchmark)):
         task_dir = run_dir / f"task{task}"
         jobs.train(spec, str(scenario), datasets, str(prev), task, str(task_dir / "state.pt"), str(task_dir / "eval.json"))
         prev = task_dir / "state.pt"
         evals.append(str(task_dir / "eval.json"))
-    jobs.run_metrics(spec, str(init_dir / "eval.json"), evals, str(run_dir / "metrics.json"))
+        states.append(str(prev))
+    jobs.run_metrics(spec, str(init_dir / "eval.json"), evals, str(run_dir / "metrics.json"), states)
     return read_json(run_dir / "metrics.json")
 
 

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from clgrid.io import load_npz, load_torch, provenance, read_json, save_torch, write_json
+from clgrid.io import file_sha256, load_npz, load_torch, provenance, read_json, save_torch, write_json
 
 log = logging.getLogger("clgrid")
 
@@ -174,8 +174,8 @@ def train(
     write_json(out_eval, record)
 
 
-def run_metrics(spec: dict[str, Any], init_eval: str, task_evals: list[str], out: str) -> None:
-    """The accuracy matrix of a run and every metric computed from it."""
+def run_metrics(spec: dict[str, Any], init_eval: str, task_evals: list[str], out: str, task_states: list[str] = ()) -> None:
+    """The accuracy matrix of a run and every metric computed from it, with the checksums of its checkpoints."""
     from clgrid import metrics
 
     init = read_json(init_eval)
@@ -194,6 +194,7 @@ def run_metrics(spec: dict[str, Any], init_eval: str, task_evals: list[str], out
         "init_acc": init["acc"],
         "acc_seen": metrics.accuracy_seen(acc_matrix).tolist(),
         "metrics": metrics.all_metrics(acc_matrix, init["acc"]),
+        "checkpoint_sha256": [file_sha256(p) for p in task_states],
         "provenance": provenance(spec, spec["seed"], rows[-1]["provenance"]["device"]),
     }
     write_json(out, result)

@@ -1,5 +1,6 @@
 # Config validation, run expansion and path helpers shared by every rule module.
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -13,14 +14,16 @@ from clgrid import config as cl  # noqa: E402
 validate(config, "../schemas/config.schema.yaml")
 cl.check_config(config)
 
-RESULTS = "results"
-SCENARIO = RESULTS + "/scenarios/{benchmark}.json"
-DATASET = RESULTS + "/data/{dataset}.npz"
-INIT = RESULTS + "/init/{benchmark}/{backbone}/s{seed}"
-RUN = RESULTS + "/runs/{benchmark}/{backbone}/{method}/s{seed}"
-TASK = RUN + "/task{task}"
-LOGS = RESULTS + "/logs"
-BENCH = RESULTS + "/benchmarks"
+# Every path the DAG makes, spelled out in full so a reader can grep for it.
+DATASET = "results/data/{dataset}.npz"
+SCENARIO = "results/scenarios/{benchmark}.json"
+INIT_MODEL = "results/init/{benchmark}/{backbone}/s{seed}/model.pt"
+INIT_EVAL = "results/init/{benchmark}/{backbone}/s{seed}/eval.json"
+TASK_STATE = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/state.pt"
+TASK_EVAL = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/eval.json"
+RUN_METRICS = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/metrics.json"
+FIGURE = "results/figures/{benchmark}/{backbone}/{figure}.{ext}"
+TABLE = "results/tables/{table}"
 ENV = "../../envs/clgrid.yaml"
 FIGURES = ("acc_matrix", "acc_curve", "forgetting")
 TABLES = ("runs.csv", "acc_matrix.csv", "summary.csv", "summary.md", "summary.tex")
@@ -61,28 +64,28 @@ def previous_state(wildcards):
     """Task 0 starts from the seed's shared initial weights, task t from task t-1's state."""
     task = int(wildcards.task)
     if task == 0:
-        return INIT.format(**{k: wildcards[k] for k in ("benchmark", "backbone", "seed")}) + "/model.pt"
-    return TASK.format(task=task - 1, **{k: wildcards[k] for k in ("benchmark", "backbone", "method", "seed")}) + "/state.pt"
+        return INIT_MODEL.format(**wildcards)
+    return TASK_STATE.format(**{**wildcards, "task": task - 1})
 
 
 def task_evals(wildcards):
-    n = cl.n_tasks(config, wildcards.benchmark)
-    return [
-        TASK.format(task=t, **{k: wildcards[k] for k in ("benchmark", "backbone", "method", "seed")}) + "/eval.json"
-        for t in range(n)
-    ]
+    return [TASK_EVAL.format(**{**wildcards, "task": t}) for t in range(cl.n_tasks(config, wildcards.benchmark))]
+
+
+def task_states(wildcards):
+    return [TASK_STATE.format(**{**wildcards, "task": t}) for t in range(cl.n_tasks(config, wildcards.benchmark))]
 
 
 def all_metrics(wildcards=None):
-    return [RUN.format(**vars(run)) + "/metrics.json" for run in cl.runs(config)]
+    return [RUN_METRICS.format(**vars(run)) for run in cl.runs(config)]
 
 
 def final_outputs():
     figures = expand(
-        RESULTS + "/figures/{benchmark}/{backbone}/{figure}.{ext}",
+        FIGURE,
         benchmark=list(config["benchmarks"]),
         backbone=list(config["backbones"]),
         figure=FIGURES,
         ext=("png", "pdf"),
     )
-    return expand(RESULTS + "/tables/{table}", table=TABLES) + figures
+    return expand(TABLE, table=TABLES) + figures

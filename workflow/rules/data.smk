@@ -5,9 +5,9 @@ rule prepare_dataset:
     output:
         DATASET,
     log:
-        LOGS + "/prepare_dataset/{dataset}.log",
+        "results/logs/prepare_dataset/{dataset}.log",
     benchmark:
-        BENCH + "/prepare_dataset/{dataset}.tsv"
+        "results/benchmarks/prepare_dataset/{dataset}.tsv"
     conda:
         ENV
     shell:
@@ -22,9 +22,9 @@ rule prepare_scenario:
     params:
         spec=scenario_spec,
     log:
-        LOGS + "/prepare_scenario/{benchmark}.log",
+        "results/logs/prepare_scenario/{benchmark}.log",
     benchmark:
-        BENCH + "/prepare_scenario/{benchmark}.tsv"
+        "results/benchmarks/prepare_scenario/{benchmark}.tsv"
     conda:
         ENV
     shell:

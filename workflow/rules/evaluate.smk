@@ -1,21 +1,21 @@
-# Accuracy after task t is written by train_task itself (same process, no second torch start-up).
-# Here: the initial model's accuracy on every task (b_i for FWT), and each run's metrics.
+# Accuracy after task t is written by train_task itself. Here: the initial model's accuracy
+# on every task (b_i, for FWT), and each run's accuracy matrix and metrics.
 
 
 rule evaluate_init:
     input:
         scenario=SCENARIO,
         data=dataset_files,
-        state=INIT + "/model.pt",
+        state=INIT_MODEL,
     output:
-        INIT + "/eval.json",
+        INIT_EVAL,
     params:
         spec=init_spec,
     threads: 1
     log:
-        INIT + "/eval.log",
+        "results/init/{benchmark}/{backbone}/s{seed}/eval.log",
     benchmark:
-        INIT + "/eval.bench.tsv"
+        "results/init/{benchmark}/{backbone}/s{seed}/eval.bench.tsv"
     resources:
         mem_mb=2000,
         runtime=10,
@@ -26,20 +26,23 @@ rule evaluate_init:
         " --state {input.state} --out {output} --threads {threads} > {log} 2>&1"
 
 
+# The metrics record the checksum of every checkpoint they describe, so a deleted or
+# replaced state is rebuilt (with everything after it) before the metrics are.
 rule run_metrics:
     input:
-        init=INIT + "/eval.json",
+        init=INIT_EVAL,
         evals=task_evals,
+        states=task_states,
     output:
-        RUN + "/metrics.json",
+        RUN_METRICS,
     params:
         spec=run_spec,
     log:
-        RUN + "/metrics.log",
+        "results/runs/{benchmark}/{backbone}/{method}/s{seed}/metrics.log",
     benchmark:
-        RUN + "/metrics.bench.tsv"
+        "results/runs/{benchmark}/{backbone}/{method}/s{seed}/metrics.bench.tsv"
     conda:
         ENV
     shell:
-        "clgrid metrics --spec {params.spec:q} --init-eval {input.init} --evals {input.evals}"
+        "clgrid metrics --spec {params.spec:q} --init-eval {input.init} --evals {input.evals} --states {input.states}"
         " --out {output} > {log} 2>&1"

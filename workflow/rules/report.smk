@@ -5,21 +5,21 @@ rule tables:
     input:
         all_metrics,
     output:
-        runs=RESULTS + "/tables/runs.csv",
-        cells=RESULTS + "/tables/acc_matrix.csv",
-        summary=RESULTS + "/tables/summary.csv",
+        runs="results/tables/runs.csv",
+        cells="results/tables/acc_matrix.csv",
+        summary="results/tables/summary.csv",
         markdown=report(
-            RESULTS + "/tables/summary.md",
+            "results/tables/summary.md",
             caption="../report/summary_table.rst",
             category="Tables",
         ),
-        latex=RESULTS + "/tables/summary.tex",
+        latex="results/tables/summary.tex",
     params:
-        out_dir=RESULTS + "/tables",
+        out_dir=lambda wildcards, output: os.path.dirname(output.runs),
     log:
-        LOGS + "/tables.log",
+        "results/logs/tables.log",
     benchmark:
-        BENCH + "/tables.tsv"
+        "results/benchmarks/tables.tsv"
     conda:
         ENV
     shell:
@@ -28,37 +28,37 @@ rule tables:
 
 rule figures:
     input:
-        runs=RESULTS + "/tables/runs.csv",
-        cells=RESULTS + "/tables/acc_matrix.csv",
+        runs="results/tables/runs.csv",
+        cells="results/tables/acc_matrix.csv",
     output:
         acc_matrix=report(
-            RESULTS + "/figures/{benchmark}/{backbone}/acc_matrix.png",
+            "results/figures/{benchmark}/{backbone}/acc_matrix.png",
             caption="../report/acc_matrix.rst",
             category="{benchmark}",
             subcategory="{backbone}",
             labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "accuracy matrix"},
         ),
         acc_curve=report(
-            RESULTS + "/figures/{benchmark}/{backbone}/acc_curve.png",
+            "results/figures/{benchmark}/{backbone}/acc_curve.png",
             caption="../report/acc_curve.rst",
             category="{benchmark}",
             subcategory="{backbone}",
             labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "accuracy on seen tasks"},
         ),
         forgetting=report(
-            RESULTS + "/figures/{benchmark}/{backbone}/forgetting.png",
+            "results/figures/{benchmark}/{backbone}/forgetting.png",
             caption="../report/forgetting.rst",
             category="{benchmark}",
             subcategory="{backbone}",
             labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "forgetting"},
         ),
-        pdf=expand(RESULTS + "/figures/{{benchmark}}/{{backbone}}/{figure}.pdf", figure=FIGURES),
+        pdf=expand("results/figures/{{benchmark}}/{{backbone}}/{figure}.pdf", figure=FIGURES),
     params:
-        out_dir=RESULTS + "/figures/{benchmark}/{backbone}",
+        out_dir=lambda wildcards, output: os.path.dirname(output.acc_matrix),
     log:
-        LOGS + "/figures/{benchmark}/{backbone}.log",
+        "results/logs/figures/{benchmark}/{backbone}.log",
     benchmark:
-        BENCH + "/figures/{benchmark}/{backbone}.tsv"
+        "results/benchmarks/figures/{benchmark}/{backbone}.tsv"
     conda:
         ENV
     shell:

@@ -5,13 +5,13 @@ rule init_model:
     input:
         scenario=SCENARIO,
     output:
-        INIT + "/model.pt",
+        INIT_MODEL,
     params:
         spec=init_spec,
     log:
-        INIT + "/init.log",
+        "results/init/{benchmark}/{backbone}/s{seed}/init.log",
     benchmark:
-        INIT + "/init.bench.tsv"
+        "results/init/{benchmark}/{backbone}/s{seed}/init.bench.tsv"
     resources:
         mem_mb=2000,
         runtime=10,
@@ -21,21 +21,23 @@ rule init_model:
         "clgrid init --spec {params.spec:q} --scenario {input.scenario} --out {output} > {log} 2>&1"
 
 
+# Evaluation after the task runs in the same process (it always follows training, and a
+# second job would pay the torch import again for milliseconds of work).
 rule train_task:
     input:
         scenario=SCENARIO,
         data=dataset_files,
         prev=previous_state,
     output:
-        state=TASK + "/state.pt",
-        acc=TASK + "/eval.json",
+        state=TASK_STATE,
+        acc=TASK_EVAL,
     params:
         spec=run_spec,
     threads: 1
     log:
-        TASK + "/train.log",
+        "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/train.log",
     benchmark:
-        TASK + "/train.bench.tsv"
+        "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/train.bench.tsv"
     resources:
         mem_mb=4000,
         runtime=60,

@@ -1,0 +1,41 @@
+# Two commands do everything on a fresh Linux machine with Python >= 3.11:
+#   make run    # install into .venv, then run the default grid (snakemake --cores all)
+#   make test   # install into .venv, then run the test suite (what CI runs)
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+CORES ?= all
+# Rules call the `clgrid` CLI, so the venv's bin/ must be on PATH for snakemake's jobs.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install run test report docs bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	# Prefer the small CPU build of torch where it is available; any torch 2.x works.
+	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q "torch>=2.2,<3"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+run: install
+	snakemake --cores $(CORES)
+
+test: install
+	$(PY) -m pytest
+
+report: run
+	snakemake --report report.html
+
+docs: run
+	mkdir -p docs/figures
+	for b in split_digits permuted_digits; do for f in acc_matrix acc_curve forgetting; do \
+	  cp results/figures/$$b/mlp/$$f.png docs/figures/$${b}_$$f.png; done; done
+	cp results/tables/summary.md docs/results.md
+
+bench: install
+	$(PY) benchmarks/job_overhead.py
+
+clean:
+	rm -rf results .snakemake report.html

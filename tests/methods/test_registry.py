@@ -1,0 +1,19 @@
+"""The method registry and the config schema list the same names."""
+
+import yaml
+
+from clgrid.methods import METHODS, get_method
+from tests.conftest import SCHEMA
+
+
+def test_registry_matches_schema():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert sorted(schema["properties"]["methods"]["items"]["enum"]) == sorted(METHODS)
+    assert set(schema["properties"]["method_params"]["properties"]) == set(METHODS)
+
+
+def test_unknown_method_names_valid_choices():
+    import pytest
+
+    with pytest.raises(KeyError, match="unknown method 'ewx'; valid: ewc, joint, lwf, naive, replay"):
+        get_method("ewx")

@@ -1,0 +1,72 @@
+"""The schema rejects bad configs before any job runs, naming the field; defaults are filled in."""
+
+import copy
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from clgrid import config as cl
+from tests.conftest import DEFAULT_CONFIG, SCHEMA
+
+
+def _raw():
+    return yaml.safe_load(DEFAULT_CONFIG.read_text())
+
+
+def _mutate(edit):
+    config = _raw()
+    edit(config)
+    return config
+
+
+BAD = {
+    "unknown method": (lambda c: c["methods"].append("ewx"), ["'ewx' is not one of", "'naive'", "['methods']"]),
+    "unknown dataset": (lambda c: c["benchmarks"]["split_digits"].update(dataset="mnits"),
+                        ["'mnits' is not one of", "['dataset']"]),
+    "unknown backbone": (lambda c: c["backbones"]["mlp"].update(arch="resnet9000"),
+                         ["'resnet9000' is not one of", "['arch']"]),
+    "negative learning rate": (lambda c: c["benchmarks"]["split_digits"]["train"].update(lr=-0.1),
+                               ["-0.1 is less than or equal to the minimum of 0", "['train']['lr']"]),
+    "missing field": (lambda c: c["benchmarks"]["permuted_digits"].pop("n_tasks"),
+                      ["'n_tasks' is a required property", "['permuted_digits']"]),
+    "misspelled hyperparameter": (lambda c: c["method_params"]["ewc"].update(ewc_lamda=5),
+                                  ["'ewc_lamda' was unexpected", "['ewc']"]),
+    "bad device": (lambda c: c.update(device="gpu"), ["'gpu' does not match", "['device']"]),
+    "no seeds": (lambda c: c.update(seeds=[]), ["should be non-empty", "['seeds']"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_schema_rejects_bad_config_naming_the_field(case):
+    edit, expected = BAD[case]
+    with pytest.raises(Exception) as err:
+        validate(_mutate(edit), str(SCHEMA))
+    for text in expected:
+        assert text in str(err.value), f"{case}: {text!r} not in {err.value}"
+
+
+def test_defaults_are_filled(default_config):
+    assert default_config["device"] == "auto"
+    assert default_config["method_params"]["replay"]["replay_batch_size"] is None
+    assert default_config["benchmarks"]["permuted_digits"]["class_order"] == "sorted"
+    assert default_config["benchmarks"]["split_digits"]["train"]["weight_decay"] == 0
+
+
+def test_uneven_class_split_fails_check_with_valid_choices(default_config):
+    config = copy.deepcopy(default_config)
+    config["benchmarks"]["split_digits"]["n_tasks"] = 3
+    with pytest.raises(cl.ConfigError, match=r"benchmarks.split_digits.n_tasks = 3 .* valid: \[1, 2, 5, 10\]"):
+        cl.check_config(config)
+
+
+def test_grid_and_specs(default_config):
+    runs = cl.runs(default_config)
+    assert len(runs) == 2 * 1 * 5 * 3
+    assert runs[0].id == "split_digits/mlp/naive/s0"
+    a = cl.run_spec(default_config, "split_digits", "mlp", "ewc", 0)
+    b = cl.run_spec(default_config, "split_digits", "mlp", "naive", 0)
+    # Methods of a seed share their initial weights: the init spec leaves the method out.
+    init = cl.init_spec(default_config, "split_digits", "mlp", 0)
+    assert {k: a[k] for k in init} == {k: b[k] for k in init} == init
+    assert a["method_params"] == {"ewc_lambda": 100, "fisher_samples": None}

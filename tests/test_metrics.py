@@ -1,0 +1,53 @@
+"""Metric functions against a hand-computed accuracy matrix."""
+
+import numpy as np
+import pytest
+
+from clgrid import metrics
+
+# Worked example (3 tasks). R[t, i] = accuracy on task i after training task t.
+#            task0 task1 task2
+R = [[90.0, 10.0, 20.0],   # after task 0
+     [95.0, 80.0, 30.0],   # after task 1 (task 0 improved: backward transfer)
+     [50.0, 70.0, 85.0]]   # after task 2
+B = [10.0, 5.0, 25.0]      # initial model's accuracy per task
+# ACC        = (50 + 70 + 85) / 3                         = 68.333...
+# A_t        = 90, (95 + 80) / 2 = 87.5, 68.333...
+# avg. inc.  = (90 + 87.5 + 68.333) / 3                    = 81.944...
+# forgetting = mean(max(90, 95) - 50, max(10, 80) - 70)    = mean(45, 10) = 27.5   (Chaudhry et al. 2018)
+# BWT        = mean(50 - 90, 70 - 80)                      = -25                   (uses R[i, i], not the max)
+# FWT        = mean(R[0,1] - b1, R[1,2] - b2) = mean(10 - 5, 30 - 25) = 5
+
+
+def test_worked_example():
+    assert metrics.average_accuracy(R) == pytest.approx(205 / 3)
+    np.testing.assert_allclose(metrics.accuracy_seen(R), [90, 87.5, 205 / 3])
+    assert metrics.average_incremental_accuracy(R) == pytest.approx((90 + 87.5 + 205 / 3) / 3)
+    np.testing.assert_allclose(metrics.forgetting_per_task(R), [45, 10])
+    assert metrics.average_forgetting(R) == pytest.approx(27.5)
+    assert metrics.backward_transfer(R) == pytest.approx(-25)
+    assert metrics.forward_transfer(R, B) == pytest.approx(5)
+
+
+def test_no_forgetting_when_nothing_changes():
+    r = np.array([[80, 0, 0], [80, 70, 0], [80, 70, 60]], dtype=float)
+    assert metrics.average_forgetting(r) == 0
+    assert metrics.backward_transfer(r) == 0
+    assert metrics.average_accuracy(r) == 70
+
+
+def test_total_forgetting_is_minus_bwt():
+    # Naive class-incremental: each task learnt perfectly, then lost entirely.
+    r = 100 * np.eye(4)
+    assert metrics.average_forgetting(r) == 100
+    assert metrics.backward_transfer(r) == -100
+    assert metrics.average_accuracy(r) == 25
+
+
+def test_single_task_and_bad_shapes():
+    assert metrics.all_metrics([[70.0]], [10.0]) == {
+        "acc": 70.0, "avg_inc_acc": 70.0, "forgetting": 0.0, "bwt": 0.0, "fwt": 0.0}
+    with pytest.raises(ValueError, match="T×T"):
+        metrics.average_accuracy([[1.0, 2.0]])
+    with pytest.raises(ValueError, match="one entry per task"):
+        metrics.forward_transfer(R, [1.0, 2.0])
