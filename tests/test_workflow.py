@@ -67,7 +67,8 @@ def test_every_output_exists(grid):
     for table in ("runs.csv", "acc_matrix.csv", "summary.csv", "summary.md", "summary.tex"):
         assert (root / "results/tables" / table).stat().st_size > 0
     for bench in ("split_digits", "permuted_digits"):
-        for fig in ("acc_matrix", "acc_curve", "forgetting"):
+        for fig in ("acc_matrix", "acc_curve", "forgetting", "summary", "cka_curves", "cka_layers", "rankme",
+                    "probe_vs_head"):
             for ext in ("png", "pdf"):
                 assert (root / f"results/figures/{bench}/mlp/{fig}.{ext}").stat().st_size > 1000
     for t in range(5):
@@ -98,6 +99,29 @@ def test_metrics_files_carry_matrix_and_provenance(grid):
     assert len(m["checkpoint_sha256"]) == 5 and len(set(m["checkpoint_sha256"])) == 5
 
 
+def test_analysis_files_are_consistent(grid):
+    a = json.loads((grid["root"] / "results/runs/split_digits/mlp/naive/s0/analysis.json").read_text())
+    assert a["layers"] == ["backbone.block1", "backbone.block2", "head"]
+    for values in a["cka_to_first"].values():
+        assert values[0] == pytest.approx(1.0) and all(0.0 <= v <= 1.0 + 1e-9 for v in values)
+    assert all(1.0 <= r <= 256 for r in a["rankme"]) and all(0 <= p <= 100 for p in a["probe_acc"])
+    m = json.loads((grid["root"] / "results/runs/split_digits/mlp/naive/s0/metrics.json").read_text())
+    assert a["head_acc"] == pytest.approx(m["acc_seen"])
+
+
+def test_paper_and_report(grid):
+    root = grid["root"]
+    tex = (root / "results/paper/tables.tex").read_text()
+    assert r"\textbf{" in tex and r"\toprule" in tex
+    assert "**" in (root / "results/paper/tables.md").read_text()
+    pdfs = sorted(p.name for p in (root / "results/paper").glob("*.pdf"))
+    assert len(pdfs) == 2 * 8 and "split_digits_mlp_cka_curves.pdf" in pdfs
+    assert b"FontFile2" in (root / "results/paper/split_digits_mlp_summary.pdf").read_bytes()  # TrueType embedded
+    snakemake(root, "--report", "report.html")
+    html = (root / "report.html").read_text(errors="replace")
+    assert len(html) > 100_000 and "cka_curves.png" in html and "summary.md" in html
+
+
 def test_orderings_from_the_literature(grid):
     runs = pd.read_csv(grid["root"] / "results/tables/runs.csv")
     mean = runs.groupby(["benchmark", "method"])[["acc", "forgetting"]].mean()
@@ -108,21 +132,19 @@ def test_orderings_from_the_literature(grid):
         assert perm.loc[method, "forgetting"] < perm.loc["naive", "forgetting"], method
 
 
-def test_deleting_one_state_rebuilds_only_dependents_identically(grid):
+def test_forcing_one_task_rebuilds_only_dependents_identically(grid):
     root = grid["root"]
     run = root / "results/runs/permuted_digits/mlp/ewc/s1"
-    before = (run / "metrics.json").read_bytes()
+    before = {name: (run / name).read_bytes() for name in ("metrics.json", "analysis.json")}
     untouched = (root / "results/runs/permuted_digits/mlp/ewc/s0/metrics.json").stat().st_mtime_ns
-    dependents = {"train_task": 3, "run_metrics": 1, "tables": 1, "figures": 2, "all": 1}
-    # Snakemake's own way to redo one cell: force it, and everything downstream follows.
-    assert planned_jobs(root, "--forcerun", "results/runs/permuted_digits/mlp/ewc/s1/task2/state.pt") == dependents
-    # Deleting files: Snakemake treats a missing intermediate file whose consumers are up to date as
-    # deliberately removed (like a temp file), so delete the task and the run's metrics together.
-    shutil.rmtree(run / "task2")
-    (run / "metrics.json").unlink()
-    assert planned_jobs(root) == dependents
-    snakemake(root, "--cores", "2")
-    assert (run / "metrics.json").read_bytes() == before
+    task2 = "results/runs/permuted_digits/mlp/ewc/s1/task2/state.pt"
+    assert planned_jobs(root, "--forcerun", task2) == {
+        "train_task": 3, "run_metrics": 1, "analyze_run": 1, "tables": 1, "figures": 2,
+        "analysis_figures": 2, "paper": 1, "all": 1,
+    }
+    snakemake(root, "--cores", "2", "--forcerun", task2)
+    for name, content in before.items():
+        assert (run / name).read_bytes() == content, f"{name} changed on rebuild"
     assert (root / "results/runs/permuted_digits/mlp/ewc/s0/metrics.json").stat().st_mtime_ns == untouched
 
 

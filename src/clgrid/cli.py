@@ -67,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--states", nargs="*", default=[], help="state.pt of tasks 0..T-1, recorded by checksum")
     p.add_argument("--out", required=True)
 
+    p = verbs.add_parser("analyze", help="CKA, RankMe and linear probe over every checkpoint of a run")
+    p.add_argument("--spec", type=_spec, required=True)
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--data", nargs="+", required=True)
+    p.add_argument("--states", nargs="+", required=True, help="state.pt of tasks 0..T-1, in order")
+    p.add_argument("--evals", nargs="+", required=True, help="eval.json of tasks 0..T-1, in order")
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=1)
+
     p = verbs.add_parser("tables", help="CSV, Markdown and LaTeX tables of every run")
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--out-dir", required=True)
@@ -76,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cells", required=True, help="acc_matrix.csv from 'clgrid tables'")
     p.add_argument("--benchmark", required=True)
     p.add_argument("--backbone", required=True)
+    p.add_argument("--out-dir", required=True)
+    p = verbs.add_parser("analysis-figures", help="CKA, RankMe and probe figures of one benchmark × backbone")
+    p.add_argument("--analyses", nargs="+", required=True, help="analysis.json of every run to plot")
+    p.add_argument("--methods", nargs="+", required=True, help="method order (fixes colours across figures)")
+    p.add_argument("--out-dir", required=True)
+
+    p = verbs.add_parser("paper", help="tables with the best value in bold, beside every figure as PDF")
+    p.add_argument("--summary", required=True, help="summary.csv from 'clgrid tables'")
+    p.add_argument("--figures", nargs="+", required=True, help="figure PDFs to collect")
     p.add_argument("--out-dir", required=True)
     return parser
 
@@ -95,6 +113,8 @@ def dispatch(args: argparse.Namespace) -> None:
         jobs.evaluate(args.spec, args.scenario, args.data, args.state, args.out, args.threads)
     elif args.verb == "metrics":
         jobs.run_metrics(args.spec, args.init_eval, args.evals, args.out, args.states)
+    elif args.verb == "analyze":
+        jobs.analyze_run(args.spec, args.scenario, args.data, args.states, args.evals, args.out, args.threads)
     elif args.verb == "tables":
         from clgrid.plots.tables import write_tables
 
@@ -105,6 +125,24 @@ def dispatch(args: argparse.Namespace) -> None:
 
         for path in write_figures(args.runs, args.cells, args.benchmark, args.backbone, args.out_dir):
             logging.getLogger("clgrid").info("wrote %s", path)
+    elif args.verb == "analysis-figures":
+        from clgrid.plots.figures import write_analysis_figures
+
+        for path in write_analysis_figures(args.analyses, args.methods, args.out_dir):
+            logging.getLogger("clgrid").info("wrote %s", path)
+    elif args.verb == "paper":
+        import shutil
+        from pathlib import Path
+
+        from clgrid.plots.tables import write_paper_tables
+
+        out = Path(args.out_dir)
+        for path in write_paper_tables(args.summary, args.out_dir):
+            logging.getLogger("clgrid").info("wrote %s", path)
+        for pdf in args.figures:
+            # results/figures/<benchmark>/<backbone>/<name>.pdf -> paper/<benchmark>_<backbone>_<name>.pdf
+            parts = Path(pdf).parts[-3:]
+            shutil.copyfile(pdf, out / "_".join(parts))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,6 +90,11 @@ def run_spec(config: dict[str, Any], benchmark: str, backbone: str, method: str,
     }
 
 
+def analysis_spec(config: dict[str, Any], benchmark: str, backbone: str, method: str, seed: int) -> dict[str, Any]:
+    """A run's spec plus the analysis settings: changing them reruns the analyses, not the training."""
+    return {**run_spec(config, benchmark, backbone, method, seed), "analysis": config["analysis"]}
+
+
 def _without_train(bench: dict[str, Any]) -> dict[str, Any]:
     # Training settings do not change the task splits, so they stay out of the scenario's spec.
     return {k: v for k, v in bench.items() if k != "train"}

@@ -199,3 +199,99 @@ def run_metrics(spec: dict[str, Any], init_eval: str, task_evals: list[str], out
     }
     write_json(out, result)
     log.info("%s: %s", result["run"], " ".join(f"{k}={v:.2f}" for k, v in result["metrics"].items()))
+
+
+def analyze_run(
+    spec: dict[str, Any],
+    scenario_path: str,
+    dataset_files: list[str],
+    states: list[str],
+    task_evals: list[str],
+    out: str,
+    threads: int = 1,
+) -> None:
+    """CKA, RankMe and a linear probe over every checkpoint of one run.
+
+    The evaluation set is fixed per benchmark (a seed-0 sample of all tasks' test
+    sets), so every checkpoint, method and seed is measured on the same inputs.
+    """
+    import numpy as np
+    import torch
+
+    from clgrid import metrics
+    from clgrid.analysis.cka import MinibatchCKA
+    from clgrid.analysis.features import default_layers, layer_features
+    from clgrid.analysis.probe import fit_linear_probe
+    from clgrid.analysis.rankme import rankme
+
+    ctx = _Context(spec, scenario_path, dataset_files, threads)
+    cfg = spec["analysis"]
+    n_tasks = len(ctx.scenario["tasks"])
+    if len(states) != n_tasks:
+        raise ValueError(f"expected one state per task ({n_tasks}), got {len(states)}")
+    rng = np.random.default_rng(0)
+    tests = [ctx.task_data(i, "test") for i in range(n_tasks)]
+    x_pool = torch.cat([d.x for d in tests])
+    pick = np.sort(rng.choice(len(x_pool), size=min(cfg["n_samples"], len(x_pool)), replace=False))
+    x_eval = x_pool[torch.from_numpy(pick).to(x_pool.device)]
+    trains = [ctx.task_data(i, "train") for i in range(n_tasks)]
+
+    models = []
+    for path in states:
+        model = ctx.build_model()
+        model.load_state_dict(load_torch(path)["model"])
+        models.append(model.to(ctx.device).eval())
+    layers = cfg["layers"] or default_layers(models[0])
+    feats = [layer_features(m, x_eval, layers) for m in models]
+
+    cka_to_first: dict[str, list[float]] = {layer: [] for layer in layers}
+    layer_map = None
+    batch = cfg["cka_batch_size"]
+    for t in range(n_tasks):
+        acc = MinibatchCKA(len(layers), len(layers))
+        for start in range(0, len(x_eval) - 3, batch):
+            stop = min(start + batch, len(x_eval))
+            if stop - start < 4:
+                break
+            acc.update([feats[0][l][start:stop] for l in layers], [feats[t][l][start:stop] for l in layers])
+        matrix = acc.compute()
+        for i, layer in enumerate(layers):
+            cka_to_first[layer].append(float(matrix[i, i]))
+        layer_map = matrix
+
+    rankmes, probe_accs = [], []
+    for t, model in enumerate(models):
+        with torch.no_grad():
+            rankmes.append(rankme(model.features(x_eval).flatten(1).cpu().numpy()))
+            seen_x = torch.cat([d.x for d in trains[: t + 1]])
+            seen_y = torch.cat([d.y for d in trains[: t + 1]])
+            take = torch.from_numpy(
+                np.sort(rng.choice(len(seen_y), size=min(cfg["probe_samples"], len(seen_y)), replace=False))
+            ).to(seen_y.device)
+            train_feats = model.features(seen_x[take]).flatten(1).cpu().numpy()
+            test_feats = [model.features(d.x).flatten(1).cpu().numpy() for d in tests[: t + 1]]
+        probe = fit_linear_probe(train_feats, seen_y[take].cpu().numpy(), cfg["probe_c"], spec["seed"])
+        # Mean of per-task accuracies, as A_t of the head, so the two compare.
+        probe_accs.append(float(np.mean([
+            100.0 * np.mean(probe(f) == d.y.cpu().numpy()) for f, d in zip(test_feats, tests[: t + 1])
+        ])))
+        log.info("after task %d: RankMe %.1f, probe %.1f%%, CKA to task 1 %s", t, rankmes[-1], probe_accs[-1],
+                 " ".join(f"{l}={cka_to_first[l][t]:.2f}" for l in layers))
+
+    acc_matrix = [read_json(p)["acc"] for p in task_evals]
+    result = {
+        "run": f"{spec['benchmark']}/{spec['backbone']}/{spec['method']}/s{spec['seed']}",
+        "benchmark": spec["benchmark"],
+        "backbone": spec["backbone"],
+        "method": spec["method"],
+        "seed": spec["seed"],
+        "layers": layers,
+        "n_eval_samples": int(len(x_eval)),
+        "cka_to_first": cka_to_first,
+        "cka_layers_first_last": layer_map.tolist(),
+        "rankme": rankmes,
+        "probe_acc": probe_accs,
+        "head_acc": metrics.accuracy_seen(acc_matrix).tolist(),
+        "provenance": provenance(spec, spec["seed"], str(ctx.device)),
+    }
+    write_json(out, result)

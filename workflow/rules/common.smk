@@ -22,10 +22,12 @@ INIT_EVAL = "results/init/{benchmark}/{backbone}/s{seed}/eval.json"
 TASK_STATE = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/state.pt"
 TASK_EVAL = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/eval.json"
 RUN_METRICS = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/metrics.json"
+RUN_ANALYSIS = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/analysis.json"
 FIGURE = "results/figures/{benchmark}/{backbone}/{figure}.{ext}"
 TABLE = "results/tables/{table}"
 ENV = "../../envs/clgrid.yaml"
-FIGURES = ("acc_matrix", "acc_curve", "forgetting")
+FIGURES = ("acc_matrix", "acc_curve", "forgetting", "summary")
+ANALYSIS_FIGURES = ("cka_curves", "cka_layers", "rankme", "probe_vs_head")
 TABLES = ("runs.csv", "acc_matrix.csv", "summary.csv", "summary.md", "summary.tex")
 
 
@@ -60,6 +62,31 @@ def run_spec(wildcards):
     )
 
 
+def analysis_spec(wildcards):
+    return as_json(
+        cl.analysis_spec(config, wildcards.benchmark, wildcards.backbone, wildcards.method, int(wildcards.seed))
+    )
+
+
+def analyses_of(wildcards):
+    """Every run's analysis.json of one benchmark x backbone."""
+    return [
+        RUN_ANALYSIS.format(**vars(run))
+        for run in cl.runs(config)
+        if run.benchmark == wildcards.benchmark and run.backbone == wildcards.backbone
+    ]
+
+
+def figure_pdfs(wildcards=None):
+    return expand(
+        FIGURE,
+        benchmark=list(config["benchmarks"]),
+        backbone=list(config["backbones"]),
+        figure=FIGURES + ANALYSIS_FIGURES,
+        ext=("pdf",),
+    )
+
+
 def previous_state(wildcards):
     """Task 0 starts from the seed's shared initial weights, task t from task t-1's state."""
     task = int(wildcards.task)
@@ -85,7 +112,7 @@ def final_outputs():
         FIGURE,
         benchmark=list(config["benchmarks"]),
         backbone=list(config["backbones"]),
-        figure=FIGURES,
+        figure=FIGURES + ANALYSIS_FIGURES,
         ext=("png", "pdf"),
     )
-    return expand(TABLE, table=TABLES) + figures
+    return expand(TABLE, table=TABLES) + figures + ["results/paper/tables.tex", "results/paper/tables.md"]

@@ -52,6 +52,13 @@ rule figures:
             subcategory="{backbone}",
             labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "forgetting"},
         ),
+        summary=report(
+            "results/figures/{benchmark}/{backbone}/summary.png",
+            caption="../report/summary.rst",
+            category="{benchmark}",
+            subcategory="{backbone}",
+            labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "summary"},
+        ),
         pdf=expand("results/figures/{{benchmark}}/{{backbone}}/{figure}.pdf", figure=FIGURES),
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.acc_matrix),
@@ -64,3 +71,70 @@ rule figures:
     shell:
         "clgrid figures --runs {input.runs} --cells {input.cells} --benchmark {wildcards.benchmark}"
         " --backbone {wildcards.backbone} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule analysis_figures:
+    input:
+        analyses_of,
+    output:
+        cka_curves=report(
+            "results/figures/{benchmark}/{backbone}/cka_curves.png",
+            caption="../report/cka_curves.rst",
+            category="{benchmark}",
+            subcategory="{backbone}",
+            labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "CKA vs task"},
+        ),
+        cka_layers=report(
+            "results/figures/{benchmark}/{backbone}/cka_layers.png",
+            caption="../report/cka_layers.rst",
+            category="{benchmark}",
+            subcategory="{backbone}",
+            labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "CKA layer x layer"},
+        ),
+        rankme=report(
+            "results/figures/{benchmark}/{backbone}/rankme.png",
+            caption="../report/rankme.rst",
+            category="{benchmark}",
+            subcategory="{backbone}",
+            labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "RankMe"},
+        ),
+        probe=report(
+            "results/figures/{benchmark}/{backbone}/probe_vs_head.png",
+            caption="../report/probe_vs_head.rst",
+            category="{benchmark}",
+            subcategory="{backbone}",
+            labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "probe vs head"},
+        ),
+        pdf=expand("results/figures/{{benchmark}}/{{backbone}}/{figure}.pdf", figure=ANALYSIS_FIGURES),
+    params:
+        methods=" ".join(config["methods"]),
+        out_dir=lambda wildcards, output: os.path.dirname(output.rankme),
+    log:
+        "results/logs/analysis_figures/{benchmark}/{backbone}.log",
+    benchmark:
+        "results/benchmarks/analysis_figures/{benchmark}/{backbone}.tsv"
+    conda:
+        ENV
+    shell:
+        "clgrid analysis-figures --analyses {input} --methods {params.methods}"
+        " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+# `snakemake --cores all paper`: every figure as PDF beside LaTeX/Markdown tables, best value in bold.
+rule paper:
+    input:
+        summary="results/tables/summary.csv",
+        figures=figure_pdfs,
+    output:
+        latex=report("results/paper/tables.tex", caption="../report/paper_tables.rst", category="Tables"),
+        markdown=report("results/paper/tables.md", caption="../report/paper_tables.rst", category="Tables"),
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.latex),
+    log:
+        "results/logs/paper.log",
+    benchmark:
+        "results/benchmarks/paper.tsv"
+    conda:
+        ENV
+    shell:
+        "clgrid paper --summary {input.summary} --figures {input.figures} --out-dir {params.out_dir} > {log} 2>&1"

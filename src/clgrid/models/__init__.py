@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from math import prod
 from typing import Any, Callable
 
@@ -29,13 +30,16 @@ class Net(nn.Module):
 
 
 def mlp_backbone(input_shape: tuple[int, ...], hidden: list[int]) -> tuple[nn.Module, int]:
-    """Flatten, then Linear+ReLU blocks: 64→256→256 for digits under the default config."""
-    layers: list[nn.Module] = [nn.Flatten()]
+    """Flatten, then Linear+ReLU blocks named ``block1``, ``block2``, …: 64→256→256 for digits by default.
+
+    Named blocks give analyses (CKA per layer) and freezing stable layer names.
+    """
+    layers: dict[str, nn.Module] = {"flatten": nn.Flatten()}
     width = prod(input_shape)
-    for size in hidden:
-        layers += [nn.Linear(width, size), nn.ReLU()]
+    for i, size in enumerate(hidden, start=1):
+        layers[f"block{i}"] = nn.Sequential(nn.Linear(width, size), nn.ReLU())
         width = size
-    return nn.Sequential(*layers), width
+    return nn.Sequential(OrderedDict(layers)), width
 
 
 BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {

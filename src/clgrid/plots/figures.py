@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -96,6 +97,42 @@ def plot_forgetting(runs: pd.DataFrame, palette: dict, title: str) -> plt.Figure
     return fig
 
 
+def plot_summary(cells: pd.DataFrame, runs: pd.DataFrame, palette: dict, title: str) -> plt.Figure:
+    """One page per benchmark: accuracy matrices (top), accuracy on seen tasks and forgetting (bottom)."""
+    methods = list(palette)
+    n_tasks = int(cells["task"].max()) + 1
+    fig = plt.figure(figsize=(max(2.3 * len(methods), 8.0), 7.2), constrained_layout=True)
+    grid = fig.add_gridspec(2, len(methods), height_ratios=[1, 1.25])
+    for col, method in enumerate(methods):
+        ax = fig.add_subplot(grid[0, col])
+        mean = cells[cells["method"] == method].pivot_table(index="after_task", columns="task", values="acc", aggfunc="mean")
+        sns.heatmap(mean, ax=ax, vmin=0, vmax=100, cmap="viridis", annot=n_tasks <= 6, fmt=".0f",
+                    annot_kws={"size": 6}, cbar=False, square=True)
+        ax.set_title(method, color=palette[method])
+        ax.set_xlabel("task")
+        ax.set_ylabel("after task" if col == 0 else "")
+        ax.set_xticklabels(range(1, n_tasks + 1))
+        ax.set_yticklabels(range(1, n_tasks + 1), rotation=0)
+    half = max(len(methods) // 2, 1)
+    ax_curve = fig.add_subplot(grid[1, :half])
+    seen = acc_seen_frame(cells)
+    sns.lineplot(data=seen.assign(task=seen["after_task"] + 1), x="task", y="acc_seen", hue="method",
+                 hue_order=methods, palette=palette, errorbar="sd", marker="o", ax=ax_curve)
+    ax_curve.set_ylim(0, 100)
+    ax_curve.set_xticks(range(1, n_tasks + 1))
+    ax_curve.set_xlabel("after training task")
+    ax_curve.set_ylabel("accuracy on seen tasks (%)")
+    ax_curve.legend(title="method", fontsize=8, frameon=False)
+    ax_bar = fig.add_subplot(grid[1, half:])
+    sns.barplot(data=runs, x="method", y="forgetting", hue="method", order=methods, hue_order=methods,
+                palette=palette, errorbar="sd", capsize=0.2, legend=False, ax=ax_bar)
+    ax_bar.set_xlabel("")
+    ax_bar.set_ylabel("average forgetting (%)")
+    ax_bar.tick_params(axis="x", rotation=30)
+    fig.suptitle(f"{title}: accuracy matrices (0–100 %), accuracy on seen tasks, forgetting (mean ± sd over seeds)")
+    return fig
+
+
 def write_figures(runs_csv: str, cells_csv: str, benchmark: str, backbone: str, out_dir: str) -> list[Path]:
     """Write the three figures of one benchmark × backbone as PNG and PDF."""
     _style()
@@ -114,7 +151,38 @@ def write_figures(runs_csv: str, cells_csv: str, benchmark: str, backbone: str, 
     paths = _save(plot_acc_matrices(cells, here, title), out, "acc_matrix")
     paths += _save(plot_acc_curve(acc_seen_frame(cells), palette, title), out, "acc_curve")
     paths += _save(plot_forgetting(runs, palette, title), out, "forgetting")
+    paths += _save(plot_summary(cells, runs, palette, title), out, "summary")
     return paths
 
 
-__all__ = ["write_figures", "method_palette", "acc_seen_frame"]
+def write_analysis_figures(analysis_files: list[str], methods: list[str], out_dir: str) -> list[Path]:
+    """CKA curves, layer × layer CKA maps, RankMe and probe-vs-head figures of one benchmark × backbone."""
+    from clgrid.io import read_json
+    from clgrid.plots import analysis_figures as af
+
+    _style()
+    records = [read_json(p) for p in analysis_files]
+    if not records:
+        raise ValueError("no analysis files given")
+    bench, backbone = records[0]["benchmark"], records[0]["backbone"]
+    palette = {m: c for m, c in method_palette(methods).items() if m in {r["method"] for r in records}}
+    layers = records[0]["layers"]
+    cka_rows, task_rows = [], []
+    for r in records:
+        for layer, values in r["cka_to_first"].items():
+            cka_rows += [{"method": r["method"], "seed": r["seed"], "layer": layer, "after_task": t, "cka": v}
+                         for t, v in enumerate(values)]
+        task_rows += [{"method": r["method"], "seed": r["seed"], "after_task": t, "rankme": rk, "probe_acc": pr,
+                       "head_acc": hd} for t, (rk, pr, hd) in enumerate(zip(r["rankme"], r["probe_acc"], r["head_acc"]))]
+    per_task = pd.DataFrame(task_rows)
+    maps = {m: np.mean([r["cka_layers_first_last"] for r in records if r["method"] == m], axis=0) for m in palette}
+    title = f"{bench} / {backbone}"
+    out = Path(out_dir)
+    paths = _save(af.plot_cka_curves(pd.DataFrame(cka_rows), palette, title), out, "cka_curves")
+    paths += _save(af.plot_cka_layer_maps(maps, layers, title), out, "cka_layers")
+    paths += _save(af.plot_rankme(per_task, palette, title), out, "rankme")
+    paths += _save(af.plot_probe_vs_head(per_task, palette, title), out, "probe_vs_head")
+    return paths
+
+
+__all__ = ["write_figures", "write_analysis_figures", "method_palette", "acc_seen_frame"]

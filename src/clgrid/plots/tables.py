@@ -45,16 +45,30 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(KEYS).reset_index(drop=True)
 
 
+# Which direction is better, for bolding the best mean of each column.
+HIGHER_IS_BETTER = {"acc": True, "avg_inc_acc": True, "forgetting": False, "bwt": True, "fwt": True}
+BOLD = {"md": "**{}**", "tex": "\\textbf{{{}}}"}
+
+
 def _cell(mean: float, std: float, plus_minus: str) -> str:
     return f"{mean:.1f}" if pd.isna(std) else f"{mean:.1f} {plus_minus} {std:.1f}"
 
 
-def formatted(summary: pd.DataFrame, benchmark: str, plus_minus: str = "±") -> pd.DataFrame:
-    """One benchmark's rows as strings 'mean ± std', columns labelled for a paper."""
+def formatted(summary: pd.DataFrame, benchmark: str, plus_minus: str = "±", bold: str | None = None) -> pd.DataFrame:
+    """One benchmark's rows as strings 'mean ± std', columns labelled for a paper.
+
+    With ``bold`` ('md' or 'tex') the best mean of each column (rounded as shown) is set in bold.
+    """
     part = summary[summary["benchmark"] == benchmark]
     table = pd.DataFrame({"Backbone": part["backbone"].astype(str), "Method": part["method"].astype(str)})
     for key, label in METRIC_LABELS.items():
-        table[label] = [_cell(m, s, plus_minus) for m, s in zip(part[(key, "mean")], part[(key, "std")])]
+        means = part[(key, "mean")].round(1)
+        best = means.max() if HIGHER_IS_BETTER[key] else means.min()
+        cells = []
+        for m, s, r in zip(part[(key, "mean")], part[(key, "std")], means):
+            text = _cell(m, s, plus_minus)
+            cells.append(BOLD[bold].format(text) if bold and r == best else text)
+        table[label] = cells
     table["Seeds"] = part[("seeds", "n")].astype(int).to_numpy()
     if table["Backbone"].nunique() == 1:
         table = table.drop(columns="Backbone")
@@ -65,17 +79,22 @@ NOTE = ("Accuracies in %, mean ± sample std over seeds. ACC: final average accu
         "BWT/FWT: Lopez-Paz & Ranzato 2017.")
 
 
-def to_markdown(summary: pd.DataFrame) -> str:
+def to_markdown(summary: pd.DataFrame, bold_best: bool = False) -> str:
     parts = []
     for bench in summary["benchmark"].cat.categories:
-        parts.append(f"### {bench}\n\n{formatted(summary, bench).to_markdown(index=False)}\n")
-    return "\n".join(parts) + f"\n{NOTE}\n"
+        table = formatted(summary, bench, bold="md" if bold_best else None)
+        parts.append(f"### {bench}\n\n{table.to_markdown(index=False)}\n")
+    note = NOTE + (" Best mean per column in bold." if bold_best else "")
+    return "\n".join(parts) + f"\n{note}\n"
 
 
-def to_latex(summary: pd.DataFrame) -> str:
+def to_latex(summary: pd.DataFrame, bold_best: bool = False) -> str:
     parts = []
     for bench in summary["benchmark"].cat.categories:
-        table = formatted(summary, bench, plus_minus=r"$\pm$")
+        table = formatted(summary, bench, plus_minus=r"$\pm$", bold="tex" if bold_best else None)
+        for col in ("Method", "Backbone"):
+            if col in table:
+                table[col] = table[col].str.replace("_", r"\_")
         body = table.style.hide(axis="index").to_latex(hrules=True, column_format="l" * (table.shape[1]))
         caption = f"% {bench}: {NOTE}\n"
         parts.append(caption + "\\begin{table}[t]\n\\centering\n\\caption{" + bench.replace("_", r"\_") + "}\n"
@@ -98,4 +117,22 @@ def write_tables(metrics_files: list[str], out_dir: str) -> dict[str, Path]:
         tmp.write_text(to_markdown(summary))
     with atomic_path(paths["summary.tex"]) as tmp:
         tmp.write_text(to_latex(summary))
+    return paths
+
+
+def write_paper_tables(summary_csv: str, out_dir: str) -> list[Path]:
+    """LaTeX (booktabs) and Markdown tables with the best mean per column in bold, from summary.csv."""
+    flat = pd.read_csv(summary_csv)
+    summary = flat.copy()
+    summary.columns = pd.MultiIndex.from_tuples(
+        [tuple(c.rsplit("_", 1)) if c.rsplit("_", 1)[-1] in ("mean", "std", "n") else (c, "") for c in flat.columns]
+    )
+    for k in KEYS:
+        summary[k] = pd.Categorical(flat[k], categories=list(dict.fromkeys(flat[k])), ordered=True)
+    out = Path(out_dir)
+    paths = [out / "tables.md", out / "tables.tex"]
+    with atomic_path(paths[0]) as tmp:
+        tmp.write_text(to_markdown(summary, bold_best=True))
+    with atomic_path(paths[1]) as tmp:
+        tmp.write_text("% needs \\usepackage{booktabs}\n" + to_latex(summary, bold_best=True))
     return paths

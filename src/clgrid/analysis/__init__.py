@@ -1,0 +1,1 @@
+"""Representation analyses over checkpoints: CKA, RankMe, linear probes."""
