@@ -30,9 +30,9 @@ report: run
 
 docs: run
 	mkdir -p docs/figures
-	for b in split_digits permuted_digits; do for f in acc_matrix acc_curve forgetting; do \
+	for b in split_digits permuted_digits; do for f in acc_matrix acc_curve forgetting summary cka_curves cka_layers rankme probe_vs_head; do \
 	  cp results/figures/$$b/mlp/$$f.png docs/figures/$${b}_$$f.png; done; done
-	cp results/tables/summary.md docs/results.md
+	cp results/paper/tables.md docs/results.md
 
 bench: install
 	$(PY) benchmarks/job_overhead.py

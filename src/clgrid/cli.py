@@ -23,6 +23,16 @@ def _spec(text: str) -> dict[str, Any]:
     return spec
 
 
+def _model_job(verbs, name: str, help: str) -> argparse.ArgumentParser:
+    """A verb that loads a scenario, its datasets and a model: the arguments all such jobs share."""
+    p = verbs.add_parser(name, help=help)
+    p.add_argument("--spec", type=_spec, required=True, help="the run's resolved config (JSON; the rules pass it)")
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--data", nargs="+", required=True, help="prepared dataset files")
+    p.add_argument("--threads", type=int, default=1)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clgrid", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -42,23 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", required=True)
     p.add_argument("--out", required=True)
 
-    p = verbs.add_parser("train", help="train one task from the previous task's state, then evaluate")
-    p.add_argument("--spec", type=_spec, required=True)
-    p.add_argument("--scenario", required=True)
-    p.add_argument("--data", nargs="+", required=True)
+    p = _model_job(verbs, "train", "train one task from the previous task's state, then evaluate")
     p.add_argument("--prev", required=True, help="state after task-1 (the init weights for task 0)")
     p.add_argument("--task", type=int, required=True)
     p.add_argument("--out-state", required=True)
     p.add_argument("--out-eval", required=True)
-    p.add_argument("--threads", type=int, default=1)
 
-    p = verbs.add_parser("evaluate", help="accuracy of a checkpoint on every task")
-    p.add_argument("--spec", type=_spec, required=True)
-    p.add_argument("--scenario", required=True)
-    p.add_argument("--data", nargs="+", required=True)
+    p = _model_job(verbs, "evaluate", "accuracy of a checkpoint on every task")
     p.add_argument("--state", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=1)
 
     p = verbs.add_parser("metrics", help="accuracy matrix and CL metrics of one run")
     p.add_argument("--spec", type=_spec, required=True)
@@ -67,14 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--states", nargs="*", default=[], help="state.pt of tasks 0..T-1, recorded by checksum")
     p.add_argument("--out", required=True)
 
-    p = verbs.add_parser("analyze", help="CKA, RankMe and linear probe over every checkpoint of a run")
-    p.add_argument("--spec", type=_spec, required=True)
-    p.add_argument("--scenario", required=True)
-    p.add_argument("--data", nargs="+", required=True)
+    p = _model_job(verbs, "analyze", "CKA, RankMe and linear probe over every checkpoint of a run")
     p.add_argument("--states", nargs="+", required=True, help="state.pt of tasks 0..T-1, in order")
     p.add_argument("--evals", nargs="+", required=True, help="eval.json of tasks 0..T-1, in order")
     p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=1)
 
     p = verbs.add_parser("tables", help="CSV, Markdown and LaTeX tables of every run")
     p.add_argument("--metrics", nargs="+", required=True)

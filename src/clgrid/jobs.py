@@ -174,6 +174,12 @@ def train(
     write_json(out_eval, record)
 
 
+def _run_identity(spec: dict[str, Any]) -> dict[str, Any]:
+    """The keys that name a run in every per-run result file."""
+    keys = ("benchmark", "backbone", "method", "seed")
+    return {"run": "{}/{}/{}/s{}".format(*(spec[k] for k in keys)), **{k: spec[k] for k in keys}}
+
+
 def run_metrics(spec: dict[str, Any], init_eval: str, task_evals: list[str], out: str, task_states: list[str] = ()) -> None:
     """The accuracy matrix of a run and every metric computed from it, with the checksums of its checkpoints."""
     from clgrid import metrics
@@ -185,11 +191,7 @@ def run_metrics(spec: dict[str, Any], init_eval: str, task_evals: list[str], out
             raise ValueError(f"'{task_evals[t]}' is the evaluation after task {row['after_task']}, expected {t}")
     acc_matrix = [row["acc"] for row in rows]
     result = {
-        "run": f"{spec['benchmark']}/{spec['backbone']}/{spec['method']}/s{spec['seed']}",
-        "benchmark": spec["benchmark"],
-        "backbone": spec["backbone"],
-        "method": spec["method"],
-        "seed": spec["seed"],
+        **_run_identity(spec),
         "acc_matrix": acc_matrix,
         "init_acc": init["acc"],
         "acc_seen": metrics.accuracy_seen(acc_matrix).tolist(),
@@ -280,11 +282,7 @@ def analyze_run(
 
     acc_matrix = [read_json(p)["acc"] for p in task_evals]
     result = {
-        "run": f"{spec['benchmark']}/{spec['backbone']}/{spec['method']}/s{spec['seed']}",
-        "benchmark": spec["benchmark"],
-        "backbone": spec["backbone"],
-        "method": spec["method"],
-        "seed": spec["seed"],
+        **_run_identity(spec),
         "layers": layers,
         "n_eval_samples": int(len(x_eval)),
         "cka_to_first": cka_to_first,
