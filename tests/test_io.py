@@ -56,3 +56,11 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
             raise RuntimeError("killed mid-write")
     assert read_json(path) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_equal_checkpoints_are_byte_identical(tmp_path):
+    # torch.save(path) names the zip records after the (random) temp file; reruns must not differ.
+    state = {"clgrid": {}, "task": 0, "model": {"w": torch.arange(6.0)}}
+    save_torch(tmp_path / "a.pt", state)
+    save_torch(tmp_path / "b.pt", state)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()

@@ -111,10 +111,15 @@ def load_npz(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[st
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> None:
+    """Atomic ``torch.save``, byte-identical for identical content.
+
+    Saved through a file object: given a path, torch names the archive's
+    records after the (random) temporary file, so equal states got different bytes.
+    """
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
 
 
 def load_torch(path: str | os.PathLike) -> Any:
