@@ -89,6 +89,7 @@ def main() -> None:
         "torch": __import__("importlib.metadata").metadata.version("torch"),
     }
     out = REPO / "benchmarks" / "results" / "job_overhead.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {out}")
 
