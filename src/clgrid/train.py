@@ -49,11 +49,14 @@ def fit_task(
     """Train ``model`` on one task's data for ``epochs`` epochs; returns the mean loss of each epoch."""
     method.before_task(data, generator)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError(f"nothing to train at task {data.task_id}: every parameter is frozen (freeze: all with a "
+                         "head that has no weights?)")
     optimizer = make_optimizer(trainable, train_cfg)
     batch_size = int(train_cfg["batch_size"])
     n = len(data.y)
     epoch_losses = []
-    model.train()
+    method.train_mode()
     for epoch in range(int(train_cfg["epochs"])):
         order = torch.randperm(n, generator=generator).to(data.y.device)
         total, batches = 0.0, 0
@@ -70,6 +73,7 @@ def fit_task(
             loss.backward()
             method.after_backward()
             optimizer.step()
+            method.after_step()
             total += float(loss.detach())
             batches += 1
         epoch_losses.append(total / max(batches, 1))

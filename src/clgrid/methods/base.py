@@ -20,22 +20,57 @@ class TaskData:
     classes: list[int]
 
 
+COMMON_DEFAULTS: dict[str, Any] = {"freeze": "none", "freeze_k": 1}
+"""Options every method takes (schema: ``$defs/common_method_params``)."""
+
+
+def freeze_backbone(model: nn.Module, mode: str, k: int = 1) -> list[str]:
+    """Stop gradients to the backbone: ``all`` of it, or its ``first_k`` children that hold parameters.
+
+    Returns the names of the frozen modules. Frozen weights get ``requires_grad=False``,
+    so the loop's optimizer never sees them and they stay bit-identical.
+    """
+    if mode == "none":
+        return []
+    backbone = model.backbone
+    if mode == "all":
+        frozen = [("backbone", backbone)]
+    elif mode == "first_k":
+        with_params = [(f"backbone.{n}", m) for n, m in backbone.named_children() if any(True for _ in m.parameters())]
+        if not 1 <= k <= len(with_params):
+            raise ValueError(f"freeze_k = {k}, but the backbone has {len(with_params)} blocks with weights: "
+                             f"{[n for n, _ in with_params]}")
+        frozen = with_params[:k]
+    else:
+        raise ValueError(f"unknown freeze mode '{mode}'; valid: all, first_k, none")
+    for _, module in frozen:
+        for p in module.parameters():
+            p.requires_grad_(False)
+    return [n for n, _ in frozen]
+
+
 class Method:
     """Naive fine-tuning; every other method overrides a few of these hooks.
 
     Order per task: ``training_data`` → ``before_task`` → for each batch
-    ``loss``, backward, ``after_backward``, optimizer step → ``after_task``.
-    ``state_dict`` must hold everything the next task's job needs.
+    ``loss``, backward, ``after_backward``, optimizer step, ``after_step`` →
+    ``after_task``. ``state_dict`` must hold everything the next task's job needs.
+    ``defaults`` holds the method's own hyperparameters (the schema repeats them;
+    a test checks they agree); ``params`` overrides them.
     """
 
     name = "naive"
+    defaults: dict[str, Any] = {}
 
     def __init__(self, model: nn.Module, params: dict[str, Any], n_classes: int):
         self.model = model
-        self.params = dict(params)
+        self.params = {**COMMON_DEFAULTS, **self.defaults, **params}
         self.n_classes = n_classes
         self.generator: torch.Generator | None = None
         self.seen_classes: list[int] = []
+        self.frozen_modules = freeze_backbone(model, self.params["freeze"], int(self.params["freeze_k"]))
+        # Nearest-class-mean head (backbone option ``head: ncm``): class -> mean feature.
+        self.class_means: dict[int, torch.Tensor] = {}
 
     def training_data(self, task: TaskData, load_task: Callable[[int], TaskData]) -> TaskData:
         """The data to train on for ``task``; ``load_task(i)`` gives any earlier task's training split."""
@@ -50,19 +85,53 @@ class Method:
     def after_backward(self) -> None:
         """Edit gradients in place before the optimizer step (gradient-projection methods)."""
 
+    def after_step(self) -> None:
+        """Runs after each optimizer step (EMA teachers, path integrals, weight averages)."""
+
+    def train_mode(self) -> None:
+        """Put the model in training mode, except frozen modules (their BatchNorm statistics must not move)."""
+        self.model.train()
+        for name in self.frozen_modules:
+            self.model.get_submodule(name).eval()
+
     def after_task(self, task: TaskData) -> None:
         self.seen_classes = sorted(set(self.seen_classes) | set(task.classes))
+        if getattr(self.model, "head_kind", "linear") == "ncm":
+            self.update_class_means(task.x, task.y)
+
+    @torch.no_grad()
+    def update_class_means(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Store the mean feature of each class in ``y`` (the NCM head's prototypes)."""
+        was_training = self.model.training
+        self.model.eval()
+        feats = torch.cat([self.model.features(x[i : i + 512]) for i in range(0, len(x), 512)])
+        for c in y.unique().tolist():
+            self.class_means[int(c)] = feats[y == c].mean(0)
+        self.model.train(was_training)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Scores per class used at evaluation; the model's logits unless the method classifies otherwise."""
+        if getattr(self.model, "head_kind", "linear") == "ncm" and self.class_means:
+            return nearest_mean_scores(self.model.features(x), self.class_means, self.n_classes)
         return self.model(x)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seen_classes": list(self.seen_classes)}
+        return {"seen_classes": list(self.seen_classes), "class_means": dict(self.class_means)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seen_classes = list(state.get("seen_classes", []))
+        device = next(self.model.parameters()).device
+        self.class_means = {int(c): m.to(device) for c, m in state.get("class_means", {}).items()}
+
+
+def nearest_mean_scores(features: torch.Tensor, means: dict[int, torch.Tensor], n_classes: int) -> torch.Tensor:
+    """Scores for nearest-class-mean classification: −‖f − μ_c‖ per class, −inf for classes without a mean."""
+    scores = torch.full((len(features), n_classes), float("-inf"), device=features.device)
+    classes = sorted(means)
+    centres = torch.stack([means[c] for c in classes])
+    scores[:, classes] = -torch.cdist(features, centres)
+    return scores
 
 
 METHODS: dict[str, type[Method]] = {}

@@ -17,10 +17,22 @@ class Net(nn.Module):
     ``features``; everything else calls the module itself.
     """
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, n_classes: int):
+    def __init__(self, backbone: nn.Module, feature_dim: int, n_classes: int, head: str = "linear",
+                 head_hidden: list[int] | None = None):
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(feature_dim, n_classes)
+        self.feature_dim = feature_dim
+        self.head_kind = head
+        if head == "mlp":
+            layers, width = [], feature_dim
+            for size in head_hidden or [256]:
+                layers += [nn.Linear(width, size), nn.ReLU()]
+                width = size
+            self.head = nn.Sequential(*layers, nn.Linear(width, n_classes))
+        elif head in ("linear", "ncm"):
+            self.head = nn.Linear(feature_dim, n_classes)
+        else:
+            raise KeyError(f"unknown head '{head}'; valid: linear, mlp, ncm")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -53,4 +65,4 @@ def build_model(backbone_cfg: dict[str, Any], input_shape: list[int], n_classes:
     if arch not in BACKBONES:
         raise KeyError(f"unknown backbone arch '{arch}'; valid: {', '.join(sorted(BACKBONES))}")
     backbone, feature_dim = BACKBONES[arch](tuple(input_shape), backbone_cfg)
-    return Net(backbone, feature_dim, n_classes)
+    return Net(backbone, feature_dim, n_classes, backbone_cfg.get("head", "linear"), backbone_cfg.get("head_hidden"))
