@@ -69,4 +69,19 @@ def test_grid_and_specs(default_config):
     # Methods of a seed share their initial weights: the init spec leaves the method out.
     init = cl.init_spec(default_config, "split_digits", "mlp", 0)
     assert {k: a[k] for k in init} == {k: b[k] for k in init} == init
-    assert a["method_params"] == {"ewc_lambda": 100, "fisher_samples": None}
+    assert a["method_params"] == {"ewc_lambda": 100, "fisher_samples": None, "freeze": "none", "freeze_k": 1}
+
+
+def _schema_method_params():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    return schema["properties"]["methods"]["items"]["enum"], schema["properties"]["method_params"]["properties"]
+
+
+def test_schema_defaults_equal_each_methods_own_defaults():
+    # The schema documents a method's hyperparameters for users; the class's ``defaults`` serve code and tests.
+    from clgrid.methods import METHODS
+
+    _, params = _schema_method_params()
+    for name, cls in METHODS.items():
+        schema_defaults = {k: v["default"] for k, v in params[name].get("properties", {}).items()}
+        assert schema_defaults == cls.defaults, name

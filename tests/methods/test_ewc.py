@@ -1,11 +1,16 @@
-"""EWC: zero penalty at the anchor, positive elsewhere, growing with the Fisher; Fisher is the empirical one."""
+"""EWC: zero penalty at the anchor, positive elsewhere, growing with the Fisher; Fisher is the empirical one.
+
+Online EWC: one running Fisher γF*+F_t and the last anchor; state survives a save/load between tasks.
+"""
+
+import io
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from clgrid.methods.ewc import EWC, empirical_fisher_diag, ewc_penalty
-from clgrid.train import task_generator
+from clgrid.methods.ewc import EWC, OnlineEWC, empirical_fisher_diag, ewc_penalty
+from clgrid.train import fit_task, task_generator
 from tests.methods.helpers import task, tiny_model
 
 
@@ -66,3 +71,65 @@ def test_loss_adds_lambda_times_penalty_and_state_round_trips():
     clone.load_state_dict(method.state_dict())
     assert clone.seen_classes == [0, 1]
     torch.testing.assert_close(clone.fisher_diags[0]["head.weight"], method.fisher_diags[0]["head.weight"])
+
+
+# ---- online EWC (Schwarz et al. 2018) ----
+
+TRAIN = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "epochs": 2, "batch_size": 8}
+TASKS = [task(0, [0, 1]), task(1, [2, 3])]
+
+
+def _train(model, method, t):
+    data = method.training_data(TASKS[t], lambda i: TASKS[i])
+    fit_task(model, method, data, TRAIN, task_generator(0, t))
+
+
+def test_online_running_fisher_is_gamma_f0_plus_f1_and_anchor_is_last_weights():
+    gamma = 0.7
+    model = tiny_model()
+    method = OnlineEWC(model, {"ewc_lambda": 5.0, "gamma": gamma}, 4)
+    _train(model, method, 0)
+    fisher0 = empirical_fisher_diag(model, TASKS[0].x, TASKS[0].y)  # at θ*_0, computed by hand
+    _train(model, method, 1)
+    fisher1 = empirical_fisher_diag(model, TASKS[1].x, TASKS[1].y)  # at θ*_1
+    for n in fisher0:
+        torch.testing.assert_close(method.running_fisher[n], gamma * fisher0[n] + fisher1[n])
+        assert torch.equal(method.anchor[n], dict(model.named_parameters())[n].detach())
+
+
+def test_online_penalty_zero_at_anchor_and_uses_gamma_times_running_fisher():
+    model = tiny_model()
+    method = OnlineEWC(model, {"ewc_lambda": 5.0, "gamma": 0.5}, 4)
+    _train(model, method, 0)
+    assert method.penalty().item() == 0.0
+    with torch.no_grad():
+        model.head.weight.add_(0.2)
+    # (λ/2) Σ γF*(θ−θ*)², by hand: only head.weight moved, by 0.2.
+    expected = 0.5 * (0.5 * method.running_fisher["head.weight"] * 0.2**2).sum()
+    torch.testing.assert_close(method.penalty(), expected)
+    x, y = TASKS[1].x, TASKS[1].y
+    logits = model(x)
+    torch.testing.assert_close(method.loss(x, y, logits), F.cross_entropy(logits, y) + 5.0 * expected)
+
+
+def test_online_state_round_trip_matches_one_process():
+    params = {"ewc_lambda": 50.0, "gamma": 0.9}
+    model = tiny_model()
+    method = OnlineEWC(model, params, 4)
+    _train(model, method, 0)
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "method": method.state_dict()}, buf)
+    _train(model, method, 1)
+
+    buf.seek(0)
+    saved = torch.load(buf)
+    fresh = tiny_model(seed=7)
+    fresh.load_state_dict(saved["model"])
+    restored = OnlineEWC(fresh, params, 4)
+    restored.load_state_dict(saved["method"])
+    _train(fresh, restored, 1)
+    for (n, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), n
+    for n in method.running_fisher:
+        assert torch.equal(method.running_fisher[n], restored.running_fisher[n])
+        assert torch.equal(method.anchor[n], restored.anchor[n])

@@ -1,11 +1,14 @@
-"""Replay: the buffer never exceeds its size, stays balanced over (task, class), and keeps old samples."""
+"""Replay: the buffer never exceeds its size, stays balanced over (task, class), and keeps old samples;
+the reservoir policy keeps every stream sample with probability size / n_seen."""
 
 import collections
+import io
 
+import pytest
 import torch
 
-from clgrid.methods.replay import BalancedBuffer, Replay
-from clgrid.train import task_generator
+from clgrid.methods.replay import BalancedBuffer, Replay, ReservoirBuffer
+from clgrid.train import fit_task, task_generator
 from tests.methods.helpers import task, tiny_model
 
 
@@ -59,3 +62,87 @@ def test_replay_loss_uses_buffer_and_state_round_trips():
     restored.load_state_dict(method.state_dict())
     torch.testing.assert_close(restored.replay_buffer.x, method.replay_buffer.x)
     assert restored.seen_classes == [0, 1]
+
+
+# --- reservoir policy ---------------------------------------------------------------------------
+
+TRAIN_CFG = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "epochs": 2, "batch_size": 8}
+
+
+def test_reservoir_never_exceeds_size_and_counts_the_stream():
+    buf = ReservoirBuffer(size=7)
+    g = torch.Generator().manual_seed(0)
+    seen = 0
+    for batch in [3, 1, 5, 0, 12, 2, 30]:
+        ids = torch.arange(seen, seen + batch)
+        buf.add(g, y=ids, x=ids.float().view(-1, 1))
+        seen += batch
+        assert len(buf) == min(7, seen) and buf.n_seen == seen
+        assert len(set(buf.fields["y"].tolist())) == len(buf)  # each stream sample at most once
+        torch.testing.assert_close(buf.fields["x"].flatten(), buf.fields["y"].float())  # fields stay aligned
+
+
+def test_reservoir_inclusion_probability_is_size_over_n_for_early_and_late_samples():
+    # Algorithm R keeps each of n stream samples with probability size/n (Vitter 1985).
+    # 4000 fixed seeds: the standard error of a frequency is sqrt(.25 * .75 / 4000) ≈ 0.007,
+    # so a tolerance of 0.035 is 5 standard errors per sample (and the seeds are fixed: no flakes).
+    size, n, runs = 10, 40, 4000
+    counts = torch.zeros(n)
+    for seed in range(runs):
+        buf = ReservoirBuffer(size)
+        g = torch.Generator().manual_seed(seed)
+        for start, stop in [(0, 3), (3, 18), (18, 19), (19, 40)]:  # uneven batches, as DER offers them
+            buf.add(g, y=torch.arange(start, stop))
+        counts[buf.fields["y"]] += 1
+    freq = counts / runs
+    assert (freq - size / n).abs().max() < 0.035
+    assert abs(freq[:10].mean() - 0.25) < 0.015 and abs(freq[-10:].mean() - 0.25) < 0.015
+
+
+def test_replay_reservoir_inserts_each_task_once_in_random_order():
+    method = Replay(tiny_model(), {"buffer_size": 12, "buffer_policy": "reservoir"}, 4)
+    for t, classes in enumerate([[0, 1], [2, 3]]):
+        data = task(t, classes)
+        method.before_task(data, task_generator(0, t))
+        method.after_task(data)
+    buf = method.replay_buffer
+    assert buf.n_seen == 40 and len(buf) == 12
+    all_x = torch.cat([task(0, [0, 1]).x, task(1, [2, 3]).x]).flatten(1)
+    for x, y in zip(buf.fields["x"], buf.fields["y"]):
+        match = (all_x == x.flatten()).all(1).nonzero().flatten()
+        assert len(match) == 1 and int(y) == [0, 1, 2, 3][int(match) // 10]
+
+
+def test_default_policy_is_class_balanced_and_unknown_policy_named():
+    assert isinstance(Replay(tiny_model(), {}, 4).replay_buffer, BalancedBuffer)
+    with pytest.raises(ValueError, match="unknown buffer_policy 'fifo'; valid: class_balanced, reservoir"):
+        Replay(tiny_model(), {"buffer_policy": "fifo"}, 4)
+
+
+def _fit(method, model, t, classes):
+    data = method.training_data(task(t, classes), lambda i: task(i, [2 * i, 2 * i + 1]))
+    fit_task(model, method, data, TRAIN_CFG, task_generator(0, t))
+
+
+def test_reservoir_state_round_trip_keeps_n_seen_and_training():
+    params = {"buffer_size": 12, "buffer_policy": "reservoir"}
+    model = tiny_model()
+    method = Replay(model, params, 4)
+    _fit(method, model, 0, [0, 1])
+    saved = io.BytesIO()
+    torch.save({"model": model.state_dict(), "method": method.state_dict()}, saved)
+    _fit(method, model, 1, [2, 3])
+
+    saved.seek(0)
+    state = torch.load(saved)
+    restored_model = tiny_model(seed=5)
+    restored_model.load_state_dict(state["model"])
+    restored = Replay(restored_model, params, 4)
+    restored.load_state_dict(state["method"])
+    assert restored.replay_buffer.n_seen == 20
+    _fit(restored, restored_model, 1, [2, 3])
+    assert restored.replay_buffer.n_seen == method.replay_buffer.n_seen == 40
+    for name in ("x", "y"):
+        assert torch.equal(restored.replay_buffer.fields[name], method.replay_buffer.fields[name])
+    for a, b in zip(restored_model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)

@@ -9,6 +9,23 @@ from __future__ import annotations
 from clgrid.methods.base import METHODS, Method, TaskData, get_method, register
 
 # Importing the modules registers them.
-from clgrid.methods import ewc, joint, lwf, naive, replay  # noqa: E402,F401
+from clgrid.methods import (  # noqa: E402,F401
+    agem,
+    der,
+    ewc,
+    gdumb,
+    icarl,
+    joint,
+    kd_ema,
+    l2_init,
+    lora,
+    lwf,
+    masked_kd,
+    naive,
+    ogd,
+    replay,
+    si,
+    wise_ft,
+)
 
 __all__ = ["METHODS", "Method", "TaskData", "get_method", "register"]

@@ -27,6 +27,8 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 @register("lwf")
 class LwF(Method):
+    defaults = {"lwf_alpha": 1.0, "temperature": 2.0}  # Li & Hoiem 2017, sec. 3: λ_o = 1, T = 2
+
     def __init__(self, model, params, n_classes):
         super().__init__(model, params, n_classes)
         self.old_model: torch.nn.Module | None = None

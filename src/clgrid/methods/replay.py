@@ -1,11 +1,21 @@
-"""Experience replay with a fixed-size, class-balanced buffer that persists across tasks.
+"""Experience replay with a fixed-size buffer that persists across tasks.
 
 Each training batch is the current batch concatenated with a batch drawn
 uniformly from the buffer (Chaudhry et al. 2019, "On Tiny Episodic Memories").
-After a task the buffer is refilled so every (task, class) group seen so far has
-an equal share: groups already in the buffer keep a prefix of their samples, new
-groups get a random sample. In class-incremental scenarios this is plain class
-balance; in domain-incremental ones every task keeps its share too.
+Two ways to fill the buffer (``buffer_policy``), both compared in that paper:
+
+- ``class_balanced`` (default): after a task the buffer is refilled so every
+  (task, class) group seen so far has an equal share: groups already in the
+  buffer keep a prefix of their samples, new groups get a random sample. In
+  class-incremental scenarios this is plain class balance; in domain-incremental
+  ones every task keeps its share too.
+- ``reservoir``: Vitter's (1985) Algorithm R over the stream of training samples,
+  so every sample seen so far is in the buffer with probability size / n_seen.
+  The loop shows each task's data once per epoch, in a fresh order; counting
+  every epoch would weigh a task by its epochs, so each task's samples enter the
+  stream exactly once, at ``after_task``, in a random order drawn from the task's
+  generator. The buffer then holds only earlier tasks while a task trains, as
+  with ``class_balanced``.
 """
 
 from __future__ import annotations
@@ -68,23 +78,107 @@ class BalancedBuffer:
         self.task = state["task"].to(device)
 
 
+class ReservoirBuffer:
+    """Up to ``size`` samples from a stream, each kept with equal probability (Vitter 1985, Algorithm R).
+
+    A sample is a row of every named field (``x``, ``y``, DER's ``logits``, …).
+    The n-th sample of the stream (1-based) takes the next free slot while the
+    buffer is not full; afterwards it replaces slot j, j uniform in [0, n), when
+    j < size. By induction every one of the n samples seen is then in the buffer
+    with probability size / n. ``n_seen`` is the stream length so far; it must
+    survive between tasks or later tasks would be over-represented.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self.n_seen = 0
+        self.fields: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(next(iter(self.fields.values()))) if self.fields else 0
+
+    def add(self, generator: torch.Generator, **rows: torch.Tensor) -> None:
+        """Offer ``rows`` (same length for every field) to the buffer, in order, as the next stream samples."""
+        m = len(next(iter(rows.values())))
+        if m == 0:
+            return
+        # Draw j_i uniform in [0, n_i) for the whole batch at once; float64 is exact enough for any stream we run.
+        stream_positions = torch.arange(self.n_seen + 1, self.n_seen + m + 1, dtype=torch.float64)
+        draws = (torch.rand(m, generator=generator, dtype=torch.float64) * stream_positions).long().tolist()
+        filled = len(self)
+        writer_of_slot: dict[int, int] = {}  # slot -> row of this batch that ends there (a later row overwrites)
+        for row, j in enumerate(draws):
+            if filled < self.size:
+                writer_of_slot[filled] = row
+                filled += 1
+            elif j < self.size:
+                writer_of_slot[j] = row
+        self.n_seen += m
+        if not writer_of_slot:
+            return
+        device = next(iter(rows.values())).device
+        slots = torch.tensor(list(writer_of_slot), dtype=torch.long, device=device)
+        sources = torch.tensor(list(writer_of_slot.values()), dtype=torch.long, device=device)
+        for name, values in rows.items():
+            stored = self.fields.get(name)
+            if stored is None:
+                stored = values.new_empty((0, *values.shape[1:]))
+            # A new tensor each time: a state_dict taken earlier must not change under it.
+            stored = torch.cat([stored, values.new_empty((filled - len(stored), *values.shape[1:]))])
+            stored[slots] = values[sources].detach()
+            self.fields[name] = stored
+
+    def sample(self, n: int, generator: torch.Generator, replace: bool = True) -> dict[str, torch.Tensor]:
+        """``n`` stored samples drawn uniformly (at most ``len(self)`` of them when ``replace`` is False)."""
+        if replace:
+            pick = torch.randint(len(self), (n,), generator=generator)
+        else:
+            pick = torch.randperm(len(self), generator=generator)[:n]
+        return {name: values[pick.to(values.device)] for name, values in self.fields.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"size": self.size, "n_seen": self.n_seen, "fields": dict(self.fields)}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.size = state["size"]
+        self.n_seen = int(state["n_seen"])
+        self.fields = {name: values.to(device) for name, values in state["fields"].items()}
+
+
+BUFFER_POLICIES = ("class_balanced", "reservoir")
+
+
 @register("replay")
 class Replay(Method):
+    defaults = {"buffer_size": 200, "replay_batch_size": None, "buffer_policy": "class_balanced"}
+
     def __init__(self, model, params, n_classes):
         super().__init__(model, params, n_classes)
-        self.replay_buffer = BalancedBuffer(int(params["buffer_size"]))
+        policy = self.params["buffer_policy"]
+        if policy not in BUFFER_POLICIES:
+            raise ValueError(f"unknown buffer_policy '{policy}'; valid: {', '.join(BUFFER_POLICIES)}")
+        size = int(self.params["buffer_size"])
+        self.replay_buffer = BalancedBuffer(size) if policy == "class_balanced" else ReservoirBuffer(size)
 
     def loss(self, x, y, logits):
         if len(self.replay_buffer) == 0:
             return F.cross_entropy(logits, y)
         n = self.params.get("replay_batch_size") or len(y)
-        buf_x, buf_y = self.replay_buffer.sample(n, self.generator)
+        if isinstance(self.replay_buffer, ReservoirBuffer):
+            drawn = self.replay_buffer.sample(n, self.generator)
+            buf_x, buf_y = drawn["x"], drawn["y"]
+        else:
+            buf_x, buf_y = self.replay_buffer.sample(n, self.generator)
         all_logits = torch.cat([logits, self.model(buf_x)])
         return F.cross_entropy(all_logits, torch.cat([y, buf_y]))
 
     def after_task(self, task: TaskData) -> None:
         super().after_task(task)
-        self.replay_buffer.add_task(task, self.generator)
+        if isinstance(self.replay_buffer, ReservoirBuffer):
+            order = torch.randperm(len(task.y), generator=self.generator).to(task.y.device)
+            self.replay_buffer.add(self.generator, x=task.x[order], y=task.y[order])
+        else:
+            self.replay_buffer.add_task(task, self.generator)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "replay_buffer": self.replay_buffer.state_dict()}

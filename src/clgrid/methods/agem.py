@@ -1,0 +1,100 @@
+"""Averaged Gradient Episodic Memory, A-GEM (Chaudhry et al. 2019, ICLR, "Efficient Lifelong Learning
+with A-GEM", Sec. 4, the projected update).
+
+With g the gradient of the current batch's loss and g_ref the gradient of the
+loss on a random batch of the episodic memory (samples of earlier tasks), both
+flattened over all trainable parameters, the step uses
+
+    g̃ = g − (gᵀ g_ref / g_refᵀ g_ref) · g_ref   if gᵀ g_ref < 0,   else g,
+
+the projection of g onto the half-space where the average memory loss does not
+increase to first order (g̃ᵀ g_ref = 0 after projection). g_ref is computed with
+``torch.autograd.grad`` so the current ``.grad`` is left alone until it is
+replaced by g̃. The memory loss is cross-entropy over all logits (one shared
+head; the paper's split benchmarks mask logits per task).
+
+The memory keeps, for each class of each task, ``samples_per_class`` random
+training samples, chosen at the end of the task; the memory grows with the
+tasks. Defaults from the authors' code (facebookresearch/agem,
+``fc_permute_mnist.py``): 25 samples per class and task (250 per 10-class task,
+the paper's MNIST setting) and a reference batch of 256 memory samples drawn
+without repeats (the whole memory when it is smaller).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from clgrid.methods.base import Method, TaskData, register
+
+
+def project_gradient(grad: torch.Tensor, grad_ref: torch.Tensor) -> torch.Tensor:
+    """A-GEM's update: remove from ``grad`` its component against ``grad_ref`` when the two conflict."""
+    dot = torch.dot(grad, grad_ref)
+    if dot >= 0:
+        return grad
+    return grad - (dot / torch.dot(grad_ref, grad_ref)) * grad_ref
+
+
+@register("agem")
+class AGEM(Method):
+    defaults: dict[str, Any] = {"samples_per_class": 25, "mem_batch_size": 256}
+
+    def __init__(self, model, params, n_classes):
+        super().__init__(model, params, n_classes)
+        device = next(model.parameters()).device
+        self.memory_x: torch.Tensor | None = None
+        self.memory_y = torch.empty(0, dtype=torch.long, device=device)
+        self.memory_task = torch.empty(0, dtype=torch.long, device=device)
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def reference_gradient(self) -> torch.Tensor:
+        """Flattened gradient of the mean cross-entropy on a random memory batch."""
+        pick = torch.randperm(len(self.memory_y), generator=self.generator)[: int(self.params["mem_batch_size"])]
+        pick = pick.to(self.memory_y.device)
+        params = self.trainable()
+        mem_loss = F.cross_entropy(self.model(self.memory_x[pick]), self.memory_y[pick])
+        grads = torch.autograd.grad(mem_loss, params, allow_unused=True)
+        return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for p, g in zip(params, grads)])
+
+    def after_backward(self) -> None:
+        if len(self.memory_y) == 0:
+            return
+        params = self.trainable()
+        grad = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params])
+        projected = project_gradient(grad, self.reference_gradient())
+        if projected is grad:
+            return
+        offset = 0
+        for p in params:
+            p.grad = projected[offset : offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+
+    def after_task(self, task: TaskData) -> None:
+        super().after_task(task)
+        per_class = int(self.params["samples_per_class"])
+        keep = []
+        for c in task.y.unique().tolist():
+            members = torch.nonzero(task.y == c).flatten().cpu()
+            keep.append(members[torch.randperm(len(members), generator=self.generator)[:per_class]])
+        keep = torch.cat(keep).to(task.y.device)
+        new_task = torch.full((len(keep),), task.task_id, dtype=torch.long, device=task.y.device)
+        self.memory_x = task.x[keep] if self.memory_x is None else torch.cat([self.memory_x, task.x[keep]])
+        self.memory_y = torch.cat([self.memory_y, task.y[keep]])
+        self.memory_task = torch.cat([self.memory_task, new_task])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "memory_x": self.memory_x, "memory_y": self.memory_y,
+                "memory_task": self.memory_task}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        device = next(self.model.parameters()).device
+        self.memory_x = None if state["memory_x"] is None else state["memory_x"].to(device)
+        self.memory_y = state["memory_y"].to(device)
+        self.memory_task = state["memory_task"].to(device)

@@ -1,0 +1,85 @@
+"""Dark Experience Replay, DER and DER++ (Buzzega et al. 2020, NeurIPS, "Dark Experience for General
+Continual Learning: a Strong, Simple Baseline", Sec. 3 and Algorithm 1).
+
+    DER:    L = CE(h(x), y) + α · ‖h(x′) − z′‖²
+    DER++:  L = CE(h(x), y) + α · ‖h(x′) − z′‖² + β · CE(h(x″), y″)
+
+(x′, z′) and (x″, y″) are two independent draws from a reservoir buffer that
+stores, for each sample it keeps, the input, the label and the logits z the
+model produced for it *when it was stored* (detached). ‖·‖² is the mean squared
+error over logits, as in the authors' code (``F.mse_loss``).
+
+The buffer is filled during training from the batches the loop shows (reservoir
+sampling over that stream, Vitter's Algorithm R): each batch is offered after
+its optimizer step, with the logits of the forward pass that produced the loss,
+so they are the pre-step model's logits, as in Algorithm 1. As in the authors'
+code every epoch's batches are stream samples, so ``n_seen`` counts a sample
+once per epoch, and a sample may sit in the buffer more than once with the
+logits of different epochs.
+
+Defaults: buffer 200 and, for that buffer, the paper's best hyperparameters on
+Seq-MNIST (class-incremental split MNIST with an MLP, the setting closest to
+split digits; appendix table of chosen hyperparameters, mirrored in the authors'
+``mammoth`` repository, ``utils/best_args.py``): DER α = 0.2; DER++ α = 0.2,
+β = 1.0. The paper draws buffer batches of its own ``minibatch_size``; here
+``replay_batch_size`` (null = the training batch size, as Replay does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from clgrid.methods.base import Method, register
+from clgrid.methods.replay import ReservoirBuffer
+
+
+@register("der")
+class DER(Method):
+    defaults: dict[str, Any] = {"buffer_size": 200, "replay_batch_size": None, "der_alpha": 0.2}
+
+    def __init__(self, model, params, n_classes):
+        super().__init__(model, params, n_classes)
+        self.replay_buffer = ReservoirBuffer(int(self.params["buffer_size"]))
+        # The batch whose loss was just computed, waiting for its optimizer step before it is stored.
+        self.pending: dict[str, torch.Tensor] | None = None
+
+    def _draw(self, n: int) -> dict[str, torch.Tensor]:
+        """A buffer batch without repeats, as the authors' buffer does."""
+        return self.replay_buffer.sample(n, self.generator, replace=False)
+
+    def replay_terms(self, n: int) -> torch.Tensor:
+        """α · MSE(h(x′), z′); DER++ adds its label term."""
+        drawn = self._draw(n)
+        return self.params["der_alpha"] * F.mse_loss(self.model(drawn["x"]), drawn["logits"])
+
+    def loss(self, x, y, logits):
+        self.pending = {"x": x.detach(), "y": y.detach(), "logits": logits.detach()}
+        task_loss = F.cross_entropy(logits, y)
+        if len(self.replay_buffer) == 0:
+            return task_loss
+        return task_loss + self.replay_terms(self.params.get("replay_batch_size") or len(y))
+
+    def after_step(self) -> None:
+        if self.pending is not None:
+            self.replay_buffer.add(self.generator, **self.pending)
+            self.pending = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "replay_buffer": self.replay_buffer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.replay_buffer.load_state_dict(state["replay_buffer"], next(self.model.parameters()).device)
+
+
+@register("derpp")
+class DERpp(DER):
+    defaults: dict[str, Any] = {**DER.defaults, "der_alpha": 0.2, "der_beta": 1.0}
+
+    def replay_terms(self, n: int) -> torch.Tensor:
+        logit_term = super().replay_terms(n)
+        drawn = self._draw(n)  # a second, independent draw (Algorithm 1)
+        return logit_term + self.params["der_beta"] * F.cross_entropy(self.model(drawn["x"]), drawn["y"])

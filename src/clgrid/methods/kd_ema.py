@@ -1,0 +1,180 @@
+"""Self-distillation from a weight-averaged teacher (mean teacher, Tarvainen & Valpola 2017, NeurIPS).
+
+    L = CE(z, y) + λ · T² · KL(softmax(z_T / T) ‖ softmax(z / T))
+
+over all logits, where z_T comes from a teacher whose weights average the
+student's. In continual learning the slow teacher keeps what earlier tasks
+taught (the "stable model" of CLS-ER, Arani et al. 2022, ICLR; the weight-averaged
+ensembles of Soutif-Cormerais et al. 2023, CoLLAs, "Improving online continual learning
+performance and stability with temporal ensembles"). All logits, not only the seen
+classes: the teacher is an average of the student, so its logits for classes not met yet
+are as meaningful as the student's, and mean teacher applies its consistency to the full
+output.
+
+Teacher weights θ_T, student θ_S, after every optimizer step (``teacher``):
+
+- ``ema``:    θ_T ← m·θ_T + (1−m)·θ_S with m = ``ema_ratio`` (0.999: Tarvainen & Valpola 2017,
+  appendix, CIFAR-10/SVHN after the ramp-up; the common value in the project's definitions).
+- ``anneal``: the same with a momentum that grows over the task on BYOL's cosine schedule
+  (Grill et al. 2020, NeurIPS, §3.2), generalised from BYOL's end value 1 to ``ema_ratio``:
+  m_k = m_end − (m_end − m_start)·(cos(πk/K) + 1)/2, k = steps already taken in the task,
+  m_start = ``anneal_start`` (0.99: mean teacher's ramp-up value), m_end = ``ema_ratio``,
+  K = ``anneal_steps`` (k is capped at K). K is a parameter because a method does not see the
+  loop's epochs or batch size; the default 100 is about one task of the default split_digits
+  config (≈270 samples, batch 32, 10 epochs: 90 steps). k restarts at 0 every task.
+- ``swa``:    θ_T ← (n·θ_T + θ_S)/(n+1), n = snapshots averaged so far (Izmailov et al. 2018,
+  UAI, eq. 2), one snapshot every ``swa_every`` optimizer steps of a task. The first snapshot
+  replaces the initial teacher (n = 0), so after n snapshots the teacher is their plain mean. n runs
+  over the whole sequence of tasks. Izmailov et al. average once per epoch/cycle; per step is
+  the finest choice and the loop's epoch boundaries are not visible to a method.
+- ``frozen``: the student as it was when the task started (no averaging; an LwF over all logits).
+
+The teacher is a copy of the student made when the run starts (the method is built on the
+initial weights at task 0) and persists across tasks in ``state_dict``. Every floating-point
+entry of the model's state dict is averaged (BatchNorm statistics included, as timm's
+ModelEmaV2 does); the teacher runs in eval mode.
+
+``cls_only`` distils through the classifier head only: both sides see the student's
+features f = backbone_S(x) with the gradient stopped, and the term is
+KL(head_T(f) ‖ head_S(f)). So the distillation moves only the student's head towards the
+teacher's head; the backbone learns from the cross-entropy alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clgrid.methods.base import Method, TaskData, register
+from clgrid.methods.lwf import distillation_loss
+
+TEACHER_MODES = ("ema", "anneal", "swa", "frozen")
+
+
+def cosine_momentum(step: int, total_steps: int, start: float, end: float) -> float:
+    """BYOL's schedule from ``start`` (step 0) to ``end`` (step ≥ ``total_steps``)."""
+    k = min(step, total_steps)
+    return end - (end - start) * (math.cos(math.pi * k / total_steps) + 1) / 2
+
+
+class AveragedTeacher:
+    """A frozen copy of the student whose weights follow an average of the student's weights."""
+
+    def __init__(self, student: nn.Module, mode: str, ema_ratio: float, anneal_start: float, anneal_steps: int,
+                 swa_every: int):
+        if mode not in TEACHER_MODES:
+            raise ValueError(f"unknown teacher '{mode}'; valid: {', '.join(TEACHER_MODES)}")
+        if anneal_steps < 1 or swa_every < 1:
+            raise ValueError(f"anneal_steps ({anneal_steps}) and swa_every ({swa_every}) must be at least 1")
+        self.mode, self.ema_ratio, self.anneal_start = mode, ema_ratio, anneal_start
+        self.anneal_steps, self.swa_every = anneal_steps, swa_every
+        self.model = copy.deepcopy(student).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.task_step = 0  # optimizer steps taken in the current task
+        self.n_averaged = 0  # swa snapshots in the average so far
+
+    @torch.no_grad()
+    def start_task(self, student: nn.Module) -> None:
+        self.task_step = 0
+        if self.mode == "frozen":
+            self.model.load_state_dict(student.state_dict())
+
+    def momentum(self) -> float:
+        """m of the next EMA update (the anneal schedule at the current step)."""
+        if self.mode == "anneal":
+            return cosine_momentum(self.task_step, self.anneal_steps, self.anneal_start, self.ema_ratio)
+        return self.ema_ratio
+
+    @torch.no_grad()
+    def update(self, student: nn.Module) -> None:
+        """One optimizer step was taken: move the teacher towards the student."""
+        student_state = student.state_dict()
+        pairs = [(t, student_state[n]) for n, t in self.model.state_dict().items()]
+        if self.mode in ("ema", "anneal"):
+            m = self.momentum()
+            for t, s in pairs:
+                if t.is_floating_point():
+                    t.mul_(m).add_(s, alpha=1 - m)
+                else:
+                    t.copy_(s)
+        elif self.mode == "swa" and (self.task_step + 1) % self.swa_every == 0:
+            n = self.n_averaged
+            for t, s in pairs:
+                if t.is_floating_point():
+                    t.mul_(n).add_(s).div_(n + 1)
+                else:
+                    t.copy_(s)
+            self.n_averaged += 1
+        self.task_step += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        # A frozen teacher is the student at task start, which the job saves already.
+        weights = None if self.mode == "frozen" else {n: t.clone() for n, t in self.model.state_dict().items()}
+        return {"weights": weights, "n_averaged": self.n_averaged}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["weights"] is not None:
+            self.model.load_state_dict(state["weights"])  # copies onto the teacher's (the model's) device
+        self.n_averaged = int(state["n_averaged"])
+
+
+def teacher_from_params(student: nn.Module, params: dict[str, Any]) -> AveragedTeacher:
+    return AveragedTeacher(student, params["teacher"], float(params["ema_ratio"]), float(params["anneal_start"]),
+                           int(params["anneal_steps"]), int(params["swa_every"]))
+
+
+@register("kd_ema")
+class KDEMA(Method):
+    defaults = {
+        "teacher": "ema",
+        "ema_ratio": 0.999,
+        "anneal_start": 0.99,
+        "anneal_steps": 100,
+        "swa_every": 1,
+        "kd_weight": 1.0,
+        "temperature": 2.0,
+        "cls_only": False,
+    }
+
+    def __init__(self, model, params, n_classes):
+        super().__init__(model, params, n_classes)
+        self.teacher = teacher_from_params(model, self.params)
+
+    def before_task(self, task: TaskData, generator: torch.Generator) -> None:
+        super().before_task(task, generator)
+        self.teacher.start_task(self.model)
+
+    def distillation_pair(self, x: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(student logits, teacher logits) that the distillation term compares."""
+        if self.params["cls_only"]:
+            features = self.model.features(x).detach()
+            with torch.no_grad():
+                teacher_logits = self.teacher.model.head(features)
+            return self.model.head(features), teacher_logits
+        with torch.no_grad():
+            teacher_logits = self.teacher.model(x)
+        return logits, teacher_logits
+
+    def loss(self, x, y, logits):
+        task_loss = F.cross_entropy(logits, y)
+        if self.params["kd_weight"] == 0:
+            return task_loss
+        student_logits, teacher_logits = self.distillation_pair(x, logits)
+        distill = distillation_loss(student_logits, teacher_logits, self.params["temperature"])
+        return task_loss + self.params["kd_weight"] * distill
+
+    def after_step(self) -> None:
+        self.teacher.update(self.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "teacher": self.teacher.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.teacher.load_state_dict(state["teacher"])

@@ -1,0 +1,111 @@
+"""WiSE-FT: α = 0 gives the start weights and α = 1 the fine-tuned ones bit for bit, α = 0.5 the midpoint;
+the moving average is the EMA of the path; frozen weights stay exact; a save/load between tasks changes nothing."""
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from clgrid.methods import Method, TaskData
+from clgrid.methods.wise_ft import WiSEFT
+from clgrid.optim import SGD
+from clgrid.train import fit_task, task_generator
+from tests.methods.helpers import task, tiny_model
+
+TRAIN = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "epochs": 2, "batch_size": 8}
+TASKS = [task(0, [0, 1]), task(1, [2, 3])]
+
+
+def _train(model, method, t):
+    data = method.training_data(TASKS[t], lambda i: TASKS[i])
+    fit_task(model, method, data, TRAIN, task_generator(0, t))
+
+
+def _start_and_finetuned(t=0):
+    """θ_start and θ_ft of task t: plain fine-tuning (naive) from the same start with the same shuffling."""
+    model = tiny_model()
+    start = {n: w.clone() for n, w in model.state_dict().items()}
+    _train(model, Method(model, {}, 4), t)
+    return start, model.state_dict()
+
+
+def _wise(params, t=0):
+    model = tiny_model()
+    _train(model, WiSEFT(model, params, 4), t)
+    return model.state_dict()
+
+
+def test_alpha_zero_is_start_and_alpha_one_is_finetuned_exactly():
+    start, finetuned = _start_and_finetuned()
+    at_zero, at_one = _wise({"alpha": 0.0}), _wise({"alpha": 1.0})
+    assert any(not torch.equal(start[n], finetuned[n]) for n in start)  # the task did move the weights
+    for n in start:
+        assert torch.equal(at_zero[n], start[n]), n
+        assert torch.equal(at_one[n], finetuned[n]), n
+
+
+def test_alpha_half_is_the_midpoint():
+    start, finetuned = _start_and_finetuned()
+    half = _wise({"alpha": 0.5})
+    for n in start:
+        assert torch.equal(half[n], (start[n] + finetuned[n]) / 2), n
+
+
+def test_moving_average_is_the_ema_of_the_training_path():
+    # One weight, two SGD steps on ½θ² (lr 0.5): θ = 1 → 0.5 → 0.25.
+    # β = 0.6: avg = 1 → 0.6·1 + 0.4·0.5 = 0.8 → 0.6·0.8 + 0.4·0.25 = 0.58, loaded at the task's end.
+    model = nn.Module()
+    model.theta = nn.Parameter(torch.tensor([1.0]))
+    method = WiSEFT(model, {"mode": "moving_average", "ema_decay": 0.6, "alpha": 1.0}, 1)
+    data = TaskData(0, torch.zeros(1, 1), torch.zeros(1, dtype=torch.long), [0])
+    method.before_task(data, task_generator(0, 0))
+    optimizer = SGD(model.parameters(), lr=0.5)
+    for _ in range(2):
+        optimizer.zero_grad()
+        (0.5 * model.theta**2).sum().backward()
+        method.after_backward()
+        optimizer.step()
+        method.after_step()
+    torch.testing.assert_close(model.theta.detach(), torch.tensor([0.25]))
+    method.after_task(data)
+    torch.testing.assert_close(model.theta.detach(), torch.tensor([0.58]))
+
+
+def test_moving_average_extremes():
+    start, finetuned = _start_and_finetuned()
+    keep_start = _wise({"mode": "moving_average", "ema_decay": 1.0})
+    follow = _wise({"mode": "moving_average", "ema_decay": 0.0})
+    for n in start:
+        assert torch.equal(keep_start[n], start[n]), n
+        assert torch.equal(follow[n], finetuned[n]), n
+
+
+@pytest.mark.parametrize("mode", ["end_of_task", "moving_average"])
+def test_frozen_weights_stay_bit_identical(mode):
+    model = tiny_model()
+    frozen = model.backbone.block1[0].weight.detach().clone()
+    _train(model, WiSEFT(model, {"alpha": 0.3, "mode": mode, "ema_decay": 0.9, "freeze": "all"}, 4), 0)
+    assert torch.equal(model.backbone.block1[0].weight, frozen)
+
+
+@pytest.mark.parametrize("mode", ["end_of_task", "moving_average"])
+def test_state_round_trip_matches_one_process(mode):
+    params = {"alpha": 0.5, "mode": mode, "ema_decay": 0.9}
+    model = tiny_model()
+    method = WiSEFT(model, params, 4)
+    _train(model, method, 0)
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "method": method.state_dict()}, buf)
+    _train(model, method, 1)
+
+    buf.seek(0)
+    saved = torch.load(buf)
+    fresh = tiny_model(seed=7)
+    fresh.load_state_dict(saved["model"])
+    restored = WiSEFT(fresh, params, 4)
+    restored.load_state_dict(saved["method"])
+    _train(fresh, restored, 1)
+    assert restored.seen_classes == method.seen_classes == [0, 1, 2, 3]
+    for (n, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), n
