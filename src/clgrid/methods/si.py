@@ -31,10 +31,14 @@ Choices, and why:
 - Every parameter of the model has an Ω, frozen ones included: a weight that
   never moves gets ω = 0, so Ω = 0/(0 + ξ) = 0 exactly.
 
-Defaults c = 1, ξ = 1e-3: the split-MNIST setting of the reference code
-(``fig_split_mnist`` notebook: ``PATH_INT_PROTOCOL(omega_decay='sum', xi=1e-3)``,
-``cvals = [0, 1.0]``). For permuted MNIST the paper uses c = 0.1 (and the
-reference data file ξ = 0.1).
+Defaults c = 1 (the split-MNIST value of the reference code, ``fig_split_mnist``
+notebook: ``cvals = [0, 1.0]``) and ξ = 0.1 (the reference code's permuted-MNIST
+damping; split MNIST there uses ξ = 1e-3). Measured on the default digits grid
+(SGD, lr 0.05, momentum 0.9): with ξ = 1e-3 weights that oscillate but end near
+where they started get Ω ≈ ω/1e-3, the penalty's curvature 2cΩ exceeds what the
+step size tolerates and training diverges at task 2 for c ≥ 0.1 (caught by the
+loop's finite-loss check); with ξ = 0.1 and c = 1 permuted-digits forgetting is
+21 % against naive's 75 %. The paper trained with Adam at lr 1e-3.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from clgrid.methods.base import Method, TaskData, register
 
 @register("si")
 class SynapticIntelligence(Method):
-    defaults = {"c": 1.0, "xi": 1e-3}
+    defaults = {"c": 1.0, "xi": 0.1}
 
     def __init__(self, model, params, n_classes):
         super().__init__(model, params, n_classes)
