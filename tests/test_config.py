@@ -69,7 +69,7 @@ def test_grid_and_specs(default_config):
     # Methods of a seed share their initial weights: the init spec leaves the method out.
     init = cl.init_spec(default_config, "split_digits", "mlp", 0)
     assert {k: a[k] for k in init} == {k: b[k] for k in init} == init
-    assert a["method_params"] == {"ewc_lambda": 100, "fisher_samples": None, "freeze": "none", "freeze_k": 1}
+    assert a["method_params"] == {"ewc_lambda": 100, "fisher_samples": None, "freeze": "none", "freeze_k": 1, "lr_scale": 1.0}
 
 
 def _schema_method_params():
@@ -85,3 +85,12 @@ def test_schema_defaults_equal_each_methods_own_defaults():
     for name, cls in METHODS.items():
         schema_defaults = {k: v["default"] for k, v in params[name].get("properties", {}).items()}
         assert schema_defaults == cls.defaults, name
+
+
+def test_cli_lists_every_method_with_its_defaults(capsys):
+    from clgrid.cli import main
+    from clgrid.methods import METHODS
+
+    main(["methods"])
+    out = capsys.readouterr().out
+    assert all(f"\n{name} " in out for name in METHODS) and "'ewc_lambda': 100.0" in out

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
+    verbs.add_parser("methods", help="list the registered CL methods, their papers and default hyperparameters")
+
     p = verbs.add_parser("prepare-dataset", help="write a registered dataset as one .npz")
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", required=True)
@@ -96,10 +98,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def list_methods() -> str:
+    """Each registered method: name, the first paragraph of its docstring (class, else module), its defaults."""
+    import inspect
+
+    from clgrid.methods import METHODS
+    from clgrid.methods.base import COMMON_DEFAULTS
+
+    lines = [f"every method also takes {COMMON_DEFAULTS}"]
+    for name, cls in sorted(METHODS.items()):
+        doc = cls.__dict__.get("__doc__") or inspect.getmodule(cls).__doc__ or ""
+        summary = " ".join(doc.strip().split("\n\n")[0].split())
+        summary = summary if len(summary) <= 100 else summary[:97] + "..."
+        lines.append(f"{name:<11} {summary}\n{'':<11} defaults: {cls.defaults}")
+    return "\n".join(lines)
+
+
 def dispatch(args: argparse.Namespace) -> None:
     from clgrid import jobs
 
-    if args.verb == "prepare-dataset":
+    if args.verb == "methods":
+        print(list_methods())
+    elif args.verb == "prepare-dataset":
         jobs.prepare_dataset(args.dataset, args.out)
     elif args.verb == "prepare-scenario":
         jobs.prepare_scenario(args.spec, args.data, args.out)

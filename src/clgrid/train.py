@@ -52,7 +52,8 @@ def fit_task(
     if not trainable:
         raise ValueError(f"nothing to train at task {data.task_id}: every parameter is frozen (freeze: all with a "
                          "head that has no weights?)")
-    optimizer = make_optimizer(trainable, train_cfg)
+    # Methods differ in the step size they tolerate (LoRA's B·A product, stiff penalties): a per-method factor.
+    optimizer = make_optimizer(trainable, {**train_cfg, "lr": train_cfg["lr"] * method.params.get("lr_scale", 1.0)})
     batch_size = int(train_cfg["batch_size"])
     n = len(data.y)
     epoch_losses = []
@@ -64,9 +65,9 @@ def fit_task(
             idx = order[start : start + batch_size]
             x, y = data.x[idx], data.y[idx]
             loss = method.loss(x, y, model(x))
-            if not torch.isfinite(loss):
+            if not torch.isfinite(loss.detach()):
                 raise FloatingPointError(
-                    f"loss is {float(loss)} at task {data.task_id}, epoch {epoch + 1}: training diverged; "
+                    f"loss is {loss.item()} at task {data.task_id}, epoch {epoch + 1}: training diverged; "
                     "lower the learning rate or the method's regularisation weight"
                 )
             optimizer.zero_grad(set_to_none=True)

@@ -104,3 +104,15 @@ def test_ncm_head_classifies_separable_classes_perfectly_and_survives_a_state_ro
     reloaded = Method(model, {}, 4)
     reloaded.load_state_dict(torch.load(buffer))
     assert torch.equal(reloaded.predict(x), method.predict(x))
+
+
+def test_lr_scale_scales_the_step():
+    # One plain SGD step: the weight change is proportional to the learning rate, so lr_scale 0.5 halves it.
+    cfg = {**TRAIN, "momentum": 0.0, "epochs": 1, "batch_size": 1000}
+    steps = []
+    for scale in (1.0, 0.5):
+        model = tiny_model()
+        before = model.head.weight.detach().clone()
+        fit_task(model, Method(model, {"lr_scale": scale}, 4), task(0, [0, 1]), cfg, task_generator(0, 0))
+        steps.append(model.head.weight.detach() - before)
+    torch.testing.assert_close(steps[1], steps[0] / 2)

@@ -20,7 +20,7 @@ class TaskData:
     classes: list[int]
 
 
-COMMON_DEFAULTS: dict[str, Any] = {"freeze": "none", "freeze_k": 1}
+COMMON_DEFAULTS: dict[str, Any] = {"freeze": "none", "freeze_k": 1, "lr_scale": 1.0}
 """Options every method takes (schema: ``$defs/common_method_params``)."""
 
 
