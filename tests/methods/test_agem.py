@@ -1,16 +1,12 @@
 """A-GEM: a gradient that conflicts with the memory gradient is projected to be orthogonal to it
 (closed form of Chaudhry et al. 2019); one that does not is left alone."""
 
-import io
-
 import torch
 import torch.nn.functional as F
 
 from clgrid.methods.agem import AGEM, project_gradient
-from clgrid.train import fit_task, task_generator
-from tests.methods.helpers import task, tiny_model
-
-TRAIN_CFG = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "epochs": 2, "batch_size": 8}
+from clgrid.train import task_generator
+from tests.methods.helpers import assert_same_weights, task, tiny_model, train_tasks_with_reload
 
 
 def test_projection_closed_form_and_sign():
@@ -114,22 +110,11 @@ def test_memory_keeps_samples_per_class_for_each_task():
 
 def test_state_round_trip_equals_training_in_one_object():
     params = {"samples_per_class": 5, "mem_batch_size": 6}
-    load = lambda i: task(i, [2 * i, 2 * i + 1])  # noqa: E731
-    model = tiny_model()
-    method = AGEM(model, params, 4)
-    fit_task(model, method, method.training_data(load(0), load), TRAIN_CFG, task_generator(0, 0))
-    saved = io.BytesIO()
-    torch.save({"model": model.state_dict(), "method": method.state_dict()}, saved)
-    fit_task(model, method, method.training_data(load(1), load), TRAIN_CFG, task_generator(0, 1))
 
-    saved.seek(0)
-    state = torch.load(saved)
-    restored_model = tiny_model(seed=7)
-    restored_model.load_state_dict(state["model"])
-    restored = AGEM(restored_model, params, 4)
-    restored.load_state_dict(state["method"])
-    assert torch.equal(restored.memory_x, state["method"]["memory_x"]) and len(restored.memory_y) == 10
-    fit_task(restored_model, restored, restored.training_data(load(1), load), TRAIN_CFG, task_generator(0, 1))
-    for a, b in zip(restored_model.state_dict().values(), model.state_dict().values()):
-        assert torch.equal(a, b)
+    def on_reload(restored_model, restored, state):
+        assert torch.equal(restored.memory_x, state["method"]["memory_x"]) and len(restored.memory_y) == 10
+
+    (model, method), (restored_model, restored) = train_tasks_with_reload(
+        lambda m: AGEM(m, params, 4), lambda: tiny_model(seed=7), on_reload=on_reload)
+    assert_same_weights(restored_model, model)
     assert torch.equal(restored.memory_y, method.memory_y) and torch.equal(restored.memory_task, method.memory_task)

@@ -1,16 +1,12 @@
 """DER / DER++: the buffer stores the logits the model gave a sample when it was stored; the loss is
 CE + α·MSE(logits) (+ β·CE on buffer labels); the reservoir holds at most its size."""
 
-import io
-
 import torch
 import torch.nn.functional as F
 
 from clgrid.methods.der import DER, DERpp
 from clgrid.train import fit_task, make_optimizer, task_generator
-from tests.methods.helpers import task, tiny_model
-
-TRAIN_CFG = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "epochs": 2, "batch_size": 8}
+from tests.methods.helpers import TRAIN, assert_same_weights, task, tiny_model, train_tasks_with_reload
 
 
 def _key(x):
@@ -20,7 +16,7 @@ def _key(x):
 def _train_recording(method, model, data, generator, epochs=1, batch_size=8):
     """The loop of ``fit_task``, recording each sample's logits from a separate forward before each step."""
     method.before_task(data, generator)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], TRAIN_CFG)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], TRAIN)
     recorded = {}
     for _ in range(epochs):
         order = torch.randperm(len(data.y), generator=generator)
@@ -95,7 +91,7 @@ def test_buffer_size_is_respected_over_tasks():
     model = tiny_model()
     method = DERpp(model, {"buffer_size": 13}, 4)
     for t, classes in enumerate([[0, 1], [2, 3]]):
-        fit_task(model, method, task(t, classes), TRAIN_CFG, task_generator(0, t))
+        fit_task(model, method, task(t, classes), TRAIN, task_generator(0, t))
         assert len(method.replay_buffer) == 13
         assert method.replay_buffer.n_seen == 40 * (t + 1)  # 20 samples x 2 epochs per task
     assert set(method.replay_buffer.fields["y"].tolist()) <= {0, 1, 2, 3}
@@ -104,23 +100,12 @@ def test_buffer_size_is_respected_over_tasks():
 def test_state_round_trip_equals_training_in_one_object():
     for cls in (DER, DERpp):
         params = {"buffer_size": 12}
-        model = tiny_model()
-        method = cls(model, params, 4)
-        load = lambda i: task(i, [2 * i, 2 * i + 1])  # noqa: E731
-        fit_task(model, method, method.training_data(load(0), load), TRAIN_CFG, task_generator(0, 0))
-        saved = io.BytesIO()
-        torch.save({"model": model.state_dict(), "method": method.state_dict()}, saved)
-        fit_task(model, method, method.training_data(load(1), load), TRAIN_CFG, task_generator(0, 1))
 
-        saved.seek(0)
-        state = torch.load(saved)
-        restored_model = tiny_model(seed=9)
-        restored_model.load_state_dict(state["model"])
-        restored = cls(restored_model, params, 4)
-        restored.load_state_dict(state["method"])
-        assert restored.replay_buffer.n_seen == 40
-        fit_task(restored_model, restored, restored.training_data(load(1), load), TRAIN_CFG, task_generator(0, 1))
+        def on_reload(restored_model, restored, state):
+            assert restored.replay_buffer.n_seen == 40
+
+        (model, method), (restored_model, restored) = train_tasks_with_reload(
+            lambda m: cls(m, params, 4), lambda: tiny_model(seed=9), on_reload=on_reload)
         for name in ("x", "y", "logits"):
             assert torch.equal(restored.replay_buffer.fields[name], method.replay_buffer.fields[name])
-        for a, b in zip(restored_model.state_dict().values(), model.state_dict().values()):
-            assert torch.equal(a, b)
+        assert_same_weights(restored_model, model)

@@ -3,15 +3,13 @@
 Online EWC: one running Fisher γF*+F_t and the last anchor; state survives a save/load between tasks.
 """
 
-import io
-
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from clgrid.methods.ewc import EWC, OnlineEWC, empirical_fisher_diag, ewc_penalty
-from clgrid.train import fit_task, task_generator
-from tests.methods.helpers import task, tiny_model
+from clgrid.train import task_generator
+from tests.methods.helpers import assert_same_weights, fit, task, tiny_model, train_tasks_with_reload, two_tasks
 
 
 def _after_one_task():
@@ -75,13 +73,11 @@ def test_loss_adds_lambda_times_penalty_and_state_round_trips():
 
 # ---- online EWC (Schwarz et al. 2018) ----
 
-TRAIN = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "epochs": 2, "batch_size": 8}
-TASKS = [task(0, [0, 1]), task(1, [2, 3])]
+TASKS = two_tasks()
 
 
 def _train(model, method, t):
-    data = method.training_data(TASKS[t], lambda i: TASKS[i])
-    fit_task(model, method, data, TRAIN, task_generator(0, t))
+    fit(model, method, TASKS, t)
 
 
 def test_online_running_fisher_is_gamma_f0_plus_f1_and_anchor_is_last_weights():
@@ -114,22 +110,9 @@ def test_online_penalty_zero_at_anchor_and_uses_gamma_times_running_fisher():
 
 def test_online_state_round_trip_matches_one_process():
     params = {"ewc_lambda": 50.0, "gamma": 0.9}
-    model = tiny_model()
-    method = OnlineEWC(model, params, 4)
-    _train(model, method, 0)
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "method": method.state_dict()}, buf)
-    _train(model, method, 1)
-
-    buf.seek(0)
-    saved = torch.load(buf)
-    fresh = tiny_model(seed=7)
-    fresh.load_state_dict(saved["model"])
-    restored = OnlineEWC(fresh, params, 4)
-    restored.load_state_dict(saved["method"])
-    _train(fresh, restored, 1)
-    for (n, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
-        assert torch.equal(a, b), n
+    (model, method), (fresh, restored) = train_tasks_with_reload(
+        lambda m: OnlineEWC(m, params, 4), lambda: tiny_model(seed=7), tasks=TASKS)
+    assert_same_weights(model, fresh)
     for n in method.running_fisher:
         assert torch.equal(method.running_fisher[n], restored.running_fisher[n])
         assert torch.equal(method.anchor[n], restored.anchor[n])

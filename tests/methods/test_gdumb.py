@@ -2,16 +2,13 @@
 task retrains from exactly the run's initial weights on exactly the memory."""
 
 import collections
-import io
 
 import torch
 
 from clgrid.methods import TaskData
 from clgrid.methods.gdumb import GDumb, GreedyClassBalancedMemory
 from clgrid.train import fit_task, task_generator
-from tests.methods.helpers import task, tiny_model
-
-TRAIN_CFG = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "epochs": 2, "batch_size": 8}
+from tests.methods.helpers import TRAIN, assert_same_weights, task, tiny_model, train_tasks_with_reload
 
 
 def _uneven_task(task_id, counts, seed=0):
@@ -59,7 +56,7 @@ def test_training_data_is_exactly_the_memory_after_adding_the_task():
     load = lambda i: task(i, [2 * i, 2 * i + 1], n_per_class=10)  # noqa: E731
     data0 = method.training_data(load(0), load)
     assert data0.x is method.memory.x and data0.y is method.memory.y and len(data0.y) == 20 and data0.classes == [0, 1]
-    fit_task(model, method, data0, TRAIN_CFG, task_generator(0, 0))
+    fit_task(model, method, data0, TRAIN, task_generator(0, 0))
     data1 = method.training_data(load(1), load)
     assert torch.equal(data1.x, method.memory.x) and torch.equal(data1.y, method.memory.y)
     assert len(data1.y) == 25 and data1.classes == [0, 1, 2, 3]
@@ -85,7 +82,7 @@ def test_model_is_reset_to_the_stored_initial_weights_before_each_task():
     load = lambda i: task(i, [2 * i, 2 * i + 1])  # noqa: E731
     for t in range(2):
         method.current_task = t
-        fit_task(model, method, method.training_data(load(t), load), TRAIN_CFG, task_generator(0, t))
+        fit_task(model, method, method.training_data(load(t), load), TRAIN, task_generator(0, t))
         assert any(not torch.equal(model.state_dict()[n], initial[n]) for n in initial)  # it did train
     assert sorted(weights_at_first_loss) == [0, 1]
     for seen in weights_at_first_loss.values():
@@ -95,24 +92,15 @@ def test_model_is_reset_to_the_stored_initial_weights_before_each_task():
 
 def test_state_round_trip_equals_training_in_one_object():
     params = {"memory_size": 24}
-    load = lambda i: task(i, [2 * i, 2 * i + 1])  # noqa: E731
     model = tiny_model()
     initial = {n: t.clone() for n, t in model.state_dict().items()}
-    method = GDumb(model, params, 4)
-    fit_task(model, method, method.training_data(load(0), load), TRAIN_CFG, task_generator(0, 0))
-    saved = io.BytesIO()
-    torch.save({"model": model.state_dict(), "method": method.state_dict()}, saved)
-    fit_task(model, method, method.training_data(load(1), load), TRAIN_CFG, task_generator(0, 1))
 
-    saved.seek(0)
-    state = torch.load(saved)
-    restored_model = tiny_model(seed=3)  # different initial weights: only the stored ones may be used
-    restored_model.load_state_dict(state["model"])
-    restored = GDumb(restored_model, params, 4)
-    restored.load_state_dict(state["method"])
-    assert all(torch.equal(restored.initial_weights[n], initial[n]) for n in initial)
-    fit_task(restored_model, restored, restored.training_data(load(1), load), TRAIN_CFG, task_generator(0, 1))
+    def on_reload(restored_model, restored, state):
+        assert all(torch.equal(restored.initial_weights[n], initial[n]) for n in initial)
+
+    # The reloaded model has different initial weights: only the stored ones may be used.
+    (model, method), (restored_model, restored) = train_tasks_with_reload(
+        lambda m: GDumb(m, params, 4), lambda: tiny_model(seed=3), model=model, on_reload=on_reload)
     assert torch.equal(restored.memory.x, method.memory.x) and torch.equal(restored.memory.y, method.memory.y)
-    for a, b in zip(restored_model.state_dict().values(), model.state_dict().values()):
-        assert torch.equal(a, b)
+    assert_same_weights(restored_model, model)
     assert restored.seen_classes == method.seen_classes == [0, 1, 2, 3]

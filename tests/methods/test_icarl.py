@@ -1,7 +1,6 @@
 """iCaRL: herding is Alg. 4's greedy choice, NME classifies, the loss distils through sigmoids, memory stays K."""
 
 import collections
-import io
 
 import torch
 import torch.nn.functional as F
@@ -10,10 +9,8 @@ from torch import nn
 from clgrid.methods.base import TaskData
 from clgrid.methods.icarl import ICaRL, herding_order, icarl_loss
 from clgrid.models import Net
-from clgrid.train import fit_task, task_generator
-from tests.methods.helpers import task, tiny_model
-
-TRAIN = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "epochs": 2, "batch_size": 8}
+from clgrid.train import task_generator
+from tests.methods.helpers import assert_same_weights, task, tiny_model, train_tasks_with_reload, two_tasks
 
 
 def _greedy_by_brute_force(features, m):
@@ -150,31 +147,15 @@ def test_exemplars_are_herded_on_current_features():
     assert torch.equal(method.exemplar_x[method.exemplar_y == 1], expected)
 
 
-def _save(model, method):
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "method": method.state_dict()}, buffer)
-    buffer.seek(0)
-    return torch.load(buffer)
-
-
 def test_state_round_trip_equals_training_in_one_object():
-    tasks = [task(0, [0, 1]), task(1, [2, 3])]
-    model = tiny_model()
-    method = ICaRL(model, {"memory_size": 8}, 4)
-    fit_task(model, method, method.training_data(tasks[0], tasks.__getitem__), TRAIN, task_generator(0, 0))
-    saved = _save(model, method)
-    fit_task(model, method, method.training_data(tasks[1], tasks.__getitem__), TRAIN, task_generator(0, 1))
+    tasks = two_tasks()
 
-    restored_model = tiny_model(seed=5)
-    restored_model.load_state_dict(saved["model"])
-    restored = ICaRL(restored_model, {"memory_size": 8}, 4)
-    restored.load_state_dict(saved["method"])
-    assert restored.seen_classes == [0, 1] and len(restored.exemplar_y) == 8
-    fit_task(restored_model, restored, restored.training_data(tasks[1], tasks.__getitem__), TRAIN,
-             task_generator(0, 1))
+    def on_reload(restored_model, restored, state):
+        assert restored.seen_classes == [0, 1] and len(restored.exemplar_y) == 8
 
-    for (name, p), q in zip(model.state_dict().items(), restored_model.state_dict().values()):
-        assert torch.equal(p, q), name
+    (model, method), (restored_model, restored) = train_tasks_with_reload(
+        lambda m: ICaRL(m, {"memory_size": 8}, 4), lambda: tiny_model(seed=5), tasks=tasks, on_reload=on_reload)
+    assert_same_weights(model, restored_model)
     assert restored.seen_classes == method.seen_classes == [0, 1, 2, 3]
     for key in ("exemplar_x", "exemplar_y", "exemplar_task"):
         assert torch.equal(getattr(restored, key), getattr(method, key))

@@ -1,6 +1,5 @@
 """kd_ema: the teacher follows the EMA / annealed / SWA formulas exactly, and the loss is CE + λ·T²·KL."""
 
-import io
 import math
 
 import pytest
@@ -8,10 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from clgrid.methods.kd_ema import KDEMA, cosine_momentum
-from clgrid.train import fit_task, task_generator
-from tests.methods.helpers import task, tiny_model
-
-TRAIN = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "epochs": 2, "batch_size": 8}
+from clgrid.train import task_generator
+from tests.methods.helpers import assert_same_weights, task, tiny_model, train_tasks_with_reload
 
 
 def _state(module):
@@ -122,35 +119,14 @@ def test_cls_only_distils_the_head_on_the_students_features():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.head.parameters())
 
 
-def run_two_tasks(cls, params, restore):
-    """Train tasks 0 and 1; with ``restore``, rebuild model and method from saved state in between, as jobs do."""
-    tasks = [task(0, [0, 1]), task(1, [2, 3])]
-    model = tiny_model()
-    method = cls(model, params, 4)
-    for t in range(2):
-        if t == 1 and restore:
-            buffer = io.BytesIO()
-            torch.save({"model": model.state_dict(), "method": method.state_dict()}, buffer)
-            buffer.seek(0)
-            saved = torch.load(buffer, weights_only=False)
-            model = tiny_model(seed=9)
-            model.load_state_dict(saved["model"])
-            method = cls(model, params, 4)
-            method.load_state_dict(saved["method"])
-        data = method.training_data(tasks[t], lambda i: tasks[i])
-        fit_task(model, method, data, TRAIN, task_generator(0, t))
-    return model, method
-
-
 @pytest.mark.parametrize("teacher", ["ema", "anneal", "swa", "frozen"])
 def test_state_round_trip_gives_the_same_run(teacher):
     params = {"teacher": teacher, "ema_ratio": 0.9, "anneal_start": 0.5, "anneal_steps": 4}
-    straight_model, straight = run_two_tasks(KDEMA, params, restore=False)
-    resumed_model, resumed = run_two_tasks(KDEMA, params, restore=True)
-    for n, t in straight_model.state_dict().items():
-        assert torch.equal(resumed_model.state_dict()[n], t), n
-    for n, t in straight.teacher.model.state_dict().items():
-        assert torch.equal(resumed.teacher.model.state_dict()[n], t), n
+    # Tasks 0 and 1 in one object, and with model and method rebuilt from saved state in between, as jobs do.
+    (straight_model, straight), (resumed_model, resumed) = train_tasks_with_reload(
+        lambda m: KDEMA(m, params, 4), lambda: tiny_model(seed=9), weights_only=False)
+    assert_same_weights(straight_model, resumed_model)
+    assert_same_weights(straight.teacher.model, resumed.teacher.model)
     assert resumed.teacher.n_averaged == straight.teacher.n_averaged
     assert resumed.seen_classes == [0, 1, 2, 3]
     # The model's checkpoint keys stay those of a plain model; the teacher lives in the method state.

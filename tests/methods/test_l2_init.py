@@ -1,23 +1,19 @@
 """L2 toward an anchor: zero at the anchor, gradient λ(θ − θ₀); anchor ``init`` stays the first task's start
 weights across a save/load between tasks, anchor ``task_start`` follows the tasks."""
 
-import io
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from clgrid.methods.l2_init import L2Init
-from clgrid.train import fit_task, task_generator
-from tests.methods.helpers import task, tiny_model
+from clgrid.train import task_generator
+from tests.methods.helpers import assert_same_weights, fit, tiny_model, train_tasks_with_reload, two_tasks
 
-TRAIN = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "epochs": 2, "batch_size": 8}
-TASKS = [task(0, [0, 1]), task(1, [2, 3])]
+TASKS = two_tasks()
 
 
 def _train(model, method, t):
-    data = method.training_data(TASKS[t], lambda i: TASKS[i])
-    fit_task(model, method, data, TRAIN, task_generator(0, t))
+    fit(model, method, TASKS, t)
 
 
 def _weights(model):
@@ -46,24 +42,12 @@ def test_init_anchor_survives_round_trip_and_matches_one_process():
     params = {"l2_lambda": 0.5, "anchor": "init"}
     model = tiny_model()
     init = _weights(model)
-    method = L2Init(model, params, 4)
-    _train(model, method, 0)
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "method": method.state_dict()}, buf)
-    _train(model, method, 1)
-
-    buf.seek(0)
-    saved = torch.load(buf)
-    fresh = tiny_model(seed=7)
-    fresh.load_state_dict(saved["model"])
-    restored = L2Init(fresh, params, 4)
-    restored.load_state_dict(saved["method"])
-    _train(fresh, restored, 1)
+    (model, method), (fresh, restored) = train_tasks_with_reload(
+        lambda m: L2Init(m, params, 4), lambda: tiny_model(seed=7), model=model, tasks=TASKS)
     for n, w in init.items():
         assert torch.equal(restored.anchor_weights[n], w)  # still the first task's start, not task 1's
         assert torch.equal(method.anchor_weights[n], w)
-    for (n, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
-        assert torch.equal(a, b), n
+    assert_same_weights(model, fresh)
 
 
 def test_task_start_anchor_is_previous_task_result_and_needs_no_state():

@@ -1,7 +1,6 @@
 """LoRA: only A/B and the head train; merging gives a plain Net with the adapted function; shared masters are shared."""
 
 import ast
-import io
 import inspect
 
 import pytest
@@ -13,10 +12,8 @@ from clgrid.methods import lora as lora_module
 from clgrid.methods.lora import ADAPTER, LoRA, adapter_layers
 from clgrid.models import Net, build_model
 from clgrid.optim import SGD
-from clgrid.train import fit_task, task_generator
-from tests.methods.helpers import task
-
-TRAIN = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "epochs": 2, "batch_size": 8}
+from clgrid.train import task_generator
+from tests.methods.helpers import fit, save_and_load, task, two_tasks
 
 
 def mlp(seed=0):
@@ -191,26 +188,15 @@ def test_targeting_the_head_freezes_its_base_and_errors_name_the_layers():
         LoRA(mlp(), {"target_modules": ["blok2"]}, 4).before_task(data, task_generator(0, 0))
 
 
-def _save_and_load(model, method):
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "method": method.state_dict()}, buffer)
-    buffer.seek(0)
-    return torch.load(buffer)
-
-
 @pytest.mark.parametrize("shared", [False, True])
 def test_two_tasks_through_fresh_plain_models_equal_one_object(shared):
     params = {"rank": 2, "lora_alpha": 4, "shared": shared}
-    tasks = [task(0, [0, 1]), task(1, [2, 3])]
-
-    def load_task(i):
-        return tasks[i]
-
+    tasks = two_tasks()
     model = mlp()
     method = LoRA(model, params, 4)
     after_task0 = None
     for t in (0, 1):
-        fit_task(model, method, method.training_data(tasks[t], load_task), TRAIN, task_generator(0, t))
+        fit(model, method, tasks, t)
         after_task0 = after_task0 or {k: v.clone() for k, v in model.state_dict().items()}
 
     state = None
@@ -222,8 +208,8 @@ def test_two_tasks_through_fresh_plain_models_equal_one_object(shared):
         if state is not None:
             fresh.load_state_dict(state["model"])
             fresh_method.load_state_dict(state["method"])
-        fit_task(fresh, fresh_method, fresh_method.training_data(tasks[t], load_task), TRAIN, task_generator(0, t))
-        state = _save_and_load(fresh, fresh_method)
+        fit(fresh, fresh_method, tasks, t)
+        state = save_and_load(fresh, fresh_method)
         assert list(state["model"]) == list(mlp().state_dict())
 
     assert state["method"]["seen_classes"] == method.seen_classes == [0, 1, 2, 3]

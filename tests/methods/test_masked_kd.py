@@ -8,8 +8,7 @@ from clgrid.methods.kd_ema import KDEMA
 from clgrid.methods.lwf import distillation_loss
 from clgrid.methods.masked_kd import MaskedKD, mask_features, sample_channel_mask
 from clgrid.train import fit_task, task_generator
-from tests.methods.helpers import task, tiny_model
-from tests.methods.test_kd_ema import TRAIN, run_two_tasks
+from tests.methods.helpers import TRAIN, assert_same_weights, task, tiny_model, train_tasks_with_reload
 
 
 def _nudge(module, seed):
@@ -133,11 +132,9 @@ def test_token_trains_by_its_own_sgd_step_unless_frozen(token_mode):
     {"teacher": "swa", "token_mode": "scalar", "inverse": "v1", "cls_only": True},
 ])
 def test_state_round_trip_gives_the_same_run(params):
-    straight_model, straight = run_two_tasks(MaskedKD, params, restore=False)
-    resumed_model, resumed = run_two_tasks(MaskedKD, params, restore=True)
-    for n, t in straight_model.state_dict().items():
-        assert torch.equal(resumed_model.state_dict()[n], t), n
-    for n, t in straight.teacher.model.state_dict().items():
-        assert torch.equal(resumed.teacher.model.state_dict()[n], t), n
+    (straight_model, straight), (resumed_model, resumed) = train_tasks_with_reload(
+        lambda m: MaskedKD(m, params, 4), lambda: tiny_model(seed=9), weights_only=False)
+    assert_same_weights(straight_model, resumed_model)
+    assert_same_weights(straight.teacher.model, resumed.teacher.model)
     assert torch.equal(resumed.mask_token, straight.mask_token) and resumed.mask_token.requires_grad
     assert torch.any(straight.mask_token != 0)

@@ -1,17 +1,13 @@
 """OGD: projected gradients are orthogonal to every stored direction, the basis is orthonormal and spans the
 ground-truth-logit gradients of the sampled points, projection is idempotent and a no-op without a basis."""
 
-import io
-
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from clgrid.methods.ogd import OGD, extend_orthonormal_basis, project_out
-from clgrid.train import fit_task, task_generator
-from tests.methods.helpers import task, tiny_model
-
-TRAIN = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "epochs": 2, "batch_size": 8}
+from clgrid.train import task_generator
+from tests.methods.helpers import assert_same_weights, task, tiny_model, train_tasks_with_reload
 
 
 def _after_one_task(ogd_samples=None, n_per_class=10):
@@ -125,31 +121,13 @@ def test_projected_step_keeps_old_logits_to_first_order_and_sampling_caps_direct
     assert capped.directions_per_task == [5] and len(capped.ogd_basis) == 5
 
 
-def _save(model, method):
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "method": method.state_dict()}, buffer)
-    buffer.seek(0)
-    return torch.load(buffer)
-
-
 def test_state_round_trip_equals_training_in_one_object():
-    tasks = [task(0, [0, 1]), task(1, [2, 3])]
-    model = tiny_model()
-    method = OGD(model, {"ogd_samples": 12}, 4)
-    fit_task(model, method, method.training_data(tasks[0], tasks.__getitem__), TRAIN, task_generator(0, 0))
-    saved = _save(model, method)
-    fit_task(model, method, method.training_data(tasks[1], tasks.__getitem__), TRAIN, task_generator(0, 1))
+    def on_reload(restored_model, restored, state):
+        assert restored.directions_per_task == [12] and restored.seen_classes == [0, 1]
 
-    restored_model = tiny_model(seed=5)
-    restored_model.load_state_dict(saved["model"])
-    restored = OGD(restored_model, {"ogd_samples": 12}, 4)
-    restored.load_state_dict(saved["method"])
-    assert restored.directions_per_task == [12] and restored.seen_classes == [0, 1]
-    fit_task(restored_model, restored, restored.training_data(tasks[1], tasks.__getitem__), TRAIN,
-             task_generator(0, 1))
-
-    for (name, p), q in zip(model.state_dict().items(), restored_model.state_dict().values()):
-        assert torch.equal(p, q), name
+    (model, method), (restored_model, restored) = train_tasks_with_reload(
+        lambda m: OGD(m, {"ogd_samples": 12}, 4), lambda: tiny_model(seed=5), on_reload=on_reload)
+    assert_same_weights(model, restored_model)
     assert torch.equal(restored.ogd_basis, method.ogd_basis) and method.directions_per_task == [12, 12]
     torch.testing.assert_close(method.ogd_basis @ method.ogd_basis.T, torch.eye(24), atol=1e-5, rtol=0)
     assert set(model.state_dict()) == set(tiny_model().state_dict())

@@ -2,14 +2,13 @@
 the reservoir policy keeps every stream sample with probability size / n_seen."""
 
 import collections
-import io
 
 import pytest
 import torch
 
 from clgrid.methods.replay import BalancedBuffer, Replay, ReservoirBuffer
-from clgrid.train import fit_task, task_generator
-from tests.methods.helpers import task, tiny_model
+from clgrid.train import task_generator
+from tests.methods.helpers import assert_same_weights, task, tiny_model, train_tasks_with_reload
 
 
 def _counts(buf):
@@ -66,8 +65,6 @@ def test_replay_loss_uses_buffer_and_state_round_trips():
 
 # --- reservoir policy ---------------------------------------------------------------------------
 
-TRAIN_CFG = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "epochs": 2, "batch_size": 8}
-
 
 def test_reservoir_never_exceeds_size_and_counts_the_stream():
     buf = ReservoirBuffer(size=7)
@@ -119,30 +116,15 @@ def test_default_policy_is_class_balanced_and_unknown_policy_named():
         Replay(tiny_model(), {"buffer_policy": "fifo"}, 4)
 
 
-def _fit(method, model, t, classes):
-    data = method.training_data(task(t, classes), lambda i: task(i, [2 * i, 2 * i + 1]))
-    fit_task(model, method, data, TRAIN_CFG, task_generator(0, t))
-
-
 def test_reservoir_state_round_trip_keeps_n_seen_and_training():
     params = {"buffer_size": 12, "buffer_policy": "reservoir"}
-    model = tiny_model()
-    method = Replay(model, params, 4)
-    _fit(method, model, 0, [0, 1])
-    saved = io.BytesIO()
-    torch.save({"model": model.state_dict(), "method": method.state_dict()}, saved)
-    _fit(method, model, 1, [2, 3])
 
-    saved.seek(0)
-    state = torch.load(saved)
-    restored_model = tiny_model(seed=5)
-    restored_model.load_state_dict(state["model"])
-    restored = Replay(restored_model, params, 4)
-    restored.load_state_dict(state["method"])
-    assert restored.replay_buffer.n_seen == 20
-    _fit(restored, restored_model, 1, [2, 3])
+    def on_reload(restored_model, restored, state):
+        assert restored.replay_buffer.n_seen == 20
+
+    (model, method), (restored_model, restored) = train_tasks_with_reload(
+        lambda m: Replay(m, params, 4), lambda: tiny_model(seed=5), on_reload=on_reload)
     assert restored.replay_buffer.n_seen == method.replay_buffer.n_seen == 40
     for name in ("x", "y"):
         assert torch.equal(restored.replay_buffer.fields[name], method.replay_buffer.fields[name])
-    for a, b in zip(restored_model.state_dict().values(), model.state_dict().values()):
-        assert torch.equal(a, b)
+    assert_same_weights(restored_model, model)

@@ -1,8 +1,6 @@
 """SI: ω is the path integral −Σ g·Δθ of the task loss, Ω is exactly zero for weights that never moved,
 the penalty is zero at the anchor, and the state survives a save/load between tasks."""
 
-import io
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,16 +8,14 @@ from torch import nn
 from clgrid.methods import TaskData
 from clgrid.methods.si import SynapticIntelligence
 from clgrid.optim import SGD
-from clgrid.train import fit_task, task_generator
-from tests.methods.helpers import task, tiny_model
+from clgrid.train import task_generator
+from tests.methods.helpers import assert_same_weights, fit, tiny_model, train_tasks_with_reload, two_tasks
 
-TRAIN = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "epochs": 2, "batch_size": 8}
-TASKS = [task(0, [0, 1]), task(1, [2, 3])]
+TASKS = two_tasks()
 
 
 def _train(model, method, t, tasks=TASKS):
-    data = method.training_data(tasks[t], lambda i: tasks[i])
-    fit_task(model, method, data, TRAIN, task_generator(0, t))
+    fit(model, method, tasks, t)
 
 
 class OneWeight(nn.Module):
@@ -105,22 +101,9 @@ def test_path_integral_uses_the_task_loss_gradient_not_the_penalty():
 
 def test_state_round_trip_matches_one_process():
     params = {"c": 0.5, "xi": 1e-3}
-    model = tiny_model()
-    method = SynapticIntelligence(model, params, 4)
-    _train(model, method, 0)
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "method": method.state_dict()}, buf)
-    _train(model, method, 1)
-
-    buf.seek(0)
-    saved = torch.load(buf)
-    fresh = tiny_model(seed=7)
-    fresh.load_state_dict(saved["model"])
-    restored = SynapticIntelligence(fresh, params, 4)
-    restored.load_state_dict(saved["method"])
-    _train(fresh, restored, 1)
-    for (n, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
-        assert torch.equal(a, b), n
+    (model, method), (fresh, restored) = train_tasks_with_reload(
+        lambda m: SynapticIntelligence(m, params, 4), lambda: tiny_model(seed=7), tasks=TASKS)
+    assert_same_weights(model, fresh)
     for n in method.importance:
         assert torch.equal(method.importance[n], restored.importance[n])
         assert torch.equal(method.anchor[n], restored.anchor[n])

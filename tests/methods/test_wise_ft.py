@@ -1,8 +1,6 @@
 """WiSE-FT: α = 0 gives the start weights and α = 1 the fine-tuned ones bit for bit, α = 0.5 the midpoint;
 the moving average is the EMA of the path; frozen weights stay exact; a save/load between tasks changes nothing."""
 
-import io
-
 import pytest
 import torch
 from torch import nn
@@ -10,16 +8,14 @@ from torch import nn
 from clgrid.methods import Method, TaskData
 from clgrid.methods.wise_ft import WiSEFT
 from clgrid.optim import SGD
-from clgrid.train import fit_task, task_generator
-from tests.methods.helpers import task, tiny_model
+from clgrid.train import task_generator
+from tests.methods.helpers import assert_same_weights, fit, tiny_model, train_tasks_with_reload, two_tasks
 
-TRAIN = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0, "epochs": 2, "batch_size": 8}
-TASKS = [task(0, [0, 1]), task(1, [2, 3])]
+TASKS = two_tasks()
 
 
 def _train(model, method, t):
-    data = method.training_data(TASKS[t], lambda i: TASKS[i])
-    fit_task(model, method, data, TRAIN, task_generator(0, t))
+    fit(model, method, TASKS, t)
 
 
 def _start_and_finetuned(t=0):
@@ -92,20 +88,7 @@ def test_frozen_weights_stay_bit_identical(mode):
 @pytest.mark.parametrize("mode", ["end_of_task", "moving_average"])
 def test_state_round_trip_matches_one_process(mode):
     params = {"alpha": 0.5, "mode": mode, "ema_decay": 0.9}
-    model = tiny_model()
-    method = WiSEFT(model, params, 4)
-    _train(model, method, 0)
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "method": method.state_dict()}, buf)
-    _train(model, method, 1)
-
-    buf.seek(0)
-    saved = torch.load(buf)
-    fresh = tiny_model(seed=7)
-    fresh.load_state_dict(saved["model"])
-    restored = WiSEFT(fresh, params, 4)
-    restored.load_state_dict(saved["method"])
-    _train(fresh, restored, 1)
+    (model, method), (fresh, restored) = train_tasks_with_reload(
+        lambda m: WiSEFT(m, params, 4), lambda: tiny_model(seed=7), tasks=TASKS)
     assert restored.seen_classes == method.seen_classes == [0, 1, 2, 3]
-    for (n, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
-        assert torch.equal(a, b), n
+    assert_same_weights(model, fresh)
