@@ -116,3 +116,17 @@ def test_lr_scale_scales_the_step():
         fit_task(model, Method(model, {"lr_scale": scale}, 4), task(0, [0, 1]), cfg, task_generator(0, 0))
         steps.append(model.head.weight.detach() - before)
     torch.testing.assert_close(steps[1], steps[0] / 2)
+
+
+def test_a_class_met_again_keeps_one_pooled_mean():
+    # Domain-incremental: class 0 arrives in two tasks; its prototype is the mean over all 30 samples,
+    # (10·m₁ + 20·m₂)/30, not the latest task's mean.
+    model = tiny_model()
+    method = Method(model, {"freeze": "all"}, 4)
+    first, second = task(0, [0], n_per_class=10), task(1, [0], n_per_class=20, seed=5)
+    method.update_class_means(first.x, first.y)
+    method.update_class_means(second.x, second.y)
+    with torch.no_grad():
+        expected = torch.cat([model.features(first.x), model.features(second.x)]).mean(0)
+    torch.testing.assert_close(method.class_means[0], expected)
+    assert method.class_counts == {0: 30}

@@ -71,6 +71,7 @@ class Method:
         self.frozen_modules = freeze_backbone(model, self.params["freeze"], int(self.params["freeze_k"]))
         # Nearest-class-mean head (backbone option ``head: ncm``): class -> mean feature.
         self.class_means: dict[int, torch.Tensor] = {}
+        self.class_counts: dict[int, int] = {}  # samples behind each mean, so a class met again is pooled
 
     def training_data(self, task: TaskData, load_task: Callable[[int], TaskData]) -> TaskData:
         """The data to train on for ``task``; ``load_task(i)`` gives any earlier task's training split."""
@@ -101,12 +102,21 @@ class Method:
 
     @torch.no_grad()
     def update_class_means(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Store the mean feature of each class in ``y`` (the NCM head's prototypes)."""
+        """Fold the features of each class in ``y`` into its mean (the NCM head's prototypes).
+
+        A class seen in an earlier task (domain-incremental streams) keeps one prototype, the mean over all
+        its samples so far, rather than the latest task's: the stored part is not recomputed, as the old
+        samples are gone.
+        """
         was_training = self.model.training
         self.model.eval()
         feats = torch.cat([self.model.features(x[i : i + 512]) for i in range(0, len(x), 512)])
         for c in y.unique().tolist():
-            self.class_means[int(c)] = feats[y == c].mean(0)
+            members = feats[y == c]
+            n_old = self.class_counts.get(int(c), 0)
+            old_sum = self.class_means[int(c)] * n_old if n_old else 0.0
+            self.class_counts[int(c)] = n_old + len(members)
+            self.class_means[int(c)] = (old_sum + members.sum(0)) / self.class_counts[int(c)]
         self.model.train(was_training)
 
     @torch.no_grad()
@@ -117,12 +127,14 @@ class Method:
         return self.model(x)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seen_classes": list(self.seen_classes), "class_means": dict(self.class_means)}
+        return {"seen_classes": list(self.seen_classes), "class_means": dict(self.class_means),
+                "class_counts": dict(self.class_counts)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seen_classes = list(state.get("seen_classes", []))
         device = next(self.model.parameters()).device
         self.class_means = {int(c): m.to(device) for c, m in state.get("class_means", {}).items()}
+        self.class_counts = {int(c): int(n) for c, n in state.get("class_counts", {}).items()}
 
 
 def nearest_mean_scores(features: torch.Tensor, means: dict[int, torch.Tensor], n_classes: int) -> torch.Tensor:
