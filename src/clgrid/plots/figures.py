@@ -18,13 +18,16 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from clgrid.io import atomic_path  # noqa: E402
+from clgrid.plots.analysis_figures import method_legend  # noqa: E402
 
 FORMATS = ("png", "pdf")
+MAX_COLUMNS = 6  # heatmaps per row; a grid of many methods wraps instead of growing one long row
 
 
 def method_palette(methods: list[str]) -> dict[str, tuple]:
-    """A fixed colour per method, in the grid's method order."""
-    colours = sns.color_palette("tab10", n_colors=max(len(methods), 1))
+    """A fixed, distinct colour per method, in the grid's method order (tab10, tab20 beyond 10, husl beyond 20)."""
+    n = max(len(methods), 1)
+    colours = sns.color_palette("tab10" if n <= 10 else "tab20" if n <= 20 else "husl", n_colors=n)
     return dict(zip(methods, colours))
 
 
@@ -54,16 +57,21 @@ def acc_seen_frame(cells: pd.DataFrame) -> pd.DataFrame:
 def plot_acc_matrices(cells: pd.DataFrame, methods: list[str], title: str) -> plt.Figure:
     n_tasks = int(cells["task"].max()) + 1
     n = len(methods)
+    cols = min(n, MAX_COLUMNS)
+    rows = -(-n // cols)
     size = 0.45 * n_tasks + 1.2
-    fig, axes = plt.subplots(1, n, figsize=(size * n + 1.0, size + 0.6), squeeze=False, constrained_layout=True)
-    for ax, method in zip(axes[0], methods):
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 1.0, (size + 0.6) * rows), squeeze=False,
+                             constrained_layout=True)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for i, (ax, method) in enumerate(zip(axes.flat, methods)):
         mean = cells[cells["method"] == method].pivot_table(index="after_task", columns="task", values="acc", aggfunc="mean")
         sns.heatmap(mean, ax=ax, vmin=0, vmax=100, cmap="viridis", annot=n_tasks <= 10, fmt=".0f",
-                    annot_kws={"size": 7}, cbar=method == methods[-1], square=True,
+                    annot_kws={"size": 7}, cbar=i % cols == cols - 1 or i == n - 1, square=True,
                     cbar_kws={"label": "accuracy (%)", "shrink": 0.8})
         ax.set_title(method)
         ax.set_xlabel("evaluated task")
-        ax.set_ylabel("after training task" if method == methods[0] else "")
+        ax.set_ylabel("after training task" if i % cols == 0 else "")
         ax.set_xticklabels(range(1, n_tasks + 1))
         ax.set_yticklabels(range(1, n_tasks + 1), rotation=0)
     fig.suptitle(f"{title}: accuracy matrix R[t, i] (mean over seeds)")
@@ -80,13 +88,13 @@ def plot_acc_curve(seen: pd.DataFrame, palette: dict, title: str) -> plt.Figure:
     ax.set_xlabel("after training task")
     ax.set_ylabel("accuracy on tasks seen (%)")
     ax.set_title(f"{title}: accuracy on seen tasks (band: ± sd over seeds)")
-    ax.legend(title="method", bbox_to_anchor=(1.02, 1), loc="upper left", frameon=False)
+    method_legend(fig, ax, len(palette), title="method")
     return fig
 
 
 def plot_forgetting(runs: pd.DataFrame, palette: dict, title: str) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(5.0, 3.4), constrained_layout=True)
     order = list(palette)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(order) + 1.5), 3.4), constrained_layout=True)
     sns.barplot(data=runs, x="method", y="forgetting", hue="method", order=order, hue_order=order,
                 palette=palette, errorbar="sd", capsize=0.2, legend=False, ax=ax)
     sns.stripplot(data=runs, x="method", y="forgetting", order=order, color="black", size=3, ax=ax)
@@ -94,6 +102,8 @@ def plot_forgetting(runs: pd.DataFrame, palette: dict, title: str) -> plt.Figure
     ax.set_ylabel("average forgetting (%)")
     ax.set_title(f"{title}: forgetting (Chaudhry et al. 2018)")
     ax.axhline(0, color="black", linewidth=0.8)
+    if len(order) > 6:
+        plt.setp(ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
     return fig
 
 
@@ -101,10 +111,13 @@ def plot_summary(cells: pd.DataFrame, runs: pd.DataFrame, palette: dict, title: 
     """One page per benchmark: accuracy matrices (top), accuracy on seen tasks and forgetting (bottom)."""
     methods = list(palette)
     n_tasks = int(cells["task"].max()) + 1
-    fig = plt.figure(figsize=(max(2.3 * len(methods), 8.0), 7.2), constrained_layout=True)
-    grid = fig.add_gridspec(2, len(methods), height_ratios=[1, 1.25])
-    for col, method in enumerate(methods):
-        ax = fig.add_subplot(grid[0, col])
+    cols = min(len(methods), MAX_COLUMNS)
+    rows = -(-len(methods) // cols)
+    fig = plt.figure(figsize=(max(2.3 * cols, 8.0), 3.2 * rows + 4.0), constrained_layout=True)
+    grid = fig.add_gridspec(rows + 1, cols, height_ratios=[1] * rows + [1.25])
+    for i, method in enumerate(methods):
+        col = i % cols
+        ax = fig.add_subplot(grid[i // cols, col])
         mean = cells[cells["method"] == method].pivot_table(index="after_task", columns="task", values="acc", aggfunc="mean")
         sns.heatmap(mean, ax=ax, vmin=0, vmax=100, cmap="viridis", annot=n_tasks <= 6, fmt=".0f",
                     annot_kws={"size": 6}, cbar=False, square=True)
@@ -113,8 +126,8 @@ def plot_summary(cells: pd.DataFrame, runs: pd.DataFrame, palette: dict, title: 
         ax.set_ylabel("after task" if col == 0 else "")
         ax.set_xticklabels(range(1, n_tasks + 1))
         ax.set_yticklabels(range(1, n_tasks + 1), rotation=0)
-    half = max(len(methods) // 2, 1)
-    ax_curve = fig.add_subplot(grid[1, :half])
+    half = max(cols // 2, 1)
+    ax_curve = fig.add_subplot(grid[rows, :half])
     seen = acc_seen_frame(cells)
     sns.lineplot(data=seen.assign(task=seen["after_task"] + 1), x="task", y="acc_seen", hue="method",
                  hue_order=methods, palette=palette, errorbar="sd", marker="o", ax=ax_curve)
@@ -122,13 +135,17 @@ def plot_summary(cells: pd.DataFrame, runs: pd.DataFrame, palette: dict, title: 
     ax_curve.set_xticks(range(1, n_tasks + 1))
     ax_curve.set_xlabel("after training task")
     ax_curve.set_ylabel("accuracy on seen tasks (%)")
-    ax_curve.legend(title="method", fontsize=8, frameon=False)
-    ax_bar = fig.add_subplot(grid[1, half:])
+    if len(methods) <= 8:
+        ax_curve.legend(title="method", fontsize=8, frameon=False)
+    else:  # many methods: a legend under the axes instead of over the curves
+        ax_curve.legend(title="method", fontsize=7, frameon=False, ncol=3, loc="upper center",
+                        bbox_to_anchor=(0.5, -0.18))
+    ax_bar = fig.add_subplot(grid[rows, half:])
     sns.barplot(data=runs, x="method", y="forgetting", hue="method", order=methods, hue_order=methods,
                 palette=palette, errorbar="sd", capsize=0.2, legend=False, ax=ax_bar)
     ax_bar.set_xlabel("")
     ax_bar.set_ylabel("average forgetting (%)")
-    ax_bar.tick_params(axis="x", rotation=30)
+    plt.setp(ax_bar.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
     fig.suptitle(f"{title}: accuracy matrices (0–100 %), accuracy on seen tasks, forgetting (mean ± sd over seeds)")
     return fig
 
