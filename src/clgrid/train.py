@@ -53,7 +53,7 @@ def fit_task(
         raise ValueError(f"nothing to train at task {data.task_id}: every parameter is frozen (freeze: all with a "
                          "head that has no weights?)")
     # Methods differ in the step size they tolerate (LoRA's B·A product, stiff penalties): a per-method factor.
-    optimizer = make_optimizer(trainable, {**train_cfg, "lr": train_cfg["lr"] * method.params.get("lr_scale", 1.0)})
+    optimizer = make_optimizer(trainable, {**train_cfg, "lr": train_cfg["lr"] * method.params["lr_scale"]})
     batch_size = int(train_cfg["batch_size"])
     n = len(data.y)
     epoch_losses = []

@@ -94,7 +94,7 @@ class AGEM(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        device = next(self.model.parameters()).device
+        device = self.device
         self.memory_x = None if state["memory_x"] is None else state["memory_x"].to(device)
         self.memory_y = state["memory_y"].to(device)
         self.memory_task = state["memory_task"].to(device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -49,6 +50,19 @@ def freeze_backbone(model: nn.Module, mode: str, k: int = 1) -> list[str]:
     return [n for n, _ in frozen]
 
 
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy in eval mode with gradients off: the old model or teacher that distillation compares against."""
+    copy_ = copy.deepcopy(model).eval()
+    for p in copy_.parameters():
+        p.requires_grad_(False)
+    return copy_
+
+
+def trainable_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of the weights the optimizer can change (the anchors of quadratic penalties)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
 class Method:
     """Naive fine-tuning; every other method overrides a few of these hooks.
 
@@ -72,6 +86,15 @@ class Method:
         # Nearest-class-mean head (backbone option ``head: ncm``): class -> mean feature.
         self.class_means: dict[int, torch.Tensor] = {}
         self.class_counts: dict[int, int] = {}  # samples behind each mean, so a class met again is pooled
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model lives, so loaded state and new tensors go there too."""
+        return next(self.model.parameters()).device
+
+    def on_device(self, tensors: dict[Any, torch.Tensor]) -> dict[Any, torch.Tensor]:
+        """A loaded name → tensor mapping moved to the model's device."""
+        return {k: t.to(self.device) for k, t in tensors.items()}
 
     def training_data(self, task: TaskData, load_task: Callable[[int], TaskData]) -> TaskData:
         """The data to train on for ``task``; ``load_task(i)`` gives any earlier task's training split."""
@@ -132,8 +155,7 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seen_classes = list(state.get("seen_classes", []))
-        device = next(self.model.parameters()).device
-        self.class_means = {int(c): m.to(device) for c, m in state.get("class_means", {}).items()}
+        self.class_means = {int(c): m for c, m in self.on_device(state.get("class_means", {})).items()}
         self.class_counts = {int(c): int(n) for c, n in state.get("class_counts", {}).items()}
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, register
+from clgrid.methods.base import Method, TaskData, register, trainable_copy
 
 
 def empirical_fisher_diag(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -62,11 +62,6 @@ def task_fisher(model: torch.nn.Module, task: TaskData, limit: int | None, gener
     return empirical_fisher_diag(model, x, y)
 
 
-def trainable_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Detached copies of the weights the optimizer can change (the anchors of quadratic penalties)."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
 @register("ewc")
 class EWC(Method):
     defaults = {"ewc_lambda": 100.0, "fisher_samples": None}
@@ -92,9 +87,8 @@ class EWC(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        device = next(self.model.parameters()).device
-        self.fisher_diags = [{n: t.to(device) for n, t in f.items()} for f in state["fisher_diags"]]
-        self.anchors = [{n: t.to(device) for n, t in a.items()} for a in state["anchors"]]
+        self.fisher_diags = [self.on_device(f) for f in state["fisher_diags"]]
+        self.anchors = [self.on_device(a) for a in state["anchors"]]
 
 
 @register("ewc_online")
@@ -148,6 +142,5 @@ class OnlineEWC(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        device = next(self.model.parameters()).device
-        self.running_fisher = {n: t.to(device) for n, t in state["running_fisher"].items()}
-        self.anchor = {n: t.to(device) for n, t in state["anchor"].items()}
+        self.running_fisher = self.on_device(state["running_fisher"])
+        self.anchor = self.on_device(state["anchor"])

@@ -121,6 +121,5 @@ class GDumb(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        device = next(self.model.parameters()).device
-        self.memory.load_state_dict(state["memory"], device)
-        self.initial_weights = {n: t.to(device) for n, t in state["initial_weights"].items()}
+        self.memory.load_state_dict(state["memory"], self.device)
+        self.initial_weights = self.on_device(state["initial_weights"])

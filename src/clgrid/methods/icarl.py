@@ -37,13 +37,12 @@ Choices the paper leaves open (it only treats class-incremental streams):
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, nearest_mean_scores, register
+from clgrid.methods.base import Method, TaskData, frozen_copy, nearest_mean_scores, register
 
 
 def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
@@ -126,9 +125,7 @@ class ICaRL(Method):
         self.old_classes = [c for c in self.seen_classes if c not in set(task.classes)]
         self.old_model = None
         if self.old_classes:
-            self.old_model = copy.deepcopy(self.model).eval()
-            for p in self.old_model.parameters():
-                p.requires_grad_(False)
+            self.old_model = frozen_copy(self.model)
 
     def loss(self, x, y, logits):
         old_logits = None
@@ -202,7 +199,7 @@ class ICaRL(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        device = next(self.model.parameters()).device
+        device = self.device
         self.exemplar_x = None if state["exemplar_x"] is None else state["exemplar_x"].to(device)
         self.exemplar_y = state["exemplar_y"].to(device)
         self.exemplar_task = state["exemplar_task"].to(device)

@@ -42,7 +42,6 @@ teacher's head; the backbone learns from the cross-entropy alone.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -50,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clgrid.methods.base import Method, TaskData, register
+from clgrid.methods.base import Method, TaskData, frozen_copy, register
 from clgrid.methods.lwf import distillation_loss
 
 TEACHER_MODES = ("ema", "anneal", "swa", "frozen")
@@ -73,9 +72,7 @@ class AveragedTeacher:
             raise ValueError(f"anneal_steps ({anneal_steps}) and swa_every ({swa_every}) must be at least 1")
         self.mode, self.ema_ratio, self.anneal_start = mode, ema_ratio, anneal_start
         self.anneal_steps, self.swa_every = anneal_steps, swa_every
-        self.model = copy.deepcopy(student).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.model = frozen_copy(student)
         self.task_step = 0  # optimizer steps taken in the current task
         self.n_averaged = 0  # swa snapshots in the average so far
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, register
+from clgrid.methods.base import Method, TaskData, register, trainable_copy
 
 ANCHORS = ("init", "task_start")
 
@@ -44,7 +44,7 @@ class L2Init(Method):
 
     def before_task(self, task: TaskData, generator: torch.Generator) -> None:
         super().before_task(task, generator)
-        current = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        current = trainable_copy(self.model)
         if self.params["anchor"] == "task_start":
             self.anchor_weights = current
             return
@@ -54,7 +54,7 @@ class L2Init(Method):
 
     def penalty(self) -> torch.Tensor:
         """½ ‖θ − θ₀‖² over the anchored weights, without λ; zero at the anchor."""
-        penalty = torch.zeros((), device=next(self.model.parameters()).device)
+        penalty = torch.zeros((), device=self.device)
         for n, p in self.model.named_parameters():
             if n in self.anchor_weights:
                 penalty = penalty + 0.5 * ((p - self.anchor_weights[n]) ** 2).sum()
@@ -68,5 +68,4 @@ class L2Init(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        device = next(self.model.parameters()).device
-        self.init_weights = {n: t.to(device) for n, t in state["init_weights"].items()}
+        self.init_weights = self.on_device(state["init_weights"])

@@ -10,12 +10,10 @@ soft cross-entropy makes the term exactly zero when the two models agree.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, register
+from clgrid.methods.base import Method, TaskData, frozen_copy, register
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -37,9 +35,7 @@ class LwF(Method):
         super().before_task(task, generator)
         self.old_model = None
         if self.seen_classes:
-            self.old_model = copy.deepcopy(self.model).eval()
-            for p in self.old_model.parameters():
-                p.requires_grad_(False)
+            self.old_model = frozen_copy(self.model)
 
     def loss(self, x, y, logits):
         task_loss = F.cross_entropy(logits, y)

@@ -164,5 +164,5 @@ class OGD(Method):
                 f"({len(state['ogd_param_names'])} stored vs {len(self.param_names)} now); keep the same backbone "
                 "and freeze settings across the tasks of a run"
             )
-        self.ogd_basis = state["ogd_basis"].to(next(self.model.parameters()).device)
+        self.ogd_basis = state["ogd_basis"].to(self.device)
         self.directions_per_task = list(state["directions_per_task"])

@@ -185,4 +185,4 @@ class Replay(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.replay_buffer.load_state_dict(state["replay_buffer"], next(self.model.parameters()).device)
+        self.replay_buffer.load_state_dict(state["replay_buffer"], self.device)

@@ -77,7 +77,7 @@ class SynapticIntelligence(Method):
 
     def penalty(self) -> torch.Tensor:
         """Σ_k Ω_k (θ_k − θ̃_k)², without c; zero at the anchor."""
-        penalty = torch.zeros((), device=next(self.model.parameters()).device)
+        penalty = torch.zeros((), device=self.device)
         for n, p in self.model.named_parameters():
             if n in self.importance:
                 penalty = penalty + (self.importance[n] * (p - self.anchor[n]) ** 2).sum()
@@ -125,6 +125,5 @@ class SynapticIntelligence(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        device = next(self.model.parameters()).device
-        self.importance = {n: t.to(device) for n, t in state["importance"].items()}
-        self.anchor = {n: t.to(device) for n, t in state["anchor"].items()}
+        self.importance = self.on_device(state["importance"])
+        self.anchor = self.on_device(state["anchor"])
