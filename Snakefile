@@ -1,13 +1,17 @@
 # clgrid: a continual-learning study as one DAG.
 #   snakemake --cores all                      # the embedded default (offline, CPU, minutes)
-#   snakemake --cores all --configfile config/experiments/X.yaml
+#   snakemake --cores all --configfile config/experiments/X.yaml [config/data/shared.yaml]
 #   snakemake --profile profiles/local
 from snakemake.utils import min_version
 
 min_version("8.20")
 
 
-configfile: "config/config.yaml"
+# The embedded default applies only when no --configfile is given: an experiment config is a whole study,
+# not additions to the default grid (Snakemake would otherwise merge the two).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

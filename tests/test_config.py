@@ -21,15 +21,24 @@ def _mutate(edit):
 
 
 BAD = {
-    "unknown method": (lambda c: c["methods"].append("ewx"), ["'ewx' is not one of", "'naive'", "['methods']"]),
+    "unknown method": (lambda c: c["methods"].append("ewx"), ["unknown method 'ewx' at methods[5]", "naive",
+                                                             "or a variant defined under variants"]),
     "unknown dataset": (lambda c: c["benchmarks"]["split_digits"].update(dataset="mnits"),
-                        ["'mnits' is not one of", "['dataset']"]),
+                        ["unknown dataset 'mnits'", "valid: ", "cifar10", "npz: path/to/file.npz"]),
     "unknown backbone": (lambda c: c["backbones"]["mlp"].update(arch="resnet9000"),
                          ["'resnet9000' is not one of", "['arch']"]),
     "negative learning rate": (lambda c: c["benchmarks"]["split_digits"]["train"].update(lr=-0.1),
                                ["-0.1 is less than or equal to the minimum of 0", "['train']['lr']"]),
-    "missing field": (lambda c: c["benchmarks"]["permuted_digits"].pop("n_tasks"),
-                      ["'n_tasks' is a required property", "['permuted_digits']"]),
+    "missing field": (lambda c: c["benchmarks"]["permuted_digits"].pop("train"),
+                      ["'train' is a required property", "['permuted_digits']"]),
+    "missing n_tasks": (lambda c: c["benchmarks"]["permuted_digits"].pop("n_tasks"),
+                        ["benchmarks.permuted_digits.n_tasks is required"]),
+    "bad variant parameter": (lambda c: c.update(methods=["er_5"], variants={"er_5": {
+        "method": "replay", "params": {"buffer_sise": 5}}}), ["variants.er_5 (replay)", "'buffer_sise' was unexpected"]),
+    "variant of unknown method": (lambda c: c.update(variants={"x": {"method": "rehearsal"}}),
+                                  ["'rehearsal' is not one of"]),
+    "class order not a permutation": (lambda c: c["benchmarks"]["split_digits"].update(class_order=[0, 1, 2]),
+                                      ["benchmarks.split_digits.class_order must be a permutation of 0..9"]),
     "misspelled hyperparameter": (lambda c: c["method_params"]["ewc"].update(ewc_lamda=5),
                                   ["'ewc_lamda' was unexpected", "['ewc']"]),
     "bad device": (lambda c: c.update(device="gpu"), ["'gpu' does not match", "['device']"]),
@@ -37,11 +46,16 @@ BAD = {
 }
 
 
+def _validate_and_check(config):
+    validate(config, str(SCHEMA))
+    cl.check_config(config, validate=lambda trial: validate(trial, str(SCHEMA)))
+
+
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_schema_rejects_bad_config_naming_the_field(case):
     edit, expected = BAD[case]
     with pytest.raises(Exception) as err:
-        validate(_mutate(edit), str(SCHEMA))
+        _validate_and_check(_mutate(edit))
     for text in expected:
         assert text in str(err.value), f"{case}: {text!r} not in {err.value}"
 
@@ -91,3 +105,16 @@ def test_cli_lists_every_method_with_its_defaults(capsys):
     main(["methods"])
     out = capsys.readouterr().out
     assert all(f"\n{name} " in out for name in METHODS) and "'ewc_lambda': 100.0" in out
+
+
+def test_variants_resolve_params_and_training_overrides(default_config):
+    config = copy.deepcopy(default_config)
+    config["methods"] = ["naive", "er_500"]
+    config["variants"] = {"er_500": {"method": "replay", "params": {"buffer_size": 500}, "train": {"lr": 0.1}}}
+    cl.check_config(config, validate=lambda trial: validate(trial, str(SCHEMA)))
+    spec = cl.run_spec(config, "split_digits", "mlp", "er_500", 0)
+    assert spec["method"] == "er_500" and spec["method_name"] == "replay"
+    assert spec["method_params"]["buffer_size"] == 500 and spec["method_params"]["buffer_policy"] == "class_balanced"
+    assert spec["train"]["lr"] == 0.1 and spec["train"]["batch_size"] == 32
+    assert [r.id for r in cl.runs(config)][:2] == ["split_digits/mlp/naive/s0", "split_digits/mlp/naive/s1"]
+    assert cl.run_spec(config, "split_digits", "mlp", "naive", 0)["train"]["lr"] == 0.05  # others untouched

@@ -40,8 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     verbs.add_parser("methods", help="list the registered CL methods, their papers and default hyperparameters")
 
-    p = verbs.add_parser("prepare-dataset", help="write a registered dataset as one .npz")
+    p = verbs.add_parser("download-dataset", help="fetch a registered dataset's raw files (needs network)")
     p.add_argument("--dataset", required=True)
+    p.add_argument("--raw-dir", required=True, help="folder the raw files go to (data_root/<dataset>)")
+    p.add_argument("--marker", required=True, help="file written when the download finished")
+
+    p = verbs.add_parser("prepare-dataset", help="write a dataset's uniform form: one .npz and its sha256 sidecar")
+    p.add_argument("--spec", type=_spec, required=True, help='{"dataset": name, "options": {...}} (the rules pass it)')
+    p.add_argument("--raw-dir", default=None, help="the downloaded raw files (none for imports and digits)")
     p.add_argument("--out", required=True)
 
     p = verbs.add_parser("prepare-scenario", help="split a benchmark's datasets into tasks (JSON)")
@@ -91,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", required=True, help="method order (fixes colours across figures)")
     p.add_argument("--out-dir", required=True)
 
+    p = verbs.add_parser("published", help="our results beside the published numbers of the config")
+    p.add_argument("--summary", required=True, help="summary.csv from 'clgrid tables'")
+    p.add_argument("--published", type=_spec, required=True, help="the config's published block (JSON)")
+    p.add_argument("--out-dir", required=True)
+
     p = verbs.add_parser("paper", help="tables with the best value in bold, beside every figure as PDF")
     p.add_argument("--summary", required=True, help="summary.csv from 'clgrid tables'")
     p.add_argument("--figures", nargs="+", required=True, help="figure PDFs to collect")
@@ -119,8 +130,10 @@ def dispatch(args: argparse.Namespace) -> None:
 
     if args.verb == "methods":
         print(list_methods())
+    elif args.verb == "download-dataset":
+        jobs.download_dataset(args.dataset, args.raw_dir, args.marker)
     elif args.verb == "prepare-dataset":
-        jobs.prepare_dataset(args.dataset, args.out)
+        jobs.prepare_dataset(args.spec, args.out, args.raw_dir)
     elif args.verb == "prepare-scenario":
         jobs.prepare_scenario(args.spec, args.data, args.out)
     elif args.verb == "init":
@@ -147,6 +160,11 @@ def dispatch(args: argparse.Namespace) -> None:
         from clgrid.plots.figures import write_analysis_figures
 
         for path in write_analysis_figures(args.analyses, args.methods, args.out_dir):
+            logging.getLogger("clgrid").info("wrote %s", path)
+    elif args.verb == "published":
+        from clgrid.plots.tables import write_published_tables
+
+        for path in write_published_tables(args.summary, args.published, args.out_dir):
             logging.getLogger("clgrid").info("wrote %s", path)
     elif args.verb == "paper":
         import shutil

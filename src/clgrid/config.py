@@ -2,16 +2,20 @@
 
 The Snakemake layer validates the YAML against ``workflow/schemas/config.schema.yaml``
 (which also fills defaults) and then calls ``check_config`` for the rules a
-schema cannot express. A run is (benchmark, backbone, method, seed); its folder
-is ``results/runs/{benchmark}/{backbone}/{method}/s{seed}``. A job gets only the
-part of the config that can change its result, as JSON, so Snakemake reruns a
-job when that part changes and nothing else.
+schema cannot express. A run is (benchmark, backbone, run name, seed); its folder
+is ``results/runs/{benchmark}/{backbone}/{method}/s{seed}``, where the run name
+is a registered method (``ewc``) or a *variant* defined under ``variants``
+(``er_500: {method: replay, params: {buffer_size: 500}, train: {lr: 0.1}}``), so
+one method runs with several parameter sets side by side under stable,
+readable names. A job gets only the part of the config that can change its
+result, as JSON, so Snakemake reruns a job when that part changes and nothing else.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from clgrid.data.datasets import DATASETS
 
@@ -24,7 +28,7 @@ class ConfigError(ValueError):
 class Run:
     benchmark: str
     backbone: str
-    method: str
+    method: str  # the run name: a registered method or a variant
     seed: int
 
     @property
@@ -32,16 +36,112 @@ class Run:
         return f"{self.benchmark}/{self.backbone}/{self.method}/s{self.seed}"
 
 
-def check_config(config: dict[str, Any]) -> None:
-    """Cross-field checks the schema cannot express; errors name the field and the fix."""
+def registered_methods(config: dict[str, Any]) -> list[str]:
+    """Method names the schema knows (validation fills a ``method_params`` block for each)."""
+    return sorted(config["method_params"])
+
+
+def dataset_names(config: dict[str, Any], benchmark: str) -> list[str]:
+    """Every dataset a benchmark reads: its task datasets, then its evaluation-only sets."""
+    bench = config["benchmarks"][benchmark]
+    names = list(bench["datasets"]) if bench["scenario"] == "dataset_sequence" else [bench["dataset"]]
+    for set_cfg in (bench.get("eval_sets") or {}).values():
+        if set_cfg["dataset"] not in names:
+            names.append(set_cfg["dataset"])
+    return names
+
+
+def dataset_classes(config: dict[str, Any], name: str) -> int:
+    options = config.get("datasets", {}).get(name, {})
+    if name in DATASETS:
+        return DATASETS[name].n_classes
+    if "n_classes" in options:
+        return int(options["n_classes"])
+    raise ConfigError(
+        f"unknown dataset '{name}'; valid: {', '.join(sorted(DATASETS))}, or import your own arrays with "
+        f"datasets: {{{name}: {{npz: path/to/file.npz, n_classes: K}}}}"
+    )
+
+
+def check_config(config: dict[str, Any], validate: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Cross-field checks the schema cannot express; errors name the field and the fix.
+
+    ``validate`` (the workflow's schema validation) is used to check and fill each
+    variant's parameters and training overrides against the method's own schema block.
+    """
+    for name, options in config.get("datasets", {}).items():
+        if name not in DATASETS and "npz" not in options:
+            raise ConfigError(f"datasets.{name}: '{name}' is not a registered dataset, so it needs npz: <file> "
+                              f"and n_classes; registered: {', '.join(sorted(DATASETS))}")
+        if name not in DATASETS and "n_classes" not in options:
+            raise ConfigError(f"datasets.{name}: an imported dataset that is not registered needs n_classes")
     for name, bench in config["benchmarks"].items():
-        info = DATASETS[bench["dataset"]]
-        if bench["scenario"] == "class_incremental" and info.n_classes % bench["n_tasks"]:
-            valid = [k for k in range(1, info.n_classes + 1) if info.n_classes % k == 0]
-            raise ConfigError(
-                f"benchmarks.{name}.n_tasks = {bench['n_tasks']} does not split the {info.n_classes} classes "
-                f"of '{info.name}' into equal tasks; valid: {valid}"
-            )
+        where = f"benchmarks.{name}"
+        kind = bench["scenario"]
+        if kind == "dataset_sequence":
+            if not bench.get("datasets"):
+                raise ConfigError(f"{where}.datasets: a dataset_sequence needs the list of its datasets, one per task")
+            if bench.get("n_tasks") not in (None, len(bench["datasets"])):
+                raise ConfigError(f"{where}.n_tasks = {bench['n_tasks']} but datasets lists {len(bench['datasets'])}; "
+                                  "a dataset sequence has one task per dataset (leave n_tasks out)")
+            bench["n_tasks"] = len(bench["datasets"])
+        else:
+            if "dataset" not in bench:
+                raise ConfigError(f"{where}.dataset is required for scenario {kind}")
+            if "n_tasks" not in bench:
+                raise ConfigError(f"{where}.n_tasks is required for scenario {kind}")
+        for dname in dataset_names(config, name):
+            dataset_classes(config, dname)
+        if kind in ("class_incremental", "task_incremental"):
+            n_classes = dataset_classes(config, bench["dataset"])
+            trained = n_classes - int(bench.get("holdout_classes", 0))
+            if trained < 1 or trained % bench["n_tasks"]:
+                valid = [k for k in range(1, max(trained, 1) + 1) if trained % k == 0]
+                raise ConfigError(
+                    f"{where}.n_tasks = {bench['n_tasks']} does not split the {trained} trained classes "
+                    f"of '{bench['dataset']}' into equal tasks; valid: {valid}"
+                )
+            order = bench.get("class_order", "sorted")
+            if isinstance(order, list) and sorted(order) != list(range(n_classes)):
+                raise ConfigError(f"{where}.class_order must be a permutation of 0..{n_classes - 1}, got {order}")
+    _check_variants(config, validate)
+    _check_published(config)
+
+
+def _check_variants(config: dict[str, Any], validate) -> None:
+    registered = registered_methods(config)
+    variants = config.get("variants", {})
+    for name in variants:
+        if name in registered and variants[name]["method"] != name:
+            raise ConfigError(f"variants.{name}: a variant named after the registered method '{name}' must use it "
+                              f"(method: {name}); rename the variant")
+    for i, name in enumerate(config["methods"]):
+        if name not in registered and name not in variants:
+            raise ConfigError(f"unknown method '{name}' at methods[{i}]; valid: {', '.join(registered)}, "
+                              f"or a variant defined under variants: ({', '.join(sorted(variants)) or 'none defined'})")
+    for name, variant in variants.items():
+        if validate is None:
+            continue
+        trial = copy.deepcopy({k: v for k, v in config.items() if k != "variants"})
+        trial["method_params"][variant["method"]] = {**config["method_params"][variant["method"]],
+                                                     **variant.get("params", {})}
+        for bench in trial["benchmarks"].values():
+            bench["train"] = {**bench["train"], **variant.get("train", {})}
+        try:
+            validate(trial)
+        except Exception as err:  # the schema's own message names the field inside the method block
+            raise ConfigError(f"variants.{name} ({variant['method']}): {err}") from None
+        variant["resolved_params"] = trial["method_params"][variant["method"]]
+
+
+def _check_published(config: dict[str, Any]) -> None:
+    published = config.get("published")
+    if not published:
+        return
+    for bench, rows in published.get("numbers", {}).items():
+        if bench not in config["benchmarks"]:
+            raise ConfigError(f"published.numbers.{bench}: no benchmark of that name; "
+                              f"valid: {', '.join(config['benchmarks'])}")
 
 
 def runs(config: dict[str, Any]) -> list[Run]:
@@ -56,12 +156,20 @@ def runs(config: dict[str, Any]) -> list[Run]:
 
 
 def n_tasks(config: dict[str, Any], benchmark: str) -> int:
-    return int(config["benchmarks"][benchmark]["n_tasks"])
+    bench = config["benchmarks"][benchmark]
+    if bench["scenario"] == "dataset_sequence":
+        return len(bench["datasets"])
+    return int(bench["n_tasks"])
 
 
 def datasets_of(config: dict[str, Any], benchmark: str) -> list[str]:
-    """The datasets a benchmark's tasks draw from (one today; a dataset sequence names several)."""
-    return [config["benchmarks"][benchmark]["dataset"]]
+    """The datasets a benchmark's tasks and evaluation sets draw from."""
+    return dataset_names(config, benchmark)
+
+
+def dataset_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """What fixes a prepared dataset: its name and its preparation options (import file, image size, ...)."""
+    return {"dataset": name, "options": config.get("datasets", {}).get(name, {})}
 
 
 def scenario_spec(config: dict[str, Any], benchmark: str) -> dict[str, Any]:
@@ -79,14 +187,24 @@ def init_spec(config: dict[str, Any], benchmark: str, backbone: str, seed: int) 
     }
 
 
+def method_of(config: dict[str, Any], run_name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(registered method, its resolved parameters, training overrides) of a run name."""
+    variant = config.get("variants", {}).get(run_name)
+    if variant is None:
+        return run_name, config.get("method_params", {}).get(run_name, {}), {}
+    params = variant.get("resolved_params") or {**config["method_params"][variant["method"]], **variant.get("params", {})}
+    return variant["method"], params, variant.get("train", {})
+
+
 def run_spec(config: dict[str, Any], benchmark: str, backbone: str, method: str, seed: int) -> dict[str, Any]:
     """Everything that can change a run's numbers: the init spec plus training and method settings."""
+    method_name, params, train_overrides = method_of(config, method)
     return {
         **init_spec(config, benchmark, backbone, seed),
-        "train": config["benchmarks"][benchmark]["train"],
+        "train": {**config["benchmarks"][benchmark]["train"], **train_overrides},
         "method": method,
-        "method_name": method,
-        "method_params": config.get("method_params", {}).get(method, {}),
+        "method_name": method_name,
+        "method_params": params,
     }
 
 

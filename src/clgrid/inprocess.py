@@ -25,7 +25,7 @@ def run_cell(config: dict[str, Any], benchmark: str, backbone: str, method: str,
     for name in cl.datasets_of(config, benchmark):
         path = root / "data" / f"{name}.npz"
         if not path.exists():
-            jobs.prepare_dataset(name, str(path))
+            jobs.prepare_dataset(cl.dataset_spec(config, name), str(path))
         datasets.append(str(path))
     scenario = root / "scenarios" / f"{benchmark}.json"
     if not scenario.exists():
@@ -57,5 +57,5 @@ def validated(config_path: str | Path = "config/config.yaml", schema_path: str |
     config = yaml.safe_load(Path(config_path).read_text())
     config.update(overrides)
     validate(config, str(schema_path))
-    cl.check_config(config)
+    cl.check_config(config, validate=lambda trial: validate(trial, str(schema_path)))
     return config

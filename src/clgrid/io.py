@@ -92,13 +92,23 @@ def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
             np.savez_compressed(handle, **arrays)
 
 
-def load_npz(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Load every array of an ``.npz`` eagerly, so a truncated member fails here, not mid-training."""
+def load_npz(path: str | os.PathLike, required: tuple[str, ...] = (), verify: bool = False) -> dict[str, Any]:
+    """Load every array of an ``.npz`` eagerly, so a truncated member fails here, not mid-training.
+
+    With ``verify``, the file's sha256 must equal the one its sidecar JSON (same name, ``.json``) recorded when
+    the file was written: a bit flip that still unzips is caught too.
+    """
     import numpy as np
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"missing array file '{path}'")
+    sidecar = path.with_suffix(".json")
+    if verify and sidecar.exists():
+        expected = read_json(sidecar).get("sha256")
+        if expected and file_sha256(path) != expected:
+            raise CorruptFileError(f"'{path}' does not match the sha256 recorded in '{sidecar}' when it was written "
+                                   f"(rule prepare_dataset makes it); {_rebuild_hint(path)}")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}

@@ -14,29 +14,68 @@ from clgrid.io import file_sha256, load_npz, load_torch, provenance, read_json, 
 
 log = logging.getLogger("clgrid")
 
+# The arrays of every prepared dataset file (see clgrid.data.datasets).
+ARRAYS = ("x_train", "y_train", "x_test", "y_test", "classes")
 
-def prepare_dataset(name: str, out: str) -> None:
-    from clgrid.data.datasets import get_dataset
 
-    info = get_dataset(name)
-    log.info("preparing dataset '%s' from %s", name, info.source)
-    info.prepare(out)
+def download_dataset(name: str, raw_dir: str, marker: str) -> None:
+    """Fetch a dataset's raw files into ``raw_dir``; the marker file says the download finished."""
+    from clgrid.data.datasets import download_dataset as fetch
+    from clgrid.io import atomic_path
+
+    fetch(name, raw_dir)
+    with atomic_path(marker) as tmp:
+        tmp.write_text(f"{name} downloaded into {raw_dir}\n")
+
+
+def prepare_dataset(spec: dict[str, Any], out: str, raw_dir: str | None = None) -> None:
+    """Write a dataset's uniform form (one .npz) and its sidecar JSON with the file's sha256."""
+    from clgrid.data.datasets import get_dataset, prepare_dataset as prepare
+
+    name, options = spec["dataset"], spec.get("options", {})
+    source = options.get("npz") or options.get("path") or (get_dataset(name).source if name in _registered() else "")
+    log.info("preparing dataset '%s' from %s", name, source)
+    meta = prepare(name, out, options, raw_dir)
+    log.info("wrote %s (sha256 %s)", out, meta.get("sha256", "?"))
+
+
+def _registered() -> set[str]:
+    from clgrid.data.datasets import DATASETS
+
+    return set(DATASETS)
+
+
+def load_datasets(dataset_files: list[str], names) -> dict[str, dict[str, Any]]:
+    """The prepared arrays of each named dataset, verified against the sha256 recorded when it was written."""
+    return {name: load_npz(_dataset_file(dataset_files, name), ARRAYS, verify=True) for name in sorted(set(names))}
 
 
 def prepare_scenario(spec: dict[str, Any], dataset_files: list[str], out: str) -> None:
-    from clgrid.data.datasets import ARRAYS
-    from clgrid.data.scenarios import build_scenario
+    import numpy as np
+
+    from clgrid.data.scenarios import build_scenario, conform
+    from clgrid.data.transforms import normalization
 
     bench = spec["benchmark_cfg"]
-    data = load_npz(_dataset_file(dataset_files, bench["dataset"]), ARRAYS)
-    scenario = build_scenario(spec["benchmark"], bench, data["y_train"], data["y_test"])
+    names = [Path(p).stem for p in dataset_files]
+    data = load_datasets(dataset_files, names)
+    scenario = build_scenario(spec["benchmark"], bench, data)
+    # Normalisation statistics of the training pixels the tasks use, fixed here so every job applies the same.
+    samples = [conform(data[t["dataset"]]["x_train"][:: max(1, len(data[t["dataset"]]["x_train"]) // 5000)],
+                       scenario["input_shape"]) for t in scenario["tasks"] if len(data[t["dataset"]]["x_train"])]
+    pixels = np.concatenate(samples) if samples else np.zeros((0, *scenario["input_shape"]), np.uint8)
+    scenario["input_norm"] = normalization(bench.get("transform", {}), pixels)
     scenario["provenance"] = provenance(spec)
     write_json(out, scenario)
     for task in scenario["tasks"]:
-        log.info(
-            "task %d: classes %s, %d train / %d test samples",
-            task["id"], task["classes"], len(task["train_idx"]), len(task["test_idx"]),
-        )
+        n_train = len(task["train_idx"]) if task["train_idx"] is not None else len(data[task["dataset"]]["y_train"])
+        n_test = len(task["test_idx"]) if task["test_idx"] is not None else len(data[task["dataset"]]["y_test"])
+        log.info("task %d (%s): classes %s, %d train / %d test samples, transform %s", task["id"], task["dataset"],
+                 task["classes"] if len(task["classes"]) <= 20 else f"{len(task['classes'])} classes",
+                 n_train, n_test, sorted(task["transform"]) if task["transform"] else None)
+    if scenario["holdout"]:
+        log.info("held out (never trained): classes %s, %d test samples", scenario["holdout"]["classes"],
+                 len(scenario["holdout"]["test_idx"]))
 
 
 def _dataset_file(dataset_files: list[str], name: str) -> str:
@@ -52,7 +91,6 @@ class _Context:
     def __init__(self, spec: dict[str, Any], scenario_path: str, dataset_files: list[str], threads: int):
         import torch
 
-        from clgrid.data.datasets import ARRAYS
         from clgrid.train import resolve_device
 
         torch.set_num_threads(threads)
@@ -63,33 +101,53 @@ class _Context:
             # CPU kernels are deterministic at a fixed thread count already; this flag
             # imports torch._inductor (about 1.9 s), so only GPU jobs pay for it.
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.datasets = {
-            name: load_npz(_dataset_file(dataset_files, name), ARRAYS)
-            for name in sorted({t["dataset"] for t in self.scenario["tasks"]})
-        }
+        names = [t["dataset"] for t in self.scenario["tasks"]]
+        names += [s["dataset"] for s in self.scenario.get("eval_sets", {}).values()]
+        self.datasets = load_datasets(dataset_files, names)
+        self._test_sets = None
 
-    def task_data(self, task_id: int, split: str):
+    def _tensors(self, x, y):
         import torch
 
+        # uint8 images stay uint8 on the device (4x less memory); the model's preprocess scales them.
+        return torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+
+    def task_data(self, task_id: int, split: str):
         from clgrid.data.scenarios import task_arrays
         from clgrid.methods import TaskData
 
-        task = self.scenario["tasks"][task_id]
-        x, y = task_arrays(self.datasets[task["dataset"]], task, split)
-        return TaskData(
-            task_id,
-            torch.from_numpy(x).to(self.device),
-            torch.from_numpy(y).to(self.device),
-            list(task["classes"]),
-        )
+        x, y = self._tensors(*task_arrays(self.datasets, self.scenario, task_id, split))
+        return TaskData(task_id, x, y, list(self.scenario["tasks"][task_id]["classes"]))
 
-    def test_sets(self):
-        return [(d.x, d.y) for d in (self.task_data(i, "test") for i in range(len(self.scenario["tasks"])))]
+    def test_sets(self) -> dict[str, list]:
+        """Every evaluation set, each a list of (x, y, classes): the tasks' test splits, the held-out classes
+        (one set) and each evaluation-only set split like the tasks. Loaded once per job."""
+        from clgrid.data.scenarios import select
+
+        if self._test_sets is None:
+            shape = self.scenario["input_shape"]
+            sets = {"tasks": [(*(lambda d: (d.x, d.y))(self.task_data(i, "test")), t["classes"])
+                              for i, t in enumerate(self.scenario["tasks"])]}
+            holdout = self.scenario.get("holdout")
+            if holdout:
+                x, y = select(self.datasets[holdout["dataset"]], "test", holdout["test_idx"], holdout["label_offset"],
+                              holdout["transform"], shape)
+                sets["unseen"] = [(*self._tensors(x, y), holdout["classes"])]
+            for name, eval_set in self.scenario.get("eval_sets", {}).items():
+                parts = []
+                for task, part in zip(self.scenario["tasks"], eval_set["tasks"]):
+                    x, y = select(self.datasets[eval_set["dataset"]], "test", part["test_idx"], part["label_offset"],
+                                  part["transform"], shape)
+                    parts.append((*self._tensors(x, y), task["classes"]))
+                sets[f"set:{name}"] = parts
+            self._test_sets = sets
+        return self._test_sets
 
     def build_model(self):
         from clgrid.models import build_model
 
-        return build_model(self.spec["backbone_cfg"], self.scenario["input_shape"], self.scenario["n_classes"])
+        return build_model(self.spec["backbone_cfg"], self.scenario["input_shape"], self.scenario["n_classes"],
+                           input_norm=self.scenario.get("input_norm"))
 
 
 def init_model(spec: dict[str, Any], scenario_path: str, out: str) -> None:
@@ -100,18 +158,32 @@ def init_model(spec: dict[str, Any], scenario_path: str, out: str) -> None:
 
     scenario = read_json(scenario_path)
     torch.manual_seed(spec["seed"])
-    model = build_model(spec["backbone_cfg"], scenario["input_shape"], scenario["n_classes"])
+    model = build_model(spec["backbone_cfg"], scenario["input_shape"], scenario["n_classes"],
+                        input_norm=scenario.get("input_norm"))
     n_params = sum(p.numel() for p in model.parameters())
     log.info("initialised %s with %d parameters (seed %d)", spec["backbone"], n_params, spec["seed"])
     save_torch(out, {"clgrid": provenance(spec, spec["seed"]), "task": -1, "model": model.state_dict()})
 
 
 def _eval_record(spec, ctx, predict, task_id: int) -> dict[str, Any]:
+    """Row ``task_id`` of every accuracy matrix: class-IL and task-IL on each task, unseen classes, extra sets."""
     from clgrid.evaluate import accuracy_row
 
-    row = accuracy_row(predict, ctx.test_sets())
-    log.info("after task %d: accuracy per task %s", task_id, " ".join(f"{a:.1f}" for a in row))
-    return {"after_task": task_id, "acc": row, "provenance": provenance(spec, spec["seed"], str(ctx.device))}
+    sets = ctx.test_sets()
+    tasks = accuracy_row(predict, sets["tasks"])
+    record = {"after_task": task_id, "acc": tasks["class_il"], "acc_task_il": tasks["task_il"]}
+    if "unseen" in sets:
+        record["unseen_acc"] = accuracy_row(predict, sets["unseen"])["class_il"][0]
+    for key, parts in sets.items():
+        if key.startswith("set:"):
+            row = accuracy_row(predict, parts)
+            record[f"acc_{key[4:]}"] = row["class_il"]
+            record[f"acc_{key[4:]}_task_il"] = row["task_il"]
+    log.info("after task %d: accuracy per task %s (task-IL %s)%s", task_id,
+             " ".join(f"{a:.1f}" for a in record["acc"]), " ".join(f"{a:.1f}" for a in record["acc_task_il"]),
+             f", unseen classes {record['unseen_acc']:.1f}" if "unseen_acc" in record else "")
+    record["provenance"] = provenance(spec, spec["seed"], str(ctx.device))
+    return record
 
 
 def evaluate(spec: dict[str, Any], scenario_path: str, dataset_files: list[str], state: str, out: str, threads: int = 1) -> None:
@@ -142,6 +214,7 @@ def train(
     """
     import torch
 
+    from clgrid.data.transforms import make_augment
     from clgrid.methods import get_method
     from clgrid.train import fit_task, task_generator
 
@@ -163,7 +236,10 @@ def train(
     data = method.training_data(load_task(task_id), load_task)
     log.info("run %s/%s/%s/s%d task %d: %d training samples on %s",
              spec["benchmark"], spec["backbone"], spec["method"], spec["seed"], task_id, len(data.y), ctx.device)
-    epoch_losses = fit_task(model, method, data, spec["train"], task_generator(spec["seed"], task_id))
+    generator = task_generator(spec["seed"], task_id)
+    transform_cfg = spec["benchmark_cfg"].get("transform", {})
+    augment = make_augment(transform_cfg, generator) if transform_cfg.get("augment", "none") != "none" else None
+    epoch_losses = fit_task(model, method, data, spec["train"], generator, augment)
     prov = provenance(spec, spec["seed"], str(ctx.device))
     save_torch(
         out_state,
@@ -196,9 +272,23 @@ def run_metrics(spec: dict[str, Any], init_eval: str, task_evals: list[str], out
         "init_acc": init["acc"],
         "acc_seen": metrics.accuracy_seen(acc_matrix).tolist(),
         "metrics": metrics.all_metrics(acc_matrix, init["acc"]),
-        "checkpoint_sha256": [file_sha256(p) for p in task_states],
-        "provenance": provenance(spec, spec["seed"], rows[-1]["provenance"]["device"]),
     }
+    if all("acc_task_il" in row for row in rows) and spec["benchmark_cfg"]["scenario"] in (
+            "class_incremental", "task_incremental", "dataset_sequence"):
+        # Task-IL differs from class-IL only where tasks hold different classes.
+        task_il = [row["acc_task_il"] for row in rows]
+        result["acc_matrix_task_il"] = task_il
+        result["metrics"].update({f"{k}_task_il": v for k, v in metrics.all_metrics(task_il, init["acc_task_il"]).items()
+                                  if k != "fwt"})
+    if all("unseen_acc" in row for row in rows):
+        result["unseen_acc"] = [row["unseen_acc"] for row in rows]
+        result["metrics"]["unseen_acc"] = result["unseen_acc"][-1]
+        result["metrics"]["unseen_drop"] = result["metrics"]["acc"] - result["unseen_acc"][-1]
+    for key in sorted(k for k in rows[-1] if k.startswith("acc_") and k != "acc_task_il" and not k.endswith("_task_il")):
+        result[f"acc_matrix_{key[4:]}"] = [row[key] for row in rows]
+        result["metrics"][key] = metrics.average_accuracy(result[f"acc_matrix_{key[4:]}"])
+    result["checkpoint_sha256"] = [file_sha256(p) for p in task_states]
+    result["provenance"] = provenance(spec, spec["seed"], rows[-1]["provenance"]["device"])
     write_json(out, result)
     log.info("%s: %s", result["run"], " ".join(f"{k}={v:.2f}" for k, v in result["metrics"].items()))
 

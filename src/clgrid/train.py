@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -45,8 +45,16 @@ def fit_task(
     data: TaskData,
     train_cfg: dict[str, Any],
     generator: torch.Generator,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[float]:
-    """Train ``model`` on one task's data for ``epochs`` epochs; returns the mean loss of each epoch."""
+    """Train ``model`` on one task's data for ``epochs`` epochs; returns the mean loss of each epoch.
+
+    ``data.x`` is the task's inputs on the training device (uint8 images or floats); batches are taken by
+    index and, when ``augment`` is given, augmented on the device. The method sees the augmented batch; the
+    batch before augmentation is ``method.raw_batch`` (what replay buffers store).
+    """
+    if augment is not None:
+        method.augment = augment
     method.before_task(data, generator)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
@@ -64,6 +72,9 @@ def fit_task(
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             x, y = data.x[idx], data.y[idx]
+            if augment is not None:
+                method.raw_batch = x
+                x = augment(x)
             loss = method.loss(x, y, model(x))
             if not torch.isfinite(loss.detach()):
                 raise FloatingPointError(
@@ -77,6 +88,7 @@ def fit_task(
             method.after_step()
             total += float(loss.detach())
             batches += 1
+            method.raw_batch = None
         epoch_losses.append(total / max(batches, 1))
         log.info("task %d epoch %d/%d loss %.4f", data.task_id, epoch + 1, train_cfg["epochs"], epoch_losses[-1])
     model.eval()

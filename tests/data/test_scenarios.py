@@ -1,45 +1,200 @@
-"""Scenarios: disjoint class splits, permuted tasks with task 0 unpermuted, deterministic in the scenario seed."""
+"""Scenarios on small fixtures: class counts, disjointness, holdouts, sequences, transforms applied alike to
+train and test, task-IL masking against a hand computation, and augmentation that never touches test data."""
 
 import numpy as np
 import pytest
+import torch
 
-from clgrid.data.scenarios import apply_transform, build_scenario
+from clgrid.data.scenarios import apply_transform, build_scenario, select, task_arrays
+from clgrid.data.transforms import make_augment, normalization, random_crop
+from clgrid.evaluate import accuracy, accuracy_row
 
 Y_TRAIN = np.repeat(np.arange(10), 20)
 Y_TEST = np.repeat(np.arange(10), 5)
 
 
+def _data(n_classes=10, per_train=20, per_test=5, shape=(1, 8, 8), dtype=np.float32, seed=0, names=None):
+    rng = np.random.default_rng(seed)
+    y_train = np.repeat(np.arange(n_classes), per_train)
+    y_test = np.repeat(np.arange(n_classes), per_test)
+    make = (lambda n: rng.integers(0, 256, (n, *shape), dtype=np.uint8)) if dtype == np.uint8 else \
+        (lambda n: rng.random((n, *shape), dtype=np.float32))
+    return {"x_train": make(len(y_train)), "y_train": y_train, "x_test": make(len(y_test)), "y_test": y_test,
+            "classes": np.array(names or [str(c) for c in range(n_classes)])}
+
+
+DIGITS = {"digits": _data()}
+
+
 def test_class_incremental_splits_classes_in_order():
     s = build_scenario("b", {"dataset": "digits", "scenario": "class_incremental", "n_tasks": 5,
-                             "class_order": "sorted", "scenario_seed": 0}, Y_TRAIN, Y_TEST)
+                             "class_order": "sorted", "scenario_seed": 0}, DIGITS)
     assert [t["classes"] for t in s["tasks"]] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
     all_train = np.concatenate([t["train_idx"] for t in s["tasks"]])
     assert sorted(all_train) == list(range(200))  # a partition of the training set
     for t in s["tasks"]:
         assert set(Y_TRAIN[t["train_idx"]]) == set(t["classes"])
         assert set(Y_TEST[t["test_idx"]]) == set(t["classes"])
+        assert len(t["train_idx"]) == 2 * 20 and len(t["test_idx"]) == 2 * 5
+    assert s["n_classes"] == 10 and s["headline"] == "class_il" and s["holdout"] is None
+
+
+def test_task_incremental_is_the_same_split_with_task_il_headline():
+    cfg = {"dataset": "digits", "n_tasks": 5, "scenario_seed": 0}
+    ci = build_scenario("b", {**cfg, "scenario": "class_incremental"}, DIGITS)
+    ti = build_scenario("b", {**cfg, "scenario": "task_incremental"}, DIGITS)
+    assert ci["tasks"] == ti["tasks"] and ti["headline"] == "task_il"
 
 
 def test_random_class_order_depends_only_on_scenario_seed():
     cfg = {"dataset": "digits", "scenario": "class_incremental", "n_tasks": 2, "class_order": "random"}
-    a = build_scenario("b", {**cfg, "scenario_seed": 1}, Y_TRAIN, Y_TEST)
-    b = build_scenario("b", {**cfg, "scenario_seed": 1}, Y_TRAIN, Y_TEST)
-    c = build_scenario("b", {**cfg, "scenario_seed": 2}, Y_TRAIN, Y_TEST)
+    a = build_scenario("b", {**cfg, "scenario_seed": 1}, DIGITS)
+    b = build_scenario("b", {**cfg, "scenario_seed": 1}, DIGITS)
+    c = build_scenario("b", {**cfg, "scenario_seed": 2}, DIGITS)
     assert a == b and a["tasks"][0]["classes"] != c["tasks"][0]["classes"]
 
 
-def test_permuted_tasks_are_fixed_permutations_with_identity_first():
-    s = build_scenario("p", {"dataset": "digits", "scenario": "permuted", "n_tasks": 3, "scenario_seed": 0},
-                       Y_TRAIN, Y_TEST)
+def test_explicit_class_order_must_be_a_permutation():
+    cfg = {"dataset": "digits", "scenario": "class_incremental", "n_tasks": 2, "scenario_seed": 0}
+    s = build_scenario("b", {**cfg, "class_order": [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]}, DIGITS)
+    assert s["tasks"][0]["classes"] == [9, 8, 7, 6, 5]
+    with pytest.raises(ValueError, match="not a permutation"):
+        build_scenario("b", {**cfg, "class_order": [0, 0, 1, 2, 3, 4, 5, 6, 7, 8]}, DIGITS)
+
+
+def test_holdout_classes_are_never_in_a_training_split():
+    s = build_scenario("b", {"dataset": "digits", "scenario": "class_incremental", "n_tasks": 4, "scenario_seed": 3,
+                             "class_order": "random", "holdout_classes": 2}, DIGITS)
+    held = s["holdout"]["classes"]
+    assert len(held) == 2
+    for t in s["tasks"]:
+        assert not set(Y_TRAIN[t["train_idx"]]) & set(held)
+        assert not set(t["classes"]) & set(held)
+    assert set(Y_TEST[s["holdout"]["test_idx"]]) == set(held) and len(s["holdout"]["test_idx"]) == 10
+    # Domain-incremental with a holdout: every task trains on the other classes only.
+    d = build_scenario("p", {"dataset": "digits", "scenario": "permuted", "n_tasks": 3, "scenario_seed": 0,
+                             "holdout_classes": 3}, DIGITS)
+    for t in d["tasks"]:
+        assert set(Y_TRAIN[t["train_idx"]]) == set(range(7))
+    assert d["holdout"]["classes"] == [7, 8, 9]
+
+
+def test_uneven_class_split_is_rejected():
+    with pytest.raises(ValueError, match="n_tasks=3"):
+        build_scenario("b", {"dataset": "digits", "scenario": "class_incremental", "n_tasks": 3,
+                             "scenario_seed": 0}, DIGITS)
+
+
+def test_permuted_tasks_apply_the_same_permutation_to_train_and_test():
+    s = build_scenario("p", {"dataset": "digits", "scenario": "permuted", "n_tasks": 3, "scenario_seed": 0}, DIGITS)
     assert s["tasks"][0]["transform"] is None
     perms = [t["transform"]["permute_pixels"] for t in s["tasks"][1:]]
     assert all(sorted(p) == list(range(64)) for p in perms) and perms[0] != perms[1]
     x = np.arange(2 * 64, dtype=np.float32).reshape(2, 1, 8, 8)
     moved = apply_transform(x, s["tasks"][1]["transform"])
     np.testing.assert_array_equal(moved.reshape(2, -1), x.reshape(2, -1)[:, perms[0]])
+    for split in ("train", "test"):
+        xs, ys = task_arrays(DIGITS, s, 2, split)
+        raw = DIGITS["digits"][f"x_{split}"]
+        np.testing.assert_array_equal(xs.reshape(len(xs), -1), raw.reshape(len(raw), -1)[:, perms[1]])
+        np.testing.assert_array_equal(ys, DIGITS["digits"][f"y_{split}"])
 
 
-def test_uneven_class_split_is_rejected():
-    with pytest.raises(ValueError, match="n_tasks=3"):
-        build_scenario("b", {"dataset": "digits", "scenario": "class_incremental", "n_tasks": 3,
-                             "scenario_seed": 0}, Y_TRAIN, Y_TEST)
+def test_rotated_tasks_rotate_train_and_test_alike():
+    data = {"img": _data(shape=(1, 9, 9), dtype=np.uint8)}
+    s = build_scenario("r", {"dataset": "img", "scenario": "rotated", "n_tasks": 2, "angles": [0, 90],
+                             "scenario_seed": 0}, data)
+    assert s["tasks"][0]["transform"] is None and s["tasks"][1]["transform"] == {"rotate_degrees": 90.0}
+    for split in ("train", "test"):
+        xs, _ = task_arrays(data, s, 1, split)
+        # 90° counter-clockwise on a square image is an exact transpose-and-flip (no interpolation).
+        np.testing.assert_array_equal(xs, np.rot90(data["img"][f"x_{split}"], k=1, axes=(2, 3)))
+    drawn = build_scenario("r", {"dataset": "img", "scenario": "rotated", "n_tasks": 4, "scenario_seed": 5}, data)
+    angles = [t["transform"]["rotate_degrees"] for t in drawn["tasks"][1:]]
+    assert drawn["tasks"][0]["transform"] is None and all(0 <= a < 180 for a in angles) and len(set(angles)) == 3
+
+
+def test_dataset_sequence_disjoint_and_shared_label_spaces():
+    data = {"a": _data(n_classes=3, names=["x", "y", "z"], seed=1), "b": _data(n_classes=4, seed=2)}
+    s = build_scenario("seq", {"datasets": ["a", "b"], "scenario": "dataset_sequence"}, data)
+    assert [t["classes"] for t in s["tasks"]] == [[0, 1, 2], [3, 4, 5, 6]] and s["n_classes"] == 7
+    assert s["class_names"] == ["x", "y", "z", "0", "1", "2", "3"] and s["tasks"][0]["class_names"] == ["x", "y", "z"]
+    x, y = task_arrays(data, s, 1, "train")
+    np.testing.assert_array_equal(y, data["b"]["y_train"] + 3)
+    np.testing.assert_array_equal(x, data["b"]["x_train"])
+    shared = build_scenario("seq", {"datasets": ["a", "b"], "scenario": "dataset_sequence", "label_space": "shared"},
+                            data)
+    assert shared["n_classes"] == 4 and shared["tasks"][1]["classes"] == [0, 1, 2, 3]
+    np.testing.assert_array_equal(task_arrays(data, shared, 1, "test")[1], data["b"]["y_test"])
+
+
+def test_sequence_of_different_shapes_needs_image_size_and_conforms():
+    data = {"grey": _data(shape=(1, 8, 8), dtype=np.uint8), "rgb": _data(shape=(3, 16, 16), dtype=np.uint8)}
+    with pytest.raises(ValueError, match="image_size"):
+        build_scenario("seq", {"datasets": ["grey", "rgb"], "scenario": "dataset_sequence"}, data)
+    s = build_scenario("seq", {"datasets": ["grey", "rgb"], "scenario": "dataset_sequence", "image_size": 12,
+                               "channels": 3}, data)
+    assert s["input_shape"] == [3, 12, 12]
+    for t in range(2):
+        x, _ = task_arrays(data, s, t, "train")
+        assert x.shape[1:] == (3, 12, 12) and x.dtype == np.uint8
+    x0, _ = task_arrays(data, s, 0, "train")
+    np.testing.assert_array_equal(x0[:, 0], x0[:, 2])  # grey repeated into RGB
+
+
+def test_eval_sets_are_split_by_the_tasks_classes():
+    data = {"digits": DIGITS["digits"], "shifted": _data(per_train=0, per_test=7, seed=9)}
+    s = build_scenario("b", {"dataset": "digits", "scenario": "class_incremental", "n_tasks": 5, "scenario_seed": 0,
+                             "eval_sets": {"shift": {"dataset": "shifted"}}}, data)
+    parts = s["eval_sets"]["shift"]["tasks"]
+    assert len(parts) == 5
+    for task, part in zip(s["tasks"], parts):
+        assert set(data["shifted"]["y_test"][part["test_idx"]]) == set(task["classes"]) and len(part["test_idx"]) == 14
+
+
+def test_task_il_masking_against_a_hand_computation():
+    # Four test samples of task {2, 3}; logits over 4 classes.
+    scores = torch.tensor([[5.0, 0.0, 1.0, 2.0],    # class-IL: 0 (wrong); task-IL: 3 (wrong, label 2)
+                           [0.0, 9.0, 3.0, 1.0],    # class-IL: 1 (wrong); task-IL: 2 (right)
+                           [0.0, 0.0, 1.0, 4.0],    # class-IL: 3 (right); task-IL: 3 (right)
+                           [7.0, 8.0, 0.5, 0.4]])   # class-IL: 1 (wrong); task-IL: 2 (wrong, label 3)
+    labels = torch.tensor([2, 2, 3, 3])
+    class_il, task_il = accuracy(lambda x: x, scores, labels, classes=[2, 3])
+    assert class_il == pytest.approx(25.0) and task_il == pytest.approx(50.0)
+    row = accuracy_row(lambda x: x, [(scores, labels, [2, 3]), (scores, torch.tensor([0, 1, 0, 1]), [0, 1])])
+    # Second set, labels 0,1,0,1: class-IL argmax 0,1,3,1 (3 of 4); task-IL over {0, 1}: 0,1,0 (tie: first),1.
+    assert row["class_il"] == [25.0, 75.0] and row["task_il"] == [50.0, 100.0]
+
+
+def test_augmentation_changes_training_batches_only():
+    gen = torch.Generator().manual_seed(0)
+    augment = make_augment({"augment": "crop_flip", "crop_padding": 4}, gen)
+    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    test_copy = x.clone()
+    out = augment(x)
+    assert out.shape == x.shape and out.dtype == torch.uint8 and not torch.equal(out, x)
+    assert torch.equal(x, test_copy)  # the stored data (and any test set) is never modified in place
+    assert make_augment({"augment": "none"}, gen)(x) is x
+    # A crop at offset (p, p) is the identity; at (0, 0) it shifts the image down-right by p with zero fill.
+    p = 2
+    same = random_crop(x[:2], p, torch.tensor([[p, p], [p, p]]))
+    assert torch.equal(same, x[:2])
+    shifted = random_crop(x[:1], p, torch.tensor([[0, 0]]))
+    assert torch.equal(shifted[0, :, p:, p:], x[0, :, :-p, :-p]) and int(shifted[0, :, :p].sum()) == 0
+
+
+def test_normalization_statistics():
+    x = np.zeros((10, 3, 4, 4), np.uint8)
+    x[:, 1] = 255
+    x[:5, 2] = 255
+    stats = normalization({"normalize": "auto"}, x)
+    assert stats["mean"] == [0.0, 1.0, 0.5] and stats["std"][2] == pytest.approx(0.5)
+    assert normalization({"normalize": "none"}, x) is None
+    assert normalization({}, x.astype(np.float32)) is None  # float datasets (digits) are used as they are
+    assert normalization({"normalize": {"mean": [0.1], "std": [0.2]}}, x) == {"mean": [0.1], "std": [0.2]}
+
+
+def test_select_applies_offset_and_indices():
+    data = _data(n_classes=3)
+    x, y = select(data, "test", [0, 5, 10], 7, None, [1, 8, 8])
+    np.testing.assert_array_equal(y, data["y_test"][[0, 5, 10]] + 7)

@@ -8,7 +8,8 @@ from tests.conftest import SCHEMA
 
 def test_registry_matches_schema():
     schema = yaml.safe_load(SCHEMA.read_text())
-    assert sorted(schema["properties"]["methods"]["items"]["enum"]) == sorted(METHODS)
+    variant_methods = schema["properties"]["variants"]["additionalProperties"]["properties"]["method"]["enum"]
+    assert sorted(variant_methods) == sorted(METHODS)
     assert set(schema["properties"]["method_params"]["properties"]) == set(METHODS)
 
 

@@ -11,11 +11,14 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from clgrid import config as cl  # noqa: E402
 
-validate(config, "../schemas/config.schema.yaml")
-cl.check_config(config)
+SCHEMA = str(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
+validate(config, SCHEMA)
+cl.check_config(config, validate=lambda trial: validate(trial, SCHEMA))
 
 # Every path the DAG makes, spelled out in full so a reader can grep for it.
 DATASET = "results/data/{dataset}.npz"
+DATASET_META = "results/data/{dataset}.json"
+RAW_DONE = config["data_root"] + "/{dataset}/.clgrid_downloaded"
 SCENARIO = "results/scenarios/{benchmark}.json"
 INIT_MODEL = "results/init/{benchmark}/{backbone}/s{seed}/model.pt"
 INIT_EVAL = "results/init/{benchmark}/{backbone}/s{seed}/eval.json"
@@ -46,6 +49,24 @@ def as_json(spec):
 
 def dataset_files(wildcards):
     return expand(DATASET, dataset=cl.datasets_of(config, wildcards.benchmark))
+
+
+def dataset_spec(wildcards):
+    return as_json(cl.dataset_spec(config, wildcards.dataset))
+
+
+def raw_dataset(wildcards):
+    """What prepare_dataset reads: an imported .npz, the download rule's marker, or nothing (digits, a folder)."""
+    options = config["datasets"].get(wildcards.dataset, {})
+    if "npz" in options:
+        return {"npz": options["npz"]}
+    if "path" in options or wildcards.dataset == "digits":
+        return {}
+    return {"raw": RAW_DONE.format(dataset=wildcards.dataset)}
+
+
+def raw_dir_arg(wildcards, input):
+    return f"--raw-dir {os.path.dirname(input.raw)}" if "raw" in input.keys() else ""
 
 
 def scenario_spec(wildcards):
@@ -115,4 +136,5 @@ def final_outputs():
         figure=FIGURES + ANALYSIS_FIGURES,
         ext=("png", "pdf"),
     )
-    return expand(TABLE, table=TABLES) + figures + ["results/paper/tables.tex", "results/paper/tables.md"]
+    published = ["results/tables/published.md"] if config.get("published") else []
+    return expand(TABLE, table=TABLES) + figures + published + ["results/paper/tables.tex", "results/paper/tables.md"]

@@ -1,17 +1,46 @@
-# Datasets are prepared once; a benchmark's task splits (its scenario) once, shared by every run.
+# Datasets are downloaded once (into data_root, default resources/) and prepared once into the uniform
+# form jobs read (results/data/<name>.npz, its sha256 in <name>.json); a benchmark's scenario (its task
+# splits) is built once and shared by every run. A dataset imported from an .npz skips the download.
+
+
+rule download_dataset:
+    output:
+        RAW_DONE,
+    log:
+        "results/logs/download_dataset/{dataset}.log",
+    benchmark:
+        "results/benchmarks/download_dataset/{dataset}.tsv"
+    params:
+        raw_dir=lambda wildcards, output: os.path.dirname(output[0]),
+    resources:
+        runtime=120,
+    conda:
+        ENV
+    shell:
+        "clgrid download-dataset --dataset {wildcards.dataset} --raw-dir {params.raw_dir} --marker {output}"
+        " > {log} 2>&1"
 
 
 rule prepare_dataset:
+    input:
+        unpack(raw_dataset),
     output:
-        DATASET,
+        data=DATASET,
+        meta=DATASET_META,
+    params:
+        spec=dataset_spec,
+        raw_dir=raw_dir_arg,
     log:
         "results/logs/prepare_dataset/{dataset}.log",
     benchmark:
         "results/benchmarks/prepare_dataset/{dataset}.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=120,
     conda:
         ENV
     shell:
-        "clgrid prepare-dataset --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "clgrid prepare-dataset --spec {params.spec:q} {params.raw_dir} --out {output.data} > {log} 2>&1"
 
 
 rule prepare_scenario:

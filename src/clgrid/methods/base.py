@@ -86,6 +86,14 @@ class Method:
         # Nearest-class-mean head (backbone option ``head: ncm``): class -> mean feature.
         self.class_means: dict[int, torch.Tensor] = {}
         self.class_counts: dict[int, int] = {}  # samples behind each mean, so a class met again is pooled
+        # Set by the training loop: the benchmark's training augmentation (buffer methods augment their draws
+        # like the current batch) and the current batch before augmentation (what buffers store).
+        self.augment: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+        self.raw_batch: torch.Tensor | None = None
+
+    def batch_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The current batch before augmentation (the loop sets it), else ``x``: what a buffer should store."""
+        return self.raw_batch if self.raw_batch is not None else x
 
     @property
     def device(self) -> torch.device:

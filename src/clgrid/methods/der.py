@@ -53,10 +53,11 @@ class DER(Method):
     def replay_terms(self, n: int) -> torch.Tensor:
         """α · MSE(h(x′), z′); DER++ adds its label term."""
         drawn = self._draw(n)
-        return self.params["der_alpha"] * F.mse_loss(self.model(drawn["x"]), drawn["logits"])
+        return self.params["der_alpha"] * F.mse_loss(self.model(self.augment(drawn["x"])), drawn["logits"])
 
     def loss(self, x, y, logits):
-        self.pending = {"x": x.detach(), "y": y.detach(), "logits": logits.detach()}
+        # The batch as it was before augmentation is stored, as in the authors' code (``not_aug_inputs``).
+        self.pending = {"x": self.batch_inputs(x).detach(), "y": y.detach(), "logits": logits.detach()}
         task_loss = F.cross_entropy(logits, y)
         if len(self.replay_buffer) == 0:
             return task_loss
@@ -82,4 +83,4 @@ class DERpp(DER):
     def replay_terms(self, n: int) -> torch.Tensor:
         logit_term = super().replay_terms(n)
         drawn = self._draw(n)  # a second, independent draw (Algorithm 1)
-        return logit_term + self.params["der_beta"] * F.cross_entropy(self.model(drawn["x"]), drawn["y"])
+        return logit_term + self.params["der_beta"] * F.cross_entropy(self.model(self.augment(drawn["x"])), drawn["y"])

@@ -16,6 +16,12 @@ Two ways to fill the buffer (``buffer_policy``), both compared in that paper:
   stream exactly once, at ``after_task``, in a random order drawn from the task's
   generator. The buffer then holds only earlier tasks while a task trains, as
   with ``class_balanced``.
+- ``reservoir_online``: Experience Replay as the DER paper's code runs it
+  (Buzzega et al. 2020; Mammoth ``models/er.py``): each training batch, as it
+  was before augmentation, is offered to the reservoir right after its optimizer
+  step, so replay starts from the second batch of the first task; the replay
+  batch is drawn without repeats (at most the buffer's size), augmented like the
+  training batch, and joined to it in one cross-entropy.
 """
 
 from __future__ import annotations
@@ -145,7 +151,7 @@ class ReservoirBuffer:
         self.fields = {name: values.to(device) for name, values in state["fields"].items()}
 
 
-BUFFER_POLICIES = ("class_balanced", "reservoir")
+BUFFER_POLICIES = ("class_balanced", "reservoir", "reservoir_online")
 
 
 @register("replay")
@@ -159,21 +165,35 @@ class Replay(Method):
             raise ValueError(f"unknown buffer_policy '{policy}'; valid: {', '.join(BUFFER_POLICIES)}")
         size = int(self.params["buffer_size"])
         self.replay_buffer = BalancedBuffer(size) if policy == "class_balanced" else ReservoirBuffer(size)
+        self.online = policy == "reservoir_online"
+        self.pending: dict[str, torch.Tensor] | None = None
 
     def loss(self, x, y, logits):
+        if self.online:
+            self.pending = {"x": self.batch_inputs(x).detach(), "y": y.detach()}
         if len(self.replay_buffer) == 0:
             return F.cross_entropy(logits, y)
         n = self.params.get("replay_batch_size") or len(y)
-        if isinstance(self.replay_buffer, ReservoirBuffer):
+        if self.online:
+            drawn = self.replay_buffer.sample(n, self.generator, replace=False)
+            buf_x, buf_y = drawn["x"], drawn["y"]
+        elif isinstance(self.replay_buffer, ReservoirBuffer):
             drawn = self.replay_buffer.sample(n, self.generator)
             buf_x, buf_y = drawn["x"], drawn["y"]
         else:
             buf_x, buf_y = self.replay_buffer.sample(n, self.generator)
-        all_logits = torch.cat([logits, self.model(buf_x)])
+        all_logits = torch.cat([logits, self.model(self.augment(buf_x))])
         return F.cross_entropy(all_logits, torch.cat([y, buf_y]))
+
+    def after_step(self) -> None:
+        if self.pending is not None:
+            self.replay_buffer.add(self.generator, **self.pending)
+            self.pending = None
 
     def after_task(self, task: TaskData) -> None:
         super().after_task(task)
+        if self.online:
+            return
         if isinstance(self.replay_buffer, ReservoirBuffer):
             order = torch.randperm(len(task.y), generator=self.generator).to(task.y.device)
             self.replay_buffer.add(self.generator, x=task.x[order], y=task.y[order])

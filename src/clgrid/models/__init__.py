@@ -1,25 +1,67 @@
-"""Backbones and heads: a registry from names to constructors, and the ``Net`` that joins them."""
+"""Backbones and heads: a registry from architecture names to constructors, and the ``Net`` that joins them.
+
+Each family has its module (``mlp``, ``cnn``, ``resnet``) and returns ``(backbone, feature_dim)``. A backbone
+is an ``nn.Sequential`` whose named children are its blocks (``block1``, ``block2``, …; ResNets add ``stem``
+and ``pool``): ``freeze: first_k``, the CKA layers and the feature cache rely on those names.
+"""
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from math import prod
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from clgrid.models.cnn import cnn_backbone, cnn_blocks
+from clgrid.models.mlp import mlp_backbone, mlp_blocks
+from clgrid.models.resnet import RESNET_BLOCKS, resnet_backbone
+
+
+class Preprocess(nn.Module):
+    """Input to float in [0, 1], then per-channel ``(x − mean) / std``; the first step of ``Net``.
+
+    Images travel to the device as uint8 (4× less memory and transfer than float32); ``x.float() / 255``
+    happens here, on the device. Float inputs pass through untouched unless ``mean``/``std`` are given.
+    The buffers are non-persistent: they follow ``.to(device)`` but stay out of ``state_dict``, so
+    checkpoints keep the same keys with or without normalisation.
+    """
+
+    def __init__(self, mean: list[float] | None = None, std: list[float] | None = None):
+        super().__init__()
+        if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):
+            raise ValueError(f"input_norm needs mean and std of the same length (one per channel), "
+                             f"got mean={mean}, std={std}")
+        if std is not None and min(std) <= 0:
+            raise ValueError(f"input_norm std must be positive, got {std}")
+        self.register_buffer("mean", None if mean is None else torch.tensor(mean, dtype=torch.float32),
+                             persistent=False)
+        self.register_buffer("std", None if std is None else torch.tensor(std, dtype=torch.float32),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float() / 255
+        if self.mean is not None:
+            shape = (1, -1) + (1,) * (x.dim() - 2)  # channel axis 1 of N×C×H×W (or N×C)
+            x = (x - self.mean.view(shape)) / self.std.view(shape)
+        return x
 
 
 class Net(nn.Module):
     """A backbone that maps inputs to features and a head that maps features to logits.
 
     Methods that distil or classify on features (iCaRL, NCM heads, CKA) use
-    ``features``; everything else calls the module itself.
+    ``features``; everything else calls the module itself. Both start with ``preprocess``
+    (uint8 → [0, 1], optional per-channel normalisation; see ``Preprocess``).
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int, n_classes: int, head: str = "linear",
-                 head_hidden: list[int] | None = None):
+                 head_hidden: list[int] | None = None, input_norm: dict[str, list[float]] | None = None):
         super().__init__()
+        norm = input_norm or {}
+        self.preprocess = Preprocess(norm.get("mean"), norm.get("std"))
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.head_kind = head
@@ -35,34 +77,71 @@ class Net(nn.Module):
             raise KeyError(f"unknown head '{head}'; valid: linear, mlp, ncm")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+        return self.backbone(self.preprocess(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        return self.head(self.backbone(self.preprocess(x)))
 
 
-def mlp_backbone(input_shape: tuple[int, ...], hidden: list[int]) -> tuple[nn.Module, int]:
-    """Flatten, then Linear+ReLU blocks named ``block1``, ``block2``, …: 64→256→256 for digits by default.
+@dataclass(frozen=True)
+class Arch:
+    """One backbone family in the registry."""
 
-    Named blocks give analyses (CKA per layer) and freezing stable layer names.
-    """
-    layers: dict[str, nn.Module] = {"flatten": nn.Flatten()}
-    width = prod(input_shape)
-    for i, size in enumerate(hidden, start=1):
-        layers[f"block{i}"] = nn.Sequential(nn.Linear(width, size), nn.ReLU())
-        width = size
-    return nn.Sequential(OrderedDict(layers)), width
+    build: Callable[..., tuple[nn.Module, int]]
+    """``build(input_shape, **options) -> (backbone, feature_dim)``."""
+    defaults: dict[str, Any]
+    """Every option and its default; the schema's ``$defs/backbone`` repeats them (a test checks they agree)."""
+    blocks: Callable[..., list[str]]
+    """``blocks(**options)``: names of the backbone's children with weights, known without building it."""
 
 
-BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
-    "mlp": lambda input_shape, cfg: mlp_backbone(input_shape, list(cfg.get("hidden", [256, 256]))),
+BACKBONES: dict[str, Arch] = {
+    "mlp": Arch(mlp_backbone, {"hidden": [256, 256]}, lambda hidden: mlp_blocks(hidden)),
+    "cnn": Arch(cnn_backbone, {"channels": [32, 64], "batch_norm": True, "global_pool": False},
+                lambda channels, **_: cnn_blocks(channels)),
+    "resnet18": Arch(partial(resnet_backbone, depth=18), {"cifar_stem": None, "width": 64},
+                     lambda **_: list(RESNET_BLOCKS)),
+    "resnet50": Arch(partial(resnet_backbone, depth=50), {"cifar_stem": None, "width": 64},
+                     lambda **_: list(RESNET_BLOCKS)),
 }
 
+HEAD_OPTIONS = ("head", "head_hidden")
+"""Options of ``Net``'s head, valid with every arch."""
 
-def build_model(backbone_cfg: dict[str, Any], input_shape: list[int], n_classes: int) -> Net:
-    """Build the network a backbone config describes, for a scenario's input shape and classes."""
-    arch = backbone_cfg["arch"]
+
+def backbone_options(backbone_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The arch's options from a backbone config, defaults filled in; unknown arch or option names fail here."""
+    arch = backbone_cfg.get("arch")
     if arch not in BACKBONES:
         raise KeyError(f"unknown backbone arch '{arch}'; valid: {', '.join(sorted(BACKBONES))}")
-    backbone, feature_dim = BACKBONES[arch](tuple(input_shape), backbone_cfg)
-    return Net(backbone, feature_dim, n_classes, backbone_cfg.get("head", "linear"), backbone_cfg.get("head_hidden"))
+    defaults = BACKBONES[arch].defaults
+    unknown = sorted(set(backbone_cfg) - {"arch", *HEAD_OPTIONS, *defaults})
+    if unknown:
+        raise KeyError(f"backbone option(s) {unknown} do not apply to arch '{arch}'; "
+                       f"valid: {', '.join(sorted([*defaults, *HEAD_OPTIONS]))}")
+    return {name: backbone_cfg.get(name, default) for name, default in defaults.items()}
+
+
+def declared_blocks(backbone_cfg: dict[str, Any]) -> list[str]:
+    """The backbone blocks with weights a config will build, without building it (for config checks)."""
+    return BACKBONES[backbone_cfg["arch"]].blocks(**backbone_options(backbone_cfg))
+
+
+def backbone_blocks(model: Net) -> list[str]:
+    """Names of the backbone's children that hold weights, in order: what ``freeze: first_k`` counts."""
+    return [name for name, module in model.backbone.named_children() if any(True for _ in module.parameters())]
+
+
+def build_model(backbone_cfg: dict[str, Any], input_shape: list[int], n_classes: int,
+                input_norm: dict[str, list[float]] | None = None) -> Net:
+    """Build the network a backbone config describes, for a scenario's input shape and classes.
+
+    ``input_norm`` = ``{"mean": [...], "std": [...]}`` per input channel, in [0, 1] pixel units, or None.
+    """
+    options = backbone_options(backbone_cfg)
+    if input_norm is not None and len(input_norm["mean"]) not in (1, input_shape[0]):
+        raise ValueError(f"input_norm has {len(input_norm['mean'])} channel means for input_shape {list(input_shape)}; "
+                         f"expected {input_shape[0]} (or 1 for all channels)")
+    backbone, feature_dim = BACKBONES[backbone_cfg["arch"]].build(tuple(input_shape), **options)
+    return Net(backbone, feature_dim, n_classes, backbone_cfg.get("head", "linear"), backbone_cfg.get("head_hidden"),
+               input_norm=input_norm)

@@ -1,21 +1,77 @@
-"""Tidy tables of every run, and mean ± std over seeds as Markdown and LaTeX (booktabs)."""
+"""Tidy tables of every run, and mean ± std over seeds as Markdown and LaTeX (booktabs).
+
+Every metric a run's metrics.json holds gets a column, in ``METRIC_ORDER`` then any
+``acc_<setname>`` (evaluation-only test sets) sorted; a benchmark's table drops the
+columns none of its runs measured. ``published_comparison`` puts the numbers of a
+paper beside ours and marks the cells further off than a tolerance.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
 
 from clgrid.io import atomic_path, read_json
 
+KEYS = ["benchmark", "backbone", "method"]
+
+# Column order of every table; acc_<setname> keys follow, sorted.
+METRIC_ORDER = [
+    "acc", "acc_task_il", "avg_inc_acc", "avg_inc_acc_task_il", "forgetting", "forgetting_task_il",
+    "bwt", "bwt_task_il", "fwt", "unseen_acc", "unseen_drop",
+]
 METRIC_LABELS = {
     "acc": "ACC",
     "avg_inc_acc": "Avg. inc. ACC",
     "forgetting": "Forgetting",
     "bwt": "BWT",
     "fwt": "FWT",
+    "unseen_acc": "Unseen ACC",
+    "unseen_drop": "Unseen drop",
 }
-KEYS = ["benchmark", "backbone", "method"]
+TASK_IL = "_task_il"
+# Metrics that exist in a class-IL and a task-IL flavour: labelled "(class-IL)"/"(task-IL)" when both are shown.
+SCENARIO_METRICS = ("acc", "avg_inc_acc", "forgetting", "bwt")
+
+# Which direction is better, for bolding the best mean of each column; acc_<setname> is higher-is-better.
+HIGHER_IS_BETTER = {
+    "acc": True, "acc_task_il": True, "avg_inc_acc": True, "avg_inc_acc_task_il": True,
+    "forgetting": False, "forgetting_task_il": False, "bwt": True, "bwt_task_il": True, "fwt": True,
+    "unseen_acc": True, "unseen_drop": False,
+}
+BOLD = {"md": "**{}**", "tex": "\\textbf{{{}}}"}
+MISSING = "–"
+
+
+def is_metric(key: str) -> bool:
+    """True for a metric this module tabulates: one of ``METRIC_ORDER`` or ``acc_<setname>``."""
+    return key in METRIC_ORDER or (key.startswith("acc_") and len(key) > len("acc_"))
+
+
+def ordered_metrics(keys) -> list[str]:
+    """The metrics among ``keys`` in table order: ``METRIC_ORDER``, then ``acc_<setname>`` sorted."""
+    keys = set(keys)
+    fixed = [k for k in METRIC_ORDER if k in keys]
+    return fixed + sorted(k for k in keys if k not in METRIC_ORDER and is_metric(k))
+
+
+def higher_is_better(key: str) -> bool:
+    return HIGHER_IS_BETTER.get(key, True)
+
+
+def metric_label(key: str, task_il_shown: bool = False) -> str:
+    """Column label of a metric; class-IL and task-IL are told apart when ``task_il_shown``."""
+    if key.endswith(TASK_IL) and key[: -len(TASK_IL)] in SCENARIO_METRICS:
+        return f"{METRIC_LABELS[key[: -len(TASK_IL)]]} (task-IL)"
+    if key in SCENARIO_METRICS and task_il_shown:
+        return f"{METRIC_LABELS[key]} (class-IL)"
+    if key in METRIC_LABELS:
+        return METRIC_LABELS[key]
+    if key.startswith("acc_"):
+        return f"ACC on {key[len('acc_'):]}"
+    return key
 
 
 def collect(metrics_files: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -34,10 +90,14 @@ def collect(metrics_files: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (ddof=1) and seed count of each metric per benchmark × backbone × method."""
+    """Mean, sample std (ddof=1) and seed count of each metric per benchmark × backbone × method.
+
+    Every metric present in any run gets columns; runs that lack it (another benchmark) count as NaN.
+    """
     order = {k: list(dict.fromkeys(runs[k])) for k in KEYS}
-    grouped = runs.groupby(KEYS, sort=False)[list(METRIC_LABELS)]
-    out = grouped.agg(["mean", "std"])
+    metrics = ordered_metrics(runs.columns)
+    values = runs[KEYS].join(runs[metrics].apply(pd.to_numeric, errors="coerce").astype(float))
+    out = values.groupby(KEYS, sort=False)[metrics].agg(["mean", "std"])
     out[("seeds", "n")] = runs.groupby(KEYS, sort=False)["seed"].count()
     out = out.reset_index()
     for k in KEYS:
@@ -45,30 +105,70 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(KEYS).reset_index(drop=True)
 
 
-# Which direction is better, for bolding the best mean of each column.
-HIGHER_IS_BETTER = {"acc": True, "avg_inc_acc": True, "forgetting": False, "bwt": True, "fwt": True}
-BOLD = {"md": "**{}**", "tex": "\\textbf{{{}}}"}
+def summary_metrics(summary: pd.DataFrame) -> list[str]:
+    """The metrics a summary has columns for, in table order."""
+    return ordered_metrics(c[0] for c in summary.columns if c[1] == "mean")
+
+
+def flatten(summary: pd.DataFrame) -> pd.DataFrame:
+    """Summary columns as in summary.csv: ``acc_mean``, ``acc_task_il_std``, ``seeds_n``."""
+    flat = summary.copy()
+    flat.columns = [a if not b else f"{a}_{b}" for a, b in flat.columns]
+    return flat
+
+
+def unflatten(flat: pd.DataFrame) -> pd.DataFrame:
+    """Inverse of ``flatten``: the (metric, statistic) columns and ordered categorical keys back.
+
+    Only the last underscore separates a statistic (mean, std, n), so ``acc_task_il_mean`` is
+    (``acc_task_il``, ``mean``).
+    """
+    columns = []
+    for c in flat.columns:
+        head, _, tail = c.rpartition("_")
+        columns.append((head, tail) if c not in KEYS and head and tail in ("mean", "std", "n") else (c, ""))
+    summary = flat.copy()
+    summary.columns = pd.MultiIndex.from_tuples(columns)
+    for k in KEYS:
+        summary[k] = pd.Categorical(flat[k].astype(str), categories=list(dict.fromkeys(flat[k].astype(str))),
+                                    ordered=True)
+    return summary
+
+
+def read_summary(summary_csv: str) -> pd.DataFrame:
+    """summary.csv from ``write_tables``, as the summary ``summarise`` returned."""
+    return unflatten(pd.read_csv(summary_csv))
 
 
 def _cell(mean: float, std: float, plus_minus: str) -> str:
+    if pd.isna(mean):
+        return MISSING
     return f"{mean:.1f}" if pd.isna(std) else f"{mean:.1f} {plus_minus} {std:.1f}"
+
+
+def _measured(part: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """The metrics with at least one mean in ``part``: a benchmark's table shows only those."""
+    return [key for key in metrics if part[(key, "mean")].notna().any()]
 
 
 def formatted(summary: pd.DataFrame, benchmark: str, plus_minus: str = "±", bold: str | None = None) -> pd.DataFrame:
     """One benchmark's rows as strings 'mean ± std', columns labelled for a paper.
 
-    With ``bold`` ('md' or 'tex') the best mean of each column (rounded as shown) is set in bold.
+    Columns that are NaN for every run of the benchmark are left out. With ``bold`` ('md' or
+    'tex') the best mean of each column (rounded as shown) is set in bold.
     """
     part = summary[summary["benchmark"] == benchmark]
     table = pd.DataFrame({"Backbone": part["backbone"].astype(str), "Method": part["method"].astype(str)})
-    for key, label in METRIC_LABELS.items():
+    metrics = _measured(part, summary_metrics(summary))
+    task_il_shown = any(key.endswith(TASK_IL) for key in metrics)
+    for key in metrics:
         means = part[(key, "mean")].round(1)
-        best = means.max() if HIGHER_IS_BETTER[key] else means.min()
+        best = means.max() if higher_is_better(key) else means.min()
         cells = []
         for m, s, r in zip(part[(key, "mean")], part[(key, "std")], means):
             text = _cell(m, s, plus_minus)
             cells.append(BOLD[bold].format(text) if bold and r == best else text)
-        table[label] = cells
+        table[metric_label(key, task_il_shown)] = cells
     table["Seeds"] = part[("seeds", "n")].astype(int).to_numpy()
     if table["Backbone"].nunique() == 1:
         table = table.drop(columns="Backbone")
@@ -79,26 +179,55 @@ NOTE = ("Accuracies in %, mean ± sample std over seeds. ACC: final average accu
         "BWT/FWT: Lopez-Paz & Ranzato 2017.")
 
 
+def _note(metrics: list[str]) -> str:
+    """``NOTE``, plus a sentence for each kind of extra metric the tables show."""
+    note = NOTE
+    if any(key.endswith(TASK_IL) for key in metrics):
+        note += (" Class-IL: prediction over every class seen; task-IL: logits masked to the classes of the "
+                 "evaluated task.")
+    if "unseen_acc" in metrics or "unseen_drop" in metrics:
+        note += " Unseen ACC: accuracy on the holdout never trained on; Unseen drop: its drop (lower is better)."
+    if any(key.startswith("acc_") and key not in METRIC_ORDER for key in metrics):
+        note += " ACC on <set>: final model on an evaluation-only test set."
+    return note
+
+
 def to_markdown(summary: pd.DataFrame, bold_best: bool = False) -> str:
     parts = []
     for bench in summary["benchmark"].cat.categories:
         table = formatted(summary, bench, bold="md" if bold_best else None)
         parts.append(f"### {bench}\n\n{table.to_markdown(index=False)}\n")
-    note = NOTE + (" Best mean per column in bold." if bold_best else "")
+    note = _note(summary_metrics(summary)) + (" Best mean per column in bold." if bold_best else "")
     return "\n".join(parts) + f"\n{note}\n"
+
+
+TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def tex_escape(text: str) -> str:
+    """Plain text (names, sources) safe to set in LaTeX."""
+    return "".join(TEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def _booktabs(table: pd.DataFrame) -> str:
+    """A table of already-formatted cells as a booktabs tabular; names and headers escaped."""
+    table = table.replace(MISSING, "--")  # an en dash as LaTeX ligature, for any input encoding
+    for col in ("Method", "Backbone"):
+        if col in table:
+            table[col] = table[col].map(tex_escape)
+    table.columns = [tex_escape(c) for c in table.columns]
+    return table.style.hide(axis="index").to_latex(hrules=True, column_format="l" * table.shape[1])
 
 
 def to_latex(summary: pd.DataFrame, bold_best: bool = False) -> str:
     parts = []
+    note = _note(summary_metrics(summary))
     for bench in summary["benchmark"].cat.categories:
         table = formatted(summary, bench, plus_minus=r"$\pm$", bold="tex" if bold_best else None)
-        for col in ("Method", "Backbone"):
-            if col in table:
-                table[col] = table[col].str.replace("_", r"\_")
-        body = table.style.hide(axis="index").to_latex(hrules=True, column_format="l" * (table.shape[1]))
-        caption = f"% {bench}: {NOTE}\n"
-        parts.append(caption + "\\begin{table}[t]\n\\centering\n\\caption{" + bench.replace("_", r"\_") + "}\n"
-                     + body + "\\end{table}\n")
+        caption = f"% {bench}: {note}\n"
+        parts.append(caption + "\\begin{table}[t]\n\\centering\n\\caption{" + tex_escape(bench) + "}\n"
+                     + _booktabs(table) + "\\end{table}\n")
     return "\n".join(parts)
 
 
@@ -108,9 +237,7 @@ def write_tables(metrics_files: list[str], out_dir: str) -> dict[str, Path]:
     summary = summarise(runs)
     out = Path(out_dir)
     paths = {name: out / name for name in ("runs.csv", "acc_matrix.csv", "summary.csv", "summary.md", "summary.tex")}
-    flat = summary.copy()
-    flat.columns = [a if not b else f"{a}_{b}" for a, b in flat.columns]
-    for name, frame in (("runs.csv", runs), ("acc_matrix.csv", cells), ("summary.csv", flat)):
+    for name, frame in (("runs.csv", runs), ("acc_matrix.csv", cells), ("summary.csv", flatten(summary))):
         with atomic_path(paths[name]) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.6g")
     with atomic_path(paths["summary.md"]) as tmp:
@@ -122,17 +249,158 @@ def write_tables(metrics_files: list[str], out_dir: str) -> dict[str, Path]:
 
 def write_paper_tables(summary_csv: str, out_dir: str) -> list[Path]:
     """LaTeX (booktabs) and Markdown tables with the best mean per column in bold, from summary.csv."""
-    flat = pd.read_csv(summary_csv)
-    summary = flat.copy()
-    summary.columns = pd.MultiIndex.from_tuples(
-        [tuple(c.rsplit("_", 1)) if c.rsplit("_", 1)[-1] in ("mean", "std", "n") else (c, "") for c in flat.columns]
-    )
-    for k in KEYS:
-        summary[k] = pd.Categorical(flat[k], categories=list(dict.fromkeys(flat[k])), ordered=True)
+    summary = read_summary(summary_csv)
     out = Path(out_dir)
     paths = [out / "tables.md", out / "tables.tex"]
     with atomic_path(paths[0]) as tmp:
         tmp.write_text(to_markdown(summary, bold_best=True))
     with atomic_path(paths[1]) as tmp:
         tmp.write_text("% needs \\usepackage{booktabs}\n" + to_latex(summary, bold_best=True))
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Published numbers beside ours
+
+COMPARISON_COLUMNS = ["benchmark", "backbone", "method", "metric", "ours_mean", "ours_std", "n_seeds", "published",
+                      "delta", "off", "status", "source"]
+# status of a comparison row: within tolerance, further off, a published run our grid lacks, or a run
+# we have that does not report this metric (another scenario type).
+WITHIN, OFF, NOT_RUN, NOT_MEASURED = "within", "off", "not run", "not measured"
+MARK = {"md": " ⚠", "tex": "$^\\dagger$"}
+
+
+def _tolerance(published: dict) -> float:
+    try:
+        tolerance = float(published["tolerance"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"published.tolerance must be a number of percentage points, got "
+                         f"{published.get('tolerance')!r}; set e.g. 'tolerance: 5.0' under published:") from None
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"published.tolerance must be a finite number >= 0, got {tolerance}")
+    return tolerance
+
+
+def published_comparison(summary: pd.DataFrame, published: dict) -> pd.DataFrame:
+    """One row per (benchmark, our backbone, run, metric) of ``published['numbers']``: ours, theirs, delta.
+
+    ``delta = ours_mean - published``; ``off`` is ``|delta| > tolerance``. A published run missing
+    from ``summary`` gets one row with NaN ours and status 'not run'; a run we have without that
+    metric gets 'not measured'. ``summary`` is what ``summarise`` or ``read_summary`` returns
+    (flattened summary.csv columns are accepted too). Rows follow the order of ``numbers``.
+    """
+    if not isinstance(summary.columns, pd.MultiIndex):
+        summary = unflatten(summary)
+    tolerance = _tolerance(published)
+    source = published.get("source", "")
+    bench_col = summary["benchmark"].astype(str)
+    method_col = summary["method"].astype(str)
+    rows = []
+    for bench, runs in published.get("numbers", {}).items():
+        for run, values in runs.items():
+            ours = summary[(bench_col == str(bench)) & (method_col == str(run))]
+            for metric, value in values.items():
+                base = {"benchmark": bench, "metric": metric, "published": float(value), "source": source}
+                if ours.empty:
+                    rows.append({**base, "backbone": None, "method": run, "ours_mean": math.nan,
+                                 "ours_std": math.nan, "n_seeds": pd.NA, "status": NOT_RUN})
+                    continue
+                for _, row in ours.iterrows():
+                    mean = row.get((metric, "mean"), math.nan)
+                    std = row.get((metric, "std"), math.nan)
+                    rows.append({**base, "backbone": str(row[("backbone", "")]), "method": run,
+                                 "ours_mean": float(mean), "ours_std": float(std),
+                                 "n_seeds": int(row[("seeds", "n")]),
+                                 "status": NOT_MEASURED if pd.isna(mean) else None})
+    table = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c not in ("delta", "off")])
+    table["ours_mean"] = table["ours_mean"].astype(float)
+    table["ours_std"] = table["ours_std"].astype(float)
+    table["published"] = table["published"].astype(float)
+    table["n_seeds"] = table["n_seeds"].astype("Int64")
+    table["delta"] = table["ours_mean"] - table["published"]
+    table["off"] = table["delta"].abs() > tolerance  # NaN compares False: a missing run is not 'off'
+    measured = table["status"].isna()
+    table.loc[measured, "status"] = table.loc[measured, "off"].map({True: OFF, False: WITHIN})
+    return table[COMPARISON_COLUMNS]
+
+
+def _published_note(published: dict, tex: bool) -> str:
+    tolerance = _tolerance(published)
+    mark = "$^\\dagger$" if tex else "⚠"
+    source = tex_escape(published.get("source", "")) if tex else published.get("source", "")
+    plus_minus = "$\\pm$" if tex else "±"
+    percent = "\\%" if tex else "%"
+    missing = "--" if tex else MISSING
+    return (f"Source: {source or 'not given'}. Ours: mean {plus_minus} sample std over seeds (accuracies in "
+            f"{percent}); paper: the published value. Tolerance: {tolerance:g} percentage points; {mark} (and bold): "
+            f"our mean is further than the tolerance from the paper's; not run: the run is not in our grid; "
+            f"{missing}: not reported.")
+
+
+def published_formatted(comparison: pd.DataFrame, benchmark: str, plus_minus: str = "±",
+                        mark: str = "md") -> pd.DataFrame:
+    """One benchmark's comparison as a table: a row per run, an 'ours' and a 'paper' column per metric."""
+    part = comparison[comparison["benchmark"] == benchmark]
+    metrics = ordered_metrics(part["metric"]) + [m for m in dict.fromkeys(part["metric"]) if not is_metric(m)]
+    task_il_shown = any(m.endswith(TASK_IL) for m in metrics)
+    runs = list(dict.fromkeys(zip(part["backbone"].fillna(MISSING), part["method"])))
+    rows = []
+    for backbone, method in runs:
+        sel = part[(part["backbone"].fillna(MISSING) == backbone) & (part["method"] == method)]
+        row = {"Backbone": backbone, "Method": method}
+        for metric in metrics:
+            label = metric_label(metric, task_il_shown)
+            hit = sel[sel["metric"] == metric]
+            if hit.empty:
+                row[f"{label} ours"] = row[f"{label} paper"] = MISSING
+                continue
+            r = hit.iloc[0]
+            if r["status"] == NOT_RUN:
+                ours = NOT_RUN
+            else:
+                ours = _cell(r["ours_mean"], r["ours_std"], plus_minus)
+                if r["off"]:
+                    ours = BOLD[mark].format(ours) + MARK[mark]
+            row[f"{label} ours"] = ours
+            row[f"{label} paper"] = f"{r['published']:.2f}"
+        n = sel["n_seeds"].dropna()
+        row["Seeds"] = str(int(n.iloc[0])) if len(n) else MISSING
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if part["backbone"].nunique() <= 1:  # a run we lack has no backbone: it does not count as a second one
+        table = table.drop(columns="Backbone")
+    return table
+
+
+def published_markdown(comparison: pd.DataFrame, published: dict) -> str:
+    parts = []
+    for bench in dict.fromkeys(comparison["benchmark"]):
+        table = published_formatted(comparison, bench, mark="md")
+        # numparse off: tabulate would print the paper's 19.60 as 19.6
+        body = table.to_markdown(index=False, disable_numparse=True)
+        parts.append(f"### {bench}\n\n{body}\n\n{_published_note(published, tex=False)}\n")
+    return "\n".join(parts)
+
+
+def published_latex(comparison: pd.DataFrame, published: dict) -> str:
+    parts = ["% needs \\usepackage{booktabs}\n"]
+    for bench in dict.fromkeys(comparison["benchmark"]):
+        table = published_formatted(comparison, bench, plus_minus=r"$\pm$", mark="tex")
+        parts.append("\\begin{table}[t]\n\\centering\n\\caption{" + tex_escape(bench) + ": ours and published}\n"
+                     + _booktabs(table) + "\\par\\smallskip\n{\\footnotesize " + _published_note(published, tex=True)
+                     + "}\n\\end{table}\n")
+    return "\n".join(parts)
+
+
+def write_published_tables(summary_csv: str, published: dict, out_dir: str) -> list[Path]:
+    """published.csv (tidy), published.md and published.tex: our summary.csv beside a paper's numbers."""
+    comparison = published_comparison(read_summary(summary_csv), published)
+    out = Path(out_dir)
+    paths = [out / "published.csv", out / "published.md", out / "published.tex"]
+    with atomic_path(paths[0]) as tmp:
+        comparison.to_csv(tmp, index=False, float_format="%.6g")
+    with atomic_path(paths[1]) as tmp:
+        tmp.write_text(published_markdown(comparison, published))
+    with atomic_path(paths[2]) as tmp:
+        tmp.write_text(published_latex(comparison, published))
     return paths

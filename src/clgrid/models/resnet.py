@@ -1,0 +1,69 @@
+"""ResNet-18 and ResNet-50 backbones: torchvision's networks (random init), cut into named blocks.
+
+The backbone is ``stem`` (conv1, bn1, relu[, maxpool]), ``block1``..``block4`` (torchvision's layer1..layer4)
+and ``pool`` (global average pool, flatten); torchvision's ``fc`` is dropped, the head is ``Net``'s.
+
+``cifar_stem`` replaces the 7×7 stride-2 conv and the max-pool by one 3×3 stride-1 conv, so a 32×32 image
+still has a 4×4 map after block4. This is the ResNet-18 of Lopez-Paz & Ranzato 2017 (GEM) and Mammoth's
+``resnet18`` used by DER (Buzzega et al. 2020) with ``nf = width = 64``: 11,173,962 weights with a 10-class
+head. By default the CIFAR stem is used for inputs of at most 64 px (CIFAR, Tiny-ImageNet), the ImageNet stem
+above that. ``width`` is the number of filters of the stem and of block1 (doubled in each later block);
+torchvision fixes it at 64, GEM's reduced ResNet-18 uses 20. Inputs with other than 3 channels get a first
+conv with that many input channels.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+
+RESNET_BLOCKS = ["stem", "block1", "block2", "block3", "block4"]
+CIFAR_STEM_MAX_PX = 64
+
+
+def resnet_backbone(input_shape: tuple[int, ...], depth: int, cifar_stem: bool | None = None,
+                    width: int = 64) -> tuple[nn.Module, int]:
+    """ResNet-``depth`` (18 or 50) for ``input_shape`` = (channels, height, width); returns it and feature_dim.
+
+    ``cifar_stem=None`` picks the CIFAR stem for inputs of at most 64 px.
+    """
+    from torchvision.models import resnet  # heavy import: only jobs that build a ResNet pay for it
+
+    if len(input_shape) != 3:
+        raise ValueError(f"resnet{depth} needs image inputs (channels, height, width), got input_shape "
+                         f"{list(input_shape)}; use arch: mlp for flat inputs")
+    stages = {18: (resnet.BasicBlock, [2, 2, 2, 2]), 50: (resnet.Bottleneck, [3, 4, 6, 3])}
+    if depth not in stages:
+        raise ValueError(f"resnet depth {depth} is not built here; valid: {sorted(stages)}")
+    in_channels, height, width_px = input_shape
+    if cifar_stem is None:
+        cifar_stem = max(height, width_px) <= CIFAR_STEM_MAX_PX
+    block, layers = stages[depth]
+
+    class ScaledResNet(resnet.ResNet):
+        """torchvision's ResNet with ``width`` instead of its fixed 64 base filters (identical at 64)."""
+
+        def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
+            if planes == 64:  # the first stage: its input is the stem's output
+                self.inplanes = width
+            return super()._make_layer(block, planes * width // 64, blocks, stride, dilate)
+
+    # num_classes=1: the fc is dropped, no need to initialise a 1000-way one.
+    net = ScaledResNet(block, layers, num_classes=1)
+    conv1, bn1 = net.conv1, net.bn1
+    if cifar_stem or in_channels != 3 or width != 64:
+        conv1 = (nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False) if cifar_stem
+                 else nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False))
+        nn.init.kaiming_normal_(conv1.weight, mode="fan_out", nonlinearity="relu")  # torchvision's init
+    if width != 64:
+        bn1 = nn.BatchNorm2d(width)  # weight 1, bias 0: torchvision's init
+    stem = OrderedDict(conv1=conv1, bn1=bn1, relu=net.relu)
+    if not cifar_stem:
+        stem["maxpool"] = net.maxpool
+    backbone = nn.Sequential(OrderedDict(
+        stem=nn.Sequential(stem),
+        block1=net.layer1, block2=net.layer2, block3=net.layer3, block4=net.layer4,
+        pool=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+    ))
+    return backbone, 8 * width * block.expansion
