@@ -63,6 +63,7 @@ def fit_task(
     # Methods differ in the step size they tolerate (LoRA's B·A product, stiff penalties): a per-method factor.
     optimizer = make_optimizer(trainable, {**train_cfg, "lr": train_cfg["lr"] * method.params["lr_scale"]})
     batch_size = int(train_cfg["batch_size"])
+    clip = train_cfg.get("clip_grad_value")
     n = len(data.y)
     epoch_losses = []
     method.train_mode()
@@ -84,6 +85,10 @@ def fit_task(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             method.after_backward()
+            if clip is not None:
+                for p in trainable:
+                    if p.grad is not None:
+                        p.grad.clamp_(-clip, clip)
             optimizer.step()
             method.after_step()
             total += float(loss.detach())

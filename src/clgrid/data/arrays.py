@@ -148,7 +148,9 @@ def as_nchw_uint8(x: np.ndarray, where: str) -> np.ndarray:
         if last and not second:
             x = x.transpose(0, 3, 1, 2)
         elif not second:
-            raise ArrayFileError(f"{where}: shape {x.shape} has no channel axis of size 1 or 3 (expected NHW, NHWC or NCHW)")
+            raise ArrayFileError(
+                f"{where}: shape {x.shape} has no channel axis of size 1 or 3 (expected NHW, NHWC or NCHW)"
+            )
     else:
         raise ArrayFileError(f"{where}: images must have 3 (NHW) or 4 (NHWC/NCHW) dimensions, got shape {x.shape}")
     if x.dtype == np.uint8:
@@ -211,7 +213,9 @@ def read_npz(
             count = decode.count  # type: ignore[attr-defined]
             splits[split] = Split(y.astype(np.int64), decode=decode)
         else:
-            raise ArrayFileError(f"{where} lacks x_{split} (or x_{split}_jpeg + x_{split}_offsets); has {sorted(arrays)}")
+            raise ArrayFileError(
+                f"{where} lacks x_{split} (or x_{split}_jpeg + x_{split}_offsets); has {sorted(arrays)}"
+            )
         if count != len(y):
             raise ArrayFileError(f"{where}: x_{split} has {count} images but y_{split} has {len(y)} labels")
     _fill_empty_shape(splits, where)
@@ -228,7 +232,9 @@ def _fill_empty_shape(splits: dict[str, Split], where: str) -> None:
                 raise ArrayFileError(f"{where}: both splits are empty")
             sp.images = np.zeros((0, *other), np.uint8)
     if len(shapes) == 2 and len(splits["train"]) and len(splits["test"]) and shapes["train"] != shapes["test"]:
-        raise ArrayFileError(f"{where}: train images are {shapes['train']} (C,H,W) but test images are {shapes['test']}")
+        raise ArrayFileError(
+            f"{where}: train images are {shapes['train']} (C,H,W) but test images are {shapes['test']}"
+        )
 
 
 def _classes(arrays: dict[str, Any], splits: dict[str, Split], n_classes: int | None, name: str | None,

@@ -17,6 +17,8 @@ Options (``prepare_dataset(name, out, options, raw_dir)``; absent or None = defa
 - ``channels``: 1 or 3; grey is replicated to RGB, RGB becomes grey by PIL's ITU-R 601-2 luma.
   Defaults to the source's (1 for MNIST-like, 3 otherwise).
 - ``max_per_class_train`` / ``max_per_class_test``: keep the first N samples of each class, in file order.
+- ``n_classes``: for a name that is not registered, imported with ``npz``: its class count (a registered
+  name's count is fixed; giving a different one is an error).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import numpy as np
 from clgrid.io import file_sha256, save_npz, write_json
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test", "classes")
-OPTIONS = ("npz", "path", "image_size", "channels", "max_per_class_train", "max_per_class_test")
+OPTIONS = ("npz", "path", "image_size", "channels", "max_per_class_train", "max_per_class_test", "n_classes")
 FAMILIES = ("sklearn", "torchvision", "archive", "folder", "arrays")
 SHARED_SPLIT = "no official test split: stratified 80/20 (sklearn train_test_split, random_state=0)"
 
@@ -56,9 +58,6 @@ class DatasetInfo:
     present_fn: Callable[[str], bool] | None = None  # raw files already under raw_dir?
     read_fn: Callable[[str], tuple[Any, Any, list[str]]] | None = None  # raw_dir → (train, test, classes)
     no_download: str = ""  # why there is no download and what to do instead
-
-    def prepare(self, out: str, options: dict[str, Any] | None = None, raw_dir: str | None = None) -> dict[str, Any]:
-        return prepare_dataset(self.name, out, options or {}, raw_dir)
 
 
 # --- digits: unchanged since the first release, so its arrays stay byte-for-byte the same ----------
@@ -206,7 +205,8 @@ _ENTRIES = [
                 layout="oxford-iiit-pet/{images/<Breed>_<n>.jpg, annotations/trainval.txt, annotations/test.txt} "
                 "(images.tar.gz and annotations.tar.gz unpacked)", **_tv("oxford_pets")),
     DatasetInfo("sun397", 397, None, "Xiao et al. 2010, SUN Database: Large-scale Scene Recognition from Abbey to "
-                "Zoo (CVPR); torchvision.datasets.SUN397", "http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz",
+                "Zoo (CVPR); torchvision.datasets.SUN397",
+                "http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz",
                 default_image_size=64, split=SHARED_SPLIT,
                 layout="SUN397/{ClassName.txt, <letter>/<class>/sun_*.jpg} (SUN397.tar.gz unpacked)",
                 **_tv("sun397")),
@@ -282,7 +282,7 @@ def _download_failed(info: DatasetInfo, raw_dir: str, reason: str) -> RuntimeErr
 
 
 def download_dataset(name: str, raw_dir: str, timeout: float = 10.0) -> None:
-    """Fetch a dataset's raw files into ``raw_dir``; without network it fails within ``timeout`` s, saying what to place where."""
+    """Fetch a dataset's raw files into ``raw_dir``; offline it fails within ``timeout`` s, saying what goes where."""
     info = get_dataset(name)
     if info.family == "sklearn":
         return  # ships with scikit-learn
@@ -314,7 +314,7 @@ def _check_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
     unknown = sorted(set(opts) - set(OPTIONS))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for dataset '{name}'; valid: {', '.join(OPTIONS)}")
-    for key in ("image_size", "max_per_class_train", "max_per_class_test"):
+    for key in ("image_size", "max_per_class_train", "max_per_class_test", "n_classes"):
         if key in opts and (isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 1):
             raise ValueError(f"datasets.{name}.{key} must be a positive integer, got {opts[key]!r}")
     if "channels" in opts and opts["channels"] not in (1, 3):
@@ -352,14 +352,29 @@ def _read(info: DatasetInfo, opts: dict[str, Any], raw_dir: str | None):
     return (train, test, classes), f"raw folder {root}"
 
 
+def _info_for(name: str, opts: dict[str, Any]) -> DatasetInfo:
+    """The registry entry, or for an unregistered name imported with npz and n_classes, one made for it."""
+    if name in DATASETS:
+        info = DATASETS[name]
+        if opts.get("n_classes", info.n_classes) != info.n_classes:
+            raise ValueError(f"datasets.{name}.n_classes = {opts['n_classes']}, but '{name}' has {info.n_classes} "
+                             "classes; leave n_classes out for a registered dataset")
+        return info
+    if "npz" not in opts or "n_classes" not in opts:
+        raise KeyError(f"unknown dataset '{name}'; valid: {', '.join(sorted(DATASETS))}, or import your own arrays "
+                       f"with datasets: {{{name}: {{npz: path/to/file.npz, n_classes: K}}}}")
+    return DatasetInfo(name, int(opts["n_classes"]), None, f"imported arrays {opts['npz']}", "", "arrays", None,
+                       split="as in the imported file")
+
+
 def prepare_dataset(name: str, out: str, options: dict[str, Any] | None = None,
                     raw_dir: str | None = None) -> dict[str, Any]:
-    """Write ``out`` (one ``.npz``) and its sidecar ``.json`` from raw files or an imported array file; return the metadata."""
+    """Write ``out`` (one ``.npz``) and its sidecar ``.json`` from raw files or an array file; return the metadata."""
     from clgrid.data.arrays import finish_split
     from clgrid.io import load_npz
 
-    info = get_dataset(name)
     opts = _check_options(name, options)
+    info = _info_for(name, opts)
     if name == "digits":
         prepare_digits(out)
         arrays, origin = load_npz(out, ARRAYS), "scikit-learn"

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from clgrid.methods.base import Method, TaskData, register, trainable_copy
 
 
-def empirical_fisher_diag(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+def empirical_fisher_diag(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                          weighting: str = "none") -> dict[str, torch.Tensor]:
     """Mean of squared per-sample gradients of log p(y|x), per trainable parameter (non-negative).
 
     A per-sample autograd loop rather than ``torch.func.vmap``: vmap's backward
@@ -35,8 +36,11 @@ def empirical_fisher_diag(model: torch.nn.Module, x: torch.Tensor, y: torch.Tens
     for i in range(len(y)):
         log_likelihood = F.log_softmax(model(x[i : i + 1]), dim=-1)[0, y[i]]
         grads = torch.autograd.grad(log_likelihood, [p for _, p in named])
+        # true_class_prob: each sample's squared gradient weighted by p(y|x), as the DER paper's code computes
+        # online EWC's Fisher (Mammoth ewc_on.py, exp_cond_prob); hard samples, with large gradients, count less.
+        weight = float(log_likelihood.detach().exp()) if weighting == "true_class_prob" else 1.0
         for (n, _), g in zip(named, grads):
-            fisher[n] += g**2
+            fisher[n] += weight * g**2
     model.train(was_training)
     return {n: f / len(y) for n, f in fisher.items()}
 
@@ -53,18 +57,19 @@ def ewc_penalty(
     return penalty
 
 
-def task_fisher(model: torch.nn.Module, task: TaskData, limit: int | None, generator: torch.Generator | None):
+def task_fisher(model: torch.nn.Module, task: TaskData, limit: int | None, generator: torch.Generator | None,
+                weighting: str = "none"):
     """Empirical Fisher diagonal on ``task``'s training data, on at most ``limit`` samples drawn with ``generator``."""
     x, y = task.x, task.y
     if limit and limit < len(y):
         pick = torch.randperm(len(y), generator=generator)[:limit].to(y.device)
         x, y = x[pick], y[pick]
-    return empirical_fisher_diag(model, x, y)
+    return empirical_fisher_diag(model, x, y, weighting)
 
 
 @register("ewc")
 class EWC(Method):
-    defaults = {"ewc_lambda": 100.0, "fisher_samples": None}
+    defaults = {"ewc_lambda": 100.0, "fisher_samples": None, "fisher_weighting": "none"}
 
     def __init__(self, model, params, n_classes):
         super().__init__(model, params, n_classes)
@@ -79,7 +84,8 @@ class EWC(Method):
 
     def after_task(self, task: TaskData) -> None:
         super().after_task(task)
-        self.fisher_diags.append(task_fisher(self.model, task, self.params.get("fisher_samples"), self.generator))
+        self.fisher_diags.append(task_fisher(self.model, task, self.params.get("fisher_samples"), self.generator,
+                                             self.params["fisher_weighting"]))
         self.anchors.append(trainable_copy(self.model))
 
     def state_dict(self) -> dict[str, Any]:
@@ -110,7 +116,7 @@ class OnlineEWC(Method):
     Memory is one Fisher and one anchor, whatever the number of tasks.
     """
 
-    defaults = {"ewc_lambda": 100.0, "gamma": 1.0, "fisher_samples": None}
+    defaults = {"ewc_lambda": 100.0, "gamma": 1.0, "fisher_samples": None, "fisher_weighting": "none"}
 
     def __init__(self, model, params, n_classes):
         super().__init__(model, params, n_classes)
@@ -130,7 +136,8 @@ class OnlineEWC(Method):
 
     def after_task(self, task: TaskData) -> None:
         super().after_task(task)
-        fisher = task_fisher(self.model, task, self.params.get("fisher_samples"), self.generator)
+        fisher = task_fisher(self.model, task, self.params.get("fisher_samples"), self.generator,
+                             self.params["fisher_weighting"])
         gamma = self.params["gamma"]
         self.running_fisher = {
             n: (gamma * self.running_fisher[n] + f) if n in self.running_fisher else f for n, f in fisher.items()
