@@ -83,7 +83,8 @@ def test_grid_and_specs(default_config):
     # Methods of a seed share their initial weights: the init spec leaves the method out.
     init = cl.init_spec(default_config, "split_digits", "mlp", 0)
     assert {k: a[k] for k in init} == {k: b[k] for k in init} == init
-    assert a["method_params"] == {"ewc_lambda": 100, "fisher_samples": None, "freeze": "none", "freeze_k": 1, "lr_scale": 1.0}
+    assert a["method_params"] == {"ewc_lambda": 100, "fisher_samples": None, "fisher_weighting": "none", "freeze": "none",
+                                  "freeze_k": 1, "lr_scale": 1.0}
 
 
 def test_schema_defaults_equal_each_methods_own_defaults(default_config):

@@ -270,12 +270,10 @@ def _probe(url: str, timeout: float) -> str | None:
 
 
 def _download_failed(info: DatasetInfo, raw_dir: str, reason: str) -> RuntimeError:
-    by_hand = (
-        f"Place the files by hand under '{raw_dir}' as {info.layout}" if info.layout else f"Files go in '{raw_dir}'"
-    )
+    by_hand = f"Place the files by hand under '{raw_dir}' as {info.layout}, then rerun.\n" if info.read_fn else ""
     return RuntimeError(
         f"cannot download dataset '{info.name}' from {info.url or '(no URL)'}: {reason}.\n"
-        f"{by_hand}, then rerun.\n"
+        f"{by_hand}"
         f"Or import arrays instead: set `datasets: {{{info.name}: {{npz: path/to/file.npz}}}}` in the config "
         "(an .npz with x_train, y_train, x_test, y_test and optionally classes)."
     )
