@@ -116,3 +116,23 @@ def test_online_state_round_trip_matches_one_process():
     for n in method.running_fisher:
         assert torch.equal(method.running_fisher[n], restored.running_fisher[n])
         assert torch.equal(method.anchor[n], restored.anchor[n])
+
+
+def test_fisher_weighted_by_true_class_probability_matches_vmap():
+    # The DER code's online-EWC Fisher: mean_i p(y_i|x_i) g_i², against torch.func per-sample gradients.
+    model = tiny_model(seed=5)
+    data = task(0, [0, 1, 2])
+    ours = empirical_fisher_diag(model, data.x, data.y, weighting="true_class_prob")
+    params = {n: p.detach() for n, p in model.named_parameters()}
+
+    def log_lik(p, xi, yi):
+        logits = functional_call(model, p, (xi.unsqueeze(0),))
+        return F.log_softmax(logits, -1)[0].gather(0, yi.unsqueeze(0)).squeeze(0)
+
+    per_sample = vmap(grad(log_lik), in_dims=(None, 0, 0))(params, data.x, data.y)
+    prob = vmap(log_lik, in_dims=(None, 0, 0))(params, data.x, data.y).exp()
+    plain = empirical_fisher_diag(model, data.x, data.y)
+    for n, g in per_sample.items():
+        weights = prob.view(-1, *[1] * (g.dim() - 1))
+        torch.testing.assert_close(ours[n], (weights * g**2).mean(0), rtol=1e-5, atol=1e-8)
+        assert (ours[n] <= plain[n] + 1e-12).all()  # p ≤ 1: never above the empirical Fisher

@@ -128,3 +128,33 @@ def test_reservoir_state_round_trip_keeps_n_seen_and_training():
     for name in ("x", "y"):
         assert torch.equal(restored.replay_buffer.fields[name], method.replay_buffer.fields[name])
     assert_same_weights(restored_model, model)
+
+
+def test_online_reservoir_replays_within_the_first_task_and_stores_unaugmented_batches():
+    # Experience Replay as the DER code runs it: each batch is offered to the reservoir after its step, so the
+    # buffer fills during task 0 and replay starts there; what is stored is the batch before augmentation.
+    from clgrid.train import fit_task
+
+    model = tiny_model()
+    method = Replay(model, {"buffer_size": 15, "buffer_policy": "reservoir_online", "replay_batch_size": 4}, 4)
+    data = task(0, [0, 1], n_per_class=20)
+    replay_sizes = []
+    original_loss = Replay.loss
+
+    def spy(self, x, y, logits):
+        replay_sizes.append(len(self.replay_buffer))
+        return original_loss(self, x, y, logits)
+
+    Replay.loss = spy
+    try:
+        fit_task(model, method, data, {"optimizer": "sgd", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0,
+                                       "epochs": 1, "batch_size": 5}, task_generator(0, 0),
+                 augment=lambda x: x + 1000.0)
+    finally:
+        Replay.loss = original_loss
+    assert replay_sizes[0] == 0 and replay_sizes[1] == 5 and replay_sizes[-1] == 15  # replay from the 2nd batch
+    assert method.replay_buffer.n_seen == 40 and len(method.replay_buffer) == 15
+    stored = method.replay_buffer.fields["x"]
+    assert (stored < 1000).all()  # the augmentation (+1000) never reached the buffer
+    rows = {tuple(r.tolist()) for r in data.x.flatten(1)}
+    assert all(tuple(r.tolist()) in rows for r in stored.flatten(1))
