@@ -33,16 +33,10 @@ def prepare_dataset(spec: dict[str, Any], out: str, raw_dir: str | None = None) 
     from clgrid.data.datasets import get_dataset, prepare_dataset as prepare
 
     name, options = spec["dataset"], spec.get("options", {})
-    source = options.get("npz") or options.get("path") or (get_dataset(name).source if name in _registered() else "")
+    source = options.get("npz") or options.get("path") or raw_dir or get_dataset(name).source
     log.info("preparing dataset '%s' from %s", name, source)
     meta = prepare(name, out, options, raw_dir)
     log.info("wrote %s (sha256 %s)", out, meta.get("sha256", "?"))
-
-
-def _registered() -> set[str]:
-    from clgrid.data.datasets import DATASETS
-
-    return set(DATASETS)
 
 
 def load_datasets(dataset_files: list[str], names) -> dict[str, dict[str, Any]]:
@@ -126,8 +120,8 @@ class _Context:
 
         if self._test_sets is None:
             shape = self.scenario["input_shape"]
-            sets = {"tasks": [(*(lambda d: (d.x, d.y))(self.task_data(i, "test")), t["classes"])
-                              for i, t in enumerate(self.scenario["tasks"])]}
+            tests = [self.task_data(i, "test") for i in range(len(self.scenario["tasks"]))]
+            sets = {"tasks": [(d.x, d.y, d.classes) for d in tests]}
             holdout = self.scenario.get("holdout")
             if holdout:
                 x, y = select(self.datasets[holdout["dataset"]], "test", holdout["test_idx"], holdout["label_offset"],

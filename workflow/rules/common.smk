@@ -18,7 +18,7 @@ cl.check_config(config, validate=lambda trial: validate(trial, SCHEMA))
 # Every path the DAG makes, spelled out in full so a reader can grep for it.
 DATASET = "results/data/{dataset}.npz"
 DATASET_META = "results/data/{dataset}.json"
-RAW_DONE = config["data_root"] + "/{dataset}/.clgrid_downloaded"
+RAW_DONE = os.path.join(config["data_root"], "{dataset}", ".clgrid_downloaded")
 SCENARIO = "results/scenarios/{benchmark}.json"
 INIT_MODEL = "results/init/{benchmark}/{backbone}/s{seed}/model.pt"
 INIT_EVAL = "results/init/{benchmark}/{backbone}/s{seed}/eval.json"
