@@ -14,8 +14,9 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	# Prefer the small CPU build of torch where it is available; any torch 2.x works.
-	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q "torch>=2.2,<3"
+	# torch and torchvision must be a matching pair (torchvision's compiled ops are built against one torch):
+	# the pair this project is tested with first, else any matching pair pip resolves.
+	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q "torch>=2.2,<3" "torchvision>=0.17"
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 

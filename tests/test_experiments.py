@@ -59,3 +59,20 @@ def test_shared_data_replaces_the_download(bare_copy):
         link.symlink_to(shared)
     jobs = planned_jobs(bare_copy, "--configfile", "config/experiments/ewc_mnist_fashion.yaml", "config/data/shared.yaml")
     assert "download_dataset" not in jobs and jobs["prepare_dataset"] == 2
+
+
+def test_download_rule_offline_fails_fast_with_the_message(bare_copy):
+    # No network here: the DAG's first job fails within seconds, and its log says what to do.
+    import time
+
+    from tests.test_workflow import snakemake
+
+    start = time.perf_counter()
+    out = snakemake(bare_copy, "--cores", "1", "--configfile", "config/experiments/ewc_mnist_fashion.yaml",
+                    "results/data/mnist.npz", check=False)
+    elapsed = time.perf_counter() - start
+    assert out.returncode != 0 and elapsed < 90
+    log = (bare_copy / "results/logs/download_dataset/mnist.log").read_text()
+    for text in ("'mnist'", "http", "resources/mnist", "npz"):
+        assert text in log, text
+    assert not (bare_copy / "resources/mnist/.clgrid_downloaded").exists()
