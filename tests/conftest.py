@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,3 +17,11 @@ def default_config():
     from clgrid.inprocess import validated
 
     return validated(DEFAULT_CONFIG, SCHEMA)
+
+
+def copy_workflow(root: Path) -> Path:
+    """The workflow (Snakefile, rules, configs, envs, profiles) in ``root``, without results or downloads."""
+    for name in ("Snakefile", "workflow", "config", "envs", "profiles"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+    return root

@@ -1,11 +1,9 @@
 """Every shipped experiment config plans with ``snakemake -n`` on a machine that has none of its data."""
 
-import shutil
-
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_workflow
 from tests.test_workflow import planned_jobs
 
 STUDIES = {
@@ -21,11 +19,7 @@ STUDIES = {
 @pytest.fixture(scope="module")
 def bare_copy(tmp_path_factory):
     """The workflow without results/ or resources/: no dataset is present."""
-    root = tmp_path_factory.mktemp("plan")
-    for name in ("Snakefile", "workflow", "config", "envs", "profiles"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
-    return root
+    return copy_workflow(tmp_path_factory.mktemp("plan"))
 
 
 @pytest.mark.parametrize("study", sorted(STUDIES))
@@ -68,8 +62,8 @@ def test_download_rule_offline_fails_fast_with_the_message(bare_copy):
     from tests.test_workflow import snakemake
 
     start = time.perf_counter()
-    out = snakemake(bare_copy, "--cores", "1", "--configfile", "config/experiments/ewc_mnist_fashion.yaml",
-                    "results/data/mnist.npz", check=False)
+    out = snakemake(bare_copy, "results/data/mnist.npz", "--cores", "1", "--configfile",
+                    "config/experiments/ewc_mnist_fashion.yaml", check=False)
     elapsed = time.perf_counter() - start
     assert out.returncode != 0 and elapsed < 90
     log = (bare_copy / "results/logs/download_dataset/mnist.log").read_text()

@@ -9,7 +9,6 @@ rebuilt numbers are byte-identical (CPU determinism).
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import time
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_workflow
 
 pytestmark = pytest.mark.e2e
 
@@ -43,10 +42,7 @@ def planned_jobs(root, *targets):
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
-    root = tmp_path_factory.mktemp("grid")
-    for name in ("Snakefile", "workflow", "config", "envs", "profiles"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+    root = copy_workflow(tmp_path_factory.mktemp("grid"))
     planned_one = planned_jobs(root, ONE_RUN)
     start = time.perf_counter()
     snakemake(root, "--cores", "2")
