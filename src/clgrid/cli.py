@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _model_job(verbs, "train", "train one task from the previous task's state, then evaluate")
     p.add_argument("--prev", required=True, help="state after task-1 (the init weights for task 0)")
     p.add_argument("--task", type=int, required=True)
+    p.add_argument("--placement", choices=("auto", "device", "host"), default="auto",
+                   help="inputs on the training device, or in host memory streamed by a DataLoader (auto: host for "
+                        "datasets over 4 GB on a GPU); results are the same")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for host-placed inputs")
     p.add_argument("--out-state", required=True)
     p.add_argument("--out-eval", required=True)
 
@@ -139,7 +143,8 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.verb == "init":
         jobs.init_model(args.spec, args.scenario, args.out)
     elif args.verb == "train":
-        jobs.train(args.spec, args.scenario, args.data, args.prev, args.task, args.out_state, args.out_eval, args.threads)
+        jobs.train(args.spec, args.scenario, args.data, args.prev, args.task, args.out_state, args.out_eval, args.threads,
+                   args.placement, args.workers)
     elif args.verb == "evaluate":
         jobs.evaluate(args.spec, args.scenario, args.data, args.state, args.out, args.threads)
     elif args.verb == "metrics":

@@ -80,9 +80,16 @@ def _dataset_file(dataset_files: list[str], name: str) -> str:
 
 
 class _Context:
-    """Scenario, datasets and device of one job, with task splits loaded on demand."""
+    """Scenario, datasets and device of one job, with task splits loaded on demand.
 
-    def __init__(self, spec: dict[str, Any], scenario_path: str, dataset_files: list[str], threads: int):
+    ``placement`` says where inputs live: ``device`` (in memory on the training device, batches gathered there),
+    ``host`` (host memory, batches streamed by a DataLoader with ``workers`` and pinned memory), or ``auto``:
+    host when the job's datasets hold more than ``max_device_gb`` of images and the device is a GPU. It changes
+    where batches come from, never which: results are the same.
+    """
+
+    def __init__(self, spec: dict[str, Any], scenario_path: str, dataset_files: list[str], threads: int,
+                 placement: str = "auto", workers: int = 2, max_device_gb: float = 4.0):
         import torch
 
         from clgrid.train import resolve_device
@@ -99,19 +106,33 @@ class _Context:
         names += [s["dataset"] for s in self.scenario.get("eval_sets", {}).values()]
         self.datasets = load_datasets(dataset_files, names)
         self._test_sets = None
+        image_bytes = sum(d["x_train"].nbytes + d["x_test"].nbytes for d in self.datasets.values())
+        if placement == "auto":
+            placement = "host" if self.device.type == "cuda" and image_bytes > max_device_gb * 2**30 else "device"
+        if placement not in ("device", "host"):
+            raise ValueError(f"unknown data placement '{placement}'; valid: auto, device, host")
+        self.loader = None if placement == "device" else {"num_workers": workers,
+                                                            "pin_memory": self.device.type == "cuda"}
+        log.info("data: %.2f GB of images, placement %s", image_bytes / 2**30, placement)
 
     def _tensors(self, x, y):
         import torch
 
-        # uint8 images stay uint8 on the device (4x less memory); the model's preprocess scales them.
-        return torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+        # uint8 images stay uint8 (4x less memory than float); the model's preprocess scales them on the device.
+        # Labels always live on the device; host-placed inputs wait in (pinned) host memory for the loader.
+        x = torch.from_numpy(x)
+        if self.loader is None:
+            x = x.to(self.device)
+        elif self.loader["pin_memory"]:
+            x = x.pin_memory()
+        return x, torch.from_numpy(y).to(self.device)
 
     def task_data(self, task_id: int, split: str):
         from clgrid.data.scenarios import task_arrays
         from clgrid.methods import TaskData
 
         x, y = self._tensors(*task_arrays(self.datasets, self.scenario, task_id, split))
-        return TaskData(task_id, x, y, list(self.scenario["tasks"][task_id]["classes"]))
+        return TaskData(task_id, x, y, list(self.scenario["tasks"][task_id]["classes"]), loader=self.loader)
 
     def test_sets(self) -> dict[str, list]:
         """Every evaluation set, each a list of (x, y, classes): the tasks' test splits, the held-out classes
@@ -199,6 +220,8 @@ def train(
     out_state: str,
     out_eval: str,
     threads: int = 1,
+    placement: str = "auto",
+    workers: int = 2,
 ) -> None:
     """Continue a run from the previous task's state, train task ``task_id``, save state and evaluate.
 
@@ -212,7 +235,7 @@ def train(
     from clgrid.methods import get_method
     from clgrid.train import fit_task, task_generator
 
-    ctx = _Context(spec, scenario_path, dataset_files, threads)
+    ctx = _Context(spec, scenario_path, dataset_files, threads, placement, workers)
     previous = load_torch(prev)
     if previous["task"] != task_id - 1:
         raise ValueError(f"'{prev}' holds the state after task {previous['task']}, but task {task_id} needs task {task_id - 1}")
@@ -353,8 +376,9 @@ def analyze_run(
             seen_y = torch.cat([d.y for d in trains[: t + 1]])
             take = torch.from_numpy(
                 np.sort(rng.choice(len(seen_y), size=min(cfg["probe_samples"], len(seen_y)), replace=False))
-            ).to(seen_y.device)
-            train_feats = model.features(seen_x[take]).flatten(1).cpu().numpy()
+            )
+            train_feats = model.features(seen_x[take.to(seen_x.device)]).flatten(1).cpu().numpy()
+            take = take.to(seen_y.device)
             test_feats = [model.features(d.x).flatten(1).cpu().numpy() for d in tests[: t + 1]]
         probe = fit_linear_probe(train_feats, seen_y[take].cpu().numpy(), cfg["probe_c"], spec["seed"])
         # Mean of per-task accuracies, as A_t of the head, so the two compare.

@@ -39,6 +39,65 @@ def make_optimizer(params: list[torch.nn.Parameter], train_cfg: dict[str, Any]) 
     raise ValueError(f"unknown optimizer '{name}'; valid: adam, sgd")
 
 
+class BatchStream:
+    """(indices, inputs) of each batch of an epoch's order.
+
+    In-memory data (the default) is gathered by index on the device. Host-resident data (``data.loader`` set:
+    datasets too large for the device) goes through one ``DataLoader`` per task whose persistent workers gather
+    whole batches from host memory into pinned buffers, copied to the device without blocking; the batches and
+    their order are the same either way.
+    """
+
+    def __init__(self, data: TaskData, batch_size: int):
+        self.data, self.batch_size = data, batch_size
+        self.device = data.y.device
+        self.chunks: list[torch.Tensor] = []
+        self.loader = None
+        if data.loader is not None:
+            from torch.utils.data import DataLoader
+
+            workers = int(data.loader.get("num_workers", 0))
+            self.loader = DataLoader(_Gather(data.x), sampler=_Chunks(self), batch_size=None, num_workers=workers,
+                                     pin_memory=bool(data.loader.get("pin_memory")),
+                                     persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+
+    def epoch(self, order: torch.Tensor):
+        self.chunks = list(order.split(self.batch_size))
+        if self.loader is None:
+            for idx in self.chunks:
+                idx = idx.to(self.device)
+                yield idx, self.data.x[idx]
+            return
+        for idx, x in zip(self.chunks, self.loader):
+            yield idx.to(self.device), x.to(self.device, non_blocking=True)
+
+
+class _Chunks:
+    """The sampler of a ``BatchStream``'s loader: the current epoch's index chunks, one per batch."""
+
+    def __init__(self, stream: BatchStream):
+        self.stream = stream
+
+    def __iter__(self):
+        return iter(self.stream.chunks)
+
+    def __len__(self) -> int:
+        return len(self.stream.chunks)
+
+
+class _Gather:
+    """A map-style dataset whose items are whole batches: ``dataset[indices]`` is one vectorised gather."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.x[indices]
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
 def fit_task(
     model: torch.nn.Module,
     method: Method,
@@ -65,14 +124,14 @@ def fit_task(
     batch_size = int(train_cfg["batch_size"])
     clip = train_cfg.get("clip_grad_value")
     n = len(data.y)
+    stream = BatchStream(data, batch_size)
     epoch_losses = []
     method.train_mode()
     for epoch in range(int(train_cfg["epochs"])):
-        order = torch.randperm(n, generator=generator).to(data.y.device)
+        order = torch.randperm(n, generator=generator)
         total, batches = 0.0, 0
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            x, y = data.x[idx], data.y[idx]
+        for idx, x in stream.epoch(order):
+            y = data.y[idx]
             if augment is not None:
                 method.raw_batch = x
                 x = augment(x)

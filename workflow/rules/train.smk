@@ -33,6 +33,7 @@ rule train_task:
         acc=TASK_EVAL,
     params:
         spec=run_spec,
+        placement=config["data_placement"],
     threads: 1
     log:
         "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/train.log",
@@ -45,5 +46,5 @@ rule train_task:
         ENV
     shell:
         "clgrid train --spec {params.spec:q} --scenario {input.scenario} --data {input.data}"
-        " --prev {input.prev} --task {wildcards.task} --threads {threads}"
+        " --prev {input.prev} --task {wildcards.task} --threads {threads} --placement {params.placement}"
         " --out-state {output.state} --out-eval {output.acc} > {log} 2>&1"

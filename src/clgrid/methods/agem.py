@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, register
+from clgrid.methods.base import Method, TaskData, register, take
 
 
 def project_gradient(grad: torch.Tensor, grad_ref: torch.Tensor) -> torch.Tensor:
@@ -58,7 +58,7 @@ class AGEM(Method):
         pick = torch.randperm(len(self.memory_y), generator=self.generator)[: int(self.params["mem_batch_size"])]
         pick = pick.to(self.memory_y.device)
         params = self.trainable()
-        mem_loss = F.cross_entropy(self.model(self.memory_x[pick]), self.memory_y[pick])
+        mem_loss = F.cross_entropy(self.model(take(self.memory_x, pick)), self.memory_y[pick])
         grads = torch.autograd.grad(mem_loss, params, allow_unused=True)
         return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for p, g in zip(params, grads)])
 
@@ -84,7 +84,8 @@ class AGEM(Method):
             keep.append(members[torch.randperm(len(members), generator=self.generator)[:per_class]])
         keep = torch.cat(keep).to(task.y.device)
         new_task = torch.full((len(keep),), task.task_id, dtype=torch.long, device=task.y.device)
-        self.memory_x = task.x[keep] if self.memory_x is None else torch.cat([self.memory_x, task.x[keep]])
+        kept = take(task.x, keep)
+        self.memory_x = kept if self.memory_x is None else torch.cat([self.memory_x, kept])
         self.memory_y = torch.cat([self.memory_y, task.y[keep]])
         self.memory_task = torch.cat([self.memory_task, new_task])
 

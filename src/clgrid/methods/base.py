@@ -13,12 +13,23 @@ from torch import nn
 
 @dataclass
 class TaskData:
-    """One task's training (or test) split, already on the training device."""
+    """One task's training (or test) split.
+
+    ``y`` is on the training device; ``x`` too, unless the dataset is too large for it (``loader`` is then set:
+    ``x`` stays in host memory and the loop streams batches through a DataLoader). Index ``x`` with ``take``,
+    so the same method code serves both placements.
+    """
 
     task_id: int
     x: torch.Tensor
     y: torch.Tensor
     classes: list[int]
+    loader: dict[str, Any] | None = None  # {"num_workers": n, "pin_memory": bool} for host-resident inputs
+
+
+def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[index]`` wherever the two live: inputs may sit in host memory while indices come from device labels."""
+    return x[index.to(x.device)]
 
 
 COMMON_DEFAULTS: dict[str, Any] = {"freeze": "none", "freeze_k": 1, "lr_scale": 1.0}

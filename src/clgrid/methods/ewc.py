@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, register, trainable_copy
+from clgrid.methods.base import Method, TaskData, register, take, trainable_copy
 
 
 def empirical_fisher_diag(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -63,7 +63,7 @@ def task_fisher(model: torch.nn.Module, task: TaskData, limit: int | None, gener
     x, y = task.x, task.y
     if limit and limit < len(y):
         pick = torch.randperm(len(y), generator=generator)[:limit].to(y.device)
-        x, y = x[pick], y[pick]
+        x, y = take(x, pick), y[pick]
     return empirical_fisher_diag(model, x, y, weighting)
 
 

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import torch
 
-from clgrid.methods.base import Method, TaskData, register
+from clgrid.methods.base import Method, TaskData, register, take
 
 
 class GreedyClassBalancedMemory:
@@ -107,7 +107,7 @@ class GDumb(Method):
         self._keep_initial_weights()
         generator = self._stream_generator(task.task_id)
         order = torch.randperm(len(task.y), generator=generator).to(task.y.device)
-        self.memory.add(task.x[order], task.y[order], generator)
+        self.memory.add(take(task.x, order), task.y[order], generator)
         classes = sorted(set(self.memory.y.tolist()))
         return TaskData(task.task_id, self.memory.x, self.memory.y, classes)
 

@@ -42,7 +42,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, frozen_copy, nearest_mean_scores, register
+from clgrid.methods.base import Method, TaskData, frozen_copy, nearest_mean_scores, register, take
 
 
 def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
@@ -163,11 +163,11 @@ class ICaRL(Method):
         for t, c in groups:
             if (t, c) in old_groups:
                 members = torch.nonzero((self.exemplar_task == t) & (self.exemplar_y == c)).flatten()[:per_group]
-                keep_x.append(self.exemplar_x[members])
+                keep_x.append(take(self.exemplar_x, members))
             else:
                 members = torch.nonzero(y == c).flatten()
-                order = herding_order(self._features(x[members]), per_group)
-                keep_x.append(x[members[order]])
+                order = herding_order(self._features(take(x, members)), per_group)
+                keep_x.append(take(x, members[order]))
             count = len(keep_x[-1])
             keep_y.append(torch.full((count,), c, dtype=torch.long, device=x.device))
             keep_t.append(torch.full((count,), t, dtype=torch.long, device=x.device))

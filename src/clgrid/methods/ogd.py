@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from clgrid.methods.base import Method, TaskData, register
+from clgrid.methods.base import Method, TaskData, register, take
 
 RESIDUAL_TOLERANCE = 1e-4
 """A Gram–Schmidt residual shorter than this fraction of its vector is rounding noise, not a new direction."""
@@ -142,7 +142,7 @@ class OGD(Method):
         limit = self.params["ogd_samples"]
         if limit is not None and limit < len(y):
             pick = torch.randperm(len(y), generator=self.generator)[:limit].to(y.device)
-            x, y = x[pick], y[pick]
+            x, y = take(x, pick), y[pick]
         gradients = ground_truth_logit_gradients(self.model, x, y, [p for _, p in self._trainable()])
         before = len(self.ogd_basis)
         self.ogd_basis = extend_orthonormal_basis(self.ogd_basis, gradients, max_new=limit)

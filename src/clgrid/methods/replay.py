@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, register
+from clgrid.methods.base import Method, TaskData, register, take
 
 
 class BalancedBuffer:
@@ -47,7 +47,7 @@ class BalancedBuffer:
         return len(self.y)
 
     def add_task(self, data: TaskData, generator: torch.Generator) -> None:
-        device = data.x.device
+        device = data.y.device  # labels and task ids live on the training device; inputs may not
         old_keys = [(int(t), int(c)) for t, c in zip(self.task.tolist(), self.y.tolist())]
         new_groups = sorted({(data.task_id, int(c)) for c in data.y.tolist()})
         groups = sorted(set(old_keys) | set(new_groups))
@@ -58,12 +58,12 @@ class BalancedBuffer:
             if t == data.task_id:
                 members = torch.nonzero(data.y == c).flatten().cpu()
                 pick = members[torch.randperm(len(members), generator=generator)[:share]].to(device)
-                keep_x.append(data.x[pick])
-                keep_y.append(data.y[pick])
+                keep_x.append(take(data.x, pick))
+                keep_y.append(take(data.y, pick))
                 keep_t.append(torch.full((len(pick),), t, dtype=torch.long, device=device))
             else:
                 members = torch.nonzero((self.task == t) & (self.y == c)).flatten()[:share]
-                keep_x.append(self.x[members])
+                keep_x.append(take(self.x, members))
                 keep_y.append(self.y[members])
                 keep_t.append(self.task[members])
         self.x = torch.cat(keep_x)
@@ -72,7 +72,7 @@ class BalancedBuffer:
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         pick = torch.randint(len(self.y), (n,), generator=generator).to(self.y.device)
-        return self.x[pick], self.y[pick]
+        return take(self.x, pick), self.y[pick]
 
     def state_dict(self) -> dict[str, Any]:
         return {"size": self.size, "x": self.x, "y": self.y, "task": self.task}
@@ -122,16 +122,15 @@ class ReservoirBuffer:
         self.n_seen += m
         if not writer_of_slot:
             return
-        device = next(iter(rows.values())).device
-        slots = torch.tensor(list(writer_of_slot), dtype=torch.long, device=device)
-        sources = torch.tensor(list(writer_of_slot.values()), dtype=torch.long, device=device)
-        for name, values in rows.items():
+        slots = torch.tensor(list(writer_of_slot), dtype=torch.long)
+        sources = torch.tensor(list(writer_of_slot.values()), dtype=torch.long)
+        for name, values in rows.items():  # each field on its own device (inputs may stay in host memory)
             stored = self.fields.get(name)
             if stored is None:
                 stored = values.new_empty((0, *values.shape[1:]))
             # A new tensor each time: a state_dict taken earlier must not change under it.
             stored = torch.cat([stored, values.new_empty((filled - len(stored), *values.shape[1:]))])
-            stored[slots] = values[sources].detach()
+            stored[slots.to(stored.device)] = take(values, sources).detach()
             self.fields[name] = stored
 
     def sample(self, n: int, generator: torch.Generator, replace: bool = True) -> dict[str, torch.Tensor]:
@@ -196,7 +195,7 @@ class Replay(Method):
             return
         if isinstance(self.replay_buffer, ReservoirBuffer):
             order = torch.randperm(len(task.y), generator=self.generator).to(task.y.device)
-            self.replay_buffer.add(self.generator, x=task.x[order], y=task.y[order])
+            self.replay_buffer.add(self.generator, x=take(task.x, order), y=task.y[order])
         else:
             self.replay_buffer.add_task(task, self.generator)
 

@@ -39,8 +39,12 @@ class Preprocess(nn.Module):
                              persistent=False)
         self.register_buffer("std", None if std is None else torch.tensor(std, dtype=torch.float32),
                              persistent=False)
+        # Where the model lives: inputs kept in host memory (datasets too large for the device) move here.
+        self.register_buffer("anchor", torch.empty(0), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device != self.anchor.device:
+            x = x.to(self.anchor.device, non_blocking=True)
         if x.dtype == torch.uint8:
             x = x.float() / 255
         if self.mean is not None:
