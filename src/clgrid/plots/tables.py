@@ -287,7 +287,8 @@ def published_comparison(summary: pd.DataFrame, published: dict) -> pd.DataFrame
     ``delta = ours_mean - published``; ``off`` is ``|delta| > tolerance``. A published run missing
     from ``summary`` gets one row with NaN ours and status 'not run'; a run we have without that
     metric gets 'not measured'. ``summary`` is what ``summarise`` or ``read_summary`` returns
-    (flattened summary.csv columns are accepted too). Rows follow the order of ``numbers``.
+    (flattened summary.csv columns are accepted too). Rows follow the grid's method order, then runs of
+    ``numbers`` that are not in the grid, in their order.
     """
     if not isinstance(summary.columns, pd.MultiIndex):
         summary = unflatten(summary)
@@ -295,9 +296,13 @@ def published_comparison(summary: pd.DataFrame, published: dict) -> pd.DataFrame
     source = published.get("source", "")
     bench_col = summary["benchmark"].astype(str)
     method_col = summary["method"].astype(str)
+    grid_order = list(dict.fromkeys(method_col))
     rows = []
     for bench, runs in published.get("numbers", {}).items():
-        for run, values in runs.items():
+        # Runs of our grid in the grid's order (the rule hands the block over as sorted JSON), then the others.
+        ordered = [r for r in grid_order if r in runs] + [r for r in runs if r not in grid_order]
+        for run in ordered:
+            values = runs[run]
             ours = summary[(bench_col == str(bench)) & (method_col == str(run))]
             for metric, value in values.items():
                 base = {"benchmark": bench, "metric": metric, "published": float(value), "source": source}
