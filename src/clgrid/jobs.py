@@ -290,8 +290,10 @@ def run_metrics(spec: dict[str, Any], init_eval: str, task_evals: list[str], out
         "acc_seen": metrics.accuracy_seen(acc_matrix).tolist(),
         "metrics": metrics.all_metrics(acc_matrix, init["acc"]),
     }
-    if all("acc_task_il" in row for row in rows) and spec["benchmark_cfg"]["scenario"] in (
-            "class_incremental", "task_incremental", "dataset_sequence"):
+    bench = spec["benchmark_cfg"]
+    disjoint_tasks = bench["scenario"] in ("class_incremental", "task_incremental") or (
+        bench["scenario"] == "dataset_sequence" and bench.get("label_space", "disjoint") == "disjoint")
+    if all("acc_task_il" in row for row in rows) and disjoint_tasks:
         # Task-IL differs from class-IL only where tasks hold different classes.
         task_il = [row["acc_task_il"] for row in rows]
         result["acc_matrix_task_il"] = task_il
