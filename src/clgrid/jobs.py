@@ -55,8 +55,9 @@ def prepare_scenario(spec: dict[str, Any], dataset_files: list[str], out: str) -
     data = load_datasets(dataset_files, names)
     scenario = build_scenario(spec["benchmark"], bench, data)
     # Normalisation statistics of the training pixels the tasks use, fixed here so every job applies the same.
-    samples = [conform(data[t["dataset"]]["x_train"][:: max(1, len(data[t["dataset"]]["x_train"]) // 5000)],
-                       scenario["input_shape"]) for t in scenario["tasks"] if len(data[t["dataset"]]["x_train"])]
+    trained = dict.fromkeys(t["dataset"] for t in scenario["tasks"])  # each dataset once, in task order
+    samples = [conform(data[d]["x_train"][:: max(1, len(data[d]["x_train"]) // 5000)], scenario["input_shape"])
+               for d in trained if len(data[d]["x_train"])]
     pixels = np.concatenate(samples) if samples else np.zeros((0, *scenario["input_shape"]), np.uint8)
     scenario["input_norm"] = normalization(bench.get("transform", {}), pixels)
     scenario["provenance"] = provenance(spec)

@@ -48,11 +48,13 @@ def freeze_backbone(model: nn.Module, mode: str, k: int = 1) -> list[str]:
     if mode == "all":
         frozen = [("backbone", backbone)]
     elif mode == "first_k":
-        with_params = [(f"backbone.{n}", m) for n, m in backbone.named_children() if any(True for _ in m.parameters())]
-        if not 1 <= k <= len(with_params):
-            raise ValueError(f"freeze_k = {k}, but the backbone has {len(with_params)} blocks with weights: "
-                             f"{[n for n, _ in with_params]}")
-        frozen = with_params[:k]
+        from clgrid.models import backbone_blocks
+
+        blocks = backbone_blocks(model)
+        if not 1 <= k <= len(blocks):
+            raise ValueError(f"freeze_k = {k}, but the backbone has {len(blocks)} blocks with weights: "
+                             f"{[f'backbone.{name}' for name in blocks]}")
+        frozen = [(f"backbone.{name}", backbone.get_submodule(name)) for name in blocks[:k]]
     else:
         raise ValueError(f"unknown freeze mode '{mode}'; valid: all, first_k, none")
     for _, module in frozen:
