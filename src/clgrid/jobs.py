@@ -14,9 +14,6 @@ from clgrid.io import file_sha256, load_npz, load_torch, provenance, read_json, 
 
 log = logging.getLogger("clgrid")
 
-# The arrays of every prepared dataset file (see clgrid.data.datasets).
-ARRAYS = ("x_train", "y_train", "x_test", "y_test", "classes")
-
 
 def download_dataset(name: str, raw_dir: str, marker: str) -> None:
     """Fetch a dataset's raw files into ``raw_dir``; the marker file says the download finished."""
@@ -41,6 +38,8 @@ def prepare_dataset(spec: dict[str, Any], out: str, raw_dir: str | None = None) 
 
 def load_datasets(dataset_files: list[str], names) -> dict[str, dict[str, Any]]:
     """The prepared arrays of each named dataset, verified against the sha256 recorded when it was written."""
+    from clgrid.data.datasets import ARRAYS
+
     return {name: load_npz(_dataset_file(dataset_files, name), ARRAYS, verify=True) for name in sorted(set(names))}
 
 
