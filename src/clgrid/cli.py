@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", required=True, help="method order (fixes colours across figures)")
     p.add_argument("--out-dir", required=True)
 
+    p = verbs.add_parser("sweep-figure", help="final ACC and forgetting against each swept hyperparameter")
+    p.add_argument("--runs", required=True, help="runs.csv from 'clgrid tables'")
+    p.add_argument("--sweeps", type=_spec, required=True, help="run name -> {base, values} (JSON; the rule passes it)")
+    p.add_argument("--benchmark", required=True)
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--out-dir", required=True)
+
     p = verbs.add_parser("published", help="our results beside the published numbers of the config")
     p.add_argument("--summary", required=True, help="summary.csv from 'clgrid tables'")
     p.add_argument("--published", type=_spec, required=True, help="the config's published block (JSON)")
@@ -165,6 +172,11 @@ def dispatch(args: argparse.Namespace) -> None:
         from clgrid.plots.figures import write_analysis_figures
 
         for path in write_analysis_figures(args.analyses, args.methods, args.out_dir):
+            logging.getLogger("clgrid").info("wrote %s", path)
+    elif args.verb == "sweep-figure":
+        from clgrid.plots.figures import write_sweep_figure
+
+        for path in write_sweep_figure(args.runs, args.sweeps, args.benchmark, args.backbone, args.out_dir):
             logging.getLogger("clgrid").info("wrote %s", path)
     elif args.verb == "published":
         from clgrid.plots.tables import write_published_tables

@@ -14,6 +14,7 @@ result, as JSON, so Snakemake reruns a job when that part changes and nothing el
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -104,8 +105,65 @@ def check_config(config: dict[str, Any], validate: Callable[[dict[str, Any]], No
             order = bench.get("class_order", "sorted")
             if isinstance(order, list) and sorted(order) != list(range(n_classes)):
                 raise ConfigError(f"{where}.class_order must be a permutation of 0..{n_classes - 1}, got {order}")
+    expand_sweeps(config)
     _check_variants(config, validate)
     _check_published(config)
+
+
+def sweep_value(value: Any) -> str:
+    """A swept value as it appears in a run name: 0.001, 100, 1e-05, true, reservoir."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value)) if "e" not in repr(value) else repr(value)
+    return str(value)
+
+
+def expand_sweeps(config: dict[str, Any]) -> None:
+    """Replace each swept run in ``methods`` by one variant per point of its grid of values.
+
+    ``sweeps: {ewc: {params: {ewc_lambda: [1, 10]}, train: {lr: [0.01, 0.1]}}}`` makes the runs
+    ``ewc~ewc_lambda=1,lr=0.01`` ... (keys sorted, params before train): the name says every swept value, so
+    adding a value adds only its runs and leaves the others' folders as they are. A sweep of a variant starts
+    from the variant's settings. Each expanded variant records ``sweep: {base, values}`` for the sweep figures.
+    """
+    sweeps = config.get("sweeps") or {}
+    if not sweeps or config.get("_sweeps_expanded"):
+        return
+    variants = config.setdefault("variants", {})
+    registered = registered_methods(config)
+    for base, sweep in sweeps.items():
+        if base not in config["methods"]:
+            raise ConfigError(f"sweeps.{base}: '{base}' is not in methods {config['methods']}; add it there or "
+                              "remove the sweep")
+        variant = variants.get(base, {"method": base} if base in registered else None)
+        if variant is None:
+            raise ConfigError(f"sweeps.{base}: not a registered method or a variant")
+        method = variant["method"]
+        known = set(config["method_params"][method])
+        for key in sweep.get("params", {}):
+            if key not in known:
+                raise ConfigError(f"sweeps.{base}.params.{key}: {method} has no hyperparameter '{key}'; "
+                                  f"valid: {', '.join(sorted(known))}")
+        axes = [("params", k, v) for k, v in sorted(sweep.get("params", {}).items())]
+        axes += [("train", k, v) for k, v in sorted(sweep.get("train", {}).items())]
+        names = []
+        for point in itertools.product(*(values for _, _, values in axes)):
+            values = {key: value for (_, key, _), value in zip(axes, point)}
+            name = base + "~" + ",".join(f"{key}={sweep_value(value)}" for key, value in values.items())
+            params = {**variant.get("params", {}), **{k: v for (part, k, _), v in zip(axes, point) if part == "params"}}
+            train = {**variant.get("train", {}), **{k: v for (part, k, _), v in zip(axes, point) if part == "train"}}
+            variants[name] = {"method": method, "params": params, "train": train,
+                              "sweep": {"base": base, "values": values}}
+            names.append(name)
+        i = config["methods"].index(base)
+        config["methods"] = config["methods"][:i] + names + config["methods"][i + 1 :]
+    config["_sweeps_expanded"] = True
+
+
+def sweep_points(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Run name -> {base, values} of every run a sweep made (what the sweep figures plot)."""
+    return {name: v["sweep"] for name, v in config.get("variants", {}).items() if "sweep" in v}
 
 
 def _check_variants(config: dict[str, Any], validate) -> None:
@@ -122,7 +180,7 @@ def _check_variants(config: dict[str, Any], validate) -> None:
     for name, variant in variants.items():
         if validate is None:
             continue
-        trial = copy.deepcopy({k: v for k, v in config.items() if k != "variants"})
+        trial = copy.deepcopy({k: v for k, v in config.items() if k not in ("variants", "sweeps", "_sweeps_expanded")})
         trial["method_params"][variant["method"]] = {**config["method_params"][variant["method"]],
                                                      **variant.get("params", {})}
         for bench in trial["benchmarks"].values():

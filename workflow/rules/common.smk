@@ -137,4 +137,7 @@ def final_outputs():
         ext=("png", "pdf"),
     )
     published = ["results/tables/published.md"] if config.get("published") else []
+    if config.get("sweeps"):
+        published += expand(FIGURE, benchmark=list(config["benchmarks"]), backbone=list(config["backbones"]),
+                            figure=("sweep",), ext=("png",))
     return expand(TABLE, table=TABLES) + figures + published + ["results/paper/tables.tex", "results/paper/tables.md"]

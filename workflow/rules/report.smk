@@ -140,6 +140,33 @@ rule paper:
         "clgrid paper --summary {input.summary} --figures {input.figures} --out-dir {params.out_dir} > {log} 2>&1"
 
 
+# Final accuracy and forgetting against each swept hyperparameter (configs with sweeps:).
+rule sweep_figure:
+    input:
+        runs="results/tables/runs.csv",
+    output:
+        png=report(
+            "results/figures/{benchmark}/{backbone}/sweep.png",
+            caption="../report/sweep.rst",
+            category="{benchmark}",
+            subcategory="{backbone}",
+            labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "sweep"},
+        ),
+        pdf="results/figures/{benchmark}/{backbone}/sweep.pdf",
+    params:
+        sweeps=lambda wildcards: as_json(cl.sweep_points(config)),
+        out_dir=lambda wildcards, output: os.path.dirname(output.png),
+    log:
+        "results/logs/sweep_figure/{benchmark}/{backbone}.log",
+    benchmark:
+        "results/benchmarks/sweep_figure/{benchmark}/{backbone}.tsv"
+    conda:
+        ENV
+    shell:
+        "clgrid sweep-figure --runs {input.runs} --sweeps {params.sweeps:q} --benchmark {wildcards.benchmark}"
+        " --backbone {wildcards.backbone} --out-dir {params.out_dir} > {log} 2>&1"
+
+
 # Ours beside the published numbers the config reproduces; cells further off than the tolerance are marked.
 rule published:
     input:

@@ -203,3 +203,51 @@ def write_analysis_figures(analysis_files: list[str], methods: list[str], out_di
 
 
 __all__ = ["write_figures", "write_analysis_figures", "method_palette", "acc_seen_frame"]
+
+
+def sweep_frame(runs: pd.DataFrame, sweeps: dict[str, dict]) -> pd.DataFrame:
+    """One row per swept run and seed: its base run, each swept value, and its metrics (tidy, for plotting)."""
+    rows = []
+    for _, run in runs[runs["method"].isin(list(sweeps))].iterrows():
+        point = sweeps[run["method"]]
+        for param, value in point["values"].items():
+            others = {k: v for k, v in point["values"].items() if k != param}
+            line = point["base"] + "".join(f", {k}={v}" for k, v in sorted(others.items()))
+            rows.append({"line": line, "base": point["base"], "param": param, "value": value,
+                         **{k: run[k] for k in ("seed", "acc", "forgetting")}})
+    return pd.DataFrame(rows)
+
+
+def plot_sweeps(frame: pd.DataFrame, title: str) -> plt.Figure:
+    """Final ACC and forgetting against each swept hyperparameter, one line per base run (mean ± sd over seeds)."""
+    params = list(dict.fromkeys(frame["param"]))
+    fig, axes = plt.subplots(2, len(params), figsize=(4.2 * len(params), 6.4), squeeze=False, constrained_layout=True)
+    for col, param in enumerate(params):
+        part = frame[frame["param"] == param].copy()
+        numeric = pd.to_numeric(part["value"], errors="coerce")
+        if numeric.notna().all():
+            part["value"] = numeric
+        for row, (metric, label) in enumerate((("acc", "final ACC (%)"), ("forgetting", "forgetting (%)"))):
+            ax = axes[row, col]
+            sns.lineplot(part, x="value", y=metric, hue="line", marker="o", errorbar="sd", ax=ax,
+                         legend=row == 0)
+            if numeric.notna().all() and numeric.min() > 0 and numeric.max() / numeric.min() >= 20:
+                ax.set_xscale("log")
+            ax.set_xlabel(param)
+            ax.set_ylabel(label)
+            ax.set_ylim(0, 100)
+            if row == 0 and ax.get_legend():
+                ax.get_legend().set_title("")
+    fig.suptitle(f"{title}: hyperparameter sweeps (mean ± sd over seeds)")
+    return fig
+
+
+def write_sweep_figure(runs_csv: str, sweeps: dict[str, dict], benchmark: str, backbone: str, out_dir: str) -> list[Path]:
+    """The sweep figure of one benchmark × backbone as PNG and PDF (``sweep.png``)."""
+    _style()
+    runs = pd.read_csv(runs_csv)
+    runs = runs[(runs["benchmark"] == benchmark) & (runs["backbone"] == backbone)]
+    frame = sweep_frame(runs, sweeps)
+    if frame.empty:
+        raise ValueError(f"no swept runs of benchmark '{benchmark}' with backbone '{backbone}' in '{runs_csv}'")
+    return _save(plot_sweeps(frame, f"{benchmark} / {backbone}"), Path(out_dir), "sweep")
