@@ -119,3 +119,52 @@ def test_variants_resolve_params_and_training_overrides(default_config):
     assert spec["train"]["lr"] == 0.1 and spec["train"]["batch_size"] == 32
     assert [r.id for r in cl.runs(config)][:2] == ["split_digits/mlp/naive/s0", "split_digits/mlp/naive/s1"]
     assert cl.run_spec(config, "split_digits", "mlp", "naive", 0)["train"]["lr"] == 0.05  # others untouched
+
+
+def _swept(default_config, sweeps, methods=("naive", "ewc", "replay")):
+    config = copy.deepcopy(default_config)
+    config["methods"] = list(methods)
+    config["sweeps"] = sweeps
+    cl.check_config(config, validate=lambda trial: validate(trial, str(SCHEMA)))
+    return config
+
+
+def test_sweeps_expand_to_the_product_named_by_their_values(default_config):
+    config = _swept(default_config, {"ewc": {"params": {"ewc_lambda": [1, 1000.0]}, "train": {"lr": [0.01, 0.1]}},
+                                     "replay": {"params": {"buffer_size": [50, 500]}}})
+    assert config["methods"] == ["naive", "ewc~ewc_lambda=1,lr=0.01", "ewc~ewc_lambda=1,lr=0.1",
+                                 "ewc~ewc_lambda=1000,lr=0.01", "ewc~ewc_lambda=1000,lr=0.1",
+                                 "replay~buffer_size=50", "replay~buffer_size=500"]
+    spec = cl.run_spec(config, "split_digits", "mlp", "ewc~ewc_lambda=1000,lr=0.1", 0)
+    assert spec["method_name"] == "ewc" and spec["method_params"]["ewc_lambda"] == 1000.0
+    assert spec["train"]["lr"] == 0.1 and spec["train"]["batch_size"] == 32
+    assert cl.sweep_points(config)["replay~buffer_size=500"] == {"base": "replay", "values": {"buffer_size": 500}}
+    assert len(cl.runs(config)) == 2 * 7 * 3
+
+
+def test_adding_a_sweep_value_adds_only_its_runs(default_config):
+    small = _swept(default_config, {"replay": {"params": {"buffer_size": [50, 200]}}})
+    large = _swept(default_config, {"replay": {"params": {"buffer_size": [50, 200, 500]}}})
+    before = {r.id: cl.run_spec(small, r.benchmark, r.backbone, r.method, r.seed) for r in cl.runs(small)}
+    after = {r.id: cl.run_spec(large, r.benchmark, r.backbone, r.method, r.seed) for r in cl.runs(large)}
+    assert set(after) - set(before) == {f"{b}/mlp/replay~buffer_size=500/s{s}" for b in ("split_digits",
+                                                                                          "permuted_digits")
+                                         for s in (0, 1, 2)}
+    assert all(after[k] == v for k, v in before.items())  # same specs: Snakemake reruns nothing that existed
+
+
+def test_sweep_of_a_variant_and_bad_sweeps(default_config):
+    config = copy.deepcopy(default_config)
+    config["methods"] = ["er"]
+    config["variants"] = {"er": {"method": "replay", "params": {"buffer_policy": "reservoir"}, "train": {"lr": 0.01}}}
+    config["sweeps"] = {"er": {"params": {"buffer_size": [10, 20]}}}
+    cl.check_config(config, validate=lambda trial: validate(trial, str(SCHEMA)))
+    spec = cl.run_spec(config, "split_digits", "mlp", "er~buffer_size=20", 0)
+    assert spec["method_params"]["buffer_policy"] == "reservoir" and spec["method_params"]["buffer_size"] == 20
+    assert spec["train"]["lr"] == 0.01
+    with pytest.raises(cl.ConfigError, match=r"sweeps.ewc.params.ewc_lamda: ewc has no hyperparameter 'ewc_lamda'"):
+        _swept(default_config, {"ewc": {"params": {"ewc_lamda": [1, 2]}}})
+    with pytest.raises(cl.ConfigError, match=r"sweeps.si: 'si' is not in methods"):
+        _swept(default_config, {"si": {"params": {"c": [1, 2]}}})
+    with pytest.raises(cl.ConfigError, match=r"(?s)variants.replay~buffer_size=0 \(replay\).*less than the minimum of 1"):
+        _swept(default_config, {"replay": {"params": {"buffer_size": [0, 5]}}})

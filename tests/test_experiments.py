@@ -70,3 +70,9 @@ def test_download_rule_offline_fails_fast_with_the_message(bare_copy):
     for text in ("'mnist'", "http", "resources/mnist", "npz"):
         assert text in log, text
     assert not (bare_copy / "resources/mnist/.clgrid_downloaded").exists()
+
+
+def test_sweep_config_plans_one_run_per_value_and_its_figures(bare_copy):
+    jobs = planned_jobs(bare_copy, "--configfile", "config/experiments/sweep_digits.yaml")
+    assert jobs["run_metrics"] == 2 * (5 + 4) * 3 and jobs["train_task"] == 2 * 9 * 3 * 5
+    assert jobs["sweep_figure"] == 2

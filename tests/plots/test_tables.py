@@ -191,3 +191,18 @@ def test_round_trip_from_metrics_files_to_published_tables(tmp_path):
     md = md_path.read_text()
     assert "| er_500 " in md and "**80.5 ± 0.7** ⚠" in md and "ACC on cifar10_1 ours" in md
     assert r"ACC on cifar10\_1 paper" in tex_path.read_text()
+
+
+def test_sweep_figure_plots_each_swept_value(tmp_path):
+    from clgrid.plots.figures import sweep_frame, write_sweep_figure
+
+    rows = [{"benchmark": "b", "backbone": "mlp", "method": f"replay~buffer_size={n}", "seed": s,
+             "acc": 50 + n / 10 + s, "forgetting": 40 - n / 20} for n in (50, 500) for s in (0, 1)]
+    rows.append({"benchmark": "b", "backbone": "mlp", "method": "naive", "seed": 0, "acc": 20.0, "forgetting": 90.0})
+    runs_csv = tmp_path / "runs.csv"
+    pd.DataFrame(rows).to_csv(runs_csv, index=False)
+    sweeps = {f"replay~buffer_size={n}": {"base": "replay", "values": {"buffer_size": n}} for n in (50, 500)}
+    frame = sweep_frame(pd.read_csv(runs_csv), sweeps)
+    assert len(frame) == 4 and set(frame["value"]) == {50, 500} and set(frame["line"]) == {"replay"}
+    paths = write_sweep_figure(str(runs_csv), sweeps, "b", "mlp", str(tmp_path))
+    assert [p.name for p in paths] == ["sweep.png", "sweep.pdf"] and all(p.stat().st_size > 1000 for p in paths)
