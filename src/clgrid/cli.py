@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inputs on the training device, or in host memory streamed by a DataLoader (auto: host for "
                         "datasets over 4 GB on a GPU); results are the same")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for host-placed inputs")
+    p.add_argument("--checkpoint-every", type=float, default=600.0, metavar="SECONDS",
+                   help="write an in-job checkpoint (<state>.resume.pt) this often; a restarted job resumes from it")
     p.add_argument("--out-state", required=True)
     p.add_argument("--out-eval", required=True)
 
@@ -151,7 +153,7 @@ def dispatch(args: argparse.Namespace) -> None:
         jobs.init_model(args.spec, args.scenario, args.out)
     elif args.verb == "train":
         jobs.train(args.spec, args.scenario, args.data, args.prev, args.task, args.out_state, args.out_eval, args.threads,
-                   args.placement, args.workers)
+                   args.placement, args.workers, args.checkpoint_every)
     elif args.verb == "evaluate":
         jobs.evaluate(args.spec, args.scenario, args.data, args.state, args.out, args.threads)
     elif args.verb == "metrics":

@@ -222,8 +222,13 @@ def train(
     threads: int = 1,
     placement: str = "auto",
     workers: int = 2,
+    checkpoint_every_s: float | None = 600.0,
 ) -> None:
     """Continue a run from the previous task's state, train task ``task_id``, save state and evaluate.
+
+    Preemption-safe: every ``checkpoint_every_s`` seconds of training the job writes ``<state>.resume.pt``
+    atomically; a job started again after a kill (SIGTERM, SIGKILL, node loss) continues from it and ends with
+    the same state and metrics as an uninterrupted run. The file is removed once the task's outputs exist.
 
     Evaluation runs in the same process: it always follows training, and a
     second job would pay the torch import (about 2.4 s here) again for
@@ -256,7 +261,17 @@ def train(
     generator = task_generator(spec["seed"], task_id)
     transform_cfg = spec["benchmark_cfg"].get("transform", {})
     augment = make_augment(transform_cfg, generator) if transform_cfg.get("augment", "none") != "none" else None
-    epoch_losses = fit_task(model, method, data, spec["train"], generator, augment)
+    resume_path = Path(out_state + ".resume.pt")
+    resume = _load_resume(resume_path, spec, task_id)
+
+    def checkpoint(payload: dict[str, Any]) -> None:
+        save_torch(resume_path, {"clgrid": provenance(spec, spec["seed"], str(ctx.device)), "task": task_id,
+                                 "resume": payload})
+        log.info("in-job checkpoint: epoch %d, batch %d -> %s", payload["epoch"] + 1, payload["batches_done"],
+                 resume_path)
+
+    epoch_losses = fit_task(model, method, data, spec["train"], generator, augment, checkpoint, checkpoint_every_s,
+                            resume)
     prov = provenance(spec, spec["seed"], str(ctx.device))
     save_torch(
         out_state,
@@ -265,6 +280,25 @@ def train(
     record = _eval_record(spec, ctx, method.predict, task_id)
     record["epoch_losses"] = epoch_losses
     write_json(out_eval, record)
+    resume_path.unlink(missing_ok=True)
+
+
+def _load_resume(path: Path, spec: dict[str, Any], task_id: int) -> dict[str, Any] | None:
+    """The in-job checkpoint of this very task and spec, if a killed run left one; anything else is ignored."""
+    from clgrid.io import CorruptFileError, config_hash
+
+    if not path.exists():
+        return None
+    try:
+        saved = load_torch(path)
+    except CorruptFileError as err:
+        log.warning("ignoring unreadable in-job checkpoint (%s); training the task from its start", err)
+        return None
+    if saved.get("task") != task_id or saved["clgrid"].get("config_hash") != config_hash(spec):
+        log.warning("ignoring in-job checkpoint %s: it belongs to another task or config", path)
+        return None
+    log.info("resuming from in-job checkpoint %s", path)
+    return saved["resume"]
 
 
 def _run_identity(spec: dict[str, Any]) -> dict[str, Any]:

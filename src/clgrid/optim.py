@@ -25,6 +25,13 @@ class SGD:
         for p in self.params:
             p.grad = None
 
+    def state_dict(self) -> dict:
+        """The momentum buffers (None before a parameter's first step): what a resumed task needs."""
+        return {"velocity": [None if v is None else v.detach().clone() for v in self.velocity]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.velocity = [None if v is None else v.to(p.device) for v, p in zip(state["velocity"], self.params)]
+
     @torch.no_grad()
     def step(self) -> None:
         for i, p in enumerate(self.params):
@@ -53,6 +60,15 @@ class Adam:
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
             p.grad = None
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "exp_avg": [m.detach().clone() for m in self.exp_avg],
+                "exp_avg_sq": [v.detach().clone() for v in self.exp_avg_sq]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = int(state["steps"])
+        self.exp_avg = [m.to(p.device) for m, p in zip(state["exp_avg"], self.params)]
+        self.exp_avg_sq = [v.to(p.device) for v, p in zip(state["exp_avg_sq"], self.params)]
 
     @torch.no_grad()
     def step(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -105,12 +106,21 @@ def fit_task(
     train_cfg: dict[str, Any],
     generator: torch.Generator,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint_every_s: float | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> list[float]:
     """Train ``model`` on one task's data for ``epochs`` epochs; returns the mean loss of each epoch.
 
     ``data.x`` is the task's inputs on the training device (uint8 images or floats); batches are taken by
     index and, when ``augment`` is given, augmented on the device. The method sees the augmented batch; the
     batch before augmentation is ``method.raw_batch`` (what replay buffers store).
+
+    Preemption: when a task has run ``checkpoint_every_s`` seconds since the last in-job checkpoint,
+    ``checkpoint`` gets everything needed to continue after the current step (weights, optimizer, method state
+    and its in-task state, the generator, the epoch's order and position, the losses so far). Called again with
+    that payload as ``resume`` (after the same ``training_data`` and a fresh ``before_task``), the task continues
+    from that step and ends exactly as an uninterrupted run.
     """
     if augment is not None:
         method.augment = augment
@@ -125,12 +135,26 @@ def fit_task(
     clip = train_cfg.get("clip_grad_value")
     n = len(data.y)
     stream = BatchStream(data, batch_size)
-    epoch_losses = []
+    epoch_losses: list[float] = []
+    first_epoch, skip, total, batches, order = 0, 0, 0.0, 0, None
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        method.load_state_dict(resume["method"])
+        method.load_task_state(resume["task_state"])
+        generator.set_state(resume["generator"])
+        first_epoch, skip, order = resume["epoch"], resume["batches_done"], resume["order"]
+        epoch_losses, total, batches = list(resume["epoch_losses"]), resume["loss_total"], resume["batches_done"]
+        log.info("task %d resumed at epoch %d, batch %d", data.task_id, first_epoch + 1, skip)
+    last_checkpoint = time.monotonic()
     method.train_mode()
-    for epoch in range(int(train_cfg["epochs"])):
-        order = torch.randperm(n, generator=generator)
-        total, batches = 0.0, 0
-        for idx, x in stream.epoch(order):
+    for epoch in range(first_epoch, int(train_cfg["epochs"])):
+        if order is None:
+            order = torch.randperm(n, generator=generator)
+            total, batches = 0.0, 0
+        for step, (idx, x) in enumerate(stream.epoch(order)):
+            if step < skip:
+                continue
             y = data.y[idx]
             if augment is not None:
                 method.raw_batch = x
@@ -153,6 +177,14 @@ def fit_task(
             total += float(loss.detach())
             batches += 1
             method.raw_batch = None
+            if checkpoint is not None and checkpoint_every_s is not None and \
+                    time.monotonic() - last_checkpoint >= checkpoint_every_s:
+                checkpoint({"epoch": epoch, "batches_done": batches, "order": order, "loss_total": total,
+                            "epoch_losses": list(epoch_losses), "generator": generator.get_state(),
+                            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "method": method.state_dict(), "task_state": method.task_state()})
+                last_checkpoint = time.monotonic()
+        skip, order = 0, None
         epoch_losses.append(total / max(batches, 1))
         log.info("task %d epoch %d/%d loss %.4f", data.task_id, epoch + 1, train_cfg["epochs"], epoch_losses[-1])
     model.eval()

@@ -34,6 +34,7 @@ rule train_task:
     params:
         spec=run_spec,
         placement=config["data_placement"],
+        checkpoint=config["checkpoint_every_s"],
     threads: 1
     log:
         "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/train.log",
@@ -47,4 +48,5 @@ rule train_task:
     shell:
         "clgrid train --spec {params.spec:q} --scenario {input.scenario} --data {input.data}"
         " --prev {input.prev} --task {wildcards.task} --threads {threads} --placement {params.placement}"
+        " --checkpoint-every {params.checkpoint}"
         " --out-state {output.state} --out-eval {output.acc} > {log} 2>&1"

@@ -174,6 +174,15 @@ class Method:
         return {"seen_classes": list(self.seen_classes), "class_means": dict(self.class_means),
                 "class_counts": dict(self.class_counts)}
 
+    def task_state(self) -> dict[str, Any]:
+        """What changes while a task trains and ``state_dict`` leaves out (path integrals, moving averages, step
+        counters): saved in in-job checkpoints, so a killed task resumes exactly. Everything ``before_task``
+        derives from the task-start weights is rebuilt by calling it again."""
+        return {}
+
+    def load_task_state(self, state: dict[str, Any]) -> None:
+        """Restore ``task_state`` after ``before_task`` and ``load_state_dict`` on resume."""
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seen_classes = list(state.get("seen_classes", []))
         self.class_means = {int(c): m for c, m in self.on_device(state.get("class_means", {})).items()}

@@ -175,3 +175,12 @@ class KDEMA(Method):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.teacher.load_state_dict(state["teacher"])
+
+    def task_state(self) -> dict[str, Any]:
+        # A frozen teacher's weights are the task-start student, which before_task restores on resume.
+        weights = {n: t.clone() for n, t in self.teacher.model.state_dict().items()}
+        return {"task_step": self.teacher.task_step, "teacher_weights": weights}
+
+    def load_task_state(self, state: dict[str, Any]) -> None:
+        self.teacher.task_step = int(state["task_step"])
+        self.teacher.model.load_state_dict(state["teacher_weights"])

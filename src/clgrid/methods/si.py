@@ -123,6 +123,13 @@ class SynapticIntelligence(Method):
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "importance": self.importance, "anchor": self.anchor}
 
+    def task_state(self) -> dict[str, Any]:
+        return {"path_integral": self.path_integral, "before_step": self.before_step}
+
+    def load_task_state(self, state: dict[str, Any]) -> None:
+        self.path_integral = self.on_device(state["path_integral"])
+        self.before_step = self.on_device(state["before_step"])
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.importance = self.on_device(state["importance"])

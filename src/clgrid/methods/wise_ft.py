@@ -29,6 +29,8 @@ that did not change during the task (frozen weights) are left bit-identical.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from clgrid.methods.base import Method, TaskData, register
@@ -64,6 +66,12 @@ class WiSEFT(Method):
         current = self.model.state_dict()
         for n, avg in self.average_weights.items():
             avg.mul_(beta).add_(current[n], alpha=1 - beta)
+
+    def task_state(self) -> dict[str, Any]:
+        return {"average_weights": self.average_weights}
+
+    def load_task_state(self, state: dict[str, Any]) -> None:
+        self.average_weights = self.on_device(state["average_weights"])
 
     @torch.no_grad()
     def after_task(self, task: TaskData) -> None:
