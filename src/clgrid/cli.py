@@ -138,6 +138,11 @@ def list_methods() -> str:
     return "\n".join(lines)
 
 
+def _wrote(paths) -> None:
+    for path in paths:
+        logging.getLogger("clgrid").info("wrote %s", path)
+
+
 def dispatch(args: argparse.Namespace) -> None:
     from clgrid import jobs
 
@@ -163,28 +168,23 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.verb == "tables":
         from clgrid.plots.tables import write_tables
 
-        for path in write_tables(args.metrics, args.out_dir).values():
-            logging.getLogger("clgrid").info("wrote %s", path)
+        _wrote(write_tables(args.metrics, args.out_dir).values())
     elif args.verb == "figures":
         from clgrid.plots.figures import write_figures
 
-        for path in write_figures(args.runs, args.cells, args.benchmark, args.backbone, args.out_dir):
-            logging.getLogger("clgrid").info("wrote %s", path)
+        _wrote(write_figures(args.runs, args.cells, args.benchmark, args.backbone, args.out_dir))
     elif args.verb == "analysis-figures":
         from clgrid.plots.figures import write_analysis_figures
 
-        for path in write_analysis_figures(args.analyses, args.methods, args.out_dir):
-            logging.getLogger("clgrid").info("wrote %s", path)
+        _wrote(write_analysis_figures(args.analyses, args.methods, args.out_dir))
     elif args.verb == "sweep-figure":
         from clgrid.plots.figures import write_sweep_figure
 
-        for path in write_sweep_figure(args.runs, args.sweeps, args.benchmark, args.backbone, args.out_dir):
-            logging.getLogger("clgrid").info("wrote %s", path)
+        _wrote(write_sweep_figure(args.runs, args.sweeps, args.benchmark, args.backbone, args.out_dir))
     elif args.verb == "published":
         from clgrid.plots.tables import write_published_tables
 
-        for path in write_published_tables(args.summary, args.published, args.out_dir):
-            logging.getLogger("clgrid").info("wrote %s", path)
+        _wrote(write_published_tables(args.summary, args.published, args.out_dir))
     elif args.verb == "paper":
         import shutil
         from pathlib import Path
@@ -192,8 +192,7 @@ def dispatch(args: argparse.Namespace) -> None:
         from clgrid.plots.tables import write_paper_tables
 
         out = Path(args.out_dir)
-        for path in write_paper_tables(args.summary, args.out_dir):
-            logging.getLogger("clgrid").info("wrote %s", path)
+        _wrote(write_paper_tables(args.summary, args.out_dir))
         for pdf in args.figures:
             # results/figures/<benchmark>/<backbone>/<name>.pdf -> paper/<benchmark>_<backbone>_<name>.pdf
             parts = Path(pdf).parts[-3:]
