@@ -42,7 +42,7 @@ def registered_methods(config: dict[str, Any]) -> list[str]:
     return sorted(config["method_params"])
 
 
-def dataset_names(config: dict[str, Any], benchmark: str) -> list[str]:
+def datasets_of(config: dict[str, Any], benchmark: str) -> list[str]:
     """Every dataset a benchmark reads: its task datasets, then its evaluation-only sets."""
     bench = config["benchmarks"][benchmark]
     names = list(bench["datasets"]) if bench["scenario"] == "dataset_sequence" else [bench["dataset"]]
@@ -91,7 +91,7 @@ def check_config(config: dict[str, Any], validate: Callable[[dict[str, Any]], No
                 raise ConfigError(f"{where}.dataset is required for scenario {kind}")
             if "n_tasks" not in bench:
                 raise ConfigError(f"{where}.n_tasks is required for scenario {kind}")
-        for dname in dataset_names(config, name):
+        for dname in datasets_of(config, name):
             dataset_classes(config, dname)
         if kind in ("class_incremental", "task_incremental"):
             n_classes = dataset_classes(config, bench["dataset"])
@@ -218,11 +218,6 @@ def n_tasks(config: dict[str, Any], benchmark: str) -> int:
     if bench["scenario"] == "dataset_sequence":
         return len(bench["datasets"])
     return int(bench["n_tasks"])
-
-
-def datasets_of(config: dict[str, Any], benchmark: str) -> list[str]:
-    """The datasets a benchmark's tasks and evaluation sets draw from."""
-    return dataset_names(config, benchmark)
 
 
 def dataset_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
