@@ -196,7 +196,7 @@ def _check_published(config: dict[str, Any]) -> None:
     published = config.get("published")
     if not published:
         return
-    for bench, rows in published.get("numbers", {}).items():
+    for bench in published.get("numbers", {}):
         if bench not in config["benchmarks"]:
             raise ConfigError(f"published.numbers.{bench}: no benchmark of that name; "
                               f"valid: {', '.join(config['benchmarks'])}")
