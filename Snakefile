@@ -22,6 +22,21 @@ include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 
 
+# Cheap aggregation, tables and figures run on the submitting machine, never as cluster jobs; so do downloads and
+# scenario splits (compute nodes often have no internet, and a split is milliseconds of work).
+localrules:
+    all,
+    download_dataset,
+    prepare_scenario,
+    run_metrics,
+    tables,
+    figures,
+    analysis_figures,
+    paper,
+    sweep_figure,
+    published,
+
+
 rule all:
     input:
         final_outputs(),

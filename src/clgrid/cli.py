@@ -119,6 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", required=True, help="summary.csv from 'clgrid tables'")
     p.add_argument("--figures", nargs="+", required=True, help="figure PDFs to collect")
     p.add_argument("--out-dir", required=True)
+
+    p = verbs.add_parser("install-profile", help="install a shipped cluster profile (profiles/<name>) where "
+                         "'snakemake --profile <name>' finds it (~/.config/snakemake/<name>)")
+    p.add_argument("name", nargs="?", default="slurm", help="shipped profile to install (default: slurm)")
+    p.add_argument("--account", help="SLURM account (slurm_account); omitted: SLURM's default for you")
+    p.add_argument("--partition", help="SLURM partition (slurm_partition); omitted: the cluster's default")
+    p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                   help="also set a top-level profile option, e.g. --set jobs=20 (repeatable)")
+    p.add_argument("--dest", help="folder to write to instead of the user's Snakemake profile folder")
+    p.add_argument("--force", action="store_true", help="replace an existing profile that differs")
     return parser
 
 
@@ -185,6 +195,19 @@ def dispatch(args: argparse.Namespace) -> None:
         from clgrid.plots.tables import write_published_tables
 
         _wrote(write_published_tables(args.summary, args.published, args.out_dir))
+    elif args.verb == "install-profile":
+        from clgrid.profiles import install_profile
+
+        extra = {}
+        for item in args.set:
+            option, sep, value = item.partition("=")
+            if not sep or not option:
+                raise ValueError(f"--set {item!r}: expected OPTION=VALUE, e.g. --set jobs=20")
+            extra[option] = value
+        path = install_profile(args.name, args.account, args.partition, args.dest, args.force, extra=extra)
+        _wrote([path])
+        print(f"installed profile {args.name!r} as {path}\n"
+              f"run from the repository root: snakemake --cores all --profile {args.name}")
     elif args.verb == "paper":
         import shutil
         from pathlib import Path

@@ -19,8 +19,9 @@ rule analyze_run:
     benchmark:
         "results/runs/{benchmark}/{backbone}/{method}/s{seed}/analysis.bench.tsv"
     resources:
-        mem_mb=4000,
-        runtime=30,
+        gpu=analysis_resource("gpu"),
+        mem_mb=analysis_resource("mem_mb"),
+        runtime=analysis_resource("runtime"),
     conda:
         ENV
     shell:

@@ -10,6 +10,7 @@ from snakemake.utils import validate
 # package's pure-Python config helpers, so it also works from a plain checkout.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from clgrid import config as cl  # noqa: E402
+from clgrid import resources as cl_resources  # noqa: E402
 
 SCHEMA = str(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 validate(config, SCHEMA)
@@ -141,3 +142,24 @@ def final_outputs():
         published += expand(FIGURE, benchmark=list(config["benchmarks"]), backbone=list(config["backbones"]),
                             figure=("sweep",), ext=("png",))
     return expand(TABLE, table=TABLES) + figures + published + ["results/paper/tables.tex", "results/paper/tables.md"]
+
+
+# What a job asks the scheduler for, from the config (clgrid.resources). `gpu` is 1 when the config's device is a
+# GPU, or auto on a cluster (any non-local executor) or a machine with a visible GPU; override per rule with
+# --set-resources or the cluster profile's set-resources (profiles/README.md).
+def train_resource(key):
+    return lambda wildcards: cl_resources.train_task(
+        config, wildcards.benchmark, wildcards.backbone, wildcards.method, workflow.non_local_exec
+    )[key]
+
+
+def analysis_resource(key):
+    return lambda wildcards: cl_resources.analysis(
+        config, wildcards.benchmark, wildcards.backbone, workflow.non_local_exec
+    )[key]
+
+
+def init_resource(key):
+    return lambda wildcards: cl_resources.init_or_eval(
+        config, wildcards.benchmark, wildcards.backbone, workflow.non_local_exec
+    )[key]

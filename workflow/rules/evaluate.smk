@@ -17,8 +17,9 @@ rule evaluate_init:
     benchmark:
         "results/init/{benchmark}/{backbone}/s{seed}/eval.bench.tsv"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        gpu=init_resource("gpu"),
+        mem_mb=init_resource("mem_mb"),
+        runtime=init_resource("runtime"),
     conda:
         ENV
     shell:

@@ -13,8 +13,9 @@ rule init_model:
     benchmark:
         "results/init/{benchmark}/{backbone}/s{seed}/init.bench.tsv"
     resources:
-        mem_mb=2000,
-        runtime=10,
+        gpu=init_resource("gpu"),
+        mem_mb=init_resource("mem_mb"),
+        runtime=init_resource("runtime"),
     conda:
         ENV
     shell:
@@ -41,8 +42,9 @@ rule train_task:
     benchmark:
         "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/train.bench.tsv"
     resources:
-        mem_mb=4000,
-        runtime=60,
+        gpu=train_resource("gpu"),
+        mem_mb=train_resource("mem_mb"),
+        runtime=train_resource("runtime"),
     conda:
         ENV
     shell:

@@ -1,0 +1,133 @@
+"""What a job asks a scheduler for: GPUs, a time limit and memory, estimated from the config.
+
+The estimates are limits, not predictions: SLURM kills a job that passes its ``runtime`` or ``mem_mb``,
+so they err on the generous side (3× the expected time). Any of them can be overridden per rule
+without touching the config: ``snakemake ... --set-resources train_task:runtime=600``.
+Pure Python (no torch), since the Snakefile calls it while planning.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from .config import datasets_of, method_of, n_tasks
+from .data.datasets import DATASETS
+
+# Training-set sizes at default options (the registry's split), for the time estimate.
+TRAIN_SIZE = {
+    "digits": 1347, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000,
+    "cifar10_1": 0, "cub200": 5994, "dtd": 3760, "flowers102": 2040, "eurosat": 21600, "food101": 75750,
+    "stanford_cars": 8144, "oxford_pets": 3680, "sun397": 87003, "caltech101": 6941, "fgvc_aircraft": 6667,
+    "imagenet": 1281167, "flowers17": 1088,
+}
+TEST_SIZE_FRACTION = 0.25  # test arrays are at most about this fraction of the train arrays (memory estimate)
+
+# CPU seconds per training sample per epoch (forward + backward) at 32×32 inputs, measured order of magnitude
+# on one core (docs/split_cifar10_cpu.md: ResNet-18, 5,000 sample-epochs in 105-122 s, about 22 ms/sample with
+# evaluation); convolutional costs scale with pixels.
+CPU_SECONDS_PER_SAMPLE = {"mlp": 5e-5, "cnn": 1e-3, "resnet18": 3e-2, "resnet50": 8e-2}
+GPU_SPEEDUP = 20.0
+PARAMETERS = {"mlp": 1e6, "cnn": 1e6, "resnet18": 11.2e6, "resnet50": 23.5e6}
+SAFETY = 3.0  # limit = SAFETY × estimate
+BASE_MEM_MB = 1500  # Python + torch + CUDA context
+MIN_RUNTIME_MIN = 10  # start-up, evaluation and the checkpoint write
+
+
+def gpu_visible() -> bool:
+    """Whether this machine has an NVIDIA GPU, without importing torch (the Snakefile plans with it)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    gpus = "/proc/driver/nvidia/gpus"
+    return os.path.isdir(gpus) and bool(os.listdir(gpus))
+
+
+def wants_gpu(config: dict[str, Any], on_cluster: bool) -> bool:
+    """device cuda → a GPU; device auto → a GPU on a cluster, or locally where one is visible; cpu → none."""
+    device = config.get("device", "auto")
+    if device.startswith("cuda"):
+        return True
+    return device == "auto" and (on_cluster or gpu_visible())
+
+
+def _image_pixels(config: dict[str, Any], dataset: str) -> int:
+    info = DATASETS[dataset]
+    options = config.get("datasets", {}).get(dataset, {})
+    if info.input_shape is not None and "image_size" not in options:
+        channels, height, width = info.input_shape
+        return channels * height * width
+    side = options.get("image_size") or info.default_image_size or 64
+    return options.get("channels", 3) * side * side
+
+
+def _train_size(config: dict[str, Any], dataset: str) -> int:
+    options = config.get("datasets", {}).get(dataset, {})
+    size = TRAIN_SIZE.get(dataset, 50000)
+    if options.get("max_per_class_train"):
+        size = min(size, options["max_per_class_train"] * DATASETS[dataset].n_classes)
+    return size
+
+
+def _task_samples(config: dict[str, Any], benchmark: str, method: str) -> float:
+    """Samples one task's job trains on: a class split's share, a whole dataset per domain task, all seen for joint."""
+    bench = config["benchmarks"][benchmark]
+    tasks = n_tasks(config, benchmark)
+    sizes = [_train_size(config, d) for d in datasets_of(config, benchmark)]
+    if bench["scenario"] == "dataset_sequence":
+        per_task = max(sizes)
+    elif bench["scenario"] in ("permuted", "rotated"):
+        per_task = sizes[0]
+    else:
+        per_task = sizes[0] / tasks
+    method_name = method_of(config, method)[0]
+    if method_name == "joint":
+        return per_task * tasks
+    return per_task * 2  # rehearsal and distillation methods process about one extra batch per step
+
+
+def _arch(config: dict[str, Any], backbone: str) -> str:
+    return config["backbones"][backbone].get("arch", "mlp")
+
+
+def _cost_seconds(config: dict[str, Any], benchmark: str, backbone: str, samples: float, epochs: float,
+                  gpu: bool) -> float:
+    arch = _arch(config, backbone)
+    pixels = max(_image_pixels(config, d) for d in datasets_of(config, benchmark))
+    scale = 1.0 if arch == "mlp" else pixels / (3 * 32 * 32)
+    seconds = samples * epochs * CPU_SECONDS_PER_SAMPLE.get(arch, 3e-2) * scale
+    return seconds / GPU_SPEEDUP if gpu else seconds
+
+
+def _mem_mb(config: dict[str, Any], benchmark: str, backbone: str) -> int:
+    """Base + every dataset of the benchmark as uint8 in memory (plus its test split) + weights, grads and copies."""
+    data_bytes = sum(_image_pixels(config, d) * _train_size(config, d) * (1 + TEST_SIZE_FRACTION)
+                     for d in datasets_of(config, benchmark))
+    model_bytes = PARAMETERS.get(_arch(config, backbone), 25e6) * 4 * 6  # weights, grads, momentum, teacher, ...
+    mb = BASE_MEM_MB + 2 * (data_bytes + model_bytes) / 2**20
+    return int(math.ceil(mb / 500) * 500)
+
+
+def train_task(config: dict[str, Any], benchmark: str, backbone: str, method: str, on_cluster: bool) -> dict[str, int]:
+    """One (run, task) job: ``gpu`` (0/1), ``runtime`` (minutes) and ``mem_mb``."""
+    gpu = wants_gpu(config, on_cluster)
+    train = {**config["benchmarks"][benchmark]["train"], **method_of(config, method)[2]}
+    seconds = _cost_seconds(config, benchmark, backbone, _task_samples(config, benchmark, method),
+                            train.get("epochs", 1), gpu)
+    runtime = max(MIN_RUNTIME_MIN, int(math.ceil(SAFETY * seconds / 60)))
+    return {"gpu": int(gpu), "runtime": runtime, "mem_mb": _mem_mb(config, benchmark, backbone)}
+
+
+def analysis(config: dict[str, Any], benchmark: str, backbone: str, on_cluster: bool) -> dict[str, int]:
+    """A run's analyses: forward passes over every checkpoint (no training), CKA and probes on a subsample."""
+    gpu = wants_gpu(config, on_cluster)
+    samples = _train_size(config, datasets_of(config, benchmark)[0]) * n_tasks(config, benchmark) / 3
+    seconds = _cost_seconds(config, benchmark, backbone, samples, 1, gpu)
+    runtime = max(MIN_RUNTIME_MIN, int(math.ceil(SAFETY * seconds / 60)))
+    return {"gpu": int(gpu), "runtime": runtime, "mem_mb": _mem_mb(config, benchmark, backbone)}
+
+
+def init_or_eval(config: dict[str, Any], benchmark: str, backbone: str, on_cluster: bool) -> dict[str, int]:
+    """Initial weights and their accuracy on every task: one evaluation pass."""
+    return {"gpu": int(wants_gpu(config, on_cluster)), "runtime": MIN_RUNTIME_MIN,
+            "mem_mb": _mem_mb(config, benchmark, backbone)}
