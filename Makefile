@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh Linux machine with Python >= 3.11:
 #   make run    # install into .venv, then run the default grid (snakemake --cores all)
-#   make test   # install into .venv, then run the test suite (what CI runs)
+#   make test   # install into .venv, then run the test suite and the real-SLURM test (what CI runs)
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 CORES ?= all
@@ -8,7 +8,7 @@ CORES ?= all
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install run test report docs bench clean
+.PHONY: install run test test-slurm report docs bench clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,11 @@ run: install
 
 test: install
 	$(PY) -m pytest
+	bash tests/slurm/run.sh
+
+# The real one-node SLURM test alone (root: installs slurm-wlm with apt-get, starts and stops its own daemons).
+test-slurm: install
+	bash tests/slurm/run.sh
 
 report: run
 	snakemake --report report.html
