@@ -1,0 +1,73 @@
+"""What jobs ask a scheduler for: GPU when the config's device is (or may be) a GPU, limits that grow with the work."""
+
+import copy
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from clgrid import resources
+from tests.conftest import DEFAULT_CONFIG, REPO, SCHEMA
+
+
+def _config(path=DEFAULT_CONFIG, **top):
+    config = yaml.safe_load(path.read_text())
+    config.update(top)
+    validate(config, str(SCHEMA))
+    return config
+
+
+@pytest.mark.parametrize("device, on_cluster, visible, expected", [
+    ("cuda", False, False, 1), ("cuda:1", False, False, 1),
+    ("auto", True, False, 1), ("auto", False, True, 1), ("auto", False, False, 0),
+    ("cpu", True, True, 0),
+])
+def test_gpu_request_follows_the_device(monkeypatch, device, on_cluster, visible, expected):
+    monkeypatch.setattr(resources, "gpu_visible", lambda: visible)
+    config = _config(device=device)
+    assert resources.train_task(config, "split_digits", "mlp", "ewc", on_cluster)["gpu"] == expected
+    assert resources.analysis(config, "split_digits", "mlp", on_cluster)["gpu"] == expected
+    assert resources.init_or_eval(config, "split_digits", "mlp", on_cluster)["gpu"] == expected
+
+
+def test_hidden_gpus_are_not_visible(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert not resources.gpu_visible()
+
+
+def test_digits_jobs_get_the_minimum_limits():
+    # 1347 samples / 5 tasks × 2 × 10 epochs × 50 µs ≈ 0.3 s of work: the floor applies.
+    job = resources.train_task(_config(device="cpu"), "split_digits", "mlp", "naive", False)
+    assert job == {"gpu": 0, "runtime": resources.MIN_RUNTIME_MIN, "mem_mb": 2000}
+
+
+def test_limits_grow_with_epochs_data_backbone_and_joint():
+    config = _config(REPO / "config/experiments/split_cifar10_cpu.yaml", device="cpu")
+    base = resources.train_task(config, "split_cifar10_small", "resnet18", "sgd", False)
+    # Hand estimate: 500/class × 10 classes / 5 tasks × 2 (rehearsal allowance) × 5 epochs × 30 ms = 300 s → ×3 = 15 min.
+    assert base["runtime"] == 15
+    longer = copy.deepcopy(config)
+    longer["benchmarks"]["split_cifar10_small"]["train"]["epochs"] = 50
+    assert resources.train_task(longer, "split_cifar10_small", "resnet18", "sgd", False)["runtime"] == 150
+    longer["device"] = "auto"
+    on_gpu = resources.train_task(longer, "split_cifar10_small", "resnet18", "sgd", True)
+    assert on_gpu["gpu"] == 1 and on_gpu["runtime"] == 10  # ÷20 on a GPU: 7.5 min → the floor
+    full = copy.deepcopy(config)
+    full["datasets"]["cifar10"] = {"image_size": 64}
+    full_job = resources.train_task(full, "split_cifar10_small", "resnet18", "sgd", False)
+    assert full_job["runtime"] == 600  # 50,000 images instead of 5,000, 4× the pixels
+    assert full_job["mem_mb"] > base["mem_mb"]
+    joint = copy.deepcopy(config)
+    joint["variants"]["sgd"] = {"method": "joint"}
+    validate(joint, str(SCHEMA))
+    # joint trains on every task's data: n_tasks (5) instead of the 2× allowance → 2.5× the time.
+    assert resources.train_task(joint, "split_cifar10_small", "resnet18", "sgd", False)["runtime"] == 38
+
+
+def test_memory_counts_the_arrays_and_the_model():
+    config = _config(REPO / "config/experiments/split_cifar10_cpu.yaml", device="cpu")
+    job = resources.train_task(config, "split_cifar10_small", "resnet18", "sgd", False)
+    arrays_mb = 3 * 32 * 32 * 5000 * 1.25 / 2**20
+    model_mb = 11.2e6 * 4 * 6 / 2**20
+    assert job["mem_mb"] >= resources.BASE_MEM_MB + 2 * (arrays_mb + model_mb)
+    assert job["mem_mb"] % 500 == 0
