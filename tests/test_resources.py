@@ -71,3 +71,17 @@ def test_memory_counts_the_arrays_and_the_model():
     model_mb = 11.2e6 * 4 * 6 / 2**20
     assert job["mem_mb"] >= resources.BASE_MEM_MB + 2 * (arrays_mb + model_mb)
     assert job["mem_mb"] % 500 == 0
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config" / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_gets_requests(path):
+    from clgrid import config as cl
+
+    config = yaml.safe_load(path.read_text())
+    validate(config, str(SCHEMA))
+    cl.check_config(config, validate=lambda trial: validate(trial, str(SCHEMA)))
+    for run in cl.runs(config):
+        for on_cluster in (False, True):
+            job = resources.train_task(config, run.benchmark, run.backbone, run.method, on_cluster)
+            assert job["runtime"] >= resources.MIN_RUNTIME_MIN and job["mem_mb"] >= resources.BASE_MEM_MB
+            assert resources.analysis(config, run.benchmark, run.backbone, on_cluster)["runtime"] >= 10

@@ -125,6 +125,7 @@ rm -rf /var/lib/slurm/slurmctld/*   # a fresh cluster: no jobs or node state fro
 
 # ---- start (stop by PID on any exit) ---------------------------------------------------------------------------
 trap cleanup EXIT
+trap 'exit 143' TERM INT   # a killed test still stops its daemons (the EXIT trap runs)
 
 log "starting munged, mariadbd, slurmdbd, slurmctld, slurmd on $H ($CPUS CPUs, ${MEM_MB} MB, 1 fake GPU)"
 install -d -o munge -g munge -m 0755 /run/munge

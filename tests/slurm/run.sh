@@ -3,6 +3,8 @@
 # GPU), run a reduced default grid with `snakemake --cores all --profile slurm` from a repository root, and check that
 # every checkpoint, eval and metrics file equals a local run's byte for byte. Stops only the daemons it started.
 #
+# One run's group job is requeued mid-run (as a preemption would) and must come back by itself.
+#
 #   bash tests/slurm/run.sh        # as root (it installs packages and starts daemons); `make test` runs it
 #
 # Skips (exit 0, saying why) only where the packages cannot be installed: not root, no apt-get, or apt fails.
@@ -35,21 +37,46 @@ log "local run done in $((SECONDS - t0)) s"
 export XDG_CONFIG_HOME="$WORK/xdg"
 (cd "$WORK/slurm" && clgrid install-profile slurm --account ci --partition debug \
     --set slurm-init-seconds-before-status-checks=1 --set latency-wait=5 --set jobs=4)
+# Preemption, as SLURM does it: once a run's group job has finished task 1 and not yet task 3, requeue it
+# (scontrol requeue: SIGTERM to the job, back to the queue). With the profile's slurm-requeue it must come back by
+# itself, and the run must still end byte-identical to the local one.
+preempt_one_run_group() {
+  for _ in $(seq 1 3000); do
+    for run in "$WORK"/slurm/results/runs/*/*/*/s0; do
+      if [ -f "$run/task1/eval.json" ] && [ ! -f "$run/task3/eval.json" ]; then
+        id="$(squeue -h -t R -o '%i %k' | awk '$2 ~ /^rule_run/ {print $1; exit}')"
+        if [ -n "$id" ] && scontrol requeue "$id"; then echo "$id ${run#"$WORK/slurm/"}" > "$WORK/preempted"; return 0; fi
+      fi
+    done
+    sleep 0.2
+  done
+}
+preempt_one_run_group &
+preempt_pid=$!
+SINCE="$(date +%Y-%m-%dT%H:%M:%S)"   # sacct keeps earlier clusters' jobs (ids restart): look only at this run's
 log "SLURM run: snakemake --cores all --profile slurm --configfile $CONFIG"
 t0=$SECONDS
 (cd "$WORK/slurm" && timeout "$SNAKEMAKE_TIMEOUT" snakemake --cores all --profile slurm --configfile "$CONFIG" \
     --verbose >"$WORK/slurm.log" 2>&1) \
   || { grep -v DEBUG "$WORK/slurm.log" | tail -40; echo "the SLURM run failed (or timed out)" >&2; exit 1; }
 log "SLURM run done in $((SECONDS - t0)) s"
+wait "$preempt_pid" || true
+[ -s "$WORK/preempted" ] || { echo "no run group job was caught mid-run to requeue" >&2; exit 1; }
+read -r preempted_id preempted_run < "$WORK/preempted"
+log "requeued SLURM job $preempted_id mid-run ($preempted_run, after task 1); its records (sacct -D):"
+sacct -D -X -n -P -S "$SINCE" -j "$preempted_id" --format=JobIDRaw,State,Start,End | sed 's/^/  /'
+sacct -D -X -n -P -S "$SINCE" -j "$preempted_id" --format=State | grep -q REQUEUED \
+  && sacct -D -X -n -P -S "$SINCE" -j "$preempted_id" --format=State | tail -1 | grep -q COMPLETED \
+  || { echo "job $preempted_id was not requeued and completed" >&2; exit 1; }
 
 # ---- 2. evidence: what was submitted, and that GPU jobs went through sbatch ----------------------------------------
 log "sbatch calls of the SLURM run (from snakemake --verbose):"
 grep -o "sbatch --parsable.* --wrap=" "$WORK/slurm.log" \
   | sed -e 's/ --wrap=$//' -e 's/--job-name [^ ]* //' -e 's/ -D [^ ]*//' -e "s#$WORK/slurm/##" | sort | uniq -c
 log "jobs as SLURM accounted them (sacct):"
-sacct -X -n -P --format=JobIDRaw,Comment,AllocTRES,State | sed 's/^/  /'
-n_jobs="$(sacct -X -n -P --format=JobIDRaw | wc -l)"
-n_gpu="$(sacct -X -n -P --format=JobIDRaw,AllocTRES,State | grep -c 'gres/gpu=1.*COMPLETED' || true)"
+sacct -X -n -P -S "$SINCE" --format=JobIDRaw,Comment,AllocTRES,State | sed 's/^/  /'
+n_jobs="$(sacct -X -n -P -S "$SINCE" --format=JobIDRaw | wc -l)"
+n_gpu="$(sacct -X -n -P -S "$SINCE" --format=JobIDRaw,AllocTRES,State | grep -c 'gres/gpu=1.*COMPLETED' || true)"
 n_sbatch_gpu="$(grep -c "sbatch --parsable.*--gpus=1" "$WORK/slurm.log" || true)"
 log "$n_jobs SLURM jobs, $n_gpu of them COMPLETED with a GPU allocated; $n_sbatch_gpu sbatch calls with --gpus=1"
 [ "$n_gpu" -ge 2 ] && [ "$n_sbatch_gpu" -ge 2 ] || { echo "expected GPU-requesting jobs submitted through sbatch" >&2; exit 1; }
