@@ -51,3 +51,26 @@ def test_single_task_and_bad_shapes():
         metrics.average_accuracy([[1.0, 2.0]])
     with pytest.raises(ValueError, match="one entry per task"):
         metrics.forward_transfer(R, [1.0, 2.0])
+
+
+def test_mtil_transfer_avg_last_by_hand():
+    # Transfer: dataset 1 before it is learnt: R[0,1] = 10; dataset 2: mean(R[0,2], R[1,2]) = mean(20, 30) = 25;
+    #           mean over datasets (per-dataset mean first, as ZSCL's table): (10 + 25) / 2 = 17.5.
+    #           (A plain mean of the three upper-triangle cells would give 20: the weighting matters.)
+    # Avg:      all nine cells: (90+10+20+95+80+30+50+70+85) / 9 = 530 / 9.
+    # Last:     the final row: (50 + 70 + 85) / 3.
+    assert metrics.mtil_transfer(R) == pytest.approx(17.5)
+    assert metrics.mtil_avg(R) == pytest.approx(530 / 9)
+    assert metrics.mtil_last(R) == pytest.approx(205 / 3)
+    assert metrics.mtil_metrics(R) == {"mtil_transfer": pytest.approx(17.5), "mtil_avg": pytest.approx(530 / 9),
+                                       "mtil_last": pytest.approx(205 / 3)}
+
+
+def test_mtil_of_a_model_that_never_changes():
+    # A frozen zero-shot model has the same row after every task: Transfer = mean of zero-shot accuracies of
+    # datasets 2..T, Avg = Last = mean of all of them (ZSCL's zero-shot row: Avg equals Last, 65.3 / 65.3).
+    zero_shot = np.array([60.0, 40.0, 80.0, 20.0])
+    r = np.tile(zero_shot, (4, 1))
+    assert metrics.mtil_transfer(r) == pytest.approx(zero_shot[1:].mean())
+    assert metrics.mtil_avg(r) == pytest.approx(zero_shot.mean()) == metrics.mtil_last(r)
+    assert metrics.mtil_transfer([[70.0]]) == 0.0

@@ -333,6 +333,9 @@ def run_metrics(spec: dict[str, Any], init_eval: str, task_evals: list[str], out
         result["acc_matrix_task_il"] = task_il
         result["metrics"].update({f"{k}_task_il": v for k, v in metrics.all_metrics(task_il, init["acc_task_il"]).items()
                                   if k != "fwt"})
+    if bench["scenario"] == "dataset_sequence":
+        # A dataset sequence is the MTIL protocol: each task a dataset, evaluated zero-shot before it is learned.
+        result["metrics"].update(metrics.mtil_metrics(acc_matrix))
     if all("unseen_acc" in row for row in rows):
         result["unseen_acc"] = [row["unseen_acc"] for row in rows]
         result["metrics"]["unseen_acc"] = result["unseen_acc"][-1]

@@ -74,6 +74,31 @@ def forward_transfer(acc_matrix, init_acc) -> float:
     return float(np.mean([r[i - 1, i] - b[i] for i in range(1, len(r))]))
 
 
+def mtil_transfer(acc_matrix) -> float:
+    """MTIL Transfer (Zheng et al. 2023, ZSCL): mean_{i≥2} mean_{t<i} R[t, i], the strict upper triangle averaged
+    per dataset first: zero-shot accuracy a dataset keeps while the model learns the datasets before it."""
+    r = _square(acc_matrix)
+    if len(r) == 1:
+        return 0.0
+    return float(np.mean([r[:i, i].mean() for i in range(1, len(r))]))
+
+
+def mtil_avg(acc_matrix) -> float:
+    """MTIL Avg (ZSCL): mean_i mean_t R[t, i], every evaluation of every dataset after every task."""
+    return float(_square(acc_matrix).mean())
+
+
+def mtil_last(acc_matrix) -> float:
+    """MTIL Last (ZSCL): mean_i R[T, i], the final row (the same number as ACC)."""
+    return average_accuracy(acc_matrix)
+
+
+def mtil_metrics(acc_matrix) -> dict[str, float]:
+    """Transfer, Avg and Last as the ZSCL paper's MTIL table reports them."""
+    return {"mtil_transfer": mtil_transfer(acc_matrix), "mtil_avg": mtil_avg(acc_matrix),
+            "mtil_last": mtil_last(acc_matrix)}
+
+
 def all_metrics(acc_matrix, init_acc) -> dict[str, float]:
     """Every scalar metric of one run, keyed by the names used in tables."""
     return {

@@ -20,7 +20,7 @@ KEYS = ["benchmark", "backbone", "method"]
 # Column order of every table; acc_<setname> keys follow, sorted.
 METRIC_ORDER = [
     "acc", "acc_task_il", "avg_inc_acc", "avg_inc_acc_task_il", "forgetting", "forgetting_task_il",
-    "bwt", "bwt_task_il", "fwt", "unseen_acc", "unseen_drop",
+    "bwt", "bwt_task_il", "fwt", "mtil_transfer", "mtil_avg", "mtil_last", "unseen_acc", "unseen_drop",
 ]
 METRIC_LABELS = {
     "acc": "ACC",
@@ -28,6 +28,9 @@ METRIC_LABELS = {
     "forgetting": "Forgetting",
     "bwt": "BWT",
     "fwt": "FWT",
+    "mtil_transfer": "Transfer",
+    "mtil_avg": "Avg",
+    "mtil_last": "Last",
     "unseen_acc": "Unseen ACC",
     "unseen_drop": "Unseen drop",
 }
@@ -39,7 +42,7 @@ SCENARIO_METRICS = ("acc", "avg_inc_acc", "forgetting", "bwt")
 HIGHER_IS_BETTER = {
     "acc": True, "acc_task_il": True, "avg_inc_acc": True, "avg_inc_acc_task_il": True,
     "forgetting": False, "forgetting_task_il": False, "bwt": True, "bwt_task_il": True, "fwt": True,
-    "unseen_acc": True, "unseen_drop": False,
+    "mtil_transfer": True, "mtil_avg": True, "mtil_last": True, "unseen_acc": True, "unseen_drop": False,
 }
 BOLD = {"md": "**{}**", "tex": "\\textbf{{{}}}"}
 MISSING = "–"
