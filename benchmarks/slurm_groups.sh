@@ -29,6 +29,7 @@ run_grid() {  # $1 = label, rest = extra snakemake arguments; prints "label subm
 ungrouped="$(run_grid ungrouped --groups download_dataset=solo)"
 grouped="$(run_grid grouped)"
 jobs_total="$(grep -E '^total' "$WORK/grouped.log" | head -1 | awk '{print $2}')"
+cd "$REPO"
 python3 - "$ungrouped" "$grouped" "$jobs_total" <<'PY'
 import json, subprocess, sys
 rows = [s.split() for s in sys.argv[1:3]]
