@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evals", nargs="+", required=True, help="eval.json of tasks 0..T-1, in order")
     p.add_argument("--out", required=True)
 
+    p = _model_job(verbs, "compare-runs", "cross-run CKA: two runs' checkpoints after each task, layer by layer")
+    p.add_argument("--other-spec", type=_spec, required=True, help="the second run's resolved config (JSON)")
+    p.add_argument("--states", nargs="+", required=True, help="state.pt of tasks 0..T-1 of the first run")
+    p.add_argument("--other-states", nargs="+", required=True, help="state.pt of tasks 0..T-1 of the second run")
+    p.add_argument("--out", required=True)
+
     p = verbs.add_parser("tables", help="CSV, Markdown and LaTeX tables of every run")
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--out-dir", required=True)
@@ -175,6 +181,9 @@ def dispatch(args: argparse.Namespace) -> None:
         jobs.run_metrics(args.spec, args.init_eval, args.evals, args.out, args.states)
     elif args.verb == "analyze":
         jobs.analyze_run(args.spec, args.scenario, args.data, args.states, args.evals, args.out, args.threads)
+    elif args.verb == "compare-runs":
+        jobs.compare_runs(args.spec, args.other_spec, args.scenario, args.data, args.states, args.other_states,
+                          args.out, args.threads)
     elif args.verb == "tables":
         from clgrid.plots.tables import write_tables
 

@@ -108,6 +108,11 @@ def check_config(config: dict[str, Any], validate: Callable[[dict[str, Any]], No
     expand_sweeps(config)
     _check_variants(config, validate)
     _check_published(config)
+    for a, b in (config.get("analysis") or {}).get("cross_run_pairs") or []:
+        for name in (a, b):
+            if name not in config["methods"]:
+                raise ConfigError(f"analysis.cross_run_pairs: {name!r} is not a run in methods; "
+                                  f"valid: {', '.join(config['methods'])}")
 
 
 def sweep_value(value: Any) -> str:
@@ -211,6 +216,24 @@ def runs(config: dict[str, Any]) -> list[Run]:
         for method in config["methods"]
         for seed in config["seeds"]
     ]
+
+
+def cross_run_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Run-name pairs to compare with cross-run CKA: the config's list, else each run and its frozen counterpart."""
+    given = (config.get("analysis") or {}).get("cross_run_pairs")
+    if given is not None:
+        return [(a, b) for a, b in given]
+    pairs = []
+    for a in config["methods"]:
+        method_a, params_a, train_a = method_of(config, a)
+        for b in config["methods"]:
+            method_b, params_b, train_b = method_of(config, b)
+            rest_a = {k: v for k, v in params_a.items() if k not in ("freeze", "freeze_k")}
+            rest_b = {k: v for k, v in params_b.items() if k not in ("freeze", "freeze_k")}
+            if (a != b and method_a == method_b and rest_a == rest_b and train_a == train_b
+                    and params_b.get("freeze") == "all" and params_a.get("freeze", "none") != "all"):
+                pairs.append((a, b))
+    return pairs
 
 
 def n_tasks(config: dict[str, Any], benchmark: str) -> int:

@@ -349,6 +349,56 @@ def run_metrics(spec: dict[str, Any], init_eval: str, task_evals: list[str], out
     log.info("%s: %s", result["run"], " ".join(f"{k}={v:.2f}" for k, v in result["metrics"].items()))
 
 
+def _analysis_inputs(ctx: "_Context", tests: list, n_samples: int, rng) -> Any:
+    """The fixed evaluation set of a benchmark: a seed-0 sample of all tasks' test sets (same for every run)."""
+    import numpy as np
+    import torch
+
+    x_pool = torch.cat([d.x for d in tests])
+    pick = np.sort(rng.choice(len(x_pool), size=min(n_samples, len(x_pool)), replace=False))
+    return x_pool[torch.from_numpy(pick).to(x_pool.device)]
+
+
+def _load_checkpoints(ctx: "_Context", states: list[str]) -> list[Any]:
+    models = []
+    for path in states:
+        model = ctx.build_model()
+        model.load_state_dict(load_torch(path)["model"])
+        models.append(model.to(ctx.device).eval())
+    return models
+
+
+def compare_runs(spec: dict[str, Any], other_spec: dict[str, Any], scenario_path: str, dataset_files: list[str],
+                 states: list[str], other_states: list[str], out: str, threads: int = 1) -> None:
+    """Cross-run CKA: two runs' checkpoints after the same task, on the benchmark's fixed evaluation set."""
+    import numpy as np
+
+    from clgrid.analysis.cka import cross_run_cka
+    from clgrid.analysis.features import default_layers, layer_features
+
+    ctx = _Context(spec, scenario_path, dataset_files, threads)
+    other_ctx = _Context(other_spec, scenario_path, dataset_files, threads)
+    cfg = spec["analysis"]
+    n_tasks = len(ctx.scenario["tasks"])
+    if len(states) != n_tasks or len(other_states) != n_tasks:
+        raise ValueError(f"expected one state per task ({n_tasks}) for each run, got {len(states)} and "
+                         f"{len(other_states)}")
+    tests = [ctx.task_data(i, "test") for i in range(n_tasks)]
+    x_eval = _analysis_inputs(ctx, tests, cfg["n_samples"], np.random.default_rng(0))
+    models, other_models = _load_checkpoints(ctx, states), _load_checkpoints(other_ctx, other_states)
+    layers = cfg["layers"] or default_layers(models[0])
+    result = cross_run_cka([layer_features(m, x_eval, layers) for m in models],
+                           [layer_features(m, x_eval, layers) for m in other_models], layers, cfg["cka_batch_size"])
+    for layer in layers:
+        log.info("CKA %s vs %s, %s, per task: %s", spec["method"], other_spec["method"], layer,
+                 " ".join(f"{v:.3f}" for v in result["per_layer"][layer]))
+    write_json(out, {
+        **_run_identity(spec), "other": _run_identity(other_spec)["run"], "layers": layers,
+        "n_eval_samples": int(len(x_eval)), "cka_per_layer": result["per_layer"], "cka_layer_maps": result["layer_maps"],
+        "provenance": provenance({"a": spec, "b": other_spec}, spec["seed"], str(ctx.device)),
+    })
+
+
 def analyze_run(
     spec: dict[str, Any],
     scenario_path: str,
@@ -367,7 +417,7 @@ def analyze_run(
     import torch
 
     from clgrid import metrics
-    from clgrid.analysis.cka import MinibatchCKA
+    from clgrid.analysis.cka import layer_cka_matrix
     from clgrid.analysis.features import default_layers, layer_features
     from clgrid.analysis.probe import fit_linear_probe
     from clgrid.analysis.rankme import rankme
@@ -379,30 +429,17 @@ def analyze_run(
         raise ValueError(f"expected one state per task ({n_tasks}), got {len(states)}")
     rng = np.random.default_rng(0)
     tests = [ctx.task_data(i, "test") for i in range(n_tasks)]
-    x_pool = torch.cat([d.x for d in tests])
-    pick = np.sort(rng.choice(len(x_pool), size=min(cfg["n_samples"], len(x_pool)), replace=False))
-    x_eval = x_pool[torch.from_numpy(pick).to(x_pool.device)]
+    x_eval = _analysis_inputs(ctx, tests, cfg["n_samples"], rng)
     trains = [ctx.task_data(i, "train") for i in range(n_tasks)]
 
-    models = []
-    for path in states:
-        model = ctx.build_model()
-        model.load_state_dict(load_torch(path)["model"])
-        models.append(model.to(ctx.device).eval())
+    models = _load_checkpoints(ctx, states)
     layers = cfg["layers"] or default_layers(models[0])
     feats = [layer_features(m, x_eval, layers) for m in models]
 
     cka_to_first: dict[str, list[float]] = {layer: [] for layer in layers}
     layer_map = None
-    batch = cfg["cka_batch_size"]
     for t in range(n_tasks):
-        acc = MinibatchCKA(len(layers), len(layers))
-        for start in range(0, len(x_eval) - 3, batch):
-            stop = min(start + batch, len(x_eval))
-            if stop - start < 4:
-                break
-            acc.update([feats[0][l][start:stop] for l in layers], [feats[t][l][start:stop] for l in layers])
-        matrix = acc.compute()
+        matrix = layer_cka_matrix(feats[0], feats[t], layers, cfg["cka_batch_size"])
         for i, layer in enumerate(layers):
             cka_to_first[layer].append(float(matrix[i, i]))
         layer_map = matrix

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
+from clgrid.analysis import cka
 from clgrid.analysis.cka import MinibatchCKA, hsic_unbiased, linear_cka, minibatch_linear_cka, rbf_cka
 
 RNG = np.random.default_rng(0)
@@ -87,3 +88,24 @@ def test_rbf_cka():
     assert rbf_cka(x, x) == pytest.approx(1.0)
     # A very wide kernel is close to linear (Kornblith et al. 2019, section 3).
     assert rbf_cka(x, y, sigma_frac=200) == pytest.approx(linear_cka(x, y), abs=1e-3)
+
+
+def test_cross_run_cka_of_a_run_with_itself_is_one_per_layer():
+    rng = np.random.default_rng(3)
+    run = [{"block1": rng.normal(size=(40, 6)), "head": rng.normal(size=(40, 3))} for _ in range(3)]
+    result = cka.cross_run_cka(run, run, ["block1", "head"], batch_size=20)
+    for layer in ("block1", "head"):
+        np.testing.assert_allclose(result["per_layer"][layer], [1.0, 1.0, 1.0], atol=1e-12)
+    assert np.array(result["layer_maps"]).shape == (3, 2, 2)
+
+
+def test_cross_run_cka_matches_the_single_pair_function():
+    rng = np.random.default_rng(4)
+    a = [{"f": rng.normal(size=(50, 5))} for _ in range(2)]
+    b = [{"f": x["f"] @ rng.normal(size=(5, 5)) + 0.5 * rng.normal(size=(50, 5))} for x in a]
+    result = cka.cross_run_cka(a, b, ["f"], batch_size=25)
+    expected = [cka.minibatch_linear_cka(x["f"], y["f"], 25) for x, y in zip(a, b)]
+    np.testing.assert_allclose(result["per_layer"]["f"], expected)
+    assert all(v < 0.999 for v in expected)
+    with pytest.raises(ValueError, match="2 and 1 checkpoints"):
+        cka.cross_run_cka(a, b[:1], ["f"], 25)

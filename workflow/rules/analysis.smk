@@ -27,3 +27,33 @@ rule analyze_run:
     shell:
         "clgrid analyze --spec {params.spec:q} --scenario {input.scenario} --data {input.data}"
         " --states {input.states} --evals {input.evals} --out {output} --threads {threads} > {log} 2>&1"
+
+
+# Cross-run CKA: two runs of one benchmark, backbone and seed (e.g. partly vs fully frozen), checkpoint against
+# checkpoint after every task. Pairs: analysis.cross_run_pairs, by default each run and its frozen counterpart.
+rule compare_runs:
+    input:
+        scenario=SCENARIO,
+        data=dataset_files,
+        states=task_states,
+        other=other_states,
+    output:
+        RUN_COMPARISON,
+    params:
+        spec=analysis_spec,
+        other=other_spec,
+    threads: 1
+    log:
+        "results/compare/{benchmark}/{backbone}/{method}__vs__{other}/s{seed}/cka.log",
+    benchmark:
+        "results/compare/{benchmark}/{backbone}/{method}__vs__{other}/s{seed}/cka.bench.tsv"
+    resources:
+        gpu=analysis_resource("gpu"),
+        mem_mb=analysis_resource("mem_mb"),
+        runtime=analysis_resource("runtime"),
+    conda:
+        ENV
+    shell:
+        "clgrid compare-runs --spec {params.spec:q} --other-spec {params.other:q} --scenario {input.scenario}"
+        " --data {input.data} --states {input.states} --other-states {input.other} --out {output}"
+        " --threads {threads} > {log} 2>&1"

@@ -27,6 +27,7 @@ TASK_STATE = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/st
 TASK_EVAL = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/eval.json"
 RUN_METRICS = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/metrics.json"
 RUN_ANALYSIS = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/analysis.json"
+RUN_COMPARISON = "results/compare/{benchmark}/{backbone}/{method}__vs__{other}/s{seed}/cka.json"
 FIGURE = "results/figures/{benchmark}/{backbone}/{figure}.{ext}"
 TABLE = "results/tables/{table}"
 ENV = "../../envs/clgrid.yaml"
@@ -39,6 +40,7 @@ wildcard_constraints:
     benchmark=r"[A-Za-z0-9_]+",
     backbone=r"[A-Za-z0-9_]+",
     method=r"[A-Za-z0-9_~=.,+-]+",
+    other=r"[A-Za-z0-9_~=.,+-]+",
     dataset=r"[A-Za-z0-9_]+",
     seed=r"\d+",
     task=r"\d+",
@@ -99,6 +101,30 @@ def analyses_of(wildcards):
     ]
 
 
+def other_spec(wildcards):
+    return as_json(
+        cl.analysis_spec(config, wildcards.benchmark, wildcards.backbone, wildcards.other, int(wildcards.seed))
+    )
+
+
+def other_states(wildcards):
+    return [
+        TASK_STATE.format(**{**wildcards, "method": wildcards.other, "task": t})
+        for t in range(cl.n_tasks(config, wildcards.benchmark))
+    ]
+
+
+def comparisons():
+    """Cross-run CKA files: every configured pair (analysis.cross_run_pairs) for every benchmark, backbone, seed."""
+    return [
+        RUN_COMPARISON.format(benchmark=b, backbone=bb, method=a, other=o, seed=s)
+        for b in config["benchmarks"]
+        for bb in config["backbones"]
+        for a, o in cl.cross_run_pairs(config)
+        for s in config["seeds"]
+    ]
+
+
 def figure_pdfs(wildcards=None):
     return expand(
         FIGURE,
@@ -141,7 +167,13 @@ def final_outputs():
     if config.get("sweeps"):
         published += expand(FIGURE, benchmark=list(config["benchmarks"]), backbone=list(config["backbones"]),
                             figure=("sweep",), ext=("png",))
-    return expand(TABLE, table=TABLES) + figures + published + ["results/paper/tables.tex", "results/paper/tables.md"]
+    return (
+        expand(TABLE, table=TABLES)
+        + figures
+        + published
+        + comparisons()
+        + ["results/paper/tables.tex", "results/paper/tables.md"]
+    )
 
 
 # What a job asks the scheduler for, from the config (clgrid.resources). `gpu` is 1 when the config's device is a

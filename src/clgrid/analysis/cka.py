@@ -93,6 +93,31 @@ def minibatch_linear_cka(x, y, batch_size: int) -> float:
     return float(acc.compute()[0, 0])
 
 
+def layer_cka_matrix(feats_a: dict, feats_b: dict, layers: list[str], batch_size: int) -> np.ndarray:
+    """Minibatch CKA of every layer of A against every layer of B on the same inputs, in order (layer × layer)."""
+    n = len(feats_a[layers[0]])
+    acc = MinibatchCKA(len(layers), len(layers))
+    for start in range(0, n - 3, batch_size):
+        stop = min(start + batch_size, n)
+        if stop - start < 4:
+            break
+        acc.update([feats_a[layer][start:stop] for layer in layers], [feats_b[layer][start:stop] for layer in layers])
+    return acc.compute()
+
+
+def cross_run_cka(run_a: list[dict], run_b: list[dict], layers: list[str], batch_size: int) -> dict:
+    """CKA between two runs' checkpoints after the same task: per layer over tasks, and the layer × layer map
+    after each task. ``run_x[t][layer]`` holds the features of checkpoint t on one fixed input set.
+
+    A run against itself gives 1 on every diagonal entry (CKA(X, X) = 1).
+    """
+    if len(run_a) != len(run_b):
+        raise ValueError(f"the two runs have {len(run_a)} and {len(run_b)} checkpoints; compare runs of one benchmark")
+    maps = [layer_cka_matrix(a, b, layers, batch_size) for a, b in zip(run_a, run_b)]
+    return {"per_layer": {layer: [float(m[i, i]) for m in maps] for i, layer in enumerate(layers)},
+            "layer_maps": [m.tolist() for m in maps]}
+
+
 def _center_gram(k: np.ndarray) -> np.ndarray:
     mean_rows = k.mean(0, keepdims=True)
     return k - mean_rows - mean_rows.T + k.mean()
