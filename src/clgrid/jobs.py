@@ -161,8 +161,16 @@ class _Context:
     def build_model(self):
         from clgrid.models import build_model
 
+        # A checkpoint is loaded over it, so pretrained weights are not read again.
         return build_model(self.spec["backbone_cfg"], self.scenario["input_shape"], self.scenario["n_classes"],
-                           input_norm=self.scenario.get("input_norm"))
+                           input_norm=self.scenario.get("input_norm"), class_names=self.scenario.get("class_names"),
+                           load_weights=False, dataset=_scenario_dataset(self.scenario))
+
+
+def _scenario_dataset(scenario: dict[str, Any]) -> str | None:
+    """The one dataset every task draws from (prompt templates follow it), or None for a mixed sequence."""
+    names = {task["dataset"] for task in scenario["tasks"]}
+    return names.pop() if len(names) == 1 else None
 
 
 def init_model(spec: dict[str, Any], scenario_path: str, out: str) -> None:
@@ -174,7 +182,8 @@ def init_model(spec: dict[str, Any], scenario_path: str, out: str) -> None:
     scenario = read_json(scenario_path)
     torch.manual_seed(spec["seed"])
     model = build_model(spec["backbone_cfg"], scenario["input_shape"], scenario["n_classes"],
-                        input_norm=scenario.get("input_norm"))
+                        input_norm=scenario.get("input_norm"), class_names=scenario.get("class_names"),
+                        dataset=_scenario_dataset(scenario))
     n_params = sum(p.numel() for p in model.parameters())
     log.info("initialised %s with %d parameters (seed %d)", spec["backbone"], n_params, spec["seed"])
     save_torch(out, {"clgrid": provenance(spec, spec["seed"]), "task": -1, "model": model.state_dict()})

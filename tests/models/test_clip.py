@@ -39,28 +39,37 @@ def test_zero_shot_weights_by_hand():
 
 
 def test_zero_shot_logits_are_scaled_cosines(tiny_name):
+    names, templates = ["cat", "dog", "car"], ["a photo of a {}.", "a {}."]
     model, tokenizer = tiny(tiny_name)
-    net = cl_clip.ClipClassifier(model, tokenizer, ["cat", "dog", "car"], "image", ["a photo of a {}.", "a {}."])
-    x = torch.randn(4, 3, 32, 32)
-    logits = net(x)
-    assert logits.shape == (4, 3)
-    image = torch.nn.functional.normalize(model.encode_image(x), dim=-1)
-    text = cl_clip.zero_shot_weights(model.encode_text, tokenizer, ["cat", "dog", "car"], ["a photo of a {}.", "a {}."])
-    torch.testing.assert_close(logits, model.logit_scale.exp() * image @ text.t())
-    # whole mode recomputes the same class embeddings through the text encoder: same logits before training.
-    whole = cl_clip.ClipClassifier(model, tokenizer, ["cat", "dog", "car"], "whole", ["a photo of a {}.", "a {}."])
-    torch.testing.assert_close(whole(x), logits, atol=1e-5, rtol=1e-5)
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    pixels = (x.float() / 255 - torch.tensor(cl_clip.OPENAI_MEAN).view(1, 3, 1, 1)) / torch.tensor(
+        cl_clip.OPENAI_STD).view(1, 3, 1, 1)
+    image = torch.nn.functional.normalize(model.encode_image(pixels), dim=-1)
+    text = cl_clip.zero_shot_weights(model.encode_text, tokenizer, names, templates)
+    expected = model.logit_scale.exp() * image @ text.t()
+    for mode in cl_clip.TRAIN_MODES:  # before training every mode is the same zero-shot classifier
+        model, tokenizer = tiny(tiny_name)
+        net = cl_clip.ClipNet(model, tokenizer, names, mode, templates)
+        torch.testing.assert_close(net(x), expected, atol=1e-5, rtol=1e-5, msg=mode)
+
+
+def test_preprocess_makes_clip_inputs_from_small_grey_images():
+    pre = cl_clip.ClipPreprocess(32)
+    out = pre(torch.full((2, 1, 8, 8), 255, dtype=torch.uint8))
+    assert out.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(out[0, :, 5, 5], (1 - torch.tensor(cl_clip.OPENAI_MEAN)) / torch.tensor(cl_clip.OPENAI_STD))
 
 
 @pytest.mark.parametrize("mode", cl_clip.TRAIN_MODES)
 def test_train_modes_leave_frozen_parts_bit_identical(tiny_name, mode):
     model, tokenizer = tiny(tiny_name)
-    net = cl_clip.ClipClassifier(model, tokenizer, ["cat", "dog"], mode)
+    net = cl_clip.ClipNet(model, tokenizer, ["cat", "dog"], mode)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.5)
     for _ in range(2):
         optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(net(torch.randn(8, 3, 32, 32)), torch.tensor([0, 1] * 4)).backward()
+        x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+        torch.nn.functional.cross_entropy(net(x), torch.tensor([0, 1] * 4)).backward()
         optimizer.step()
     after = net.state_dict()
 
@@ -68,19 +77,20 @@ def test_train_modes_leave_frozen_parts_bit_identical(tiny_name, mode):
         keys = [k for k in after if k.startswith(prefix) and after[k].dtype.is_floating_point]
         return {k for k in keys if not torch.equal(before[k], after[k])}, keys
 
-    image_changed, image_keys = changed("clip.visual.")
-    text_changed, text_keys = changed("clip.transformer.")
-    head_changed, _ = changed("head.")
+    image_changed, image_keys = changed("backbone.")
+    text_changed, text_keys = changed("head.text.")
+    head_changed, _ = changed("head.linear.")
     expect_image = mode in ("whole", "image", "image_fc", "image_fc_fixed")
     expect_text = mode in ("whole", "text")
     assert bool(image_changed) == expect_image and (expect_image or not image_changed), mode
     assert bool(text_changed) == expect_text, mode
     assert bool(head_changed) == (mode in ("image_fc", "fc")), mode
-    assert torch.equal(before["clip.logit_scale"], after["clip.logit_scale"])
+    assert torch.equal(before["head.logit_scale"], after["head.logit_scale"])
+    assert ("head.text.transformer.resblocks.0.attn.in_proj_weight" in after) == expect_text  # kept only if trained
     if not expect_image:
         assert all(torch.equal(before[k], after[k]) for k in image_keys)
     if not expect_text:
-        assert all(torch.equal(before[k], after[k]) for k in text_keys)
+        assert not text_keys  # the text tower is dropped where it does not train
 
 
 def test_weights_load_from_a_file_the_test_wrote(tiny_name, tmp_path):

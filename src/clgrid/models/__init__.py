@@ -107,6 +107,11 @@ BACKBONES: dict[str, Arch] = {
                      lambda **_: list(RESNET_BLOCKS)),
     "resnet50": Arch(partial(resnet_backbone, depth=50), {"cifar_stem": None, "width": 64},
                      lambda **_: list(RESNET_BLOCKS)),
+    # CLIP builds its own Net (ClipNet: image encoder + zero-shot head), see build_model; blocks of open_clip's
+    # VisionTransformer that hold weights, for freeze first_k.
+    "clip": Arch(None, {"model": "ViT-B-16", "pretrained": "openai", "train_mode": "whole", "templates": "auto",
+                        "model_config": None, "cache_dir": None},
+                 lambda **_: ["conv1", "ln_pre", "transformer", "ln_post"]),
 }
 
 HEAD_OPTIONS = ("head", "head_hidden")
@@ -137,12 +142,20 @@ def backbone_blocks(model: Net) -> list[str]:
 
 
 def build_model(backbone_cfg: dict[str, Any], input_shape: list[int], n_classes: int,
-                input_norm: dict[str, list[float]] | None = None) -> Net:
+                input_norm: dict[str, list[float]] | None = None, class_names: list[str] | None = None,
+                load_weights: bool = True, dataset: str | None = None) -> Net:
     """Build the network a backbone config describes, for a scenario's input shape and classes.
 
     ``input_norm`` = ``{"mean": [...], "std": [...]}`` per input channel, in [0, 1] pixel units, or None.
+    Pretrained backbones (CLIP) read ``class_names`` (zero-shot head) and ``dataset`` (prompt templates), and load
+    their weights only with ``load_weights`` (the init job; later jobs load a checkpoint over them).
     """
     options = backbone_options(backbone_cfg)
+    if backbone_cfg["arch"] == "clip":
+        from clgrid.models.clip import build_clip_net
+
+        names = class_names or [str(c) for c in range(n_classes)]
+        return build_clip_net(options, names[:n_classes], load_weights, dataset)
     if input_norm is not None and len(input_norm["mean"]) not in (1, input_shape[0]):
         raise ValueError(f"input_norm has {len(input_norm['mean'])} channel means for input_shape {list(input_shape)}; "
                          f"expected {input_shape[0]} (or 1 for all channels)")

@@ -74,11 +74,81 @@ def zero_shot_weights(encode_text: Callable[[torch.Tensor], torch.Tensor], token
     return torch.stack(rows)
 
 
-class ClipClassifier(nn.Module):
-    """CLIP as a classifier over a scenario's class names, trained in one of ``TRAIN_MODES``.
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's image normalisation (open_clip.constants)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+TEMPLATES = {
+    # Per-dataset prompt templates in the style of CLIP's evaluation (Radford et al. 2021, Appendix A/notebook).
+    "default": ["a photo of a {}."],
+    "digits": ['a photo of the number: "{}".'],
+    "mnist": ['a photo of the number: "{}".'],
+    "cifar10": ["a photo of a {}.", "a blurry photo of a {}.", "a low resolution photo of a {}.",
+                "a photo of the small {}.", "a photo of the big {}."],
+    "cifar100": ["a photo of a {}.", "a blurry photo of a {}.", "a low resolution photo of a {}.",
+                 "a photo of the small {}.", "a photo of the big {}."],
+    "flowers102": ["a photo of a {}, a type of flower."],
+    "flowers17": ["a photo of a {}, a type of flower."],
+    "oxford_pets": ["a photo of a {}, a type of pet."],
+    "fgvc_aircraft": ["a photo of a {}, a type of aircraft."],
+    "food101": ["a photo of {}, a type of food."],
+    "eurosat": ["a centered satellite photo of {}."],
+    "dtd": ["a photo of a {} texture.", "a photo of a {} pattern."],
+}
 
-    ``features`` are the L2-normalised image embeddings (what CKA, RankMe and feature-based methods read);
-    ``forward`` returns ``logit_scale ·`` cosine logits, so cross-entropy on them is CLIP's own objective.
+
+class ClipPreprocess(nn.Module):
+    """uint8 images (any size, 1 or 3 channels) → CLIP's input: [0, 1], RGB, resized to the model's size, normalised."""
+
+    def __init__(self, image_size: int, mean=OPENAI_MEAN, std=OPENAI_STD):
+        super().__init__()
+        self.image_size = int(image_size)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.mean.device, non_blocking=True)
+        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
+        return (x - self.mean) / self.std
+
+
+class ClipHead(nn.Module):
+    """Image embedding → ``logit_scale ·`` cosine logits against one embedding per class (see the module table)."""
+
+    def __init__(self, text: nn.Module | None, prompts: torch.Tensor | None, n_templates: int,
+                 class_weights: torch.Tensor, logit_scale: float, mode: str):
+        super().__init__()
+        self.mode, self.n_templates = mode, n_templates
+        self.register_buffer("logit_scale", torch.tensor(float(logit_scale)))
+        if mode in ("whole", "text"):
+            self.text = text  # CLIP without its image tower: encode_text
+            self.register_buffer("prompts", prompts)
+        elif mode == "image":
+            self.register_buffer("class_weights", class_weights.clone())
+        else:
+            self.linear = nn.Linear(class_weights.shape[1], class_weights.shape[0], bias=False)
+            self.linear.weight.data.copy_(class_weights)
+            self.linear.weight.requires_grad_(mode in ("image_fc", "fc"))
+
+    def class_embeddings(self) -> torch.Tensor:
+        if self.mode in ("whole", "text"):
+            n_classes = len(self.prompts) // self.n_templates
+            emb = F.normalize(self.text.encode_text(self.prompts), dim=-1)
+            return F.normalize(emb.view(n_classes, self.n_templates, -1).mean(dim=1), dim=-1)
+        return self.class_weights if self.mode == "image" else self.linear.weight
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.logit_scale.exp() * F.normalize(features, dim=-1) @ self.class_embeddings().t()
+
+
+class ClipNet(nn.Module):
+    """CLIP as a clgrid ``Net``: ``preprocess``, ``backbone`` (the image encoder), ``head`` (zero-shot classifier).
+
+    ``features`` are the image embeddings (CKA, RankMe, iCaRL's class means read them), ``forward`` the cosine
+    logits, so every method, the loop and the evaluation treat it like any other backbone. The text encoder is kept
+    only in the modes that train it; elsewhere the class embeddings computed at build time are all the head needs.
     """
 
     def __init__(self, clip: nn.Module, tokenizer, class_names: Sequence[str], train_mode: str = "whole",
@@ -86,39 +156,48 @@ class ClipClassifier(nn.Module):
         super().__init__()
         if train_mode not in TRAIN_MODES:
             raise KeyError(f"unknown CLIP train_mode {train_mode!r}; valid: {', '.join(TRAIN_MODES)}")
-        self.clip, self.tokenizer, self.train_mode = clip, tokenizer, train_mode
-        self.templates = list(templates)
-        self.class_names = list(class_names)
-        self.register_buffer("prompts", torch.cat([tokenizer([t.format(c) for t in self.templates])
-                                                   for c in self.class_names]), persistent=False)
-        weights = zero_shot_weights(clip.encode_text, tokenizer, self.class_names, self.templates)
-        self.head = nn.Linear(weights.shape[1], len(self.class_names), bias=False)
-        self.head.weight.data.copy_(weights)
-        self.register_buffer("text_weights", weights.clone())
-        self._set_trainable()
-
-    def _set_trainable(self) -> None:
-        mode = self.train_mode
-        image = mode in ("whole", "image", "image_fc", "image_fc_fixed")
-        text = mode in ("whole", "text")
-        head = mode in ("image_fc", "fc")
-        for name, param in self.clip.named_parameters():
-            in_image = name.startswith("visual.")
-            param.requires_grad_(image if in_image else text if name != "logit_scale" else False)
-        self.head.weight.requires_grad_(head)
+        templates = list(templates)
+        weights = zero_shot_weights(clip.encode_text, tokenizer, class_names, templates)
+        size = clip.visual.image_size
+        self.preprocess = ClipPreprocess(size[0] if isinstance(size, (tuple, list)) else size)
+        self.backbone = clip.visual
+        clip.visual = None  # the image tower lives here once; the head keeps the rest (the text tower) if it trains
+        prompts = torch.cat([tokenizer([t.format(c) for t in templates]) for c in class_names])
+        text = clip if train_mode in ("whole", "text") else None
+        self.head = ClipHead(text, prompts, len(templates), weights, clip.logit_scale.item(), train_mode)
+        self.feature_dim, self.head_kind, self.train_mode = weights.shape[1], "clip", train_mode
+        for p in self.backbone.parameters():
+            p.requires_grad_(train_mode in ("whole", "image", "image_fc", "image_fc_fixed"))
+        if text is not None:
+            for name, p in text.named_parameters():
+                p.requires_grad_(name != "logit_scale")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.clip.encode_image(x), dim=-1)
-
-    def class_embeddings(self) -> torch.Tensor:
-        """The classifier's rows: from the text encoder (with grad) in whole/text modes, else head or buffer."""
-        if self.train_mode in ("whole", "text"):
-            n = len(self.templates)
-            emb = F.normalize(self.clip.encode_text(self.prompts), dim=-1)
-            return F.normalize(emb.view(len(self.class_names), n, -1).mean(dim=1), dim=-1)
-        if self.train_mode == "image":
-            return self.text_weights
-        return self.head.weight
+        return self.backbone(self.preprocess(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.clip.logit_scale.exp() * self.features(x) @ self.class_embeddings().t()
+        return self.head(self.features(x))
+
+
+def register_config_file(path: str) -> None:
+    """Make an open_clip model config JSON (e.g. a tiny one for tests) known by its file stem."""
+    import open_clip
+
+    open_clip.add_model_config(path)
+
+
+def build_clip_net(options: dict[str, Any], class_names: Sequence[str], load_weights: bool = True,
+                   dataset: str | None = None) -> ClipNet:
+    """The ClipNet a backbone config describes; ``load_weights=False`` skips the pretrained file (a checkpoint follows)."""
+    if options.get("model_config"):
+        register_config_file(options["model_config"])
+    model, tokenizer = load_open_clip(options["model"], options["pretrained"] if load_weights else None,
+                                      options.get("cache_dir"))
+    templates = options.get("templates") or "auto"
+    if isinstance(templates, str):
+        key = dataset if templates == "auto" else templates
+        if key not in TEMPLATES and templates != "auto":
+            raise KeyError(f"unknown template set {templates!r}; valid: auto, {', '.join(sorted(TEMPLATES))}, or a list")
+        templates = TEMPLATES.get(key, TEMPLATES["default"])
+    return ClipNet(model, tokenizer, [name.replace("_", " ") for name in class_names], options["train_mode"],
+                   templates)
