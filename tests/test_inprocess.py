@@ -4,7 +4,7 @@ loaded by the next (a fresh model and method each time, as in separate processes
 import pytest
 
 from clgrid.inprocess import run_cell, validated
-from clgrid.methods import METHODS
+from clgrid.methods import GENERIC_METHODS
 from tests.conftest import DEFAULT_CONFIG, SCHEMA
 
 
@@ -16,7 +16,7 @@ def short_config():
     return config
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", sorted(GENERIC_METHODS))
 def test_method_runs_task_by_task_through_the_jobs(method, short_config, tmp_path):
     metrics = run_cell(short_config, "split_digits", "mlp", method, 0, tmp_path)
     matrix = metrics["acc_matrix"]

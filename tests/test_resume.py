@@ -13,7 +13,7 @@ import pytest
 
 from clgrid import config as cl
 from clgrid import jobs
-from clgrid.methods import METHODS
+from clgrid.methods import GENERIC_METHODS
 
 
 class Killed(Exception):
@@ -49,7 +49,7 @@ def _train_task1(config, root, data, scenario, method, out, checkpoint_every_s=N
     return state, ev
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", sorted(GENERIC_METHODS))
 def test_interrupted_task_resumes_byte_identical(small_grid, method, monkeypatch):
     config, root, data, scenario = small_grid
     state, ev = _train_task1(config, root, data, scenario, method, f"{method}_whole")

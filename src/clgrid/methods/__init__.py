@@ -26,6 +26,10 @@ from clgrid.methods import (  # noqa: E402,F401
     replay,
     si,
     wise_ft,
+    zscl,
 )
 
 __all__ = ["METHODS", "Method", "TaskData", "get_method", "register"]
+
+GENERIC_METHODS = {name: cls for name, cls in METHODS.items() if not getattr(cls, "needs_clip", False)}
+"""Methods that work on every backbone (the rest need CLIP's image-text model: ``needs_clip``)."""

@@ -1,0 +1,183 @@
+"""ZSCL: zero-shot continual learning of CLIP (Zheng et al. 2023, ICCV, "Preventing Zero-Shot Transfer Degradation
+in Continual Learning of Vision-Language Models"), as its reference code does it.
+
+    L = CE_ls(s · f(x) g(c)ᵀ, y)                                       task loss, label smoothing 0.2
+      + λ_d · T² · [ CE(softmax(z_t/T), softmax(z_s/T))               image → text
+                   + CE(softmax(z_tᵀ/T), softmax(z_sᵀ/T)) ]           text → image
+      + λ_2 · ‖θ − θ_start‖²                                           optional, toward the task's start weights
+
+with, on a batch of reference images x_r and reference sentences r,
+
+    z_s = s · norm(f(x_r)) · norm(g₀(r))ᵀ      the student's image features against the teacher's text features
+    z_t = s · norm(f₀(x_r)) · norm(g₀(r))ᵀ     the frozen initial CLIP (f₀, g₀) on both sides
+
+(CE of soft targets, as the reference code's ``distillation``; temperature 2). The student's text encoder does not
+appear in z_s, so it gets no gradient from distillation. Weight ensembling: every ``ensemble_every`` optimizer
+steps the running mean θ̄ ← θ̄ + (θ − θ̄)/(k + 1) of the weights (θ̄ starts at the task's start weights, k counts
+updates) absorbs the current weights; at the task's end θ̄ is loaded into the model, so the averaged model is the
+one saved and passed on.
+
+The teacher is needed only on the reference set, so at the first task its image features of the (fixed) reference
+images and its text features of the reference sentences are computed once and carried in the method state, not a
+second CLIP. Reference images: ``reference_size`` images of the first task's training data (the paper uses an
+ImageNet subset; a dataset of its own is not wired yet). Reference sentences: ``reference_sentences`` (a list, or
+the path of a text file with one caption per line), else a small built-in list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from clgrid.methods.base import Method, TaskData, register, take
+
+BUILTIN_SENTENCES = [
+    "a photo of a dog playing in the park.", "a red car parked on the street.", "a plate of food on a table.",
+    "a bird sitting on a branch.", "a man riding a bicycle.", "a group of people standing outside.",
+    "a cat sleeping on a sofa.", "an airplane flying in the sky.", "a bowl of fruit.", "a house with a garden.",
+    "a close-up photo of a flower.", "a boat on the water.", "a child holding a ball.", "a city skyline at night.",
+    "a horse in a field.", "a handwritten number on paper.", "a texture of wood.", "a satellite image of farmland.",
+    "a train at a station.", "a plate of pasta.",
+]
+
+
+def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T² · mean over rows of −Σ softmax(teacher/T) · log_softmax(student/T) (ZSCL's ``distillation``)."""
+    targets = F.softmax(teacher_logits / temperature, dim=-1)
+    return -(targets * F.log_softmax(student_logits / temperature, dim=-1)).sum(dim=-1).mean() * temperature**2
+
+
+def read_sentences(source: Any) -> list[str]:
+    if source is None:
+        return list(BUILTIN_SENTENCES)
+    if isinstance(source, str):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"zscl reference_sentences: no file {source!r} (one caption per line)")
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not lines:
+            raise ValueError(f"zscl reference_sentences: {source!r} holds no caption")
+        return lines
+    return [str(s) for s in source]
+
+
+@register("zscl")
+class ZSCL(Method):
+    needs_clip = True
+    defaults = {"label_smoothing": 0.2, "temperature": 2.0, "distill_weight": 1.0, "l2_weight": 0.0,
+                "ensemble_every": 10, "reference_size": 1000, "reference_batch_size": 64,
+                "reference_sentences": None}
+
+    def __init__(self, model, params, n_classes):
+        super().__init__(model, params, n_classes)
+        head = getattr(model, "head", None)
+        if getattr(model, "head_kind", None) != "clip":
+            raise ValueError("zscl distils CLIP's image-text logits: use a backbone with arch: clip")
+        self.text_model = getattr(head, "text", None)
+        self.reference_x: torch.Tensor | None = None  # fixed reference images (uint8), chosen at the first task
+        self.teacher_image: torch.Tensor | None = None  # norm(f₀(x_r)), one row per reference image
+        self.teacher_text: torch.Tensor | None = None  # norm(g₀(r)), one row per reference sentence
+        self.start_weights: dict[str, torch.Tensor] = {}
+        self.average_weights: dict[str, torch.Tensor] = {}
+        self.ensemble_count = 0
+        self.steps = 0
+
+    def _float_weights(self) -> dict[str, torch.Tensor]:
+        return {n: t.detach().clone() for n, t in self.model.state_dict().items() if t.is_floating_point()}
+
+    @torch.no_grad()
+    def _init_teacher(self, task: TaskData) -> None:
+        """At the first task: the reference set and the initial CLIP's features on it (the whole teacher ZSCL needs)."""
+        if self.text_model is None:
+            raise ValueError("zscl needs CLIP's text encoder for the reference sentences: use train_mode whole or text")
+        n = min(self.params["reference_size"], len(task.y))
+        pick = torch.randperm(len(task.y), generator=self.generator, device="cpu")[:n].sort().values
+        self.reference_x = take(task.x, pick).cpu()
+        was_training = self.model.training
+        self.model.eval()
+        feats = [self.model.features(self.reference_x[i:i + 256].to(self.device)) for i in range(0, n, 256)]
+        self.teacher_image = F.normalize(torch.cat(feats), dim=-1)
+        tokens = self._tokenize(read_sentences(self.params["reference_sentences"])).to(self.device)
+        self.teacher_text = F.normalize(self.text_model.encode_text(tokens), dim=-1)
+        self.model.train(was_training)
+
+    def _tokenize(self, sentences: list[str]) -> torch.Tensor:
+        import open_clip
+
+        context = self.model.head.prompts.shape[1]
+        return open_clip.tokenize(sentences, context_length=context)
+
+    def before_task(self, task: TaskData, generator: torch.Generator) -> None:
+        super().before_task(task, generator)
+        if self.teacher_image is None:
+            self._init_teacher(task)
+        self.start_weights = self._float_weights()
+        self.average_weights = self._float_weights()
+        self.ensemble_count, self.steps = 0, 0
+
+    def reference_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random batch of reference images and the teacher's features of them (drawn with the task generator)."""
+        n = len(self.reference_x)
+        idx = torch.randint(n, (min(self.params["reference_batch_size"], n),), generator=self.generator, device="cpu")
+        return self.reference_x[idx].to(self.device), self.teacher_image[idx.to(self.teacher_image.device)]
+
+    def distillation(self, x_ref: torch.Tensor, teacher_image: torch.Tensor) -> torch.Tensor:
+        """Both directions of image-text distillation on one reference batch (see the module docstring)."""
+        scale = self.model.head.logit_scale.exp()
+        student = scale * F.normalize(self.model.features(x_ref), dim=-1) @ self.teacher_text.t()
+        teacher = scale * teacher_image @ self.teacher_text.t()
+        t = self.params["temperature"]
+        return soft_cross_entropy(student, teacher, t) + soft_cross_entropy(student.t(), teacher.t(), t)
+
+    def l2_to_start(self) -> torch.Tensor:
+        params = [(p, self.start_weights[n]) for n, p in self.model.named_parameters()
+                  if p.requires_grad and n in self.start_weights]
+        return sum(((p - s) ** 2).sum() for p, s in params)
+
+    def loss(self, x, y, logits):
+        loss = F.cross_entropy(logits, y, label_smoothing=self.params["label_smoothing"])
+        if self.params["distill_weight"]:
+            loss = loss + self.params["distill_weight"] * self.distillation(*self.reference_batch())
+        if self.params["l2_weight"]:
+            loss = loss + self.params["l2_weight"] * self.l2_to_start()
+        return loss
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        self.steps += 1
+        every = self.params["ensemble_every"]
+        if every and self.steps % every == 0:
+            self.ensemble_count += 1
+            current = self.model.state_dict()
+            for n, avg in self.average_weights.items():
+                avg.add_((current[n] - avg) / (self.ensemble_count + 1))
+
+    @torch.no_grad()
+    def after_task(self, task: TaskData) -> None:
+        if self.params["ensemble_every"]:
+            for n, weight in self.model.state_dict().items():
+                if n in self.average_weights and not torch.equal(weight, self.start_weights[n]):
+                    weight.copy_(self.average_weights[n])
+        self.start_weights, self.average_weights = {}, {}
+        super().after_task(task)
+
+    def task_state(self) -> dict[str, Any]:
+        return {"average_weights": self.average_weights, "ensemble_count": self.ensemble_count, "steps": self.steps}
+
+    def load_task_state(self, state: dict[str, Any]) -> None:
+        self.average_weights = self.on_device(state["average_weights"])
+        self.ensemble_count, self.steps = int(state["ensemble_count"]), int(state["steps"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "reference_x": self.reference_x, "teacher_image": self.teacher_image,
+                "teacher_text": self.teacher_text}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if state.get("reference_x") is not None:
+            self.reference_x = state["reference_x"]
+            self.teacher_image = state["teacher_image"].to(self.device)
+            self.teacher_text = state["teacher_text"].to(self.device)
