@@ -74,3 +74,28 @@ def test_mtil_of_a_model_that_never_changes():
     assert metrics.mtil_transfer(r) == pytest.approx(zero_shot[1:].mean())
     assert metrics.mtil_avg(r) == pytest.approx(zero_shot.mean()) == metrics.mtil_last(r)
     assert metrics.mtil_transfer([[70.0]]) == 0.0
+
+
+def test_run_metrics_records_mtil_for_dataset_sequences(tmp_path):
+    import json
+
+    from clgrid import jobs
+
+    def write(name, obj):
+        path = tmp_path / name
+        path.write_text(json.dumps(obj))
+        return str(path)
+
+    prov = {"device": "cpu"}
+    init = write("init.json", {"acc": [10.0, 5.0, 25.0], "acc_task_il": [10.0, 5.0, 25.0], "provenance": prov})
+    evals = [write(f"e{t}.json", {"after_task": t, "acc": row, "provenance": prov}) for t, row in enumerate(R)]
+    spec = {"benchmark": "seq", "backbone": "clip", "method": "zscl", "seed": 0,
+            "benchmark_cfg": {"scenario": "dataset_sequence", "datasets": ["a", "b", "c"]}}
+    jobs.run_metrics(spec, init, evals, str(tmp_path / "m.json"))
+    recorded = json.loads((tmp_path / "m.json").read_text())["metrics"]
+    assert recorded["mtil_transfer"] == pytest.approx(17.5)
+    assert recorded["mtil_avg"] == pytest.approx(530 / 9)
+    assert recorded["mtil_last"] == pytest.approx(205 / 3) == recorded["acc"]
+    spec["benchmark_cfg"] = {"scenario": "class_incremental"}
+    jobs.run_metrics(spec, init, evals, str(tmp_path / "m2.json"))
+    assert "mtil_transfer" not in json.loads((tmp_path / "m2.json").read_text())["metrics"]
