@@ -53,3 +53,31 @@ def test_train_modes_hold_in_the_dag(clip_grid):
     whole_init = torch.load(clip_grid / "results/init/split_digits/clip_whole/s0/model.pt", weights_only=False)["model"]
     assert not torch.equal(whole_init["head.text.token_embedding.weight"], whole["head.text.token_embedding.weight"])
     assert torch.equal(whole_init["head.logit_scale"], whole["head.logit_scale"])
+
+
+@pytest.fixture(scope="module")
+def flava_grid(tmp_path_factory):
+    root = copy_workflow(tmp_path_factory.mktemp("flava"))
+    shutil.copytree(REPO / "tests" / "fixtures", root / "tests" / "fixtures")
+    snakemake(root, "--cores", "2", "--configfile", "tests/fixtures/flava_tiny.yaml")
+    return root
+
+
+def test_flava_frozen_vs_partial_with_cross_run_cka(flava_grid):
+    runs = "results/runs/split_digits/flava_tiny/{}/s0/task1/state.pt"
+    init = torch.load(flava_grid / "results/init/split_digits/flava_tiny/s0/model.pt", weights_only=False)["model"]
+    frozen = torch.load(flava_grid / runs.format("frozen"), weights_only=False)["model"]
+    last = torch.load(flava_grid / runs.format("last_child"), weights_only=False)["model"]
+    backbone = [k for k in init if k.startswith("backbone.")]
+    assert all(torch.equal(init[k], frozen[k]) for k in backbone)
+    assert all(torch.equal(init[k], last[k]) for k in backbone if not k.startswith("backbone.pooler."))
+    assert not torch.equal(init["backbone.pooler.dense.weight"], last["backbone.pooler.dense.weight"])
+    compare = "results/compare/split_digits/flava_tiny/{}/s0/cka.json"
+    last_vs_frozen = json.loads((flava_grid / compare.format("last_child__vs__frozen")).read_text())
+    assert last_vs_frozen["layers"] == ["backbone.encoder.layer.0", "backbone.encoder.layer.1", "head"]
+    # Both runs keep the encoder frozen: its layers are the same weights, so CKA is 1 there after every task.
+    for layer in ("backbone.encoder.layer.0", "backbone.encoder.layer.1"):
+        assert last_vs_frozen["cka_per_layer"][layer] == pytest.approx([1.0, 1.0], abs=1e-9)
+    assert len(last_vs_frozen["cka_layer_maps"]) == 2
+    unfrozen_vs_frozen = json.loads((flava_grid / compare.format("unfrozen__vs__frozen")).read_text())
+    assert unfrozen_vs_frozen["cka_per_layer"]["backbone.encoder.layer.1"][1] < 1.0

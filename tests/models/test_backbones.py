@@ -218,7 +218,7 @@ def test_layer_features_on_resnet_blocks():
 def test_unknown_options_name_the_valid_ones():
     with pytest.raises(KeyError, match=r"\['channels'\] do not apply to arch 'mlp'; valid: head, head_hidden, hid"):
         build_model({"arch": "mlp", "channels": [8]}, CIFAR_SHAPE, 10)
-    with pytest.raises(KeyError, match="unknown backbone arch 'resnet9000'; valid: clip, cnn, mlp, resnet18, resnet50"):
+    with pytest.raises(KeyError, match="unknown backbone arch 'resnet9000'; valid: clip, cnn, flava, mlp, resnet18, resnet50"):
         build_model({"arch": "resnet9000"}, CIFAR_SHAPE, 10)
 
 

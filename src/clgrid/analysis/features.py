@@ -7,9 +7,25 @@ import torch
 
 
 def default_layers(model: torch.nn.Module) -> list[str]:
-    """Each block of the backbone, then the head: the layers CKA compares unless the config names others."""
-    blocks = [f"backbone.{name}" for name, _ in model.backbone.named_children() if name.startswith("block")]
+    """Each block of the backbone, then the head: the layers CKA compares unless the config names others.
+
+    Transformers have no ``block<i>`` children: their layers are FLAVA's ``encoder.layer.<i>`` and CLIP's
+    ``transformer.resblocks.<i>``.
+    """
+    backbone = model.backbone
+    blocks = [f"backbone.{name}" for name, _ in backbone.named_children() if name.startswith("block")]
+    for path in ("encoder.layer", "transformer.resblocks"):
+        try:
+            layers = backbone.get_submodule(path)
+        except AttributeError:
+            continue
+        blocks += [f"backbone.{path}.{i}" for i in range(len(layers))]
     return blocks + ["head"]
+
+
+def _first_tensor(out):
+    """A module's output tensor (transformer layers return tuples whose first element is the hidden states)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 @torch.no_grad()
@@ -24,7 +40,8 @@ def layer_features(model: torch.nn.Module, x: torch.Tensor, layers: list[str], b
     captured: dict[str, list[np.ndarray]] = {name: [] for name in layers}
     handles = [
         model.get_submodule(name).register_forward_hook(
-            lambda _m, _i, out, name=name: captured[name].append(out.detach().flatten(1).cpu().numpy())
+            lambda _m, _i, out, name=name: captured[name].append(
+                _first_tensor(out).detach().flatten(1).cpu().numpy())
         )
         for name in layers
     ]

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from clgrid.models.cnn import cnn_backbone, cnn_blocks
+from clgrid.models.flava import BLOCKS as FLAVA_BLOCKS
+from clgrid.models.flava import flava_backbone
 from clgrid.models.mlp import mlp_backbone, mlp_blocks
 from clgrid.models.resnet import RESNET_BLOCKS, resnet_backbone
 
@@ -107,6 +109,9 @@ BACKBONES: dict[str, Arch] = {
                      lambda **_: list(RESNET_BLOCKS)),
     "resnet50": Arch(partial(resnet_backbone, depth=50), {"cifar_stem": None, "width": 64},
                      lambda **_: list(RESNET_BLOCKS)),
+    "flava": Arch(flava_backbone, {"pretrained": "facebook/flava-full", "flava_config": None, "output": "pooled",
+                                   "frozen_layers": 0, "cache_dir": None},
+                  lambda **_: list(FLAVA_BLOCKS)),
     # CLIP builds its own Net (ClipNet: image encoder + zero-shot head), see build_model; blocks of open_clip's
     # VisionTransformer that hold weights, for freeze first_k.
     "clip": Arch(None, {"model": "ViT-B-16", "pretrained": "openai", "train_mode": "whole", "templates": "auto",
@@ -159,6 +164,8 @@ def build_model(backbone_cfg: dict[str, Any], input_shape: list[int], n_classes:
     if input_norm is not None and len(input_norm["mean"]) not in (1, input_shape[0]):
         raise ValueError(f"input_norm has {len(input_norm['mean'])} channel means for input_shape {list(input_shape)}; "
                          f"expected {input_shape[0]} (or 1 for all channels)")
+    if backbone_cfg["arch"] == "flava":
+        options["load_weights"] = load_weights
     backbone, feature_dim = BACKBONES[backbone_cfg["arch"]].build(tuple(input_shape), **options)
     return Net(backbone, feature_dim, n_classes, backbone_cfg.get("head", "linear"), backbone_cfg.get("head_hidden"),
                input_norm=input_norm)
