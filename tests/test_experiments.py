@@ -13,6 +13,7 @@ STUDIES = {
     "split_cifar10": (4 * 3, 4 * 3 * 5),
     "kd_cifar10": (7 * 3, 7 * 3 * 5),
     "frozen_vs_partial": (2 * 9 * 3, 2 * 9 * 3 * 10),
+    "mtil_clip": (6, 6 * 11),
 }
 
 

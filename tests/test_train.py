@@ -75,3 +75,23 @@ def test_host_placement_through_the_job_functions_gives_the_same_metrics(default
             prev = state
         evals[placement] = read_json(ev)
     assert evals["device"]["acc"] == evals["host"]["acc"] and evals["device"]["epoch_losses"] == evals["host"]["epoch_losses"]
+
+
+def test_iterations_count_optimizer_steps_across_epochs():
+    # 40 samples at batch 16: 3 steps per epoch (16, 16, 8). 7 iterations = 3 + 3 + 1 steps over 3 epochs.
+    data = task(0, [0, 1], n_per_class=20)
+    sizes = []
+    model = tiny_model()
+    method = Method(model, {}, 4)
+    method.after_step = lambda: sizes.append(len(method.raw_batch))
+    losses = fit_task(model, method, data, {**TRAIN, "lr": 0.01, "batch_size": 16, "epochs": 99, "iterations": 7},
+                      task_generator(0, 0), augment=lambda x: x)
+    assert sizes == [16, 16, 8, 16, 16, 8, 16] and len(losses) == 3
+
+
+def test_zero_epochs_trains_nothing():
+    data = task(0, [0, 1], n_per_class=20)
+    model = tiny_model()
+    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    assert fit_task(model, Method(model, {}, 4), data, {**TRAIN, "epochs": 0}, task_generator(0, 0)) == []
+    assert all(torch.equal(before[n], p) for n, p in model.state_dict().items())

@@ -115,8 +115,11 @@ def train_task(config: dict[str, Any], benchmark: str, backbone: str, method: st
     """One (run, task) job: ``gpu`` (0/1), ``runtime`` (minutes) and ``mem_mb``."""
     gpu = wants_gpu(config, on_cluster)
     train = {**config["benchmarks"][benchmark]["train"], **method_of(config, method)[2]}
-    seconds = _cost_seconds(config, benchmark, backbone, _task_samples(config, benchmark, method),
-                            train.get("epochs", 1), gpu)
+    if train.get("iterations"):  # a fixed number of steps: samples seen = steps × batch size
+        seconds = _cost_seconds(config, benchmark, backbone, train["iterations"] * train["batch_size"], 1, gpu)
+    else:
+        seconds = _cost_seconds(config, benchmark, backbone, _task_samples(config, benchmark, method),
+                                train.get("epochs", 1), gpu)
     runtime = max(MIN_RUNTIME_MIN, int(math.ceil(SAFETY * seconds / 60)))
     return {"gpu": int(gpu), "runtime": runtime, "mem_mb": _mem_mb(config, benchmark, backbone)}
 

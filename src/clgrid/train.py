@@ -110,7 +110,8 @@ def fit_task(
     checkpoint_every_s: float | None = None,
     resume: dict[str, Any] | None = None,
 ) -> list[float]:
-    """Train ``model`` on one task's data for ``epochs`` epochs; returns the mean loss of each epoch.
+    """Train ``model`` on one task's data for ``epochs`` epochs (or ``iterations`` optimizer steps, the last epoch
+    cut short where they end); returns the mean loss of each epoch.
 
     ``data.x`` is the task's inputs on the training device (uint8 images or floats); batches are taken by
     index and, when ``augment`` is given, augmented on the device. The method sees the augmented batch; the
@@ -148,13 +149,18 @@ def fit_task(
         log.info("task %d resumed at epoch %d, batch %d", data.task_id, first_epoch + 1, skip)
     last_checkpoint = time.monotonic()
     method.train_mode()
-    for epoch in range(first_epoch, int(train_cfg["epochs"])):
+    steps_per_epoch = -(-n // batch_size)
+    iterations = train_cfg.get("iterations")
+    n_epochs = -(-int(iterations) // steps_per_epoch) if iterations else int(train_cfg["epochs"])
+    for epoch in range(first_epoch, n_epochs):
         if order is None:
             order = torch.randperm(n, generator=generator)
             total, batches = 0.0, 0
         for step, (idx, x) in enumerate(stream.epoch(order)):
             if step < skip:
                 continue
+            if iterations and epoch * steps_per_epoch + step >= iterations:
+                break
             y = data.y[idx]
             if augment is not None:
                 method.raw_batch = x
@@ -186,7 +192,7 @@ def fit_task(
                 last_checkpoint = time.monotonic()
         skip, order = 0, None
         epoch_losses.append(total / max(batches, 1))
-        log.info("task %d epoch %d/%d loss %.4f", data.task_id, epoch + 1, train_cfg["epochs"], epoch_losses[-1])
+        log.info("task %d epoch %d/%d loss %.4f", data.task_id, epoch + 1, n_epochs, epoch_losses[-1])
     model.eval()
     method.after_task(data)
     return epoch_losses
