@@ -14,6 +14,7 @@ STUDIES = {
     "kd_cifar10": (7 * 3, 7 * 3 * 5),
     "frozen_vs_partial": (2 * 9 * 3, 2 * 9 * 3 * 10),
     "mtil_clip": (6, 6 * 11),
+    "flava_frozen_vs_partial": (9 * 3 * 3, 9 * 3 * (5 + 10 + 10)),
 }
 
 
@@ -34,6 +35,8 @@ def test_study_plans_without_its_data(bare_copy, study):
     # The DAG starts at the download: one download and one preparation per dataset.
     assert jobs["download_dataset"] == jobs["prepare_dataset"] == len(datasets)
     assert ("published" in jobs) == ("published" in config)
+    if study == "flava_frozen_vs_partial":  # each last-child and unfrozen run against its frozen counterpart
+        assert jobs["compare_runs"] == 6 * 3 * 3
     assert not (bare_copy / "resources").exists()
 
 
