@@ -13,12 +13,16 @@ pytestmark = pytest.mark.e2e
 RUNS = "results/runs/split_digits/{backbone}/{method}/s0"
 
 
+def _run_fixture(tmp_path_factory, name):
+    root = copy_workflow(tmp_path_factory.mktemp(name))
+    shutil.copytree(REPO / "tests" / "fixtures", root / "tests" / "fixtures")
+    snakemake(root, "--cores", "2", "--configfile", f"tests/fixtures/{name}.yaml")
+    return root
+
+
 @pytest.fixture(scope="module")
 def clip_grid(tmp_path_factory):
-    root = copy_workflow(tmp_path_factory.mktemp("clip"))
-    shutil.copytree(REPO / "tests" / "fixtures", root / "tests" / "fixtures")
-    snakemake(root, "--cores", "2", "--configfile", "tests/fixtures/clip_tiny.yaml")
-    return root
+    return _run_fixture(tmp_path_factory, "clip_tiny")
 
 
 def _state(root, backbone, method, task):
@@ -57,10 +61,7 @@ def test_train_modes_hold_in_the_dag(clip_grid):
 
 @pytest.fixture(scope="module")
 def flava_grid(tmp_path_factory):
-    root = copy_workflow(tmp_path_factory.mktemp("flava"))
-    shutil.copytree(REPO / "tests" / "fixtures", root / "tests" / "fixtures")
-    snakemake(root, "--cores", "2", "--configfile", "tests/fixtures/flava_tiny.yaml")
-    return root
+    return _run_fixture(tmp_path_factory, "flava_tiny")
 
 
 def test_flava_frozen_vs_partial_with_cross_run_cka(flava_grid):

@@ -35,6 +35,16 @@ class WeightsMissingError(FileNotFoundError):
     """Pretrained weights are neither at the given path nor in the cache, and there is no network."""
 
 
+def weights_missing(what: str, cache_dir: str | None, fetch: str, alternative: str, err: Exception) -> WeightsMissingError:
+    """The one error for pretrained weights that cannot be had: what, where it looked, and how to fetch them."""
+    where = cache_dir or os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub")
+    return WeightsMissingError(
+        f"{what} are not available: not local, not in the cache ({where}), and no network "
+        f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). On a machine with network run `{fetch}` and "
+        f"{alternative}, or copy {where} here. ({type(err).__name__}: {str(err).splitlines()[0]})")
+
+
 def load_open_clip(model_name: str, pretrained: str | None, cache_dir: str | None = None) -> tuple[nn.Module, Any]:
     """(model, tokenizer) of an open_clip model: ``pretrained`` is a tag (``openai``), a weights file, or None (random).
 
@@ -52,14 +62,10 @@ def load_open_clip(model_name: str, pretrained: str | None, cache_dir: str | Non
         model, _, _ = open_clip.create_model_and_transforms(model_name, pretrained=pretrained or None,
                                                             cache_dir=cache_dir)
     except (RuntimeError, OSError) as err:
-        where = cache_dir or os.environ.get("HF_HUB_CACHE") or os.path.join(
-            os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub")
-        raise WeightsMissingError(
-            f"open_clip weights {model_name}/{pretrained} are not available: not a file, not in the cache ({where}), "
-            f"and no network (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). On a machine with network run "
-            f"`python -c \"import open_clip; open_clip.create_model_and_transforms('{model_name}', "
-            f"pretrained='{pretrained}')\"` and copy {where} here, or save the state_dict to a file and give its "
-            f"path as pretrained. ({type(err).__name__}: {str(err).splitlines()[0]})") from err
+        fetch = (f"python -c \"import open_clip; open_clip.create_model_and_transforms('{model_name}', "
+                 f"pretrained='{pretrained}')\"")
+        raise weights_missing(f"open_clip weights {model_name}/{pretrained}", cache_dir, fetch,
+                              "save the state_dict to a file to give as pretrained", err) from err
     return model, open_clip.get_tokenizer(model_name)
 
 

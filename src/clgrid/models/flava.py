@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from clgrid.models.clip import OPENAI_MEAN, OPENAI_STD, WeightsMissingError
+from clgrid.models.clip import OPENAI_MEAN, OPENAI_STD, weights_missing
 
 BLOCKS = ["embeddings", "encoder", "layernorm", "pooler"]
 
@@ -44,14 +44,10 @@ def load_flava_image_model(pretrained: str | None, flava_config: dict[str, Any] 
                 return FlavaImageModel.from_pretrained(pretrained)
         return FlavaModel.from_pretrained(pretrained, cache_dir=cache_dir).image_model
     except OSError as err:
-        where = cache_dir or os.environ.get("HF_HUB_CACHE") or os.path.join(
-            os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub")
-        raise WeightsMissingError(
-            f"FLAVA weights {pretrained!r} are not available: not a saved folder, not in the cache ({where}), and no "
-            f"network (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}). On a machine with network run "
-            f"`python -c \"from transformers import FlavaModel; FlavaModel.from_pretrained('{pretrained}')"
-            f".image_model.save_pretrained('flava_image')\"` and give the folder as pretrained, or copy {where} "
-            f"here. ({type(err).__name__}: {str(err).splitlines()[0]})") from err
+        fetch = (f"python -c \"from transformers import FlavaModel; FlavaModel.from_pretrained('{pretrained}')"
+                 f".image_model.save_pretrained('flava_image')\"")
+        raise weights_missing(f"FLAVA weights {pretrained!r}", cache_dir, fetch, "give the folder as pretrained",
+                              err) from err
 
 
 class FlavaBackbone(nn.Module):
