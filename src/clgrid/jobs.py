@@ -385,8 +385,9 @@ def compare_runs(spec: dict[str, Any], other_spec: dict[str, Any], scenario_path
     from clgrid.analysis.cka import cross_run_cka
     from clgrid.analysis.features import default_layers, layer_features
 
-    ctx = _Context(spec, scenario_path, dataset_files, threads)
-    other_ctx = _Context(other_spec, scenario_path, dataset_files, threads)
+    if other_spec["backbone_cfg"] != spec["backbone_cfg"]:
+        raise ValueError("cross-run CKA compares two runs of one backbone; got two backbone configs")
+    ctx = _Context(spec, scenario_path, dataset_files, threads)  # one context: same scenario, data and architecture
     cfg = spec["analysis"]
     n_tasks = len(ctx.scenario["tasks"])
     if len(states) != n_tasks or len(other_states) != n_tasks:
@@ -394,7 +395,7 @@ def compare_runs(spec: dict[str, Any], other_spec: dict[str, Any], scenario_path
                          f"{len(other_states)}")
     tests = [ctx.task_data(i, "test") for i in range(n_tasks)]
     x_eval = _analysis_inputs(ctx, tests, cfg["n_samples"], np.random.default_rng(0))
-    models, other_models = _load_checkpoints(ctx, states), _load_checkpoints(other_ctx, other_states)
+    models, other_models = _load_checkpoints(ctx, states), _load_checkpoints(ctx, other_states)
     layers = cfg["layers"] or default_layers(models[0])
     result = cross_run_cka([layer_features(m, x_eval, layers) for m in models],
                            [layer_features(m, x_eval, layers) for m in other_models], layers, cfg["cka_batch_size"])
