@@ -108,10 +108,7 @@ def other_spec(wildcards):
 
 
 def other_states(wildcards):
-    return [
-        TASK_STATE.format(**{**wildcards, "method": wildcards.other, "task": t})
-        for t in range(cl.n_tasks(config, wildcards.benchmark))
-    ]
+    return run_states(wildcards, wildcards.other)
 
 
 def comparisons():
@@ -147,8 +144,16 @@ def task_evals(wildcards):
     return [TASK_EVAL.format(**{**wildcards, "task": t}) for t in range(cl.n_tasks(config, wildcards.benchmark))]
 
 
+def run_states(wildcards, method):
+    """state.pt of every task of ``method``'s run at the wildcards' benchmark, backbone and seed."""
+    return [
+        TASK_STATE.format(**{**wildcards, "method": method, "task": t})
+        for t in range(cl.n_tasks(config, wildcards.benchmark))
+    ]
+
+
 def task_states(wildcards):
-    return [TASK_STATE.format(**{**wildcards, "task": t}) for t in range(cl.n_tasks(config, wildcards.benchmark))]
+    return run_states(wildcards, wildcards.method)
 
 
 def all_metrics(wildcards=None):
