@@ -69,8 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for host-placed inputs")
     p.add_argument("--checkpoint-every", type=float, default=600.0, metavar="SECONDS",
                    help="write an in-job checkpoint (<state>.resume.pt) this often; a restarted job resumes from it")
+    p.add_argument("--features", default=None,
+                   help="cached features of the frozen backbone (extract-features): train the head on them")
     p.add_argument("--out-state", required=True)
     p.add_argument("--out-eval", required=True)
+
+    p = _model_job(verbs, "extract-features", "a frozen backbone's features of every task split, computed once")
+    p.add_argument("--init", required=True, help="the initial model whose (frozen) backbone computes the features")
+    p.add_argument("--out", required=True)
 
     p = _model_job(verbs, "evaluate", "accuracy of a checkpoint on every task")
     p.add_argument("--state", required=True)
@@ -174,7 +180,9 @@ def dispatch(args: argparse.Namespace) -> None:
         jobs.init_model(args.spec, args.scenario, args.out)
     elif args.verb == "train":
         jobs.train(args.spec, args.scenario, args.data, args.prev, args.task, args.out_state, args.out_eval, args.threads,
-                   args.placement, args.workers, args.checkpoint_every)
+                   args.placement, args.workers, args.checkpoint_every, args.features)
+    elif args.verb == "extract-features":
+        jobs.extract_features(args.spec, args.scenario, args.data, args.init, args.out, args.threads)
     elif args.verb == "evaluate":
         jobs.evaluate(args.spec, args.scenario, args.data, args.state, args.out, args.threads)
     elif args.verb == "metrics":

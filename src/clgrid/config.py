@@ -236,6 +236,47 @@ def cross_run_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
+FEATURE_CACHE_UNSUPPORTED = {
+    "lora": "it adds adapters inside the backbone",
+    "zscl": "it distils the image encoder on reference images",
+}
+"""Methods that need the backbone itself even when it is frozen: their runs never use the feature cache."""
+
+
+def uses_feature_cache(config: dict[str, Any], benchmark: str, backbone: str, method: str) -> bool:
+    """Whether a run trains on cached features: its backbone is frozen, inputs are not augmented, the method allows it.
+
+    Frozen means the method's ``freeze: all``, or CLIP's ``train_mode`` ``fc`` or ``text`` (the image encoder never
+    trains). Augmented inputs change every epoch, so their features cannot be computed once.
+    """
+    if not config.get("feature_cache", True):
+        return False
+    if (config["benchmarks"][benchmark].get("transform") or {}).get("augment", "none") != "none":
+        return False
+    method_name, params, _ = method_of(config, method)
+    if method_name in FEATURE_CACHE_UNSUPPORTED:
+        return False
+    backbone_cfg = config["backbones"][backbone]
+    clip_frozen = backbone_cfg["arch"] == "clip" and backbone_cfg.get("train_mode", "whole") in ("fc", "text")
+    return params.get("freeze", "none") == "all" or clip_frozen
+
+
+def backbone_is_seeded(backbone_cfg: dict[str, Any]) -> bool:
+    """Whether a backbone's initial weights depend on the seed (random init) or come from pretrained weights."""
+    arch = backbone_cfg["arch"]
+    if arch == "clip":
+        return not backbone_cfg.get("pretrained", "openai")
+    if arch == "flava":
+        return backbone_cfg.get("flava_config") is not None
+    return not backbone_cfg.get("weights")
+
+
+def feature_seed(config: dict[str, Any], backbone: str, seed: int) -> int:
+    """The seed whose initial model the cached features come from: the run's own for a randomly initialised
+    backbone, the first seed for pretrained weights (the same in every seed, so every seed shares one cache)."""
+    return int(seed) if backbone_is_seeded(config["backbones"][backbone]) else int(config["seeds"][0])
+
+
 def n_tasks(config: dict[str, Any], benchmark: str) -> int:
     bench = config["benchmarks"][benchmark]
     if bench["scenario"] == "dataset_sequence":
@@ -281,6 +322,7 @@ def run_spec(config: dict[str, Any], benchmark: str, backbone: str, method: str,
         "method": method,
         "method_name": method_name,
         "method_params": params,
+        "feature_cache": uses_feature_cache(config, benchmark, backbone, method),
     }
 
 

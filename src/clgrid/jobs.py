@@ -89,7 +89,7 @@ class _Context:
     """
 
     def __init__(self, spec: dict[str, Any], scenario_path: str, dataset_files: list[str], threads: int,
-                 placement: str = "auto", workers: int = 2, max_device_gb: float = 4.0):
+                 placement: str = "auto", workers: int = 2, max_device_gb: float = 4.0, features: str | None = None):
         import torch
 
         from clgrid.train import resolve_device
@@ -106,6 +106,11 @@ class _Context:
         names += [s["dataset"] for s in self.scenario.get("eval_sets", {}).values()]
         self.datasets = load_datasets(dataset_files, names)
         self._test_sets = None
+        # Cached features of the frozen backbone (extract_features): they replace every split's inputs.
+        self.features = load_torch(features) if features else None
+        if self.features is not None and len(self.features["train"]) != len(self.scenario["tasks"]):
+            raise ValueError(f"'{features}' holds features of {len(self.features['train'])} tasks, the scenario has "
+                             f"{len(self.scenario['tasks'])}; delete it so the extract_features job rebuilds it")
         image_bytes = sum(d["x_train"].nbytes + d["x_test"].nbytes for d in self.datasets.values())
         if placement == "auto":
             placement = "host" if self.device.type == "cuda" and image_bytes > max_device_gb * 2**30 else "device"
@@ -131,8 +136,21 @@ class _Context:
         from clgrid.data.scenarios import task_arrays
         from clgrid.methods import TaskData
 
-        x, y = self._tensors(*task_arrays(self.datasets, self.scenario, task_id, split))
+        x, y = task_arrays(self.datasets, self.scenario, task_id, split)
+        x, y = self._tensors(self._cached(x, split, task_id), y)
         return TaskData(task_id, x, y, list(self.scenario["tasks"][task_id]["classes"]), loader=self.loader)
+
+    def _cached(self, x, key: str, index: int | None = None, name: str | None = None):
+        """``x``, or its cached features when the job trains on them (``key``: train, test, unseen or sets)."""
+        if self.features is None:
+            return x
+        cached = self.features[key]
+        cached = cached[name] if name is not None else cached
+        cached = cached[index] if index is not None else cached
+        if len(cached) != len(x):
+            raise ValueError(f"cached features of {key} {name or ''} {index if index is not None else ''} hold "
+                             f"{len(cached)} samples, the data {len(x)}: the cache is stale; delete it to rebuild")
+        return cached.numpy()
 
     def test_sets(self) -> dict[str, list]:
         """Every evaluation set, each a list of (x, y, classes): the tasks' test splits, the held-out classes
@@ -147,13 +165,13 @@ class _Context:
             if holdout:
                 x, y = select(self.datasets[holdout["dataset"]], "test", holdout["test_idx"], holdout["label_offset"],
                               holdout["transform"], shape)
-                sets["unseen"] = [(*self._tensors(x, y), holdout["classes"])]
+                sets["unseen"] = [(*self._tensors(self._cached(x, "unseen"), y), holdout["classes"])]
             for name, eval_set in self.scenario.get("eval_sets", {}).items():
                 parts = []
-                for task, part in zip(self.scenario["tasks"], eval_set["tasks"]):
+                for i, (task, part) in enumerate(zip(self.scenario["tasks"], eval_set["tasks"])):
                     x, y = select(self.datasets[eval_set["dataset"]], "test", part["test_idx"], part["label_offset"],
                                   part["transform"], shape)
-                    parts.append((*self._tensors(x, y), task["classes"]))
+                    parts.append((*self._tensors(self._cached(x, "sets", i, name), y), task["classes"]))
                 sets[f"set:{name}"] = parts
             self._test_sets = sets
         return self._test_sets
@@ -187,6 +205,33 @@ def init_model(spec: dict[str, Any], scenario_path: str, out: str) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     log.info("initialised %s with %d parameters (seed %d)", spec["backbone"], n_params, spec["seed"])
     save_torch(out, {"clgrid": provenance(spec, spec["seed"]), "task": -1, "model": model.state_dict()})
+
+
+def extract_features(spec: dict[str, Any], scenario_path: str, dataset_files: list[str], init: str, out: str,
+                     threads: int = 1) -> None:
+    """The frozen backbone's features of every task's train and test split, the held-out classes and each
+    evaluation-only set: computed once, read by every frozen-backbone run of this benchmark and backbone."""
+    from clgrid.models.feature_cache import extract, state_digest
+
+    ctx = _Context(spec, scenario_path, dataset_files, threads)
+    model = ctx.build_model()
+    model.load_state_dict(load_torch(init)["model"])
+    model.to(ctx.device).eval()
+    n_tasks = len(ctx.scenario["tasks"])
+    cache: dict[str, Any] = {"train": [], "test": []}
+    for split in ("train", "test"):
+        for i in range(n_tasks):
+            cache[split].append(extract(model, ctx.task_data(i, split).x))
+            log.info("task %d %s: %d features of dim %d", i, split, *cache[split][-1].shape[:2])
+    sets = ctx.test_sets()
+    cache["unseen"] = extract(model, sets["unseen"][0][0]) if "unseen" in sets else None
+    cache["sets"] = {key[4:]: [extract(model, x) for x, _, _ in parts] for key, parts in sets.items()
+                     if key.startswith("set:")}
+    samples = sum(len(f) for split in ("train", "test") for f in cache[split]) + len(cache["unseen"] or []) + sum(
+        len(f) for parts in cache["sets"].values() for f in parts)
+    save_torch(out, {"clgrid": provenance(spec, spec["seed"], str(ctx.device)), **cache,
+                     "backbone_digest": state_digest(model.backbone), "backbone_samples": samples})
+    log.info("wrote %s: %d samples through the backbone once", out, samples)
 
 
 def _eval_record(spec, ctx, predict, task_id: int) -> dict[str, Any]:
@@ -232,6 +277,7 @@ def train(
     placement: str = "auto",
     workers: int = 2,
     checkpoint_every_s: float | None = 600.0,
+    features: str | None = None,
 ) -> None:
     """Continue a run from the previous task's state, train task ``task_id``, save state and evaluate.
 
@@ -242,14 +288,17 @@ def train(
     Evaluation runs in the same process: it always follows training, and a
     second job would pay the torch import (about 2.4 s here) again for
     milliseconds of work.
+
+    ``features`` (a frozen backbone's cache, see ``clgrid.models.feature_cache``): the head trains and is evaluated
+    on them and the backbone never runs; the state saved is the whole model, as without the cache.
     """
+    import contextlib
+
     import torch
 
-    from clgrid.data.transforms import make_augment
-    from clgrid.methods import get_method
-    from clgrid.train import fit_task, task_generator
+    from clgrid.models.feature_cache import BackboneCounter, head_only, state_digest
 
-    ctx = _Context(spec, scenario_path, dataset_files, threads, placement, workers)
+    ctx = _Context(spec, scenario_path, dataset_files, threads, placement, workers, features=features)
     previous = load_torch(prev)
     if previous["task"] != task_id - 1:
         raise ValueError(f"'{prev}' holds the state after task {previous['task']}, but task {task_id} needs task {task_id - 1}")
@@ -257,6 +306,31 @@ def train(
     model = ctx.build_model()
     model.load_state_dict(previous["model"])
     model.to(ctx.device)
+    counter = BackboneCounter(model.backbone)
+    cached = contextlib.nullcontext()
+    if ctx.features is not None:
+        if state_digest(model.backbone) != ctx.features["backbone_digest"]:
+            raise ValueError(f"the cached features '{features}' were computed by other backbone weights than this "
+                             "run's: its backbone is not frozen, or the cache is stale (delete it to rebuild)")
+        cached = head_only(model)
+        log.info("training the head on cached features (%s); the frozen backbone does not run", features)
+    with cached:
+        state, record = _train_task(spec, ctx, model, previous, task_id, out_state, checkpoint_every_s)
+    counter.remove()
+    record["backbone_samples"] = counter.samples
+    log.info("samples through the backbone in this job: %d", counter.samples)
+    save_torch(out_state, {**state, "model": model.state_dict()})
+    write_json(out_eval, record)
+    Path(out_state + ".resume.pt").unlink(missing_ok=True)
+
+
+def _train_task(spec: dict[str, Any], ctx: _Context, model, previous: dict[str, Any], task_id: int, out_state: str,
+                checkpoint_every_s: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train one task and evaluate; returns the state to save (without the model's weights) and the eval record."""
+    from clgrid.data.transforms import make_augment
+    from clgrid.methods import get_method
+    from clgrid.train import fit_task, task_generator
+
     method = get_method(spec["method_name"])(model, spec["method_params"], ctx.scenario["n_classes"])
     if "method" in previous:
         method.load_state_dict(previous["method"])
@@ -282,14 +356,10 @@ def train(
     epoch_losses = fit_task(model, method, data, spec["train"], generator, augment, checkpoint, checkpoint_every_s,
                             resume)
     prov = provenance(spec, spec["seed"], str(ctx.device))
-    save_torch(
-        out_state,
-        {"clgrid": prov, "task": task_id, "model": model.state_dict(), "method": method.state_dict(), "epoch_losses": epoch_losses},
-    )
+    state = {"clgrid": prov, "task": task_id, "method": method.state_dict(), "epoch_losses": epoch_losses}
     record = _eval_record(spec, ctx, method.predict, task_id)
     record["epoch_losses"] = epoch_losses
-    write_json(out_eval, record)
-    resume_path.unlink(missing_ok=True)
+    return state, record
 
 
 def _load_resume(path: Path, spec: dict[str, Any], task_id: int) -> dict[str, Any] | None:

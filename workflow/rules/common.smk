@@ -23,6 +23,7 @@ RAW_DONE = os.path.join(config["data_root"], "{dataset}", ".clgrid_downloaded")
 SCENARIO = "results/scenarios/{benchmark}.json"
 INIT_MODEL = "results/init/{benchmark}/{backbone}/s{seed}/model.pt"
 INIT_EVAL = "results/init/{benchmark}/{backbone}/s{seed}/eval.json"
+FEATURES = "results/features/{benchmark}/{backbone}/s{seed}/features.pt"
 TASK_STATE = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/state.pt"
 TASK_EVAL = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/eval.json"
 RUN_METRICS = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/metrics.json"
@@ -138,6 +139,18 @@ def previous_state(wildcards):
     if task == 0:
         return INIT_MODEL.format(**wildcards)
     return TASK_STATE.format(**{**wildcards, "task": task - 1})
+
+
+def cached_features(wildcards):
+    """The frozen backbone's feature cache a run trains on ({} for runs that train their backbone)."""
+    if not cl.uses_feature_cache(config, wildcards.benchmark, wildcards.backbone, wildcards.method):
+        return {}
+    seed = cl.feature_seed(config, wildcards.backbone, int(wildcards.seed))
+    return {"features": FEATURES.format(benchmark=wildcards.benchmark, backbone=wildcards.backbone, seed=seed)}
+
+
+def features_arg(wildcards, input):
+    return f"--features {input.features}" if "features" in input.keys() else ""
 
 
 def task_evals(wildcards):

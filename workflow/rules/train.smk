@@ -26,6 +26,7 @@ rule init_model:
 # second job would pay the torch import again for milliseconds of work).
 rule train_task:
     input:
+        unpack(cached_features),
         scenario=SCENARIO,
         data=dataset_files,
         prev=previous_state,
@@ -36,6 +37,7 @@ rule train_task:
         spec=run_spec,
         placement=config["data_placement"],
         checkpoint=config["checkpoint_every_s"],
+        features=features_arg,
     threads: 1
     log:
         "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/train.log",
@@ -50,5 +52,5 @@ rule train_task:
     shell:
         "clgrid train --spec {params.spec:q} --scenario {input.scenario} --data {input.data}"
         " --prev {input.prev} --task {wildcards.task} --threads {threads} --placement {params.placement}"
-        " --checkpoint-every {params.checkpoint}"
+        " --checkpoint-every {params.checkpoint} {params.features}"
         " --out-state {output.state} --out-eval {output.acc} > {log} 2>&1"

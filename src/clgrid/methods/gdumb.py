@@ -90,10 +90,11 @@ class GDumb(Method):
 
         ``training_data`` receives no generator, so one is derived from the run's
         initial weights (different per seed, fixed within a run) and the task id:
-        rerunning a task, or running it after a restart, gives the same memory.
+        rerunning a task, or running it after a restart, gives the same memory. Only the head's weights enter
+        (random per seed too): a run on cached features (the backbone swapped out) draws the same memory.
         """
         digest = hashlib.sha256(str(task_id).encode())
-        for name in sorted(self.initial_weights):
+        for name in sorted(n for n in self.initial_weights if n.startswith("head.")):
             raw = self.initial_weights[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8)
             digest.update(raw.numpy().tobytes())
         return torch.Generator().manual_seed(int.from_bytes(digest.digest()[:8], "little"))
