@@ -82,3 +82,61 @@ def test_flava_frozen_vs_partial_with_cross_run_cka(flava_grid):
     assert len(last_vs_frozen["cka_layer_maps"]) == 2
     unfrozen_vs_frozen = json.loads((flava_grid / compare.format("unfrozen__vs__frozen")).read_text())
     assert unfrozen_vs_frozen["cka_per_layer"]["backbone.encoder.layer.1"][1] < 1.0
+
+
+NAMES = {"digits_low": ["zero", "one", "two"], "digits_mid": ["three", "four", "five"],
+         "digits_high": ["six", "seven", "eight"]}
+
+
+@pytest.fixture(scope="module")
+def mtil_grid(tmp_path_factory):
+    """Three imported datasets cut from digits (classes 0-2, 3-5, 6-8 with their names), then the MTIL fixture."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    root = copy_workflow(tmp_path_factory.mktemp("mtil"))
+    shutil.copytree(REPO / "tests" / "fixtures", root / "tests" / "fixtures")
+    digits = load_digits()
+    x = (digits.images * 255 / 16).round().astype(np.uint8)[:, None]
+    (root / "data_in").mkdir()
+    for first, name in zip((0, 3, 6), NAMES):
+        keep = np.flatnonzero((digits.target >= first) & (digits.target < first + 3))
+        train, test = keep[: int(0.7 * len(keep))], keep[int(0.7 * len(keep)):]
+        np.savez(root / "data_in" / f"{name}.npz", x_train=x[train], y_train=digits.target[train] - first,
+                 x_test=x[test], y_test=digits.target[test] - first, classes=np.array(NAMES[name]))
+    snakemake(root, "--cores", "2", "--configfile", "tests/fixtures/clip_mtil_tiny.yaml")
+    return root
+
+
+def test_mtil_sequence_with_zero_shot_finetune_and_zscl(mtil_grid):
+    runs = "results/runs/seq3/clip/{}/s0"
+    metrics = {m: json.loads((mtil_grid / runs.format(m) / "metrics.json").read_text())
+               for m in ("zeroshot", "finetune", "zscl")}
+    for m, result in metrics.items():
+        assert len(result["acc_matrix"]) == 3 and all(len(row) == 3 for row in result["acc_matrix"])
+        for key in ("mtil_transfer", "mtil_avg", "mtil_last"):
+            assert key in result["metrics"], (m, sorted(result["metrics"]))
+        # Transfer: per dataset the mean accuracy before it is learned (zero-shot), then the mean over datasets 2..T.
+        r = result["acc_matrix"]
+        assert result["metrics"]["mtil_transfer"] == pytest.approx((r[0][1] + (r[0][2] + r[1][2]) / 2) / 2)
+        assert result["metrics"]["mtil_last"] == pytest.approx(sum(r[2]) / 3)
+    zero = metrics["zeroshot"]
+    assert zero["acc_matrix"][0] == zero["acc_matrix"][1] == zero["acc_matrix"][2] == zero["init_acc"]
+    assert metrics["zscl"]["acc_matrix"] != metrics["finetune"]["acc_matrix"]
+    # The class names of every dataset reach the zero-shot head: one text embedding per class of the sequence.
+    init = torch.load(mtil_grid / "results/init/seq3/clip/s0/model.pt", weights_only=False)["model"]
+    assert init["head.prompts"].shape[0] == 9
+
+
+def test_zscl_reference_images_come_from_the_reference_dataset(mtil_grid):
+    import numpy as np
+
+    state = torch.load(mtil_grid / "results/runs/seq3/clip/zscl/s0/task2/state.pt", weights_only=False)["method"]
+    reference = state["reference_x"].numpy()
+    assert reference.shape == (40, 1, 8, 8)
+    digits = np.load(mtil_grid / "results/data/digits.npz")["x_train"]  # digits ships as floats in [0, 1]
+    assert reference.dtype == digits.dtype
+    rows = {row.tobytes() for row in digits}
+    assert all(r.tobytes() in rows for r in reference)
+    # Reference sentences from the caption file: one teacher text feature per line.
+    assert state["teacher_text"].shape[0] == 5

@@ -52,6 +52,14 @@ def datasets_of(config: dict[str, Any], benchmark: str) -> list[str]:
     return names
 
 
+def run_datasets(config: dict[str, Any], benchmark: str, method: str) -> list[str]:
+    """The datasets a run's training jobs read: the benchmark's, then any its method draws from (ZSCL's reference
+    images)."""
+    names = datasets_of(config, benchmark)
+    reference = method_of(config, method)[1].get("reference_dataset")
+    return names + [reference] if reference and reference not in names else names
+
+
 def dataset_classes(config: dict[str, Any], name: str) -> int:
     options = config.get("datasets", {}).get(name, {})
     if name in DATASETS:
@@ -107,6 +115,13 @@ def check_config(config: dict[str, Any], validate: Callable[[dict[str, Any]], No
                 raise ConfigError(f"{where}.class_order must be a permutation of 0..{n_classes - 1}, got {order}")
     expand_sweeps(config)
     _check_variants(config, validate)
+    for run_name in config["methods"]:
+        reference = method_of(config, run_name)[1].get("reference_dataset")
+        if reference:
+            try:
+                dataset_classes(config, reference)
+            except ConfigError as err:
+                raise ConfigError(f"{run_name}: reference_dataset: {err}") from None
     _check_published(config)
     for a, b in (config.get("analysis") or {}).get("cross_run_pairs") or []:
         for name in (a, b):

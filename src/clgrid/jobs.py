@@ -89,7 +89,8 @@ class _Context:
     """
 
     def __init__(self, spec: dict[str, Any], scenario_path: str, dataset_files: list[str], threads: int,
-                 placement: str = "auto", workers: int = 2, max_device_gb: float = 4.0, features: str | None = None):
+                 placement: str = "auto", workers: int = 2, max_device_gb: float = 4.0, features: str | None = None,
+                 extra_datasets: tuple[str, ...] = ()):
         import torch
 
         from clgrid.train import resolve_device
@@ -104,6 +105,7 @@ class _Context:
             torch.use_deterministic_algorithms(True, warn_only=True)
         names = [t["dataset"] for t in self.scenario["tasks"]]
         names += [s["dataset"] for s in self.scenario.get("eval_sets", {}).values()]
+        names += list(extra_datasets)  # datasets a method draws from (ZSCL's reference images)
         self.datasets = load_datasets(dataset_files, names)
         self._test_sets = None
         # Cached features of the frozen backbone (extract_features): they replace every split's inputs.
@@ -151,6 +153,16 @@ class _Context:
             raise ValueError(f"cached features of {key} {name or ''} {index if index is not None else ''} hold "
                              f"{len(cached)} samples, the data {len(x)}: the cache is stale; delete it to rebuild")
         return cached.numpy()
+
+    def sample_images(self, name: str, n: int, generator):
+        """``n`` training images of dataset ``name`` drawn with ``generator``, in the scenario's input shape (uint8)."""
+        import torch
+
+        from clgrid.data.scenarios import conform
+
+        x = self.datasets[name]["x_train"]
+        pick = torch.randperm(len(x), generator=generator)[: min(n, len(x))].sort().values.numpy()
+        return torch.from_numpy(conform(x[pick], self.scenario["input_shape"]))
 
     def test_sets(self) -> dict[str, list]:
         """Every evaluation set, each a list of (x, y, classes): the tasks' test splits, the held-out classes
@@ -298,7 +310,9 @@ def train(
 
     from clgrid.models.feature_cache import BackboneCounter, head_only, state_digest
 
-    ctx = _Context(spec, scenario_path, dataset_files, threads, placement, workers, features=features)
+    reference = spec["method_params"].get("reference_dataset")
+    ctx = _Context(spec, scenario_path, dataset_files, threads, placement, workers, features=features,
+                   extra_datasets=(reference,) if reference else ())
     previous = load_torch(prev)
     if previous["task"] != task_id - 1:
         raise ValueError(f"'{prev}' holds the state after task {previous['task']}, but task {task_id} needs task {task_id - 1}")
@@ -334,6 +348,9 @@ def _train_task(spec: dict[str, Any], ctx: _Context, model, previous: dict[str, 
     method = get_method(spec["method_name"])(model, spec["method_params"], ctx.scenario["n_classes"])
     if "method" in previous:
         method.load_state_dict(previous["method"])
+    reference = spec["method_params"].get("reference_dataset")
+    if reference:
+        method.reference_images = lambda n, generator: ctx.sample_images(reference, n, generator)
 
     def load_task(i: int):
         return ctx.task_data(i, "train")

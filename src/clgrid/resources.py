@@ -55,12 +55,13 @@ def wants_gpu(config: dict[str, Any], on_cluster: bool) -> bool:
 
 
 def _image_pixels(config: dict[str, Any], dataset: str) -> int:
-    info = DATASETS[dataset]
+    """Values per image; imported datasets that are not registered count as 3 x 64 x 64 unless image_size says."""
+    info = DATASETS.get(dataset)
     options = config.get("datasets", {}).get(dataset, {})
-    if info.input_shape is not None and "image_size" not in options:
+    if info is not None and info.input_shape is not None and "image_size" not in options:
         channels, height, width = info.input_shape
         return channels * height * width
-    side = options.get("image_size") or info.default_image_size or 64
+    side = options.get("image_size") or (info.default_image_size if info else None) or 64
     return options.get("channels", 3) * side * side
 
 

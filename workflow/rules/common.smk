@@ -55,6 +55,11 @@ def dataset_files(wildcards):
     return expand(DATASET, dataset=cl.datasets_of(config, wildcards.benchmark))
 
 
+def run_dataset_files(wildcards):
+    """A training job's datasets: the benchmark's and any its method draws from (ZSCL's reference images)."""
+    return expand(DATASET, dataset=cl.run_datasets(config, wildcards.benchmark, wildcards.method))
+
+
 def dataset_spec(wildcards):
     return as_json(cl.dataset_spec(config, wildcards.dataset))
 

@@ -28,7 +28,7 @@ rule train_task:
     input:
         unpack(cached_features),
         scenario=SCENARIO,
-        data=dataset_files,
+        data=run_dataset_files,
         prev=previous_state,
     output:
         state=TASK_STATE,

@@ -19,8 +19,8 @@ one saved and passed on.
 
 The teacher is needed only on the reference set, so at the first task its image features of the (fixed) reference
 images and its text features of the reference sentences are computed once and carried in the method state, not a
-second CLIP. Reference images: ``reference_size`` images of the first task's training data (the paper uses an
-ImageNet subset; a dataset of its own is not wired yet). Reference sentences: ``reference_sentences`` (a list, or
+second CLIP. Reference images: ``reference_size`` training images of ``reference_dataset`` (any registered or
+imported dataset; the paper uses an ImageNet subset), else of the first task's training data. Reference sentences: ``reference_sentences`` (a list, or
 the path of a text file with one caption per line), else a small built-in list.
 """
 
@@ -69,7 +69,7 @@ class ZSCL(Method):
     needs_clip = True
     defaults = {"label_smoothing": 0.2, "temperature": 2.0, "distill_weight": 1.0, "l2_weight": 0.0,
                 "ensemble_every": 10, "reference_size": 1000, "reference_batch_size": 64,
-                "reference_sentences": None}
+                "reference_dataset": None, "reference_sentences": None}
 
     def __init__(self, model, params, n_classes):
         super().__init__(model, params, n_classes)
@@ -80,6 +80,8 @@ class ZSCL(Method):
         self.reference_x: torch.Tensor | None = None  # fixed reference images (uint8), chosen at the first task
         self.teacher_image: torch.Tensor | None = None  # norm(f₀(x_r)), one row per reference image
         self.teacher_text: torch.Tensor | None = None  # norm(g₀(r)), one row per reference sentence
+        # Set by the training job when reference_dataset is given: (n, generator) -> n images of that dataset.
+        self.reference_images = None
         self.start_weights: dict[str, torch.Tensor] = {}
         self.average_weights: dict[str, torch.Tensor] = {}
         self.ensemble_count = 0
@@ -93,9 +95,15 @@ class ZSCL(Method):
         """At the first task: the reference set and the initial CLIP's features on it (the whole teacher ZSCL needs)."""
         if self.text_model is None:
             raise ValueError("zscl needs CLIP's text encoder for the reference sentences: use train_mode whole or text")
-        n = min(self.params["reference_size"], len(task.y))
-        pick = torch.randperm(len(task.y), generator=self.generator, device="cpu")[:n].sort().values
-        self.reference_x = take(task.x, pick).cpu()
+        if self.params["reference_dataset"]:
+            if self.reference_images is None:
+                raise ValueError(f"zscl reference_dataset {self.params['reference_dataset']!r}: the job gave no "
+                                 "images of it (run it through clgrid train, which loads the dataset)")
+            self.reference_x = self.reference_images(self.params["reference_size"], self.generator).cpu()
+        else:
+            pick = torch.randperm(len(task.y), generator=self.generator, device="cpu")
+            self.reference_x = take(task.x, pick[: self.params["reference_size"]].sort().values).cpu()
+        n = len(self.reference_x)
         was_training = self.model.training
         self.model.eval()
         feats = [self.model.features(self.reference_x[i:i + 256].to(self.device)) for i in range(0, n, 256)]
