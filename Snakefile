@@ -28,6 +28,7 @@ include: "workflow/rules/report.smk"
 localrules:
     all,
     download_dataset,
+    download_weights,
     prepare_scenario,
     run_metrics,
     tables,

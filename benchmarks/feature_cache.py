@@ -7,7 +7,7 @@ samples it extracted (the initial evaluations, alike in both arms, are left out)
 the backbone and wall time of each arm and their ratios, checks that both arms' accuracies agree, and writes
 ``benchmarks/results/feature_cache.json``.
 
-    python benchmarks/feature_cache.py [--epochs 10] [--backbone resnet18]
+    python benchmarks/feature_cache.py [--epochs 3] [--backbone resnet50]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ["naive", "ewc", "lwf", "replay", "der"]
 BACKBONES = {
+    "resnet50": {"arch": "resnet50"},
     "resnet18": {"arch": "resnet18", "width": 32},
     "cnn": {"arch": "cnn", "channels": [32, 64]},
 }
@@ -81,8 +82,8 @@ def run_arm(root: Path, config: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--backbone", choices=sorted(BACKBONES), default="resnet18")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--backbone", choices=sorted(BACKBONES), default="resnet50")
     args = parser.parse_args()
     arms = {}
     with tempfile.TemporaryDirectory() as tmp:

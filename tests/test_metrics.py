@@ -99,3 +99,20 @@ def test_run_metrics_records_mtil_for_dataset_sequences(tmp_path):
     spec["benchmark_cfg"] = {"scenario": "class_incremental"}
     jobs.run_metrics(spec, init, evals, str(tmp_path / "m2.json"))
     assert "mtil_transfer" not in json.loads((tmp_path / "m2.json").read_text())["metrics"]
+
+
+def test_top5_accuracy_by_hand():
+    """Scores of 3 samples over 7 classes: the label is in the top 5 for samples 0 and 2, only top-1 for 0."""
+    import torch
+
+    from clgrid.evaluate import accuracy_row
+
+    scores = torch.tensor([[7., 6, 5, 4, 3, 2, 1],     # label 0: top-1 and top-5
+                           [7., 6, 5, 4, 3, 2, 1],     # label 6: lowest score, outside the top 5
+                           [1., 2, 3, 4, 5, 6, 7]])    # label 2: 5th highest, inside the top 5
+    labels = torch.tensor([0, 6, 2])
+    row = accuracy_row(lambda x: x, [(scores, labels, [0, 1, 2, 3, 4, 5, 6])])
+    assert row["class_il"] == [pytest.approx(100 / 3)]
+    assert row["top5"] == [pytest.approx(200 / 3)]
+    # Fewer than 5 classes: top-5 is every class, so 100 %.
+    assert accuracy_row(lambda x: x[:, :3], [(scores, labels.clamp(max=2), [0, 1, 2])])["top5"] == [100.0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -77,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = _model_job(verbs, "extract-features", "a frozen backbone's features of every task split, computed once")
     p.add_argument("--init", required=True, help="the initial model whose (frozen) backbone computes the features")
     p.add_argument("--out", required=True)
+
+    p = verbs.add_parser("download-weights", help="fetch a backbone's pretrained weights into their cache (needs "
+                                                  "network; the download_weights rule runs it)")
+    p.add_argument("--spec", type=_spec, default=None, help="the backbone's config (JSON; the rule passes it)")
+    p.add_argument("--arch", choices=("resnet18", "resnet50", "vit_b_16"), default=None,
+                   help="shortcut: torchvision's ImageNet weights of this arch")
+    p.add_argument("--out", default=None, help="marker JSON written when the weights are in place")
 
     p = _model_job(verbs, "evaluate", "accuracy of a checkpoint on every task")
     p.add_argument("--state", required=True)
@@ -183,6 +191,10 @@ def dispatch(args: argparse.Namespace) -> None:
                    args.placement, args.workers, args.checkpoint_every, args.features)
     elif args.verb == "extract-features":
         jobs.extract_features(args.spec, args.scenario, args.data, args.init, args.out, args.threads)
+    elif args.verb == "download-weights":
+        if (args.spec is None) == (args.arch is None):
+            raise ValueError("download-weights needs --spec (a backbone config) or --arch, not both")
+        jobs.download_weights(args.spec or {"arch": args.arch, "weights": "imagenet"}, args.out)
     elif args.verb == "evaluate":
         jobs.evaluate(args.spec, args.scenario, args.data, args.state, args.out, args.threads)
     elif args.verb == "metrics":
@@ -241,6 +253,11 @@ def dispatch(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verb != "download-weights":
+        # Jobs read pretrained weights from the caches download-weights filled: a missing one fails in milliseconds
+        # with clgrid's message instead of hanging on a network that compute nodes often lack. Export
+        # HF_HUB_OFFLINE=0 to let jobs download.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

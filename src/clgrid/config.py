@@ -282,8 +282,22 @@ def backbone_is_seeded(backbone_cfg: dict[str, Any]) -> bool:
     if arch == "clip":
         return not backbone_cfg.get("pretrained", "openai")
     if arch == "flava":
-        return backbone_cfg.get("flava_config") is not None
+        return not backbone_cfg.get("pretrained", "facebook/flava-full")
     return not backbone_cfg.get("weights")
+
+
+def needs_download(backbone_cfg: dict[str, Any]) -> bool:
+    """Whether a backbone names pretrained weights to fetch (a tag, hub name or ``imagenet``), not a local path."""
+    import os
+
+    arch = backbone_cfg["arch"]
+    if arch == "clip":
+        name = backbone_cfg.get("pretrained", "openai")
+    elif arch == "flava":
+        name = backbone_cfg.get("pretrained", "facebook/flava-full")
+    else:
+        name = backbone_cfg.get("weights")
+    return bool(name) and not os.path.exists(name)
 
 
 def feature_seed(config: dict[str, Any], backbone: str, seed: int) -> int:

@@ -25,6 +25,41 @@ def download_dataset(name: str, raw_dir: str, marker: str) -> None:
         tmp.write_text(f"{name} downloaded into {raw_dir}\n")
 
 
+def download_weights(backbone_cfg: dict[str, Any], out: str | None = None) -> None:
+    """Fetch a backbone's pretrained weights into the cache its loader reads (open_clip / Hugging Face / torch hub),
+    so later jobs load them offline; writes a marker JSON saying what is where. Random or file weights: nothing."""
+    import os
+
+    from clgrid.models import backbone_options
+
+    arch = backbone_cfg["arch"]
+    options = backbone_options(backbone_cfg)
+    fetched: dict[str, Any] = {"arch": arch}
+    if arch == "clip" and options["pretrained"] and not os.path.isfile(options["pretrained"]):
+        from clgrid.models.clip import load_open_clip, register_config_file
+
+        if options.get("model_config"):
+            register_config_file(options["model_config"])
+        load_open_clip(options["model"], options["pretrained"], options.get("cache_dir"))
+        fetched.update(model=options["model"], pretrained=options["pretrained"],
+                       cache=options.get("cache_dir") or "the Hugging Face cache")
+    elif arch == "flava" and options["pretrained"] and not os.path.isdir(options["pretrained"]):
+        from clgrid.models.flava import load_flava_image_model
+
+        load_flava_image_model(options["pretrained"], None, options.get("cache_dir"))
+        fetched.update(pretrained=options["pretrained"], cache=options.get("cache_dir") or "the Hugging Face cache")
+    elif arch in ("resnet18", "resnet50", "vit_b_16") and options.get("weights") == "imagenet":
+        from clgrid.models.torchvision_weights import cached_file, load_state_dict
+
+        load_state_dict(arch, "imagenet")
+        fetched.update(weights="imagenet", cache=cached_file(arch))
+    else:
+        fetched["note"] = "random initialisation or a local weights file: nothing to fetch"
+    log.info("weights of %s: %s", arch, fetched)
+    if out:
+        write_json(out, fetched)
+
+
 def prepare_dataset(spec: dict[str, Any], out: str, raw_dir: str | None = None) -> None:
     """Write a dataset's uniform form (one .npz) and its sidecar JSON with the file's sha256."""
     from clgrid.data.datasets import get_dataset, prepare_dataset as prepare
@@ -252,7 +287,8 @@ def _eval_record(spec, ctx, predict, task_id: int) -> dict[str, Any]:
 
     sets = ctx.test_sets()
     tasks = accuracy_row(predict, sets["tasks"])
-    record = {"after_task": task_id, "acc": tasks["class_il"], "acc_task_il": tasks["task_il"]}
+    record = {"after_task": task_id, "acc": tasks["class_il"], "acc_task_il": tasks["task_il"],
+              "top5": tasks["top5"]}
     if "unseen" in sets:
         record["unseen_acc"] = accuracy_row(predict, sets["unseen"])["class_il"][0]
     for key, parts in sets.items():
@@ -429,9 +465,14 @@ def run_metrics(spec: dict[str, Any], init_eval: str, task_evals: list[str], out
         result["acc_matrix_task_il"] = task_il
         result["metrics"].update({f"{k}_task_il": v for k, v in metrics.all_metrics(task_il, init["acc_task_il"]).items()
                                   if k != "fwt"})
+    if all("top5" in row for row in rows):
+        result["acc_matrix_top5"] = [row["top5"] for row in rows]
     if bench["scenario"] == "dataset_sequence":
-        # A dataset sequence is the MTIL protocol: each task a dataset, evaluated zero-shot before it is learned.
+        # A dataset sequence is the MTIL protocol: each task a dataset, evaluated zero-shot before it is learned;
+        # the ZSCL paper reports top-1 and top-5.
         result["metrics"].update(metrics.mtil_metrics(acc_matrix))
+        if "acc_matrix_top5" in result:
+            result["metrics"].update({f"{k}_top5": v for k, v in metrics.mtil_metrics(result["acc_matrix_top5"]).items()})
     if all("unseen_acc" in row for row in rows):
         result["unseen_acc"] = [row["unseen_acc"] for row in rows]
         result["metrics"]["unseen_acc"] = result["unseen_acc"][-1]

@@ -30,9 +30,12 @@ TEST_SIZE_FRACTION = 0.25  # test arrays are at most about this fraction of the 
 CPU_SECONDS_PER_SAMPLE = {"mlp": 5e-5, "cnn": 1e-3, "resnet18": 3e-2, "resnet50": 8e-2,
                           # CLIP ViT-B/32 at its own 224 px whatever the data's size, both towers forward + backward:
                           # 2.4 s per batch of 8 on 2 cores (../shared/notes/foundation-stack.md)
-                          "clip": 0.3}
+                          "clip": 0.3, "flava": 0.4,
+                          # ViT-B/16 at 224 px whatever the data's size: about 3x CLIP ViT-B/32's image tower
+                          "vit_b_16": 0.5}
 GPU_SPEEDUP = 20.0
-PARAMETERS = {"mlp": 1e6, "cnn": 1e6, "resnet18": 11.2e6, "resnet50": 23.5e6, "clip": 150e6}
+PARAMETERS = {"mlp": 1e6, "cnn": 1e6, "resnet18": 11.2e6, "resnet50": 23.5e6, "clip": 150e6, "flava": 86e6,
+              "vit_b_16": 86e6}
 SAFETY = 3.0  # limit = SAFETY × estimate
 BASE_MEM_MB = 1500  # Python + torch + CUDA context
 MIN_RUNTIME_MIN = 10  # start-up, evaluation and the checkpoint write
@@ -98,7 +101,7 @@ def _cost_seconds(config: dict[str, Any], benchmark: str, backbone: str, samples
                   gpu: bool) -> float:
     arch = _arch(config, backbone)
     pixels = max(_image_pixels(config, d) for d in datasets_of(config, benchmark))
-    scale = 1.0 if arch in ("mlp", "clip") else pixels / (3 * 32 * 32)
+    scale = 1.0 if arch in ("mlp", "clip", "flava", "vit_b_16") else pixels / (3 * 32 * 32)
     seconds = samples * epochs * CPU_SECONDS_PER_SAMPLE.get(arch, 3e-2) * scale
     return seconds / GPU_SPEEDUP if gpu else seconds
 

@@ -1,4 +1,4 @@
-"""Backbones (mlp, cnn, resnet18, resnet50): shapes, named blocks, stems, input preprocessing, freezing, schema."""
+"""Backbones (mlp, cnn, resnet18, resnet50, vit_b_16): shapes, named blocks, stems, input preprocessing, freezing, schema."""
 
 import copy
 from collections import OrderedDict
@@ -23,6 +23,8 @@ SMALL = {  # cheap configs of every arch that builds in well under a second
     "cnn_global_pool": {"arch": "cnn", "channels": [8, 16], "global_pool": True, "batch_norm": False},
     "resnet18": {"arch": "resnet18", "width": 8},
     "resnet18_imagenet_stem": {"arch": "resnet18", "width": 8, "cifar_stem": False},
+    "vit_tiny": {"arch": "vit_b_16", "vit_config": {"image_size": 32, "patch_size": 8, "num_layers": 2,
+                                                    "num_heads": 2, "hidden_dim": 16, "mlp_dim": 32}},
 }
 
 

@@ -23,6 +23,7 @@ RAW_DONE = os.path.join(config["data_root"], "{dataset}", ".clgrid_downloaded")
 SCENARIO = "results/scenarios/{benchmark}.json"
 INIT_MODEL = "results/init/{benchmark}/{backbone}/s{seed}/model.pt"
 INIT_EVAL = "results/init/{benchmark}/{backbone}/s{seed}/eval.json"
+WEIGHTS_DONE = "results/weights/{backbone}.json"
 FEATURES = "results/features/{benchmark}/{backbone}/s{seed}/features.pt"
 TASK_STATE = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/state.pt"
 TASK_EVAL = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/eval.json"
@@ -144,6 +145,13 @@ def previous_state(wildcards):
     if task == 0:
         return INIT_MODEL.format(**wildcards)
     return TASK_STATE.format(**{**wildcards, "task": task - 1})
+
+
+def pretrained_weights(wildcards):
+    """The download_weights marker for a backbone with weights to fetch ({} for random or local-file weights)."""
+    if not cl.needs_download(config["backbones"][wildcards.backbone]):
+        return {}
+    return {"weights": WEIGHTS_DONE.format(backbone=wildcards.backbone)}
 
 
 def cached_features(wildcards):

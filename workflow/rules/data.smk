@@ -58,3 +58,18 @@ rule prepare_scenario:
         ENV
     shell:
         "clgrid prepare-scenario --spec {params.spec:q} --data {input.data} --out {output} > {log} 2>&1"
+
+
+# Pretrained weights into the cache their loader reads (open_clip / Hugging Face / torch hub), once per backbone,
+# before any job of it: compute nodes often have no network, and the jobs run with HF_HUB_OFFLINE=1.
+rule download_weights:
+    output:
+        WEIGHTS_DONE,
+    params:
+        spec=lambda wildcards: as_json(config["backbones"][wildcards.backbone]),
+    log:
+        "results/logs/download_weights/{backbone}.log",
+    conda:
+        ENV
+    shell:
+        "clgrid download-weights --spec {params.spec:q} --out {output} > {log} 2>&1"

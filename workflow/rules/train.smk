@@ -3,6 +3,7 @@
 
 rule init_model:
     input:
+        unpack(pretrained_weights),
         scenario=SCENARIO,
     output:
         INIT_MODEL,

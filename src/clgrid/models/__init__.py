@@ -19,6 +19,7 @@ from clgrid.models.flava import BLOCKS as FLAVA_BLOCKS
 from clgrid.models.flava import flava_backbone
 from clgrid.models.mlp import mlp_backbone, mlp_blocks
 from clgrid.models.resnet import RESNET_BLOCKS, resnet_backbone
+from clgrid.models.vit import vit_backbone, vit_blocks
 
 
 class Preprocess(nn.Module):
@@ -105,10 +106,12 @@ BACKBONES: dict[str, Arch] = {
     "mlp": Arch(mlp_backbone, {"hidden": [256, 256]}, lambda hidden: mlp_blocks(hidden)),
     "cnn": Arch(cnn_backbone, {"channels": [32, 64], "batch_norm": True, "global_pool": False},
                 lambda channels, **_: cnn_blocks(channels)),
-    "resnet18": Arch(partial(resnet_backbone, depth=18), {"cifar_stem": None, "width": 64},
+    "resnet18": Arch(partial(resnet_backbone, depth=18), {"cifar_stem": None, "width": 64, "weights": None},
                      lambda **_: list(RESNET_BLOCKS)),
-    "resnet50": Arch(partial(resnet_backbone, depth=50), {"cifar_stem": None, "width": 64},
+    "resnet50": Arch(partial(resnet_backbone, depth=50), {"cifar_stem": None, "width": 64, "weights": None},
                      lambda **_: list(RESNET_BLOCKS)),
+    "vit_b_16": Arch(vit_backbone, {"weights": None, "vit_config": None},
+                     lambda vit_config=None, **_: vit_blocks(vit_config)),
     "flava": Arch(flava_backbone, {"pretrained": "facebook/flava-full", "flava_config": None, "output": "pooled",
                                    "frozen_layers": 0, "cache_dir": None},
                   lambda **_: list(FLAVA_BLOCKS)),
@@ -164,8 +167,8 @@ def build_model(backbone_cfg: dict[str, Any], input_shape: list[int], n_classes:
     if input_norm is not None and len(input_norm["mean"]) not in (1, input_shape[0]):
         raise ValueError(f"input_norm has {len(input_norm['mean'])} channel means for input_shape {list(input_shape)}; "
                          f"expected {input_shape[0]} (or 1 for all channels)")
-    if backbone_cfg["arch"] == "flava":
-        options["load_weights"] = load_weights
+    if backbone_cfg["arch"] in ("flava", "resnet18", "resnet50", "vit_b_16"):
+        options["load_weights"] = load_weights  # pretrained weights: only the init job reads them
     backbone, feature_dim = BACKBONES[backbone_cfg["arch"]].build(tuple(input_shape), **options)
     return Net(backbone, feature_dim, n_classes, backbone_cfg.get("head", "linear"), backbone_cfg.get("head_hidden"),
                input_norm=input_norm)

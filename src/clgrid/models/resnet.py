@@ -23,10 +23,12 @@ CIFAR_STEM_MAX_PX = 64
 
 
 def resnet_backbone(input_shape: tuple[int, ...], depth: int, cifar_stem: bool | None = None,
-                    width: int = 64) -> tuple[nn.Module, int]:
+                    width: int = 64, weights: str | None = None, load_weights: bool = True) -> tuple[nn.Module, int]:
     """ResNet-``depth`` (18 or 50) for ``input_shape`` = (channels, height, width); returns it and feature_dim.
 
-    ``cifar_stem=None`` picks the CIFAR stem for inputs of at most 64 px.
+    ``cifar_stem=None`` picks the CIFAR stem for inputs of at most 64 px, or the ImageNet stem with ``weights``
+    (``imagenet`` or a torchvision state-dict file: clgrid.models.torchvision_weights), which need torchvision's
+    exact network: width 64 and the ImageNet stem (grey inputs are repeated to 3 channels).
     """
     from torchvision.models import resnet  # heavy import: only jobs that build a ResNet pay for it
 
@@ -37,8 +39,11 @@ def resnet_backbone(input_shape: tuple[int, ...], depth: int, cifar_stem: bool |
     if depth not in stages:
         raise ValueError(f"resnet depth {depth} is not built here; valid: {sorted(stages)}")
     in_channels, height, width_px = input_shape
+    if weights and (cifar_stem or width != 64):
+        raise ValueError(f"resnet{depth} weights: {weights} are torchvision's network: leave cifar_stem and width "
+                         f"out (got cifar_stem={cifar_stem}, width={width})")
     if cifar_stem is None:
-        cifar_stem = max(height, width_px) <= CIFAR_STEM_MAX_PX
+        cifar_stem = not weights and max(height, width_px) <= CIFAR_STEM_MAX_PX
     block, layers = stages[depth]
 
     class ScaledResNet(resnet.ResNet):
@@ -51,8 +56,18 @@ def resnet_backbone(input_shape: tuple[int, ...], depth: int, cifar_stem: bool |
 
     # num_classes=1: the fc is dropped, no need to initialise a 1000-way one.
     net = ScaledResNet(block, layers, num_classes=1)
+    if weights and load_weights:
+        from clgrid.models.torchvision_weights import load_state_dict
+
+        state = {k: v for k, v in load_state_dict(f"resnet{depth}", weights).items() if not k.startswith("fc.")}
+        result = net.load_state_dict(state, strict=False)  # every key but the fc, which is dropped
+        if result.unexpected_keys or set(result.missing_keys) - {"fc.weight", "fc.bias"}:
+            raise ValueError(f"resnet{depth} weights {weights!r} do not fit torchvision's resnet{depth}: missing "
+                             f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
     conv1, bn1 = net.conv1, net.bn1
-    if cifar_stem or in_channels != 3 or width != 64:
+    if weights and in_channels != 3:
+        conv1 = _GreyToRGB(net.conv1)
+    elif cifar_stem or in_channels != 3 or width != 64:
         conv1 = (nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False) if cifar_stem
                  else nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False))
         nn.init.kaiming_normal_(conv1.weight, mode="fan_out", nonlinearity="relu")  # torchvision's init
@@ -67,3 +82,14 @@ def resnet_backbone(input_shape: tuple[int, ...], depth: int, cifar_stem: bool |
         pool=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
     ))
     return backbone, 8 * width * block.expansion
+
+
+class _GreyToRGB(nn.Module):
+    """Pretrained 3-channel first conv for grey inputs: the channel repeated, as torchvision's transforms do."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        return self.conv(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)

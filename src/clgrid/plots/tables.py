@@ -20,7 +20,8 @@ KEYS = ["benchmark", "backbone", "method"]
 # Column order of every table; acc_<setname> keys follow, sorted.
 METRIC_ORDER = [
     "acc", "acc_task_il", "avg_inc_acc", "avg_inc_acc_task_il", "forgetting", "forgetting_task_il",
-    "bwt", "bwt_task_il", "fwt", "mtil_transfer", "mtil_avg", "mtil_last", "unseen_acc", "unseen_drop",
+    "bwt", "bwt_task_il", "fwt", "mtil_transfer", "mtil_avg", "mtil_last", "mtil_transfer_top5", "mtil_avg_top5",
+    "mtil_last_top5", "unseen_acc", "unseen_drop",
 ]
 METRIC_LABELS = {
     "acc": "ACC",
@@ -31,6 +32,9 @@ METRIC_LABELS = {
     "mtil_transfer": "Transfer",
     "mtil_avg": "Avg",
     "mtil_last": "Last",
+    "mtil_transfer_top5": "Transfer (top-5)",
+    "mtil_avg_top5": "Avg (top-5)",
+    "mtil_last_top5": "Last (top-5)",
     "unseen_acc": "Unseen ACC",
     "unseen_drop": "Unseen drop",
 }
@@ -42,7 +46,8 @@ SCENARIO_METRICS = ("acc", "avg_inc_acc", "forgetting", "bwt")
 HIGHER_IS_BETTER = {
     "acc": True, "acc_task_il": True, "avg_inc_acc": True, "avg_inc_acc_task_il": True,
     "forgetting": False, "forgetting_task_il": False, "bwt": True, "bwt_task_il": True, "fwt": True,
-    "mtil_transfer": True, "mtil_avg": True, "mtil_last": True, "unseen_acc": True, "unseen_drop": False,
+    "mtil_transfer": True, "mtil_avg": True, "mtil_last": True, "mtil_transfer_top5": True, "mtil_avg_top5": True,
+    "mtil_last_top5": True, "unseen_acc": True, "unseen_drop": False,
 }
 BOLD = {"md": "**{}**", "tex": "\\textbf{{{}}}"}
 MISSING = "–"
