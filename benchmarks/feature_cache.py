@@ -2,7 +2,7 @@
 
 Both arms run the same grid through Snakemake in fresh copies of the workflow (``feature_cache: true`` and
 ``false``), on 2 cores. Backbone compute is counted, not estimated: every training job records the samples it sent
-through the backbone (``backbone_samples`` in its eval.json, a forward pre-hook), the cache job records the
+through the backbone (a forward pre-hook; its train.log says how many), the cache job records the
 samples it extracted (the initial evaluations, alike in both arms, are left out). Prints samples through
 the backbone and wall time of each arm and their ratios, checks that both arms' accuracies agree, and writes
 ``benchmarks/results/feature_cache.json``.
@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -67,7 +68,12 @@ def run_arm(root: Path, config: dict) -> dict:
         raise RuntimeError(out.stderr[-3000:])
     import torch
 
-    train_samples = sum(json.loads(p.read_text())["backbone_samples"] for p in root.glob("results/runs/**/eval.json"))
+    train_samples = 0
+    for log in root.glob("results/runs/**/train.log"):
+        counts = re.findall(r"samples through the backbone in this job: (\d+)", log.read_text())
+        if not counts:
+            raise RuntimeError(f"{log} does not report its backbone samples")
+        train_samples += int(counts[-1])
     cache_samples = sum(torch.load(p, weights_only=False)["backbone_samples"]
                         for p in root.glob("results/features/**/features.pt"))
     acc = {}

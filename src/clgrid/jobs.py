@@ -367,7 +367,7 @@ def train(
     with cached:
         state, record = _train_task(spec, ctx, model, previous, task_id, out_state, checkpoint_every_s)
     counter.remove()
-    record["backbone_samples"] = counter.samples
+    # A measurement of this job, not a result (a resumed job counts fewer): the log holds it, eval.json does not.
     log.info("samples through the backbone in this job: %d", counter.samples)
     save_torch(out_state, {**state, "model": model.state_dict()})
     write_json(out_eval, record)

@@ -89,9 +89,8 @@ def test_a_second_method_does_not_call_the_backbone(frozen_grid, monkeypatch):
     assert calls[0] > 0  # the counter works: without the cache the backbone runs
     calls[0] = 0
     for method in ("naive", "ewc"):
-        _, record = _train_run(frozen_grid, method, f"{method}_cached", frozen_grid["features"])
+        _train_run(frozen_grid, method, f"{method}_cached", frozen_grid["features"])
         assert calls[0] == 0, f"{method} called the frozen backbone {calls[0]} times with the cache"
-        assert record["backbone_samples"] == 0
 
 
 @pytest.mark.parametrize("method", [m for m in GENERIC_METHODS if m != "lora"])
@@ -99,7 +98,6 @@ def test_cached_and_uncached_training_agree(frozen_grid, method):
     """Same losses, weights and accuracies (to float rounding: features computed in other batch sizes)."""
     state_a, eval_a = _train_run(frozen_grid, method, f"{method}_a", None)
     state_b, eval_b = _train_run(frozen_grid, method, f"{method}_b", frozen_grid["features"])
-    assert eval_a["backbone_samples"] > 0 and eval_b["backbone_samples"] == 0
     assert eval_b["epoch_losses"] == pytest.approx(eval_a["epoch_losses"], rel=1e-4, abs=1e-5)
     assert state_a["model"].keys() == state_b["model"].keys()  # the whole model is saved either way
     for name, weight in state_a["model"].items():

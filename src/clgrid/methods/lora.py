@@ -21,7 +21,9 @@ lists each once, its gradient sums over the layers that use it, and merging adds
 the same update (α/r)·B·A to every one of them.
 
 Targets: ``target_modules: null`` adapts every ``nn.Linear`` in the backbone (the
-MLP's ``backbone.block1.0``, ``backbone.block2.0``, …). Otherwise peft's rule: a
+MLP's ``backbone.block1.0``, ``backbone.block2.0``, …) and every ``nn.MultiheadAttention``
+as a whole (open_clip's ``attn``: peft's ``lora.MultiheadAttention`` adapts its input and
+output projections; an adapter on ``out_proj`` alone would never act and is refused). Otherwise peft's rule: a
 list of names each matching a module whose full name equals it or ends in
 ``.<name>``, or one string, a regular expression that must match the full name.
 The head stays fully trainable unless the user targets it (``head``, ``head.0``):
@@ -52,9 +54,33 @@ PROJECTION_NAMES = {"q": "q", "k": "k", "v": "v", "o": "o",
 
 
 def default_targets(model: nn.Module, frozen: list[str] = ()) -> list[str]:
-    """Full names of every ``nn.Linear`` in the backbone outside the ``frozen`` modules."""
-    names = [f"backbone.{name}" for name, module in model.backbone.named_modules() if isinstance(module, nn.Linear)]
+    """Full names of every ``nn.Linear`` and ``nn.MultiheadAttention`` in the backbone outside ``frozen``.
+
+    An attention module (open_clip's ``attn``) is targeted as a whole and its ``out_proj`` is not: torch's
+    ``MultiheadAttention.forward`` reads ``out_proj.weight`` without calling the layer, so an adapter on it would
+    never act; peft's ``lora.MultiheadAttention`` adapts the input projection and ``out_proj`` itself.
+    """
+    names: list[str] = []
+    attention: list[str] = []
+    for name, module in model.backbone.named_modules():
+        full = f"backbone.{name}"
+        if isinstance(module, nn.MultiheadAttention):
+            attention.append(full)
+            names.append(full)
+        elif isinstance(module, nn.Linear) and not _inside(full, attention):
+            names.append(full)
     return [n for n in names if not _inside(n, frozen)]
+
+
+def silent_adapters(model: nn.Module) -> list[str]:
+    """Adapted layers a plain ``nn.MultiheadAttention`` owns (its ``out_proj``): their adapters would never act."""
+    silent = []
+    for name, _ in adapter_layers(model):
+        parent_name = name.rsplit(".", 1)[0] if "." in name else ""
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if isinstance(parent, nn.MultiheadAttention) and not parent_name.endswith("base_layer"):
+            silent.append(name)
+    return silent
 
 
 def _inside(name: str, modules) -> bool:
@@ -147,11 +173,16 @@ class LoRA(Method):
             raise ValueError(f"LoRA cannot adapt target_modules {targets!r}: {err} "
                              f"Layers of this model peft can adapt: {candidates}") from None
         clash = [n for n, _ in adapter_layers(self.model) if _inside(n, self.frozen_modules)]
-        if clash:
+        silent = silent_adapters(self.model)
+        if clash or silent:
             self.lora_model.unload()
             self.lora_model = None
             for name, p in self.model.named_parameters():
                 p.requires_grad_(self.requires_grad_before[name])
+            if silent:
+                raise ValueError(f"target_modules reach {silent}, the out_proj of an nn.MultiheadAttention, whose "
+                                 "forward never calls it: the adapter would do nothing. Target the attention module "
+                                 "itself (e.g. attn), which peft adapts with its in- and output projections")
             raise ValueError(f"target_modules {clash} lie in frozen modules {self.frozen_modules}: merging their "
                              "adapters would change frozen weights; drop them from target_modules or from freeze")
         if self.params["shared"]:
