@@ -43,3 +43,33 @@ def accuracy_row(predict: Callable[[torch.Tensor], torch.Tensor],
     top5: list[float] = []
     rows = [accuracy(predict, x, y, classes, top5=top5) for x, y, classes in test_sets]
     return {"class_il": [r[0] for r in rows], "task_il": [r[1] for r in rows], "top5": top5}
+
+
+RECALL_KS = (1, 2, 4, 8)
+
+
+def retrieval_metrics(query, query_labels, reference, reference_labels, ks=RECALL_KS) -> dict[str, float]:
+    """Retrieval quality of embeddings, in percent: precision@1, recall@k, MAP@R (pytorch-metric-learning's
+    ``AccuracyCalculator``; Musgrave et al. 2020) and NMI of a k-means clustering of the queries (as many clusters
+    as query classes). Queries and references are separate sets (test against training embeddings); euclidean
+    distance, so pass L2-normalised vectors for cosine retrieval."""
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+    from clgrid.analysis.knn import IndexSpec, build_index, search
+    from clgrid.metrics import recall_at_k
+
+    query, reference = query.float().cpu(), reference.float().cpu()
+    query_labels, reference_labels = query_labels.cpu(), reference_labels.cpu()
+    spec = IndexSpec()
+    _, ids = search(build_index(reference, spec), query, max(ks), spec)
+    neighbour_labels = reference_labels.numpy()[ids]
+    calculator = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r", "NMI"),
+                                    k="max_bin_count", device=torch.device("cpu"))
+    scores = calculator.get_accuracy(query, query_labels, reference, reference_labels, ref_includes_query=False)
+    result = {"p_at_1": 100.0 * float(scores["precision_at_1"]),
+              "map_at_r": 100.0 * float(scores["mean_average_precision_at_r"]),
+              "nmi": 100.0 * float(scores["NMI"])}
+    # Fewer references than k: every reference is among the k nearest.
+    result.update({f"recall_at_{k}": recall_at_k(neighbour_labels, query_labels.numpy(), min(k, ids.shape[1]))
+                   for k in ks})
+    return result

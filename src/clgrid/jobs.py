@@ -223,6 +223,19 @@ class _Context:
             self._test_sets = sets
         return self._test_sets
 
+    def unseen_train(self):
+        """The held-out classes' training split (x, y): only the retrieval evaluation reads it, to add their
+        embeddings to the index without training on them."""
+        from clgrid.data.scenarios import select
+
+        holdout = self.scenario["holdout"]
+        if "train_idx" not in holdout:
+            raise ValueError("the scenario file predates held-out training splits; delete it so prepare_scenario "
+                             "rebuilds it")
+        x, y = select(self.datasets[holdout["dataset"]], "train", holdout["train_idx"], holdout["label_offset"],
+                      holdout["transform"], self.scenario["input_shape"])
+        return self._tensors(self._cached(x, "unseen_train"), y)
+
     def build_model(self):
         from clgrid.models import build_model
 
@@ -272,17 +285,46 @@ def extract_features(spec: dict[str, Any], scenario_path: str, dataset_files: li
             log.info("task %d %s: %d features of dim %d", i, split, *cache[split][-1].shape[:2])
     sets = ctx.test_sets()
     cache["unseen"] = extract(model, sets["unseen"][0][0]) if "unseen" in sets else None
+    cache["unseen_train"] = extract(model, ctx.unseen_train()[0]) if "unseen" in sets else None
     cache["sets"] = {key[4:]: [extract(model, x) for x, _, _ in parts] for key, parts in sets.items()
                      if key.startswith("set:")}
-    samples = sum(len(f) for split in ("train", "test") for f in cache[split]) + len(cache["unseen"] or []) + sum(
+    samples = sum(len(f) for split in ("train", "test") for f in cache[split]) + len(cache["unseen"] or []) + \
+        len(cache["unseen_train"] or []) + sum(
         len(f) for parts in cache["sets"].values() for f in parts)
     save_torch(out, {"clgrid": provenance(spec, spec["seed"], str(ctx.device)), **cache,
                      "backbone_digest": state_digest(model.backbone), "backbone_samples": samples})
     log.info("wrote %s: %d samples through the backbone once", out, samples)
 
 
-def _eval_record(spec, ctx, predict, task_id: int) -> dict[str, Any]:
-    """Row ``task_id`` of every accuracy matrix: class-IL and task-IL on each task, unseen classes, extra sets."""
+def _retrieval_record(ctx, embed, task_id: int) -> dict[str, Any]:
+    """Retrieval after task ``task_id`` (precision@1, recall@k, MAP@R, NMI): the seen classes' test embeddings
+    against their training embeddings and, with held-out classes, the unseen test embeddings against the seen and
+    unseen training embeddings (the unseen classes added to the index without training). Every reference is
+    embedded by the current model, so any method's features (a classifier's backbone) can be compared."""
+    import torch
+
+    from clgrid.evaluate import retrieval_metrics
+
+    def embedded(parts):
+        return torch.cat([embed(x).cpu() for x, _ in parts]), torch.cat([y.cpu() for _, y in parts])
+
+    seen_train = [(d.x, d.y) for d in (ctx.task_data(i, "train") for i in range(task_id + 1))]
+    seen_test = [(x, y) for x, y, _ in ctx.test_sets()["tasks"][: task_id + 1]]
+    reference, reference_labels = embedded(seen_train)
+    query, query_labels = embedded(seen_test)
+    record = {"seen": retrieval_metrics(query, query_labels, reference, reference_labels)}
+    if "unseen" in ctx.test_sets():
+        unseen_ref, unseen_ref_labels = embedded([ctx.unseen_train()])
+        unseen_query, unseen_labels = embedded([ctx.test_sets()["unseen"][0][:2]])
+        record["unseen"] = retrieval_metrics(unseen_query, unseen_labels, torch.cat([reference, unseen_ref]),
+                                             torch.cat([reference_labels, unseen_ref_labels]))
+        record["p_at_1_drop"] = record["seen"]["p_at_1"] - record["unseen"]["p_at_1"]
+    return record
+
+
+def _eval_record(spec, ctx, predict, task_id: int, method=None) -> dict[str, Any]:
+    """Row ``task_id`` of every accuracy matrix: class-IL and task-IL on each task, unseen classes, extra sets;
+    with a metric-learning method or ``retrieval: true``, the retrieval metrics too."""
     from clgrid.evaluate import accuracy_row
 
     sets = ctx.test_sets()
@@ -299,6 +341,11 @@ def _eval_record(spec, ctx, predict, task_id: int) -> dict[str, Any]:
     log.info("after task %d: accuracy per task %s (task-IL %s)%s", task_id,
              " ".join(f"{a:.1f}" for a in record["acc"]), " ".join(f"{a:.1f}" for a in record["acc_task_il"]),
              f", unseen classes {record['unseen_acc']:.1f}" if "unseen_acc" in record else "")
+    if method is not None and (getattr(method, "retrieval", False) or spec["benchmark_cfg"].get("retrieval")):
+        record["retrieval"] = _retrieval_record(ctx, method.embed, task_id)
+        seen, unseen = record["retrieval"]["seen"], record["retrieval"].get("unseen")
+        log.info("after task %d: retrieval precision@1 %.1f on seen classes%s", task_id, seen["p_at_1"],
+                 f", {unseen['p_at_1']:.1f} on unseen classes" if unseen else "")
     record["provenance"] = provenance(spec, spec["seed"], str(ctx.device))
     return record
 
@@ -410,7 +457,7 @@ def _train_task(spec: dict[str, Any], ctx: _Context, model, previous: dict[str, 
                             resume)
     prov = provenance(spec, spec["seed"], str(ctx.device))
     state = {"clgrid": prov, "task": task_id, "method": method.state_dict(), "epoch_losses": epoch_losses}
-    record = _eval_record(spec, ctx, method.predict, task_id)
+    record = _eval_record(spec, ctx, method.predict, task_id, method)
     record["epoch_losses"] = epoch_losses
     return state, record
 
@@ -477,6 +524,14 @@ def run_metrics(spec: dict[str, Any], init_eval: str, task_evals: list[str], out
         result["unseen_acc"] = [row["unseen_acc"] for row in rows]
         result["metrics"]["unseen_acc"] = result["unseen_acc"][-1]
         result["metrics"]["unseen_drop"] = result["metrics"]["acc"] - result["unseen_acc"][-1]
+    if all("retrieval" in row for row in rows):
+        result["retrieval"] = [row["retrieval"] for row in rows]
+        final = rows[-1]["retrieval"]
+        for group in ("seen", "unseen"):
+            for name, value in final.get(group, {}).items():
+                result["metrics"][f"{name}_{group}"] = value
+        if "p_at_1_drop" in final:
+            result["metrics"]["p_at_1_drop"] = final["p_at_1_drop"]
     for key in sorted(k for k in rows[-1] if k.startswith("acc_") and k != "acc_task_il" and not k.endswith("_task_il")):
         result[f"acc_matrix_{key[4:]}"] = [row[key] for row in rows]
         result["metrics"][key] = metrics.average_accuracy(result[f"acc_matrix_{key[4:]}"])

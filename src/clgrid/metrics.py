@@ -108,3 +108,14 @@ def all_metrics(acc_matrix, init_acc) -> dict[str, float]:
         "bwt": backward_transfer(acc_matrix),
         "fwt": forward_transfer(acc_matrix, init_acc),
     }
+
+
+def recall_at_k(neighbour_labels, query_labels, k: int) -> float:
+    """Recall@k of retrieval (Oh Song et al. 2016; Musgrave et al. 2020): the percentage of queries with at least
+    one reference of their own class among their k nearest references. ``neighbour_labels[q]`` lists the labels
+    of query q's nearest references, nearest first (at least k of them)."""
+    labels = np.asarray(neighbour_labels)
+    if labels.ndim != 2 or labels.shape[1] < k:
+        raise ValueError(f"recall@{k} needs the labels of at least {k} neighbours per query, got shape {labels.shape}")
+    hits = (labels[:, :k] == np.asarray(query_labels)[:, None]).any(axis=1)
+    return float(100.0 * hits.mean()) if len(hits) else 0.0

@@ -126,12 +126,15 @@ def fit_task(
     if augment is not None:
         method.augment = augment
     method.before_task(data, generator)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
+    trainable = [p for p in model.parameters() if p.requires_grad] + method.extra_parameters()
+    if not method.trains_on(data):
+        trainable = []  # an index-only task (e.g. metric learning adding classes without training)
+    elif not trainable:
         raise ValueError(f"nothing to train at task {data.task_id}: every parameter is frozen (freeze: all with a "
                          "head that has no weights?)")
     # Methods differ in the step size they tolerate (LoRA's B·A product, stiff penalties): a per-method factor.
-    optimizer = make_optimizer(trainable, {**train_cfg, "lr": train_cfg["lr"] * method.params["lr_scale"]})
+    optimizer = make_optimizer(trainable, {**train_cfg, "lr": train_cfg["lr"] * method.params["lr_scale"]}) \
+        if trainable else None
     batch_size = int(train_cfg["batch_size"])
     clip = train_cfg.get("clip_grad_value")
     n = len(data.y)
@@ -140,7 +143,8 @@ def fit_task(
     first_epoch, skip, total, batches, order = 0, 0, 0.0, 0, None
     if resume is not None:
         model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
+        if optimizer is not None:
+            optimizer.load_state_dict(resume["optimizer"])
         method.load_state_dict(resume["method"])
         method.load_task_state(resume["task_state"])
         generator.set_state(resume["generator"])
@@ -152,9 +156,11 @@ def fit_task(
     steps_per_epoch = -(-n // batch_size)
     iterations = train_cfg.get("iterations")
     n_epochs = -(-int(iterations) // steps_per_epoch) if iterations else int(train_cfg["epochs"])
+    if not trainable:
+        n_epochs = 0
     for epoch in range(first_epoch, n_epochs):
         if order is None:
-            order = torch.randperm(n, generator=generator)
+            order = method.epoch_order(data.y, generator)
             total, batches = 0.0, 0
         for step, (idx, x) in enumerate(stream.epoch(order)):
             if step < skip:
@@ -165,7 +171,7 @@ def fit_task(
             if augment is not None:
                 method.raw_batch = x
                 x = augment(x)
-            loss = method.loss(x, y, model(x))
+            loss = method.loss(x, y, method.forward(x))
             if not torch.isfinite(loss.detach()):
                 raise FloatingPointError(
                     f"loss is {loss.item()} at task {data.task_id}, epoch {epoch + 1}: training diverged; "

@@ -16,5 +16,5 @@ def test_registry_matches_schema():
 def test_unknown_method_names_valid_choices():
     import pytest
 
-    with pytest.raises(KeyError, match="unknown method 'ewx'; valid: agem, der, derpp, ewc, ewc_online, gdumb, icarl, joint, "):
+    with pytest.raises(KeyError, match="unknown method 'ewx'; valid: agem, der, derpp, dml, ewc, ewc_online, gdumb, icarl, joint, "):
         get_method("ewx")

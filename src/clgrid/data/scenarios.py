@@ -152,8 +152,11 @@ def build_scenario(name: str, bench: dict[str, Any], datasets: dict[str, dict[st
                     "transform": transform,
                 })
         if held:
+            # train_idx: the unseen classes' training images, never trained on; retrieval adds their embeddings to
+            # the index at evaluation (adding classes without retraining).
             holdout = {"dataset": dname, "label_offset": 0, "classes": sorted(held),
-                       "test_idx": _indices(data["y_test"], held), "transform": None}
+                       "train_idx": _indices(data["y_train"], held), "test_idx": _indices(data["y_test"], held),
+                       "transform": None}
 
     eval_sets = {}
     for set_name, set_cfg in (bench.get("eval_sets") or {}).items():

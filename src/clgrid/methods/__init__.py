@@ -12,6 +12,7 @@ from clgrid.methods.base import METHODS, Method, TaskData, get_method, register
 from clgrid.methods import (  # noqa: E402,F401
     agem,
     der,
+    dml,
     ewc,
     gdumb,
     icarl,

@@ -124,6 +124,32 @@ class Method:
     def before_task(self, task: TaskData, generator: torch.Generator) -> None:
         self.generator = generator
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """What the loop hands to ``loss`` for a batch: the model's logits (metric learning: embeddings)."""
+        return self.model(x)
+
+    def extra_parameters(self) -> list[torch.Tensor]:
+        """Trainable tensors outside the model that the loop's optimizer also steps (an embedding head, proxies)."""
+        return []
+
+    def trains_on(self, task: TaskData) -> bool:
+        """False: the loop runs no step on this task (``before_task`` and ``after_task`` still run)."""
+        return True
+
+    def epoch_order(self, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The order of the training samples in one epoch, batched in turn: a random permutation."""
+        return torch.randperm(len(y), generator=generator)
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+        """Vectors for nearest-neighbour retrieval (the retrieval evaluation): the backbone's features."""
+        was_training = self.model.training
+        self.model.eval()
+        out = torch.cat([self.model.features(x[i : i + batch]).float() for i in range(0, len(x), batch)]) \
+            if len(x) else torch.zeros(0, getattr(self.model, "feature_dim", 0))
+        self.model.train(was_training)
+        return out.flatten(1)
+
     def loss(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y)
 

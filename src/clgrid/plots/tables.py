@@ -22,6 +22,8 @@ METRIC_ORDER = [
     "acc", "acc_task_il", "avg_inc_acc", "avg_inc_acc_task_il", "forgetting", "forgetting_task_il",
     "bwt", "bwt_task_il", "fwt", "mtil_transfer", "mtil_avg", "mtil_last", "mtil_transfer_top5", "mtil_avg_top5",
     "mtil_last_top5", "unseen_acc", "unseen_drop",
+    "p_at_1_seen", "p_at_1_unseen", "p_at_1_drop", "recall_at_8_seen", "map_at_r_seen", "map_at_r_unseen", "nmi_seen",
+    "nmi_unseen",
 ]
 METRIC_LABELS = {
     "acc": "ACC",
@@ -37,6 +39,14 @@ METRIC_LABELS = {
     "mtil_last_top5": "Last (top-5)",
     "unseen_acc": "Unseen ACC",
     "unseen_drop": "Unseen drop",
+    "p_at_1_seen": "P@1 seen",
+    "p_at_1_unseen": "P@1 unseen",
+    "p_at_1_drop": "P@1 drop",
+    "recall_at_8_seen": "R@8 seen",
+    "map_at_r_seen": "MAP@R seen",
+    "map_at_r_unseen": "MAP@R unseen",
+    "nmi_seen": "NMI seen",
+    "nmi_unseen": "NMI unseen",
 }
 TASK_IL = "_task_il"
 # Metrics that exist in a class-IL and a task-IL flavour: labelled "(class-IL)"/"(task-IL)" when both are shown.
@@ -47,7 +57,7 @@ HIGHER_IS_BETTER = {
     "acc": True, "acc_task_il": True, "avg_inc_acc": True, "avg_inc_acc_task_il": True,
     "forgetting": False, "forgetting_task_il": False, "bwt": True, "bwt_task_il": True, "fwt": True,
     "mtil_transfer": True, "mtil_avg": True, "mtil_last": True, "mtil_transfer_top5": True, "mtil_avg_top5": True,
-    "mtil_last_top5": True, "unseen_acc": True, "unseen_drop": False,
+    "mtil_last_top5": True, "unseen_acc": True, "unseen_drop": False, "p_at_1_drop": False,
 }
 BOLD = {"md": "**{}**", "tex": "\\textbf{{{}}}"}
 MISSING = "–"
@@ -195,6 +205,10 @@ def _note(metrics: list[str]) -> str:
                  "evaluated task.")
     if "unseen_acc" in metrics or "unseen_drop" in metrics:
         note += " Unseen ACC: accuracy on the holdout never trained on; Unseen drop: its drop (lower is better)."
+    if any(k.startswith("p_at_1_") for k in metrics):
+        note += (" Retrieval (k-NN on embeddings; a classifier's backbone features): P@1 = precision@1, R@8 = recall@8,"
+                 " MAP@R (Musgrave et al. 2020), NMI of a k-means clustering; unseen: held-out classes added to the"
+                 " index without training; P@1 drop = seen - unseen (lower is better).")
     if any(key.startswith("acc_") and key not in METRIC_ORDER for key in metrics):
         note += " ACC on <set>: final model on an evaluation-only test set."
     return note
