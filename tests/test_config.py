@@ -4,9 +4,9 @@ import copy
 
 import pytest
 import yaml
-from snakemake.utils import validate
 
 from clgrid import config as cl
+from clgrid import config_errors
 from tests.conftest import DEFAULT_CONFIG, SCHEMA
 
 
@@ -21,43 +21,63 @@ def _mutate(edit):
 
 
 BAD = {
-    "unknown method": (lambda c: c["methods"].append("ewx"), ["unknown method 'ewx' at methods[5]", "naive",
+    # case: (edit of the default config, texts the message must hold: field, value, what is allowed)
+    "unknown method": (lambda c: c["methods"].append("ewx"), ["field:   methods[5]", "value:   'ewx'",
+                                                             "did you mean 'ewc'?", "naive",
                                                              "or a variant defined under variants"]),
     "unknown dataset": (lambda c: c["benchmarks"]["split_digits"].update(dataset="mnits"),
-                        ["unknown dataset 'mnits'", "valid: ", "cifar10", "npz: path/to/file.npz"]),
+                        ["field:   benchmarks.split_digits.dataset", "unknown dataset 'mnits'", "cifar10",
+                         "npz: path/to/file.npz"]),
     "unknown backbone": (lambda c: c["backbones"]["mlp"].update(arch="resnet9000"),
-                         ["'resnet9000' is not one of", "['arch']"]),
+                         ["field:   backbones.mlp.arch", "value:   'resnet9000'",
+                          "allowed: one of: mlp, cnn, resnet18, resnet50, vit_b_16, clip, flava"]),
     "negative learning rate": (lambda c: c["benchmarks"]["split_digits"]["train"].update(lr=-0.1),
-                               ["-0.1 is less than or equal to the minimum of 0", "['train']['lr']"]),
+                               ["field:   benchmarks.split_digits.train.lr", "value:   -0.1",
+                                "allowed: a number > 0", "meaning: learning rate"]),
     "missing field": (lambda c: c["benchmarks"]["permuted_digits"].pop("train"),
-                      ["'train' is a required property", "['permuted_digits']"]),
+                      ["field:   benchmarks.permuted_digits.train", "value:   (not set)",
+                       "required key 'train' is missing from benchmarks.permuted_digits"]),
     "missing n_tasks": (lambda c: c["benchmarks"]["permuted_digits"].pop("n_tasks"),
-                        ["benchmarks.permuted_digits.n_tasks is required"]),
+                        ["field:   benchmarks.permuted_digits.n_tasks", "scenario permuted needs n_tasks"]),
     "bad variant parameter": (lambda c: c.update(methods=["er_5"], variants={"er_5": {
-        "method": "replay", "params": {"buffer_sise": 5}}}), ["variants.er_5 (replay)", "'buffer_sise' was unexpected"]),
+        "method": "replay", "params": {"buffer_sise": 5}}}), ["field:   variants.er_5.params.buffer_sise",
+                                                              "unknown key 'buffer_sise' in replay's hyperparameters",
+                                                              "did you mean 'buffer_size'?"]),
     "variant of unknown method": (lambda c: c.update(variants={"x": {"method": "rehearsal"}}),
-                                  ["'rehearsal' is not one of"]),
+                                  ["field:   variants.x.method", "value:   'rehearsal'", "allowed: one of: agem"]),
     "class order not a permutation": (lambda c: c["benchmarks"]["split_digits"].update(class_order=[0, 1, 2]),
-                                      ["benchmarks.split_digits.class_order must be a permutation of 0..9"]),
+                                      ["field:   benchmarks.split_digits.class_order",
+                                       "not a permutation of the 10 classes of 'digits' (missing 3, 4, 5"]),
     "misspelled hyperparameter": (lambda c: c["method_params"]["ewc"].update(ewc_lamda=5),
-                                  ["'ewc_lamda' was unexpected", "['ewc']"]),
-    "bad device": (lambda c: c.update(device="gpu"), ["'gpu' does not match", "['device']"]),
-    "no seeds": (lambda c: c.update(seeds=[]), ["should be non-empty", "['seeds']"]),
+                                  ["field:   method_params.ewc.ewc_lamda", "unknown key 'ewc_lamda'",
+                                   "allowed: keys ewc_lambda, fisher_samples"]),
+    "bad device": (lambda c: c.update(device="gpu"), ["field:   device", "value:   'gpu'",
+                                                      "meaning: auto (a CUDA GPU when present"]),
+    "no seeds": (lambda c: c.update(seeds=[]), ["field:   seeds", "value:   []", "too few items"]),
+    "infinite weight": (lambda c: c["method_params"]["ewc"].update(ewc_lambda=float("inf")),
+                        ["field:   method_params.ewc.ewc_lambda", "value:   .inf", "allowed: a finite number"]),
+    "buffer larger than the data": (lambda c: c["method_params"]["replay"].update(buffer_size=7000),
+                                    ["field:   method_params.replay.buffer_size",
+                                     "more than the 1347 training samples of benchmark 'split_digits'",
+                                     "allowed: an integer in [1, 1347]"]),
 }
 
 
 def _validate_and_check(config):
-    validate(config, str(SCHEMA))
-    cl.check_config(config, validate=lambda trial: validate(trial, str(SCHEMA)))
+    config_errors.check(config, SCHEMA, files=[DEFAULT_CONFIG])
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_schema_rejects_bad_config_naming_the_field(case):
+def test_bad_config_error_names_field_value_and_what_is_allowed(case):
     edit, expected = BAD[case]
-    with pytest.raises(Exception) as err:
+    with pytest.raises(cl.ConfigError) as err:
         _validate_and_check(_mutate(edit))
+    message = str(err.value)
+    assert message.startswith("Config error in config/config.yaml") or message.startswith(
+        f"Config error in {DEFAULT_CONFIG}"), message
     for text in expected:
-        assert text in str(err.value), f"{case}: {text!r} not in {err.value}"
+        assert text in message, f"{case}: {text!r} not in {message}"
+    assert "Failed validating" not in message and "schema[" not in message  # no JSON-schema dump
 
 
 def test_defaults_are_filled(default_config):
@@ -70,8 +90,10 @@ def test_defaults_are_filled(default_config):
 def test_uneven_class_split_fails_check_with_valid_choices(default_config):
     config = copy.deepcopy(default_config)
     config["benchmarks"]["split_digits"]["n_tasks"] = 3
-    with pytest.raises(cl.ConfigError, match=r"benchmarks.split_digits.n_tasks = 3 .* valid: \[1, 2, 5, 10\]"):
+    with pytest.raises(cl.ConfigError) as err:
         cl.check_config(config)
+    assert err.value.path == "benchmarks.split_digits.n_tasks" and err.value.value == 3
+    assert err.value.allowed == "a divisor of 10: 1, 2, 5, 10"
 
 
 def test_grid_and_specs(default_config):
@@ -112,7 +134,7 @@ def test_variants_resolve_params_and_training_overrides(default_config):
     config = copy.deepcopy(default_config)
     config["methods"] = ["naive", "er_500"]
     config["variants"] = {"er_500": {"method": "replay", "params": {"buffer_size": 500}, "train": {"lr": 0.1}}}
-    cl.check_config(config, validate=lambda trial: validate(trial, str(SCHEMA)))
+    cl.check_config(config, validate=lambda trial: config_errors.validate(trial, SCHEMA))
     spec = cl.run_spec(config, "split_digits", "mlp", "er_500", 0)
     assert spec["method"] == "er_500" and spec["method_name"] == "replay"
     assert spec["method_params"]["buffer_size"] == 500 and spec["method_params"]["buffer_policy"] == "class_balanced"
@@ -125,7 +147,7 @@ def _swept(default_config, sweeps, methods=("naive", "ewc", "replay")):
     config = copy.deepcopy(default_config)
     config["methods"] = list(methods)
     config["sweeps"] = sweeps
-    cl.check_config(config, validate=lambda trial: validate(trial, str(SCHEMA)))
+    cl.check_config(config, validate=lambda trial: config_errors.validate(trial, SCHEMA))
     return config
 
 
@@ -158,13 +180,16 @@ def test_sweep_of_a_variant_and_bad_sweeps(default_config):
     config["methods"] = ["er"]
     config["variants"] = {"er": {"method": "replay", "params": {"buffer_policy": "reservoir"}, "train": {"lr": 0.01}}}
     config["sweeps"] = {"er": {"params": {"buffer_size": [10, 20]}}}
-    cl.check_config(config, validate=lambda trial: validate(trial, str(SCHEMA)))
+    cl.check_config(config, validate=lambda trial: config_errors.validate(trial, SCHEMA))
     spec = cl.run_spec(config, "split_digits", "mlp", "er~buffer_size=20", 0)
     assert spec["method_params"]["buffer_policy"] == "reservoir" and spec["method_params"]["buffer_size"] == 20
     assert spec["train"]["lr"] == 0.01
-    with pytest.raises(cl.ConfigError, match=r"sweeps.ewc.params.ewc_lamda: ewc has no hyperparameter 'ewc_lamda'"):
+    with pytest.raises(cl.ConfigError, match=r"(?s)field: +sweeps.ewc.params.ewc_lamda\n.*ewc has no "
+                                             r"hyperparameter 'ewc_lamda'"):
         _swept(default_config, {"ewc": {"params": {"ewc_lamda": [1, 2]}}})
-    with pytest.raises(cl.ConfigError, match=r"sweeps.si: 'si' is not in methods"):
+    with pytest.raises(cl.ConfigError, match=r"(?s)field: +sweeps.si\n.*'si' is not a run in methods"):
         _swept(default_config, {"si": {"params": {"c": [1, 2]}}})
-    with pytest.raises(cl.ConfigError, match=r"(?s)variants.replay~buffer_size=0 \(replay\).*less than the minimum of 1"):
-        _swept(default_config, {"replay": {"params": {"buffer_size": [0, 5]}}})
+    # The point of the sweep that is out of range, by its index in the list the user wrote.
+    with pytest.raises(cl.ConfigError, match=r"(?s)field: +sweeps.replay.params.buffer_size\[1\]\n +value: +0\n"
+                                             r".*allowed: an integer >= 1"):
+        _swept(default_config, {"replay": {"params": {"buffer_size": [5, 0]}}})

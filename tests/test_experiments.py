@@ -25,19 +25,39 @@ def bare_copy(tmp_path_factory):
 
 
 @pytest.mark.parametrize("study", sorted(STUDIES))
-def test_study_plans_without_its_data(bare_copy, study):
+def test_study_plans_without_its_data(bare_copy, tmp_path, study):
     runs, train_jobs = STUDIES[study]
     config = yaml.safe_load((bare_copy / "config/experiments" / f"{study}.yaml").read_text())
     datasets = {d for b in config["benchmarks"].values() for d in b.get("datasets", [b.get("dataset")])}
     datasets |= {s["dataset"] for b in config["benchmarks"].values() for s in (b.get("eval_sets") or {}).values()}
-    jobs = planned_jobs(bare_copy, "--configfile", f"config/experiments/{study}.yaml")
+    # A folder dataset (ImageNet) has no download: the plan refuses a folder that does not exist, so an empty
+    # stand-in takes the place of the user's copy (a second config file, merged over the study's).
+    folders = [name for name, options in (config.get("datasets") or {}).items() if "path" in options]
+    stand_in = tmp_path / "folders.yaml"
+    stand_in.write_text(yaml.safe_dump({"datasets": {name: {"path": str(tmp_path / name)} for name in folders}}))
+    for name in folders:
+        (tmp_path / name).mkdir()
+    jobs = planned_jobs(bare_copy, "--configfile", f"config/experiments/{study}.yaml",
+                        *([str(stand_in)] if folders else []))
     assert jobs["train_task"] == train_jobs and jobs["run_metrics"] == runs
-    # The DAG starts at the download: one download and one preparation per dataset.
-    assert jobs["download_dataset"] == jobs["prepare_dataset"] == len(datasets)
+    # The DAG starts at the download: one download and one preparation per dataset (a folder is prepared as it is).
+    assert jobs["download_dataset"] == len(datasets) and jobs["prepare_dataset"] == len(datasets) + len(folders)
     assert ("published" in jobs) == ("published" in config)
     if study == "flava_frozen_vs_partial":  # each last-child and unfrozen run against its frozen counterpart
         assert jobs["compare_runs"] == 6 * 3 * 3
     assert not (bare_copy / "resources").exists()
+
+
+def test_a_missing_dataset_folder_stops_the_plan_naming_the_field(bare_copy):
+    # mtil_clip.yaml ships with datasets.imagenet.path: /path/to/imagenet, to be set to the user's copy.
+    from tests.test_workflow import snakemake
+
+    out = snakemake(bare_copy, "-n", "--cores", "1", "--configfile", "config/experiments/mtil_clip.yaml", check=False)
+    text = " ".join((out.stdout + out.stderr).split())
+    assert out.returncode != 0 and "Traceback" not in text
+    for expected in ("Config error in config/experiments/mtil_clip.yaml, line", "field: datasets.imagenet.path",
+                     "no such folder: /path/to/imagenet", "ImageNet has no public download"):
+        assert expected in text, expected
 
 
 def test_each_study_says_what_it_reproduces_and_its_cost():

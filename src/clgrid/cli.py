@@ -241,6 +241,7 @@ def dispatch(args: argparse.Namespace) -> None:
         import shutil
         from pathlib import Path
 
+        from clgrid.io import atomic_path
         from clgrid.plots.tables import write_paper_tables
 
         out = Path(args.out_dir)
@@ -248,7 +249,8 @@ def dispatch(args: argparse.Namespace) -> None:
         for pdf in args.figures:
             # results/figures/<benchmark>/<backbone>/<name>.pdf -> paper/<benchmark>_<backbone>_<name>.pdf
             parts = Path(pdf).parts[-3:]
-            shutil.copyfile(pdf, out / "_".join(parts))
+            with atomic_path(out / "_".join(parts)) as tmp:
+                shutil.copyfile(pdf, tmp)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         dispatch(args)
-    except (CorruptFileError, FileNotFoundError, KeyError, ValueError, RuntimeError, FloatingPointError) as err:
+    except (CorruptFileError, OSError, KeyError, ValueError, RuntimeError, FloatingPointError) as err:
         # The message first (what a user acts on), the traceback after it for debugging.
         logging.getLogger("clgrid").error("%s: %s", type(err).__name__, err, exc_info=True)
         return 1

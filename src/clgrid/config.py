@@ -1,8 +1,9 @@
 """Experiment config → the grid of runs and the resolved spec each job receives.
 
-The Snakemake layer validates the YAML against ``workflow/schemas/config.schema.yaml``
-(which also fills defaults) and then calls ``check_config`` for the rules a
-schema cannot express. A run is (benchmark, backbone, run name, seed); its folder
+The Snakemake layer runs ``clgrid.config_errors.check``: it validates the YAML against
+``workflow/schemas/config.schema.yaml`` (which also fills defaults) and then calls
+``check_config`` for the rules a schema cannot express; both raise ``ConfigError``.
+A run is (benchmark, backbone, run name, seed); its folder
 is ``results/runs/{benchmark}/{backbone}/{method}/s{seed}``, where the run name
 is a registered method (``ewc``) or a *variant* defined under ``variants``
 (``er_500: {method: replay, params: {buffer_size: 500}, train: {lr: 0.1}}``), so
@@ -15,14 +16,15 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from clgrid.config_errors import MISSING, ConfigError, choices, did_you_mean, field_path, get_path
 from clgrid.data.datasets import DATASETS
 
-
-class ConfigError(ValueError):
-    """A config that passed the schema but cannot describe a runnable grid."""
+PREPARED_DATASET = "results/data/{dataset}.npz"
+"""Where the DAG writes a prepared dataset (common.smk's DATASET): once it exists, its raw folder is not needed."""
 
 
 @dataclass(frozen=True)
@@ -60,74 +62,271 @@ def run_datasets(config: dict[str, Any], benchmark: str, method: str) -> list[st
     return names + [reference] if reference and reference not in names else names
 
 
-def dataset_classes(config: dict[str, Any], name: str) -> int:
+def dataset_classes(config: dict[str, Any], name: str, where: tuple = ()) -> int:
+    """A dataset's class count, known before it is prepared; ``where`` is the field that names it (for errors)."""
     options = config.get("datasets", {}).get(name, {})
     if name in DATASETS:
         return DATASETS[name].n_classes
     if "n_classes" in options:
         return int(options["n_classes"])
+    imported = sorted(n for n in config.get("datasets", {}) if n not in DATASETS)
     raise ConfigError(
-        f"unknown dataset '{name}'; valid: {', '.join(sorted(DATASETS))}, or import your own arrays with "
-        f"datasets: {{{name}: {{npz: path/to/file.npz, n_classes: K}}}}"
-    )
+        f"unknown dataset '{name}'{did_you_mean(name, [*DATASETS, *imported])}", path=where or ("datasets", name),
+        value=name, allowed="a registered dataset (" + choices(sorted(DATASETS)) + ")"
+        + (f" or one imported under datasets ({choices(imported)})" if imported else ""),
+        fix=f"correct the name, or import your own arrays with datasets: {{{name}: {{npz: path/to/file.npz, "
+            "n_classes: K}}")
+
+
+def train_samples(config: dict[str, Any], benchmark: str) -> int | None:
+    """Training samples a benchmark's tasks hold together, from the dataset registry (None where unknown).
+
+    An upper bound: holdout classes count, and ``max_per_class_train`` caps every class. A domain-incremental
+    task is a transformed copy of the whole training set, so those count once per task.
+    """
+    bench = config["benchmarks"][benchmark]
+    names = bench["datasets"] if bench["scenario"] == "dataset_sequence" else [bench["dataset"]]
+    total = 0
+    for name in names:
+        info = DATASETS.get(name)
+        options = config.get("datasets", {}).get(name, {})
+        if info is None or info.n_train is None or "npz" in options or "path" in options:
+            return None  # imported arrays: their size is only known once read
+        n = info.n_train
+        if options.get("max_per_class_train"):
+            n = min(n, info.n_classes * int(options["max_per_class_train"]))
+        total += n
+    if bench["scenario"] in ("permuted", "rotated"):
+        total *= int(bench["n_tasks"])
+    return total
 
 
 def check_config(config: dict[str, Any], validate: Callable[[dict[str, Any]], None] | None = None) -> None:
-    """Cross-field checks the schema cannot express; errors name the field and the fix.
+    """Cross-field checks the schema cannot express; each error names the field, its value, what is allowed.
 
     ``validate`` (the workflow's schema validation) is used to check and fill each
     variant's parameters and training overrides against the method's own schema block.
+    Checks that need the backbone's blocks import ``clgrid.models`` (torch) only when the config asks for them.
     """
     for name, options in config.get("datasets", {}).items():
         if name not in DATASETS and "npz" not in options:
-            raise ConfigError(f"datasets.{name}: '{name}' is not a registered dataset, so it needs npz: <file> "
-                              f"and n_classes; registered: {', '.join(sorted(DATASETS))}")
+            raise ConfigError(
+                f"'{name}' is not a registered dataset{did_you_mean(name, DATASETS)}, and it names no npz to import",
+                path=("datasets", name), value=options, allowed="a registered dataset (" + choices(sorted(DATASETS))
+                + "), or an imported one: {npz: path/to/file.npz, n_classes: K}",
+                fix=f"correct the name, or add npz: <file> and n_classes: <K> under datasets.{name}")
         if name not in DATASETS and "n_classes" not in options:
-            raise ConfigError(f"datasets.{name}: an imported dataset that is not registered needs n_classes")
+            raise ConfigError("an imported dataset that is not registered needs its class count",
+                              path=("datasets", name, "n_classes"), allowed="an integer >= 2", kind="missing",
+                              fix=f"add n_classes: <K> under datasets.{name}")
     for name, bench in config["benchmarks"].items():
-        where = f"benchmarks.{name}"
-        kind = bench["scenario"]
-        if kind == "dataset_sequence":
-            if not bench.get("datasets"):
-                raise ConfigError(f"{where}.datasets: a dataset_sequence needs the list of its datasets, one per task")
-            if bench.get("n_tasks") not in (None, len(bench["datasets"])):
-                raise ConfigError(f"{where}.n_tasks = {bench['n_tasks']} but datasets lists {len(bench['datasets'])}; "
-                                  "a dataset sequence has one task per dataset (leave n_tasks out)")
-            bench["n_tasks"] = len(bench["datasets"])
-        else:
-            if "dataset" not in bench:
-                raise ConfigError(f"{where}.dataset is required for scenario {kind}")
-            if "n_tasks" not in bench:
-                raise ConfigError(f"{where}.n_tasks is required for scenario {kind}")
-        for dname in datasets_of(config, name):
-            dataset_classes(config, dname)
-        if kind in ("class_incremental", "task_incremental"):
-            n_classes = dataset_classes(config, bench["dataset"])
-            trained = n_classes - int(bench.get("holdout_classes", 0))
-            if trained < 1 or trained % bench["n_tasks"]:
-                valid = [k for k in range(1, max(trained, 1) + 1) if trained % k == 0]
-                raise ConfigError(
-                    f"{where}.n_tasks = {bench['n_tasks']} does not split the {trained} trained classes "
-                    f"of '{bench['dataset']}' into equal tasks; valid: {valid}"
-                )
-            order = bench.get("class_order", "sorted")
-            if isinstance(order, list) and sorted(order) != list(range(n_classes)):
-                raise ConfigError(f"{where}.class_order must be a permutation of 0..{n_classes - 1}, got {order}")
+        _check_benchmark(config, name, bench)
     expand_sweeps(config)
     _check_variants(config, validate)
     for run_name in config["methods"]:
-        reference = method_of(config, run_name)[1].get("reference_dataset")
-        if reference:
-            try:
-                dataset_classes(config, reference)
-            except ConfigError as err:
-                raise ConfigError(f"{run_name}: reference_dataset: {err}") from None
+        _, params, _ = method_of(config, run_name)
+        if params.get("reference_dataset"):
+            dataset_classes(config, params["reference_dataset"],
+                            _param_path(config, run_name, "params", "reference_dataset"))
+    _check_dataset_files(config)
     _check_published(config)
-    for a, b in (config.get("analysis") or {}).get("cross_run_pairs") or []:
-        for name in (a, b):
+    for i, pair in enumerate((config.get("analysis") or {}).get("cross_run_pairs") or []):
+        for j, name in enumerate(pair):
             if name not in config["methods"]:
-                raise ConfigError(f"analysis.cross_run_pairs: {name!r} is not a run in methods; "
-                                  f"valid: {', '.join(config['methods'])}")
+                raise ConfigError(f"'{name}' is not a run in methods{did_you_mean(name, config['methods'])}",
+                                  path=("analysis", "cross_run_pairs", i, j), value=name,
+                                  allowed="runs in methods: " + choices(config["methods"]),
+                                  fix="name two runs of methods (or of a sweep's runs), or add the run to methods")
+    _check_buffers(config)
+    _check_backbone_fit(config)
+
+
+def _dataset_refs(bench_name: str, bench: dict[str, Any]) -> list[tuple[tuple, str]]:
+    """(field, dataset name) of every dataset a benchmark names."""
+    where = ("benchmarks", bench_name)
+    if bench["scenario"] == "dataset_sequence":
+        refs = [((*where, "datasets", i), d) for i, d in enumerate(bench.get("datasets") or [])]
+    else:
+        refs = [((*where, "dataset"), bench["dataset"])] if "dataset" in bench else []
+    refs += [((*where, "eval_sets", s, "dataset"), c["dataset"]) for s, c in (bench.get("eval_sets") or {}).items()]
+    return refs
+
+
+def _check_benchmark(config: dict[str, Any], name: str, bench: dict[str, Any]) -> None:
+    where = ("benchmarks", name)
+    kind = bench["scenario"]
+    if kind == "dataset_sequence":
+        if not bench.get("datasets"):
+            raise ConfigError("a dataset_sequence needs the list of its datasets, one per task",
+                              path=(*where, "datasets"), allowed="a list of dataset names", kind="missing",
+                              fix=f"add datasets: [<first>, <second>, ...] under benchmarks.{name}")
+        if bench.get("n_tasks") not in (None, len(bench["datasets"])):
+            raise ConfigError(f"a dataset sequence has one task per dataset, and datasets lists "
+                              f"{len(bench['datasets'])}", path=(*where, "n_tasks"), value=bench["n_tasks"],
+                              allowed=f"{len(bench['datasets'])}, or leave n_tasks out",
+                              fix="leave n_tasks out (it follows from datasets)")
+        bench["n_tasks"] = len(bench["datasets"])
+    else:
+        for key, allowed in (("dataset", "a registered or imported dataset name"), ("n_tasks", "an integer >= 1")):
+            if key not in bench:
+                raise ConfigError(f"scenario {kind} needs {key}", path=(*where, key), allowed=allowed,
+                                  kind="missing", fix=f"add {key}: <value> under benchmarks.{name}")
+    for field, dname in _dataset_refs(name, bench):
+        dataset_classes(config, dname, field)
+    if kind not in ("class_incremental", "task_incremental"):
+        return
+    dataset = bench["dataset"]
+    n_classes = dataset_classes(config, dataset, (*where, "dataset"))
+    holdout = int(bench.get("holdout_classes", 0))
+    if holdout >= n_classes:
+        raise ConfigError(f"holding out {holdout} classes leaves none of the {n_classes} classes of '{dataset}' "
+                          "to train on", path=(*where, "holdout_classes"), value=holdout,
+                          allowed=f"an integer in [0, {n_classes - 1}]", fix="lower holdout_classes")
+    trained = n_classes - holdout
+    if trained % bench["n_tasks"]:
+        valid = [k for k in range(1, trained + 1) if trained % k == 0]
+        held = f" ({n_classes} minus holdout_classes {holdout})" if holdout else ""
+        raise ConfigError(
+            f"does not split the {trained} trained classes of '{dataset}'{held} into equal tasks",
+            path=(*where, "n_tasks"), value=bench["n_tasks"], allowed=f"a divisor of {trained}: {choices(valid)}",
+            fix="set n_tasks to one of the allowed values" + (", or change holdout_classes" if holdout else ""))
+    order = bench.get("class_order", "sorted")
+    if isinstance(order, list) and sorted(order) != list(range(n_classes)):
+        missing = sorted(set(range(n_classes)) - set(order))
+        repeated = sorted({c for c in order if order.count(c) > 1})
+        outside = sorted({c for c in order if c >= n_classes})
+        details = "; ".join(text for text in (
+            f"missing {_ids(missing)}" if missing else "", f"repeated {_ids(repeated)}" if repeated else "",
+            f"not classes of '{dataset}': {_ids(outside)}" if outside else "") if text)
+        raise ConfigError(f"not a permutation of the {n_classes} classes of '{dataset}' ({details})",
+                          path=(*where, "class_order"), value=order,
+                          allowed=f"sorted, random, or a list of every class id 0..{n_classes - 1} exactly once",
+                          fix="list each class id once, or use class_order: random (drawn with scenario_seed)")
+
+
+def _ids(ids: list[int]) -> str:
+    return ", ".join(map(str, ids[:12])) + (", ..." if len(ids) > 12 else "")
+
+
+def _check_dataset_files(config: dict[str, Any]) -> None:
+    """The files and folders a used dataset is imported from exist (a folder only until it has been prepared)."""
+    used = [d for b in config["benchmarks"] for d in datasets_of(config, b)]
+    used += [method_of(config, run)[1].get("reference_dataset") for run in config["methods"]]
+    for name in dict.fromkeys(n for n in used if n):
+        options = config.get("datasets", {}).get(name, {})
+        for key, what in (("npz", "file"), ("path", "folder")):
+            location = options.get(key)
+            if location is None or os.path.exists(location):
+                continue
+            if key == "path" and os.path.exists(PREPARED_DATASET.format(dataset=name)):
+                continue  # prepared already: the raw folder is read only to prepare it
+            info = DATASETS.get(name)
+            if info is not None and info.no_download:
+                fix = f"correct datasets.{name}.{key}; {info.no_download}"
+            elif info is not None and info.url:
+                fix = f"correct datasets.{name}.{key}, or remove it to download {name} ({info.url})"
+            elif info is not None:
+                fix = f"correct datasets.{name}.{key}, or remove it to use the registered source"
+            else:
+                fix = f"correct datasets.{name}.{key}"
+            relative = "" if os.path.isabs(location) else f" (relative to {os.getcwd()})"
+            raise ConfigError(f"no such {what}: {location}{relative}", path=("datasets", name, key), value=location,
+                              allowed=f"an existing {what}, absolute or relative to the folder snakemake runs in",
+                              fix=fix)
+
+
+def _param_path(config: dict[str, Any], run_name: str, part: str, key: str, benchmark: str | None = None) -> tuple:
+    """The field a user wrote a run's parameter (part "params") or training setting (part "train") in.
+
+    A sweep's point comes from ``sweeps.<base>.<part>.<key>[i]``, a variant's setting from
+    ``variants.<name>.<part>.<key>``, anything else from ``method_params`` or the benchmark's ``train``.
+    """
+    variants = config.get("variants") or {}
+    variant = variants.get(run_name)
+    method = variant["method"] if variant else run_name
+    default = (("method_params", method, key) if part == "params"
+               else ("benchmarks", benchmark or next(iter(config["benchmarks"])), "train", key))
+    if variant is None:
+        return default
+    sweep = variant.get("sweep")
+    if sweep:
+        swept = ((config.get("sweeps") or {}).get(sweep["base"]) or {}).get(part) or {}
+        if key in swept:
+            value = (variant.get(part) or {}).get(key)
+            index = next((i for i, v in enumerate(swept[key]) if v == value and type(v) is type(value)), None)
+            return ("sweeps", sweep["base"], part, key) + ((index,) if index is not None else ())
+        run_name = sweep["base"]
+        variant = variants.get(run_name)
+        if variant is None:
+            return default
+    if key in (variant.get(part) or {}):
+        return ("variants", run_name, part, key)
+    return default
+
+
+def _param_error(config: dict[str, Any], run_name: str, key: str, problem: str, value: Any, **fields) -> ConfigError:
+    method = method_of(config, run_name)[0]
+    return ConfigError(problem, path=_param_path(config, run_name, "params", key), value=value,
+                       describe_as=("method_params", method, key), **fields)
+
+
+BUFFER_KEYS = ("buffer_size", "memory_size")
+"""Hyperparameters that count stored training samples (replay, der, derpp: buffer_size; gdumb, icarl: memory_size)."""
+
+
+def _check_buffers(config: dict[str, Any]) -> None:
+    for benchmark in config["benchmarks"]:
+        available = train_samples(config, benchmark)
+        if available is None:
+            continue
+        for run_name in config["methods"]:
+            _, params, _ = method_of(config, run_name)
+            for key in BUFFER_KEYS:
+                size = params.get(key)
+                if isinstance(size, int) and size > available:
+                    raise _param_error(
+                        config, run_name, key, f"more than the {available} training samples of benchmark "
+                        f"'{benchmark}' (all its tasks together), so the buffer can never fill", size,
+                        allowed=f"an integer in [1, {available}]",
+                        fix=f"lower {key}, or run {run_name} on a benchmark with more training data")
+
+
+BACKBONE_CHILDREN_WITHOUT_WEIGHTS = {"mlp": ("flatten",), "cnn": ("pool",), "resnet18": ("pool",),
+                                     "resnet50": ("pool",), "vit_b_16": ("cls",)}
+"""Backbone children that hold no weights (so ``declared_blocks`` leaves them out) but are valid CKA layers."""
+
+
+def _check_backbone_fit(config: dict[str, Any]) -> None:
+    """freeze_k within the backbone's blocks; analysis layers that the backbone has."""
+    layers = (config.get("analysis") or {}).get("layers") or []
+    frozen = [run for run in config["methods"] if method_of(config, run)[1].get("freeze") == "first_k"]
+    if not layers and not frozen:
+        return
+    from clgrid.models import declared_blocks  # torch: only for configs that need the blocks
+
+    for backbone, backbone_cfg in config["backbones"].items():
+        arch = backbone_cfg["arch"]
+        blocks = declared_blocks(backbone_cfg)
+        for run_name in frozen:
+            k = method_of(config, run_name)[1].get("freeze_k", 1)
+            if k > len(blocks):
+                raise _param_error(
+                    config, run_name, "freeze_k", f"backbone '{backbone}' ({arch}) has only {len(blocks)} blocks "
+                    f"with weights: {', '.join(blocks)}", k, allowed=f"an integer in [1, {len(blocks)}]",
+                    fix=f"set freeze_k to at most {len(blocks)}, or freeze: all to freeze the whole backbone")
+        children = [*blocks, *BACKBONE_CHILDREN_WITHOUT_WEIGHTS.get(arch, ())]
+        for i, layer in enumerate(layers):
+            parts = layer.split(".")
+            if parts[0] in ("head", "preprocess") or (parts[0] == "backbone" and (len(parts) == 1
+                                                                                 or parts[1] in children)):
+                continue
+            hint = f" (did you mean 'backbone.{layer}'?)" if parts[0] in children else did_you_mean(
+                layer, ["head", *(f"backbone.{c}" for c in children)])
+            raise ConfigError(f"backbone '{backbone}' ({arch}) has no layer '{layer}'{hint}",
+                              path=("analysis", "layers", i), value=layer,
+                              allowed="head, backbone, " + ", ".join(f"backbone.{c}" for c in children)
+                              + ", or a submodule of one (e.g. backbone." + children[0] + ".0)",
+                              fix="use one of the allowed names, or layers: null for each block and the head")
 
 
 def sweep_value(value: Any) -> str:
@@ -154,17 +353,24 @@ def expand_sweeps(config: dict[str, Any]) -> None:
     registered = registered_methods(config)
     for base, sweep in sweeps.items():
         if base not in config["methods"]:
-            raise ConfigError(f"sweeps.{base}: '{base}' is not in methods {config['methods']}; add it there or "
-                              "remove the sweep")
+            raise ConfigError(f"'{base}' is not a run in methods{did_you_mean(base, config['methods'])}",
+                              path=("sweeps", base), value=sweep, allowed="runs in methods: " + choices(config["methods"]),
+                              kind="unknown_key", fix=f"add {base} to methods, or remove the sweep")
         variant = variants.get(base, {"method": base} if base in registered else None)
         if variant is None:
-            raise ConfigError(f"sweeps.{base}: not a registered method or a variant")
+            raise ConfigError(f"'{base}' is neither a registered method nor a variant",
+                              path=("sweeps", base), value=sweep, kind="unknown_key",
+                              allowed="a registered method (" + choices(registered) + ") or a variant defined under "
+                              "variants", fix=f"define {base} under variants, or sweep a registered method")
         method = variant["method"]
-        known = set(config["method_params"][method])
+        known = sorted(config["method_params"][method])
         for key in sweep.get("params", {}):
             if key not in known:
-                raise ConfigError(f"sweeps.{base}.params.{key}: {method} has no hyperparameter '{key}'; "
-                                  f"valid: {', '.join(sorted(known))}")
+                raise ConfigError(f"{method} has no hyperparameter '{key}'{did_you_mean(key, known)}",
+                                  path=("sweeps", base, "params", key), value=sweep["params"][key],
+                                  allowed="hyperparameters of " + method + ": " + choices(known),
+                                  describe_as=("method_params", method), kind="unknown_key",
+                                  fix="sweep one of the allowed hyperparameters (training settings go under train)")
         axes = [("params", k, v) for k, v in sorted(sweep.get("params", {}).items())]
         axes += [("train", k, v) for k, v in sorted(sweep.get("train", {}).items())]
         names = []
@@ -191,12 +397,17 @@ def _check_variants(config: dict[str, Any], validate) -> None:
     variants = config.get("variants", {})
     for name in variants:
         if name in registered and variants[name]["method"] != name:
-            raise ConfigError(f"variants.{name}: a variant named after the registered method '{name}' must use it "
-                              f"(method: {name}); rename the variant")
+            raise ConfigError(f"a variant named after the registered method '{name}' must use that method",
+                              path=("variants", name, "method"), value=variants[name]["method"], allowed=name,
+                              fix=f"rename the variant (e.g. {name}_{variants[name]['method']}), or set method: {name}")
     for i, name in enumerate(config["methods"]):
         if name not in registered and name not in variants:
-            raise ConfigError(f"unknown method '{name}' at methods[{i}]; valid: {', '.join(registered)}, "
-                              f"or a variant defined under variants: ({', '.join(sorted(variants)) or 'none defined'})")
+            raise ConfigError(f"unknown method '{name}'{did_you_mean(name, [*registered, *variants])}",
+                              path=("methods", i), value=name,
+                              allowed="a registered method (" + choices(registered) + ") or a variant defined under "
+                              f"variants ({choices(sorted(variants)) or 'none defined'})",
+                              fix=f"correct the name, or define it: variants: {{{name}: {{method: <registered method>, "
+                                  "params: {...}}}")
     for name, variant in variants.items():
         if validate is None:
             continue
@@ -207,9 +418,33 @@ def _check_variants(config: dict[str, Any], validate) -> None:
             bench["train"] = {**bench["train"], **variant.get("train", {})}
         try:
             validate(trial)
-        except Exception as err:  # the schema's own message names the field inside the method block
-            raise ConfigError(f"variants.{name} ({variant['method']}): {err}") from None
+        except ConfigError as err:
+            raise _in_variant(config, name, err) from None
+        except Exception as err:  # another validator (snakemake.utils.validate): its own message
+            raise ConfigError(f"{variant['method']} rejects these settings: {err}", path=("variants", name),
+                              value=variant) from None
         variant["resolved_params"] = trial["method_params"][variant["method"]]
+
+
+def _in_variant(config: dict[str, Any], name: str, err: ConfigError) -> ConfigError:
+    """Point an error found in a variant's trial config at the field the user wrote (variant, sweep point)."""
+    parts = err.parts
+    if parts[:2] == ("method_params", config["variants"][name]["method"]) and len(parts) > 2:
+        part, key, rest = "params", parts[2], parts[3:]
+    elif len(parts) > 3 and parts[0] == "benchmarks" and parts[2] == "train":
+        part, key, rest = "train", parts[3], parts[4:]
+    else:
+        return err
+    path = _param_path(config, name, part, str(key), parts[1] if part == "train" else None)
+    if err.kind == "unknown_key" and isinstance(path[-1], int):
+        path = path[:-1]  # an unknown key is wrong in every point of the sweep
+    container = field_path(parts[:2] if part == "params" else parts[:3])
+    err.problem = err.problem.replace(f" in {container}", " in " + (
+        f"{config['variants'][name]['method']}'s hyperparameters" if part == "params" else "the training settings"))
+    err.parts = (*path, *rest)
+    if get_path(config, err.parts) is not MISSING:
+        err.value = get_path(config, err.parts)  # what the user wrote there (a sweep's whole list of values)
+    return err
 
 
 def _check_published(config: dict[str, Any]) -> None:
@@ -218,8 +453,10 @@ def _check_published(config: dict[str, Any]) -> None:
         return
     for bench in published.get("numbers", {}):
         if bench not in config["benchmarks"]:
-            raise ConfigError(f"published.numbers.{bench}: no benchmark of that name; "
-                              f"valid: {', '.join(config['benchmarks'])}")
+            raise ConfigError(f"no benchmark named '{bench}'{did_you_mean(bench, config['benchmarks'])}",
+                              path=("published", "numbers", bench), value=published["numbers"][bench],
+                              allowed="benchmarks of this config: " + choices(config["benchmarks"]),
+                              kind="unknown_key", fix="use the benchmark's name as it is under benchmarks")
 
 
 def runs(config: dict[str, Any]) -> list[Run]:

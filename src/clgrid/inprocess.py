@@ -52,10 +52,9 @@ def run_cell(config: dict[str, Any], benchmark: str, backbone: str, method: str,
 def validated(config_path: str | Path = "config/config.yaml", schema_path: str | Path = "workflow/schemas/config.schema.yaml", **overrides: Any) -> dict[str, Any]:
     """Load a config YAML, apply top-level overrides, validate it with the workflow's schema and checks."""
     import yaml
-    from snakemake.utils import validate
+
+    from clgrid.config_errors import check
 
     config = yaml.safe_load(Path(config_path).read_text())
     config.update(overrides)
-    validate(config, str(schema_path))
-    cl.check_config(config, validate=lambda trial: validate(trial, str(schema_path)))
-    return config
+    return check(config, schema_path, files=[config_path], overrides=overrides)

@@ -10,7 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from clgrid.io import file_sha256, load_npz, load_torch, provenance, read_json, save_torch, write_json
+from clgrid.io import (load_npz, load_torch, provenance, read_json, remove_output, save_torch, verified_sha256,
+                       write_json)
 
 log = logging.getLogger("clgrid")
 
@@ -411,14 +412,17 @@ def train(
                              "run's: its backbone is not frozen, or the cache is stale (delete it to rebuild)")
         cached = head_only(model)
         log.info("training the head on cached features (%s); the frozen backbone does not run", features)
-    with cached:
-        state, record = _train_task(spec, ctx, model, previous, task_id, out_state, checkpoint_every_s)
+    if "diverged" in previous:
+        state, record = _carry_divergence(spec, ctx, previous, task_id)
+    else:
+        with cached:
+            state, record = _train_task(spec, ctx, model, previous, task_id, out_state, checkpoint_every_s)
     counter.remove()
     # A measurement of this job, not a result (a resumed job counts fewer): the log holds it, eval.json does not.
     log.info("samples through the backbone in this job: %d", counter.samples)
     save_torch(out_state, {**state, "model": model.state_dict()})
     write_json(out_eval, record)
-    Path(out_state + ".resume.pt").unlink(missing_ok=True)
+    remove_output(out_state + ".resume.pt")
 
 
 def _train_task(spec: dict[str, Any], ctx: _Context, model, previous: dict[str, Any], task_id: int, out_state: str,
@@ -426,7 +430,7 @@ def _train_task(spec: dict[str, Any], ctx: _Context, model, previous: dict[str, 
     """Train one task and evaluate; returns the state to save (without the model's weights) and the eval record."""
     from clgrid.data.transforms import make_augment
     from clgrid.methods import get_method
-    from clgrid.train import fit_task, task_generator
+    from clgrid.train import TrainingDiverged, fit_task, task_generator
 
     method = get_method(spec["method_name"])(model, spec["method_params"], ctx.scenario["n_classes"])
     if "method" in previous:
@@ -453,13 +457,50 @@ def _train_task(spec: dict[str, Any], ctx: _Context, model, previous: dict[str, 
         log.info("in-job checkpoint: epoch %d, batch %d -> %s", payload["epoch"] + 1, payload["batches_done"],
                  resume_path)
 
-    epoch_losses = fit_task(model, method, data, spec["train"], generator, augment, checkpoint, checkpoint_every_s,
-                            resume)
+    try:
+        epoch_losses = fit_task(model, method, data, spec["train"], generator, augment, checkpoint,
+                                checkpoint_every_s, resume)
+    except TrainingDiverged as err:
+        if spec["train"].get("on_divergence", "stop") != "record":
+            raise
+        # The run is a result too (a sweep's too-large learning rate): its files say it diverged, the grid goes on.
+        log.error("%s: recorded as diverged (train.on_divergence: record); the run's later tasks are not trained",
+                  err.summary)
+        diverged = err.record()
+        state = {"clgrid": provenance(spec, spec["seed"], str(ctx.device)), "task": task_id,
+                 "method": method.state_dict(), "epoch_losses": err.epoch_losses, "diverged": diverged}
+        return state, {**_diverged_record(spec, ctx, task_id, diverged), "epoch_losses": err.epoch_losses}
     prov = provenance(spec, spec["seed"], str(ctx.device))
     state = {"clgrid": prov, "task": task_id, "method": method.state_dict(), "epoch_losses": epoch_losses}
     record = _eval_record(spec, ctx, method.predict, task_id, method)
     record["epoch_losses"] = epoch_losses
     return state, record
+
+
+def _diverged_record(spec: dict[str, Any], ctx: _Context, task_id: int, diverged: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation row of a task at or after the one where the run diverged: the keys ``_eval_record`` writes,
+    every accuracy NaN (a model blown up mid-task, or never trained on the task, measures nothing of the method)."""
+    nan = [float("nan")] * len(ctx.scenario["tasks"])
+    record = {"after_task": task_id, "acc": nan, "acc_task_il": nan, "top5": nan, "diverged": diverged}
+    if ctx.scenario.get("holdout"):
+        record["unseen_acc"] = float("nan")
+    for name in ctx.scenario.get("eval_sets", {}):
+        record[f"acc_{name}"] = record[f"acc_{name}_task_il"] = nan
+    record["provenance"] = provenance(spec, spec["seed"], str(ctx.device))
+    return record
+
+
+def _carry_divergence(spec: dict[str, Any], ctx: _Context, previous: dict[str, Any], task_id: int):
+    """A task after the one where the run diverged: not trained; the state (the diverged model) and the flag go on."""
+    diverged = previous["diverged"]
+    log.warning("run %s/%s/%s/s%d diverged at task %d (step %d, loss %s): task %d is not trained, its accuracies are "
+                "NaN", spec["benchmark"], spec["backbone"], spec["method"], spec["seed"], diverged["task"],
+                diverged["step"], diverged["loss"], task_id)
+    state = {"clgrid": provenance(spec, spec["seed"], str(ctx.device)), "task": task_id, "epoch_losses": [],
+             "diverged": diverged}
+    if "method" in previous:
+        state["method"] = previous["method"]
+    return state, {**_diverged_record(spec, ctx, task_id, diverged), "epoch_losses": []}
 
 
 def _load_resume(path: Path, spec: dict[str, Any], task_id: int) -> dict[str, Any] | None:
@@ -503,6 +544,13 @@ def run_metrics(spec: dict[str, Any], init_eval: str, task_evals: list[str], out
         "acc_seen": metrics.accuracy_seen(acc_matrix).tolist(),
         "metrics": metrics.all_metrics(acc_matrix, init["acc"]),
     }
+    diverged = next((row["diverged"] for row in rows if "diverged" in row), None)
+    if diverged:
+        # Its rows from that task on are NaN, and so is every metric that reads them; tables say "diverged".
+        result["diverged"] = True
+        result["diverged_at"] = diverged
+        log.warning("%s diverged at task %d (step %d, loss %s)", result["run"], diverged["task"], diverged["step"],
+                    diverged["loss"])
     bench = spec["benchmark_cfg"]
     disjoint_tasks = bench["scenario"] in ("class_incremental", "task_incremental") or (
         bench["scenario"] == "dataset_sequence" and bench.get("label_space", "disjoint") == "disjoint")
@@ -535,7 +583,7 @@ def run_metrics(spec: dict[str, Any], init_eval: str, task_evals: list[str], out
     for key in sorted(k for k in rows[-1] if k.startswith("acc_") and k != "acc_task_il" and not k.endswith("_task_il")):
         result[f"acc_matrix_{key[4:]}"] = [row[key] for row in rows]
         result["metrics"][key] = metrics.average_accuracy(result[f"acc_matrix_{key[4:]}"])
-    result["checkpoint_sha256"] = [file_sha256(p) for p in task_states]
+    result["checkpoint_sha256"] = [verified_sha256(p)[0] for p in task_states]  # a corrupt one fails here
     result["provenance"] = provenance(spec, spec["seed"], rows[-1]["provenance"]["device"])
     write_json(out, result)
     log.info("%s: %s", result["run"], " ".join(f"{k}={v:.2f}" for k, v in result["metrics"].items()))
@@ -551,13 +599,23 @@ def _analysis_inputs(ctx: "_Context", tests: list, n_samples: int, rng) -> Any:
     return x_pool[torch.from_numpy(pick).to(x_pool.device)]
 
 
-def _load_checkpoints(ctx: "_Context", states: list[str]) -> list[Any]:
+def _load_checkpoints(ctx: "_Context", states: list[str]) -> tuple[list[Any], dict[str, Any] | None]:
+    """The models of a run's checkpoints, in task order, up to the task where the run diverged (if it did, with
+    ``train.on_divergence: record``), and where it diverged (None if it did not)."""
     models = []
     for path in states:
+        checkpoint = load_torch(path)
+        if "diverged" in checkpoint:
+            return models, checkpoint["diverged"]
         model = ctx.build_model()
-        model.load_state_dict(load_torch(path)["model"])
+        model.load_state_dict(checkpoint["model"])
         models.append(model.to(ctx.device).eval())
-    return models
+    return models, None
+
+
+def _padded(values: list[float], n: int) -> list[float]:
+    """``values`` of the tasks before a divergence, NaN for the rest of the ``n`` tasks."""
+    return list(values) + [float("nan")] * (n - len(values))
 
 
 def compare_runs(spec: dict[str, Any], other_spec: dict[str, Any], scenario_path: str, dataset_files: list[str],
@@ -578,18 +636,27 @@ def compare_runs(spec: dict[str, Any], other_spec: dict[str, Any], scenario_path
                          f"{len(other_states)}")
     tests = [ctx.task_data(i, "test") for i in range(n_tasks)]
     x_eval = _analysis_inputs(ctx, tests, cfg["n_samples"], np.random.default_rng(0))
-    models, other_models = _load_checkpoints(ctx, states), _load_checkpoints(ctx, other_states)
-    layers = cfg["layers"] or default_layers(models[0])
-    result = cross_run_cka([layer_features(m, x_eval, layers) for m in models],
-                           [layer_features(m, x_eval, layers) for m in other_models], layers, cfg["cka_batch_size"])
+    models, diverged = _load_checkpoints(ctx, states)
+    other_models, other_diverged = _load_checkpoints(ctx, other_states)
+    layers = cfg["layers"] or default_layers(models[0] if models else ctx.build_model())
+    n_ok = min(len(models), len(other_models))  # tasks before either run diverged
+    result = cross_run_cka([layer_features(m, x_eval, layers) for m in models[:n_ok]],
+                           [layer_features(m, x_eval, layers) for m in other_models[:n_ok]], layers,
+                           cfg["cka_batch_size"])
+    result["per_layer"] = {layer: _padded(v, n_tasks) for layer, v in result["per_layer"].items()}
+    nan_map = [[float("nan")] * len(layers) for _ in layers]
+    result["layer_maps"] += [nan_map] * (n_tasks - n_ok)
     for layer in layers:
         log.info("CKA %s vs %s, %s, per task: %s", spec["method"], other_spec["method"], layer,
                  " ".join(f"{v:.3f}" for v in result["per_layer"][layer]))
-    write_json(out, {
+    record = {
         **_run_identity(spec), "other": _run_identity(other_spec)["run"], "layers": layers,
         "n_eval_samples": int(len(x_eval)), "cka_per_layer": result["per_layer"], "cka_layer_maps": result["layer_maps"],
         "provenance": provenance({"a": spec, "b": other_spec}, spec["seed"], str(ctx.device)),
-    })
+    }
+    if diverged or other_diverged:
+        record["diverged"] = {"run": diverged, "other": other_diverged}
+    write_json(out, record)
 
 
 def analyze_run(
@@ -625,17 +692,20 @@ def analyze_run(
     x_eval = _analysis_inputs(ctx, tests, cfg["n_samples"], rng)
     trains = [ctx.task_data(i, "train") for i in range(n_tasks)]
 
-    models = _load_checkpoints(ctx, states)
-    layers = cfg["layers"] or default_layers(models[0])
+    models, diverged = _load_checkpoints(ctx, states)  # with a diverged run, the tasks before it: NaN after
+    layers = cfg["layers"] or default_layers(models[0] if models else ctx.build_model())
     feats = [layer_features(m, x_eval, layers) for m in models]
 
     cka_to_first: dict[str, list[float]] = {layer: [] for layer in layers}
-    layer_map = None
-    for t in range(n_tasks):
+    layer_map = np.full((len(layers), len(layers)), np.nan)
+    for t in range(len(models)):
         matrix = layer_cka_matrix(feats[0], feats[t], layers, cfg["cka_batch_size"])
         for i, layer in enumerate(layers):
             cka_to_first[layer].append(float(matrix[i, i]))
         layer_map = matrix
+    if diverged:
+        layer_map = np.full((len(layers), len(layers)), np.nan)
+        cka_to_first = {layer: _padded(v, n_tasks) for layer, v in cka_to_first.items()}
 
     rankmes, probe_accs = [], []
     for t, model in enumerate(models):
@@ -664,9 +734,11 @@ def analyze_run(
         "n_eval_samples": int(len(x_eval)),
         "cka_to_first": cka_to_first,
         "cka_layers_first_last": layer_map.tolist(),
-        "rankme": rankmes,
-        "probe_acc": probe_accs,
+        "rankme": _padded(rankmes, n_tasks),
+        "probe_acc": _padded(probe_accs, n_tasks),
         "head_acc": metrics.accuracy_seen(acc_matrix).tolist(),
         "provenance": provenance(spec, spec["seed"], str(ctx.device)),
     }
+    if diverged:
+        result["diverged"] = diverged
     write_json(out, result)

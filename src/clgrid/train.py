@@ -40,6 +40,32 @@ def make_optimizer(params: list[torch.nn.Parameter], train_cfg: dict[str, Any]) 
     raise ValueError(f"unknown optimizer '{name}'; valid: adam, sgd")
 
 
+class TrainingDiverged(FloatingPointError):
+    """A non-finite loss: training of the task stopped before the step that would have used it.
+
+    ``record()`` is what a run recorded as diverged (``train.on_divergence: record``) keeps in its files.
+    """
+
+    def __init__(self, task: int, epoch: int, n_epochs: int, batch: int, steps_per_epoch: int, step: int,
+                 loss: float, lr: float, base_lr: float, lr_scale: float, method: str, epoch_losses: list[float]):
+        self.task, self.epoch, self.batch, self.step, self.loss, self.lr = task, epoch, batch, step, loss, lr
+        self.method, self.epoch_losses = method, epoch_losses
+        scaled = f" (train.lr {base_lr:g} x the method's lr_scale {lr_scale:g})" if lr_scale != 1 else ""
+        self.summary = (f"training diverged: the loss is {loss} at task {task}, step {step} of the task (epoch "
+                        f"{epoch}/{n_epochs}, batch {batch}/{steps_per_epoch}), method '{method}', learning rate "
+                        f"{lr:g}{scaled}")
+        super().__init__(
+            f"{self.summary}. Lower train.lr or the method's regularisation weight, or bound the steps with "
+            "train.clip_grad_value; to keep the run as diverged and go on with the rest of the grid, set "
+            "train.on_divergence: record"
+        )
+
+    def record(self) -> dict[str, Any]:
+        """Where and how the run diverged, in plain JSON (the loss as a string: JSON has no NaN)."""
+        return {"task": self.task, "step": self.step, "epoch": self.epoch, "batch": self.batch,
+                "loss": str(self.loss), "lr": self.lr, "method": self.method}
+
+
 class BatchStream:
     """(indices, inputs) of each batch of an epoch's order.
 
@@ -122,6 +148,9 @@ def fit_task(
     and its in-task state, the generator, the epoch's order and position, the losses so far). Called again with
     that payload as ``resume`` (after the same ``training_data`` and a fresh ``before_task``), the task continues
     from that step and ends exactly as an uninterrupted run.
+
+    A non-finite loss raises ``TrainingDiverged`` (a ``FloatingPointError``) naming the step, the learning rate
+    and the method; the model keeps the weights of the last step taken.
     """
     if augment is not None:
         method.augment = augment
@@ -173,10 +202,10 @@ def fit_task(
                 x = augment(x)
             loss = method.loss(x, y, method.forward(x))
             if not torch.isfinite(loss.detach()):
-                raise FloatingPointError(
-                    f"loss is {loss.item()} at task {data.task_id}, epoch {epoch + 1}: training diverged; "
-                    "lower the learning rate or the method's regularisation weight"
-                )
+                raise TrainingDiverged(
+                    data.task_id, epoch + 1, n_epochs, step + 1, steps_per_epoch, epoch * steps_per_epoch + step + 1,
+                    loss.item(), train_cfg["lr"] * method.params["lr_scale"], train_cfg["lr"],
+                    method.params["lr_scale"], method.name, list(epoch_losses))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             method.after_backward()

@@ -52,7 +52,7 @@ def test_method_trains_clip_through_two_tasks(tiny_name, name, params, mode):
     train = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.0, "weight_decay": 0.0, "epochs": 1, "batch_size": 8}
     start = {k: v.clone() for k, v in model.state_dict().items()}
     fit(model, method, tasks, 0, train)
-    model, method = restore(save_and_load(model, method, weights_only=False), make_model, make_method)  # a job boundary
+    model, method = restore(save_and_load(model, method), make_model, make_method)  # a job boundary
     fit(model, method, tasks, 1, train)
     end = model.state_dict()
     assert any(not torch.equal(start[k], end[k]) for k in start if k.startswith("backbone."))

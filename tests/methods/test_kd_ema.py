@@ -124,7 +124,7 @@ def test_state_round_trip_gives_the_same_run(teacher):
     params = {"teacher": teacher, "ema_ratio": 0.9, "anneal_start": 0.5, "anneal_steps": 4}
     # Tasks 0 and 1 in one object, and with model and method rebuilt from saved state in between, as jobs do.
     (straight_model, straight), (resumed_model, resumed) = train_tasks_with_reload(
-        lambda m: KDEMA(m, params, 4), lambda: tiny_model(seed=9), weights_only=False)
+        lambda m: KDEMA(m, params, 4), lambda: tiny_model(seed=9))
     assert_same_weights(straight_model, resumed_model)
     assert_same_weights(straight.teacher.model, resumed.teacher.model)
     assert resumed.teacher.n_averaged == straight.teacher.n_averaged

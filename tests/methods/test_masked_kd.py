@@ -133,7 +133,7 @@ def test_token_trains_by_its_own_sgd_step_unless_frozen(token_mode):
 ])
 def test_state_round_trip_gives_the_same_run(params):
     (straight_model, straight), (resumed_model, resumed) = train_tasks_with_reload(
-        lambda m: MaskedKD(m, params, 4), lambda: tiny_model(seed=9), weights_only=False)
+        lambda m: MaskedKD(m, params, 4), lambda: tiny_model(seed=9))
     assert_same_weights(straight_model, resumed_model)
     assert_same_weights(straight.teacher.model, resumed.teacher.model)
     assert torch.equal(resumed.mask_token, straight.mask_token) and resumed.mask_token.requires_grad

@@ -99,7 +99,7 @@ def test_state_survives_a_save_and_needs_clip(tmp_path):
     path = tmp_path / "m.pt"
     torch.save(method.state_dict(), path)
     fresh = METHODS["zscl"](model, {}, 4)
-    fresh.load_state_dict(torch.load(path, weights_only=False))
+    fresh.load_state_dict(torch.load(path, weights_only=True))
     assert torch.equal(fresh.teacher_text, method.teacher_text) and torch.equal(fresh.reference_x, method.reference_x)
     with pytest.raises(ValueError, match="use a backbone with arch: clip"):
         METHODS["zscl"](build_model({"arch": "mlp", "hidden": [8]}, [1, 8, 8], 4), {}, 4)

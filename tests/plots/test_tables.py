@@ -41,7 +41,7 @@ def test_best_in_bold_per_column(tmp_path):
 
 import pytest  # noqa: E402
 
-from clgrid.io import write_json  # noqa: E402
+from clgrid.io import read_json, write_json  # noqa: E402
 from clgrid.plots.tables import (  # noqa: E402
     flatten,
     published_comparison,
@@ -206,3 +206,37 @@ def test_sweep_figure_plots_each_swept_value(tmp_path):
     assert len(frame) == 4 and set(frame["value"]) == {50, 500} and set(frame["line"]) == {"replay"}
     paths = write_sweep_figure(str(runs_csv), sweeps, "b", "mlp", str(tmp_path))
     assert [p.name for p in paths] == ["sweep.png", "sweep.pdf"] and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_a_diverged_seed_is_shown_not_averaged_in(tmp_path):
+    # ewc: seeds 0 and 2 finish (acc 80, 84), seed 1 diverged at task 1 (train.on_divergence: record; NaN metrics).
+    # naive: three seeds, acc 20, 22, 24. lwf: one seed, diverged.
+    nan = float("nan")
+    files = []
+    for method, seed, acc in (("ewc", 0, 80.0), ("ewc", 1, nan), ("ewc", 2, 84.0), ("naive", 0, 20.0),
+                              ("naive", 1, 22.0), ("naive", 2, 24.0), ("lwf", 0, nan)):
+        files.append(tmp_path / f"{method}_s{seed}.json")
+        _write_metrics(files[-1], "split_mnist", method, seed, {"acc": acc, "forgetting": 10.0 if acc == acc else nan})
+        if acc != acc:
+            m = read_json(files[-1])
+            write_json(files[-1], {**m, "diverged": True, "diverged_at": {"task": 1, "step": 12, "loss": "nan"}})
+    paths = write_tables([str(f) for f in files], str(tmp_path / "tables"))
+    runs = pd.read_csv(paths["runs.csv"])
+    assert runs["diverged_task"].isna().sum() == 5 and runs["diverged_task"].dropna().tolist() == [1, 1]
+    md = paths["summary.md"].read_text()
+    lines = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    assert lines["ewc"].count("diverged (1/3 seeds)") == 2 and "82.0" not in lines["ewc"]  # not the mean of 2 seeds
+    assert "| 22.0 ± 2.0 " in lines["naive"]
+    assert lines["lwf"].count("| diverged ") == 2
+    assert "diverged (k/n seeds): training of k of the method's n seeds hit a non-finite loss" in md
+    assert "diverged (1/3 seeds)" in paths["summary.tex"].read_text()
+    # The paper tables (from summary.csv) bold the best mean of the runs that finished, never a diverged one.
+    md_path, _ = write_paper_tables(str(paths["summary.csv"]), str(tmp_path / "paper"))
+    paper = md_path.read_text()
+    assert "**22.0 ± 2.0**" in paper and "**diverged" not in paper and "diverged (1/3 seeds)" in paper
+    # Beside a paper's numbers: no delta for a method with a diverged seed, the cell says why.
+    published = {"tolerance": 5.0, "source": "made up", "numbers": {"split_mnist": {"ewc": {"acc": 80.0}}}}
+    cmp = published_comparison(read_summary(str(paths["summary.csv"])), published).iloc[0]
+    assert cmp["status"] == "diverged (1/3 seeds)" and pd.isna(cmp["ours_mean"]) and not cmp["off"]
+    assert "diverged (1/3 seeds)" in published_markdown(published_comparison(
+        read_summary(str(paths["summary.csv"])), published), published)

@@ -58,6 +58,7 @@ class DatasetInfo:
     present_fn: Callable[[str], bool] | None = None  # raw files already under raw_dir?
     read_fn: Callable[[str], tuple[Any, Any, list[str]]] | None = None  # raw_dir → (train, test, classes)
     no_download: str = ""  # why there is no download and what to do instead
+    n_train: int | None = None  # training samples at default options (config checks; None: not known in advance)
 
 
 # --- digits: unchanged since the first release, so its arrays stay byte-for-byte the same ----------
@@ -146,25 +147,25 @@ _VGG = "https://www.robots.ox.ac.uk/~vgg/data/"
 
 _ENTRIES = [
     DatasetInfo("digits", 10, (1, 8, 8), "sklearn.datasets.load_digits (UCI optical digits test set, 1797 images)",
-                "", "sklearn", None, split="stratified 75/25 (sklearn train_test_split, random_state=0)"),
+                "", "sklearn", None, split="stratified 75/25 (sklearn train_test_split, random_state=0)", n_train=1347),
     DatasetInfo("mnist", 10, (1, 28, 28), "LeCun et al. 1998, Gradient-based learning applied to document "
                 "recognition (Proc. IEEE); read with torchvision.datasets.MNIST",
                 "https://ossci-datasets.s3.amazonaws.com/mnist/", default_image_size=None,
-                layout=f"MNIST/raw/{_MNIST_FILES}", **_tv("mnist")),
+                layout=f"MNIST/raw/{_MNIST_FILES}", n_train=60000, **_tv("mnist")),
     DatasetInfo("fashion_mnist", 10, (1, 28, 28), "Xiao et al. 2017, Fashion-MNIST (arXiv:1708.07747); "
                 "read with torchvision.datasets.FashionMNIST",
                 "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", default_image_size=None,
-                layout=f"FashionMNIST/raw/{_MNIST_FILES}", **_tv("fashion_mnist")),
+                layout=f"FashionMNIST/raw/{_MNIST_FILES}", n_train=60000, **_tv("fashion_mnist")),
     DatasetInfo("cifar10", 10, (3, 32, 32), "Krizhevsky 2009, Learning Multiple Layers of Features from Tiny "
                 "Images; read with torchvision.datasets.CIFAR10",
                 "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", default_image_size=None,
                 layout="cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta} (cifar-10-python.tar.gz "
-                "unpacked; torchvision checks their md5s)", **_tv("cifar10")),
+                "unpacked; torchvision checks their md5s)", n_train=50000, **_tv("cifar10")),
     DatasetInfo("cifar100", 100, (3, 32, 32), "Krizhevsky 2009, Learning Multiple Layers of Features from Tiny "
                 "Images (100 fine labels); read with torchvision.datasets.CIFAR100",
                 "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", default_image_size=None,
                 layout="cifar-100-python/{train, test, meta} (cifar-100-python.tar.gz unpacked; torchvision "
-                "checks their md5s)", **_tv("cifar100")),
+                "checks their md5s)", n_train=50000, **_tv("cifar100")),
     DatasetInfo("cifar10_1", 10, (3, 32, 32), "Recht et al. 2018, Do CIFAR-10 Classifiers Generalize to CIFAR-10? "
                 "(arXiv:1806.00451), CIFAR-10.1 v6: a shifted test set of 2000 images",
                 "https://github.com/modestyachts/CIFAR-10.1/raw/master/datasets/cifar10.1_v6_data.npy",
@@ -183,7 +184,7 @@ _ENTRIES = [
                 "Number of Classes (ICVGIP); torchvision.datasets.Flowers102", _VGG + "flowers/102/102flowers.tgz",
                 default_image_size=224, split="official: train+val (2040) / test (6149)",
                 layout="flowers-102/{jpg/image_NNNNN.jpg, imagelabels.mat, setid.mat} (102flowers.tgz unpacked "
-                "into flowers-102/; torchvision checks the .mat md5s)", **_tv("flowers102")),
+                "into flowers-102/; torchvision checks the .mat md5s)", n_train=2040, **_tv("flowers102")),
     DatasetInfo("eurosat", 10, (3, 64, 64), "Helber et al. 2019, EuroSAT (IEEE JSTARS), RGB version; "
                 "torchvision.datasets.EuroSAT",
                 "https://huggingface.co/datasets/torchgeo/eurosat/resolve/c877bcd43f099cd0196738f714544e355477f3fd/"

@@ -54,6 +54,12 @@ def acc_seen_frame(cells: pd.DataFrame) -> pd.DataFrame:
     return seen.groupby(keys, sort=False)["acc"].mean().reset_index(name="acc_seen")
 
 
+def _mean_matrix(cells: pd.DataFrame, n_tasks: int) -> pd.DataFrame:
+    """R[t, i] averaged over seeds, every task kept: a run recorded as diverged has NaN rows, drawn as blank cells."""
+    mean = cells.pivot_table(index="after_task", columns="task", values="acc", aggfunc="mean", dropna=False)
+    return mean.reindex(index=range(n_tasks), columns=range(n_tasks))
+
+
 def plot_acc_matrices(cells: pd.DataFrame, methods: list[str], title: str) -> plt.Figure:
     n_tasks = int(cells["task"].max()) + 1
     n = len(methods)
@@ -65,7 +71,7 @@ def plot_acc_matrices(cells: pd.DataFrame, methods: list[str], title: str) -> pl
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     for i, (ax, method) in enumerate(zip(axes.flat, methods)):
-        mean = cells[cells["method"] == method].pivot_table(index="after_task", columns="task", values="acc", aggfunc="mean")
+        mean = _mean_matrix(cells[cells["method"] == method], n_tasks)
         sns.heatmap(mean, ax=ax, vmin=0, vmax=100, cmap="viridis", annot=n_tasks <= 10, fmt=".0f",
                     annot_kws={"size": 7}, cbar=i % cols == cols - 1 or i == n - 1, square=True,
                     cbar_kws={"label": "accuracy (%)", "shrink": 0.8})
@@ -118,7 +124,7 @@ def plot_summary(cells: pd.DataFrame, runs: pd.DataFrame, palette: dict, title: 
     for i, method in enumerate(methods):
         col = i % cols
         ax = fig.add_subplot(grid[i // cols, col])
-        mean = cells[cells["method"] == method].pivot_table(index="after_task", columns="task", values="acc", aggfunc="mean")
+        mean = _mean_matrix(cells[cells["method"] == method], n_tasks)
         sns.heatmap(mean, ax=ax, vmin=0, vmax=100, cmap="viridis", annot=n_tasks <= 6, fmt=".0f",
                     annot_kws={"size": 6}, cbar=False, square=True)
         ax.set_title(method, color=palette[method])

@@ -3,7 +3,9 @@
 Every metric a run's metrics.json holds gets a column, in ``METRIC_ORDER`` then any
 ``acc_<setname>`` (evaluation-only test sets) sorted; a benchmark's table drops the
 columns none of its runs measured. ``published_comparison`` puts the numbers of a
-paper beside ours and marks the cells further off than a tolerance.
+paper beside ours and marks the cells further off than a tolerance. A run recorded as
+diverged (``train.on_divergence: record``) is never averaged in: its cells read
+"diverged", or "diverged (k/n seeds)" when k of a method's n seeds diverged.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ HIGHER_IS_BETTER = {
 }
 BOLD = {"md": "**{}**", "tex": "\\textbf{{{}}}"}
 MISSING = "–"
+DIVERGED = "diverged"
 
 
 def is_metric(key: str) -> bool:
@@ -100,6 +103,7 @@ def collect(metrics_files: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
         ident = {k: m[k] for k in (*KEYS, "seed")}
         prov = m["provenance"]
         run_rows.append({**ident, **m["metrics"], "n_tasks": len(m["acc_matrix"]),
+                         "diverged_task": m["diverged_at"]["task"] if m.get("diverged") else None,
                          "config_hash": prov["config_hash"], "git_commit": prov["git_commit"], "device": prov["device"]})
         for t, row in enumerate(m["acc_matrix"]):
             for i, acc in enumerate(row):
@@ -108,7 +112,8 @@ def collect(metrics_files: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (ddof=1) and seed count of each metric per benchmark × backbone × method.
+    """Mean, sample std (ddof=1) and seed count of each metric per benchmark × backbone × method, and how many of
+    those seeds diverged (``diverged_task`` set; their metrics are NaN, so the mean is of the others).
 
     Every metric present in any run gets columns; runs that lack it (another benchmark) count as NaN.
     """
@@ -117,6 +122,8 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     values = runs[KEYS].join(runs[metrics].apply(pd.to_numeric, errors="coerce").astype(float))
     out = values.groupby(KEYS, sort=False)[metrics].agg(["mean", "std"])
     out[("seeds", "n")] = runs.groupby(KEYS, sort=False)["seed"].count()
+    if "diverged_task" in runs:
+        out[("diverged", "n")] = runs.groupby(KEYS, sort=False)["diverged_task"].count()
     out = out.reset_index()
     for k in KEYS:
         out[k] = pd.Categorical(out[k], categories=order[k], ordered=True)
@@ -164,9 +171,25 @@ def _cell(mean: float, std: float, plus_minus: str) -> str:
     return f"{mean:.1f}" if pd.isna(std) else f"{mean:.1f} {plus_minus} {std:.1f}"
 
 
+def diverged_cell(n_diverged: int, n_seeds: int) -> str:
+    """What a cell of a method with diverged seeds says instead of a mean: which share of its seeds diverged."""
+    return DIVERGED if n_seeds <= 1 else f"{DIVERGED} ({n_diverged}/{n_seeds} seeds)"
+
+
+def _diverged(part: pd.DataFrame) -> pd.Series:
+    """Seeds that diverged per row of a summary (0 for summaries written before divergence was recorded)."""
+    if ("diverged", "n") in part.columns:
+        return part[("diverged", "n")].fillna(0).astype(int)
+    return pd.Series(0, index=part.index)
+
+
 def _measured(part: pd.DataFrame, metrics: list[str]) -> list[str]:
-    """The metrics with at least one mean in ``part``: a benchmark's table shows only those."""
-    return [key for key in metrics if part[(key, "mean")].notna().any()]
+    """The metrics with at least one mean in ``part``: a benchmark's table shows only those (and ACC, where a run
+    diverged, so its row says so even if no seed of the benchmark finished)."""
+    measured = [key for key in metrics if part[(key, "mean")].notna().any()]
+    if "acc" in metrics and "acc" not in measured and _diverged(part).any():
+        measured.insert(0, "acc")
+    return measured
 
 
 def formatted(summary: pd.DataFrame, benchmark: str, plus_minus: str = "±", bold: str | None = None) -> pd.DataFrame:
@@ -179,13 +202,14 @@ def formatted(summary: pd.DataFrame, benchmark: str, plus_minus: str = "±", bol
     table = pd.DataFrame({"Backbone": part["backbone"].astype(str), "Method": part["method"].astype(str)})
     metrics = _measured(part, summary_metrics(summary))
     task_il_shown = any(key.endswith(TASK_IL) for key in metrics)
+    diverged, seeds = _diverged(part), part[("seeds", "n")].astype(int)
     for key in metrics:
-        means = part[(key, "mean")].round(1)
+        means = part[(key, "mean")].where(diverged == 0).round(1)  # a method with a diverged seed is never best
         best = means.max() if higher_is_better(key) else means.min()
         cells = []
-        for m, s, r in zip(part[(key, "mean")], part[(key, "std")], means):
-            text = _cell(m, s, plus_minus)
-            cells.append(BOLD[bold].format(text) if bold and r == best else text)
+        for m, s, r, d, n in zip(part[(key, "mean")], part[(key, "std")], means, diverged, seeds):
+            text = diverged_cell(d, n) if d else _cell(m, s, plus_minus)
+            cells.append(BOLD[bold].format(text) if bold and not d and r == best else text)
         table[metric_label(key, task_il_shown)] = cells
     table["Seeds"] = part[("seeds", "n")].astype(int).to_numpy()
     if table["Backbone"].nunique() == 1:
@@ -197,9 +221,12 @@ NOTE = ("Accuracies in %, mean ± sample std over seeds. ACC: final average accu
         "BWT/FWT: Lopez-Paz & Ranzato 2017.")
 
 
-def _note(metrics: list[str]) -> str:
+def _note(metrics: list[str], any_diverged: bool = False) -> str:
     """``NOTE``, plus a sentence for each kind of extra metric the tables show."""
     note = NOTE
+    if any_diverged:
+        note += (" diverged (k/n seeds): training of k of the method's n seeds hit a non-finite loss "
+                 "(train.on_divergence: record); no mean is shown for it.")
     if any(key.endswith(TASK_IL) for key in metrics):
         note += (" Class-IL: prediction over every class seen; task-IL: logits masked to the classes of the "
                  "evaluated task.")
@@ -219,7 +246,8 @@ def to_markdown(summary: pd.DataFrame, bold_best: bool = False) -> str:
     for bench in summary["benchmark"].cat.categories:
         table = formatted(summary, bench, bold="md" if bold_best else None)
         parts.append(f"### {bench}\n\n{table.to_markdown(index=False)}\n")
-    note = _note(summary_metrics(summary)) + (" Best mean per column in bold." if bold_best else "")
+    note = _note(summary_metrics(summary), bool(_diverged(summary).any()))
+    note += " Best mean per column in bold." if bold_best else ""
     return "\n".join(parts) + f"\n{note}\n"
 
 
@@ -244,7 +272,7 @@ def _booktabs(table: pd.DataFrame) -> str:
 
 def to_latex(summary: pd.DataFrame, bold_best: bool = False) -> str:
     parts = []
-    note = _note(summary_metrics(summary))
+    note = _note(summary_metrics(summary), bool(_diverged(summary).any()))
     for bench in summary["benchmark"].cat.categories:
         table = formatted(summary, bench, plus_minus=r"$\pm$", bold="tex" if bold_best else None)
         caption = f"% {bench}: {note}\n"
@@ -289,6 +317,7 @@ COMPARISON_COLUMNS = ["benchmark", "backbone", "method", "metric", "ours_mean", 
 # status of a comparison row: within tolerance, further off, a published run our grid lacks, or a run
 # we have that does not report this metric (another scenario type).
 WITHIN, OFF, NOT_RUN, NOT_MEASURED = "within", "off", "not run", "not measured"
+# ... or "diverged (k/n seeds)": k of our seeds diverged, so there is no mean to compare.
 MARK = {"md": " ⚠", "tex": "$^\\dagger$"}
 
 
@@ -335,10 +364,15 @@ def published_comparison(summary: pd.DataFrame, published: dict) -> pd.DataFrame
                 for _, row in ours.iterrows():
                     mean = row.get((metric, "mean"), math.nan)
                     std = row.get((metric, "std"), math.nan)
+                    n_diverged = row.get(("diverged", "n"), 0)
+                    n_diverged = 0 if pd.isna(n_diverged) else int(n_diverged)
+                    status = NOT_MEASURED if pd.isna(mean) else None
+                    if n_diverged:
+                        mean = std = math.nan
+                        status = diverged_cell(n_diverged, int(row[("seeds", "n")]))
                     rows.append({**base, "backbone": str(row[("backbone", "")]), "method": run,
                                  "ours_mean": float(mean), "ours_std": float(std),
-                                 "n_seeds": int(row[("seeds", "n")]),
-                                 "status": NOT_MEASURED if pd.isna(mean) else None})
+                                 "n_seeds": int(row[("seeds", "n")]), "status": status})
     table = pd.DataFrame(rows, columns=[c for c in COMPARISON_COLUMNS if c not in ("delta", "off")])
     table["ours_mean"] = table["ours_mean"].astype(float)
     table["ours_std"] = table["ours_std"].astype(float)
@@ -382,8 +416,8 @@ def published_formatted(comparison: pd.DataFrame, benchmark: str, plus_minus: st
                 row[f"{label} ours"] = row[f"{label} paper"] = MISSING
                 continue
             r = hit.iloc[0]
-            if r["status"] == NOT_RUN:
-                ours = NOT_RUN
+            if r["status"] == NOT_RUN or str(r["status"]).startswith(DIVERGED):
+                ours = r["status"]
             else:
                 ours = _cell(r["ours_mean"], r["ours_std"], plus_minus)
                 if r["off"]:

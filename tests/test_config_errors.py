@@ -1,0 +1,246 @@
+"""The one error form: field path, value, what is allowed, the field's meaning; habits read as meant."""
+
+import copy
+import math
+
+import pytest
+import yaml
+
+from clgrid import config as cl
+from clgrid import config_errors as ce
+from tests.conftest import DEFAULT_CONFIG, REPO, SCHEMA
+
+SHIPPED = [DEFAULT_CONFIG, *sorted((REPO / "config" / "experiments").glob("*.yaml")),
+           *sorted(p for p in (REPO / "tests" / "fixtures").glob("*.yaml"))]
+
+MINIMAL = """\
+seeds: [0]
+benchmarks:
+  split_digits:
+    dataset: digits
+    scenario: class_incremental
+    n_tasks: 5
+    train: {lr: 0.05, epochs: 1, batch_size: 32}
+backbones:
+  mlp: {arch: mlp, hidden: [32, 32]}
+methods: [naive, ewc]
+"""
+
+
+def _minimal(**top):
+    config = yaml.safe_load(MINIMAL)
+    config.update(top)
+    return config
+
+
+def _error(config, files=()):
+    with pytest.raises(ce.ConfigError) as err:
+        ce.check(config, SCHEMA, files=files)
+    return err.value
+
+
+def test_paths_are_written_as_a_person_writes_them():
+    assert ce.field_path(["method_params", "ewc", "ewc_lambda"]) == "method_params.ewc.ewc_lambda"
+    assert ce.field_path(["methods", 2]) == "methods[2]"
+    assert ce.field_path(["analysis", "cross_run_pairs", 0, 1]) == "analysis.cross_run_pairs[0][1]"
+    assert ce.parse_path("analysis.cross_run_pairs[0][1]") == ("analysis", "cross_run_pairs", 0, 1)
+
+
+def test_values_are_shown_as_yaml_spells_them():
+    assert ce.show("0.1") == "'0.1'"  # visibly a string, not a number
+    assert ce.show(float("inf")) == ".inf" and ce.show(float("-inf")) == "-.inf" and ce.show(math.nan) == ".nan"
+    assert ce.show(True) == "true" and ce.show(None) == "null"
+    assert ce.show({"lr": 0.1, "opt": "sgd"}) == "{lr: 0.1, opt: 'sgd'}"
+    assert ce.show(ce.MISSING) == "(not set)"
+
+
+def test_scientific_notation_strings_become_floats_everywhere():
+    config = yaml.safe_load("a: 1e-3\nb: [5E2, '-2.5e-1', 1.0e-3]\nc: {d: 1e5, 1e3: keep}\ne: e5\nf: 1e\ng: ewc\n"
+                            "h: '0.1'\n")
+    assert isinstance(config["a"], str)  # what PyYAML does (YAML 1.1 wants a dot)
+    ce.coerce_numbers(config)
+    assert config["a"] == 0.001 and config["b"] == [500.0, -0.25, 0.001] and config["c"]["d"] == 100000.0
+    assert "1e3" in config["c"]  # keys are names, never coerced
+    assert (config["e"], config["f"], config["g"], config["h"]) == ("e5", "1e", "ewc", "0.1")
+
+
+def test_non_finite_numbers_are_refused_with_their_path():
+    with pytest.raises(ce.ConfigError) as err:
+        ce.check_finite({"benchmarks": {"b": {"train": {"lr": float("nan")}}}, "seeds": [0]})
+    assert err.value.path == "benchmarks.b.train.lr" and err.value.allowed == "a finite number"
+
+
+def test_validation_fills_the_same_defaults_as_snakemake():
+    # Snakemake's validate is the reference: the workflow used it before, and users read its defaults in the schema.
+    from snakemake.utils import validate as snakemake_validate
+
+    for path in SHIPPED:
+        config = yaml.safe_load(path.read_text())
+        ours, theirs = copy.deepcopy(config), copy.deepcopy(config)
+        ce.validate(ours, SCHEMA)
+        snakemake_validate(theirs, str(SCHEMA))
+        assert ours == theirs, path.name
+
+
+def test_filled_defaults_are_not_shared_between_configs():
+    a, b = _minimal(), _minimal()
+    ce.validate(a, SCHEMA)
+    a["variants"]["x"] = {"method": "naive"}
+    ce.validate(b, SCHEMA)
+    assert b["variants"] == {}
+
+
+def test_the_one_form_worked_example(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(MINIMAL.replace("lr: 0.05", "lr: -0.1"))
+    err = _error(yaml.safe_load(path.read_text()), files=[path])
+    assert str(err) == (
+        f"Config error in {path}, line 7:\n"
+        "  field:   benchmarks.split_digits.train.lr\n"
+        "  value:   -0.1\n"
+        "  problem: out of range\n"
+        "  allowed: a number > 0\n"
+        "  meaning: learning rate (each method's lr_scale multiplies it); 1e-3 and 1.0e-3 both read as 0.001"
+    )
+
+
+@pytest.mark.parametrize("edit, path, allowed", [
+    # (config edit, field, allowed) for each schema keyword the message translates
+    (lambda c: c["benchmarks"]["split_digits"]["train"].update(optimizer="adamw"),
+     "benchmarks.split_digits.train.optimizer", "one of: sgd, adam"),
+    (lambda c: c["benchmarks"]["split_digits"]["train"].update(momentum=1),
+     "benchmarks.split_digits.train.momentum", "a number >= 0 and < 1"),
+    (lambda c: c.update(method_params={"wise_ft": {"alpha": 2}}), "method_params.wise_ft.alpha", "a number in [0, 1]"),
+    (lambda c: c.update(method_params={"ewc": {"fisher_samples": 0}}), "method_params.ewc.fisher_samples",
+     "an integer >= 1, or null"),
+    (lambda c: c["benchmarks"]["split_digits"].update(class_order="randm"),
+     "benchmarks.split_digits.class_order", "one of: sorted, random, or a list (each item an integer >= 0)"),
+    (lambda c: c.update(epoch=5), "epoch", "keys analysis, backbones, benchmarks"),
+    (lambda c: c.update(method_params={"kd_ema": {"ema_ration": 0.9}}), "method_params.kd_ema.ema_ration",
+     "keys anneal_start, anneal_steps, cls_only, ema_ratio"),  # keys of a block combined with allOf
+    (lambda c: c["backbones"]["mlp"].update(width=3), "backbones.mlp.width", "keys arch, head, head_hidden, hidden"),
+    (lambda c: c["benchmarks"].update({"split-x": c["benchmarks"]["split_digits"]}), "benchmarks.split-x",
+     "a name matching ^[A-Za-z0-9_]+$"),
+    (lambda c: c["benchmarks"]["split_digits"]["train"].pop("epochs"), "benchmarks.split_digits.train.epochs",
+     "epochs or iterations"),
+    (lambda c: c["benchmarks"]["split_digits"]["train"].update(lr="fast"), "benchmarks.split_digits.train.lr",
+     "a number > 0"),
+    (lambda c: c.update(method_params={"ewc": [1]}), "method_params.ewc", "a mapping"),  # not a crash
+])
+def test_schema_errors_translate_each_keyword(edit, path, allowed):
+    config = _minimal()
+    edit(config)
+    err = _error(config)
+    assert err.path == path and err.allowed.startswith(allowed), str(err)
+
+
+def test_the_field_description_comes_from_the_schema_not_from_a_mixed_in_block():
+    schema = ce.load_schema(str(SCHEMA))
+    assert ce.describe(schema, ["method_params", "ewc", "ewc_lambda"]).startswith("λ of Kirkpatrick")
+    assert ce.describe(schema, ["method_params", "naive", "freeze_k"]).startswith("number of leading backbone")
+    assert ce.describe(schema, ["backbones", "any", "arch"]).startswith("mlp (flatten")  # through a $ref
+    assert ce.describe(schema, ["method_params", "ewc"]) is None  # not common_method_params' "options every ..."
+
+
+def test_a_field_is_traced_to_the_last_file_that_sets_it_and_its_line(tmp_path):
+    base, extra = tmp_path / "study.yaml", tmp_path / "data.yaml"
+    base.write_text(MINIMAL)
+    extra.write_text("# shared data\ndatasets:\n  digits:\n    npz: no/such.npz\n")
+    assert ce.source_of(("datasets", "digits", "npz"), [base, extra]) == f"{extra}, line 4"
+    assert ce.source_of(("benchmarks", "split_digits", "n_tasks"), [base, extra]) == f"{base}, line 6"
+    assert ce.source_of(("seeds",), [base], overrides={"seeds": [1]}) == "--config seeds"
+
+
+def test_cross_field_errors_come_in_the_same_form():
+    config = _minimal()
+    config["benchmarks"]["split_digits"]["n_tasks"] = 3
+    message = str(_error(config, files=[DEFAULT_CONFIG]))
+    assert message.splitlines()[1:] == [
+        "  field:   benchmarks.split_digits.n_tasks",
+        "  value:   3",
+        "  problem: does not split the 10 trained classes of 'digits' into equal tasks",
+        "  allowed: a divisor of 10: 1, 2, 5, 10",
+        "  meaning: tasks (dataset_sequence: the number of datasets)",
+        "  fix:     set n_tasks to one of the allowed values",
+    ]
+
+
+def test_variant_and_sweep_errors_point_at_what_the_user_wrote():
+    config = _minimal(methods=["naive", "er"], variants={"er": {"method": "replay", "train": {"lr": 0}}})
+    err = _error(config)
+    assert err.path == "variants.er.train.lr" and err.value == 0
+    config = _minimal(methods=["er"], variants={"er": {"method": "replay", "params": {"buffer_size": 20}}},
+                      sweeps={"er": {"params": {"replay_batch_size": [8, 0]}}})
+    err = _error(config)
+    assert err.path == "sweeps.er.params.replay_batch_size[1]" and err.value == 0
+    assert err.description.startswith("buffer samples added to each batch")
+
+
+def test_freeze_k_is_checked_against_each_backbone_and_each_variant():
+    config = _minimal(backbones={"small": {"arch": "mlp", "hidden": [8]}, "cnn": {"arch": "cnn"}},
+                      variants={"first2": {"method": "naive", "params": {"freeze": "first_k", "freeze_k": 2}}},
+                      methods=["naive", "first2"])
+    err = _error(copy.deepcopy(config))
+    assert err.path == "variants.first2.params.freeze_k" and "backbone 'small' (mlp) has only 1 blocks" in err.problem
+    config["backbones"].pop("small")
+    ce.check(config, SCHEMA)  # the cnn has block1, block2
+
+
+def test_analysis_layers_accept_what_the_backbone_has():
+    ce.check(_minimal(analysis={"layers": ["backbone.block1.0", "backbone.flatten", "head", "backbone"]}), SCHEMA)
+    err = _error(_minimal(analysis={"layers": ["backbone.stem"]}))
+    assert err.path == "analysis.layers[0]" and "backbone.block1, backbone.block2" in err.allowed
+
+
+def test_children_without_weights_listed_for_layer_checks_are_the_models_own():
+    from clgrid.models import build_model, declared_blocks
+
+    tiny_vit = {"image_size": 16, "patch_size": 8, "num_layers": 1, "num_heads": 1, "hidden_dim": 8, "mlp_dim": 8}
+    for cfg in ({"arch": "mlp"}, {"arch": "cnn"}, {"arch": "resnet18", "width": 8},
+                {"arch": "vit_b_16", "vit_config": tiny_vit}):
+        net = build_model(cfg, [3, 16, 16], 4, load_weights=False)
+        children = [name for name, _ in net.backbone.named_children()]
+        listed = [*declared_blocks(cfg), *cl.BACKBONE_CHILDREN_WITHOUT_WEIGHTS[cfg["arch"]]]
+        assert sorted(children) == sorted(listed), cfg["arch"]
+
+
+def test_buffers_are_checked_against_the_training_data():
+    permuted = {"dataset": "digits", "scenario": "permuted", "n_tasks": 5,
+                "train": {"lr": 0.05, "epochs": 1, "batch_size": 32}}
+    config = _minimal(benchmarks={"p": permuted}, methods=["replay"], method_params={"replay": {"buffer_size": 6735}})
+    ce.check(config, SCHEMA)  # 5 permuted copies of digits' 1347 training images
+    config = _minimal(benchmarks={"p": permuted}, methods=["replay"], method_params={"replay": {"buffer_size": 6736}})
+    assert _error(config).allowed == "an integer in [1, 6735]"
+    # max_per_class_train caps each class; imported arrays have no known size, so nothing is checked
+    config = _minimal(methods=["gdumb"], method_params={"gdumb": {"memory_size": 201}},
+                      datasets={"digits": {"max_per_class_train": 20}})
+    assert _error(config).allowed == "an integer in [1, 200]"
+
+
+def test_digits_training_size_in_the_registry_is_the_prepared_one(tmp_path):
+    import numpy as np
+
+    from clgrid.data.datasets import DATASETS, prepare_digits
+
+    prepare_digits(str(tmp_path / "digits.npz"))
+    assert len(np.load(tmp_path / "digits.npz")["y_train"]) == DATASETS["digits"].n_train
+
+
+def test_a_dataset_folder_is_needed_only_until_it_is_prepared(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = _minimal(datasets={"digits": {"path": "raw/digits"}})
+    err = _error(copy.deepcopy(config))
+    assert err.path == "datasets.digits.path" and err.problem.startswith("no such folder: raw/digits")
+    (tmp_path / "results" / "data").mkdir(parents=True)
+    (tmp_path / "results" / "data" / "digits.npz").write_bytes(b"")
+    ce.check(config, SCHEMA)
+
+
+def test_shipped_configs_pass(monkeypatch):
+    # mtil_clip needs ImageNet (datasets.imagenet.path) and clip_mtil_tiny writes its arrays first.
+    for path in SHIPPED:
+        if path.stem in ("mtil_clip", "clip_mtil_tiny"):
+            continue
+        config = yaml.safe_load(path.read_text())
+        if "benchmarks" in config:
+            ce.check(config, SCHEMA, files=[path])
