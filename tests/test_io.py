@@ -1,9 +1,11 @@
 """Truncated, bit-flipped, foreign or booby-trapped files are detected with a message naming them and the rule that
 makes them; writes are atomic and record a checksum; nothing in a checkpoint runs when it is loaded."""
 
+import errno
 import json
 import logging
 import os
+import re
 
 import numpy as np
 import pytest
@@ -343,3 +345,27 @@ def test_equal_checkpoints_are_byte_identical(tmp_path):
     # The checksum file is in sha256sum's format, so `sha256sum -c state.pt.sha256` checks it too.
     digest = clio.file_sha256(tmp_path / "a" / "state.pt")
     assert (tmp_path / "a" / "state.pt.sha256").read_text() == f"{digest}  state.pt\n"
+
+
+@pytest.mark.parametrize("code, fix", [(errno.ENOSPC, "free space on the file system"),
+                                       (errno.EROFS, "mounted read-only"), (errno.EACCES, "writable for you")])
+def test_a_failed_write_names_the_file_and_the_fix_and_leaves_the_old_file(tmp_path, monkeypatch, code, fix):
+    # The I/O boundary fails as a full disk, a read-only mount or a missing permission would (root ignores
+    # permissions, so the real full and read-only file systems are in tests/test_faults.py).
+    from clgrid.io import WriteError, save_torch
+
+    target = tmp_path / "state.pt"
+    save_torch(target, {"clgrid": {}, "w": torch.zeros(3)})
+    before = target.read_bytes()
+    real_open = open
+
+    def failing_open(path, mode="r", *args, **kwargs):
+        if "w" in mode and str(path).endswith(".tmp"):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", failing_open)
+    with pytest.raises(WriteError, match=rf"cannot write '{re.escape(str(target))}': {os.strerror(code)}; .*{fix}"):
+        save_torch(target, {"clgrid": {}, "w": torch.ones(3)})
+    monkeypatch.undo()
+    assert target.read_bytes() == before and list(tmp_path.glob("*.tmp")) == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import logging
 import os
@@ -321,8 +322,12 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
         raise TypeError(f"cannot save '{path}': {problem}; a checkpoint holds only tensors, numbers, strings, None "
                         "and lists, tuples, sets and dicts of them, so that torch.load(weights_only=True) reads it "
                         "(store numpy arrays as tensors, numpy scalars as int or float)")
+    # Serialised in memory first: torch's writer reports a full disk as an opaque RuntimeError ("unexpected pos"),
+    # a plain write raises OSError(ENOSPC), which atomic_path turns into a message naming the file and the fix.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with checked_path(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(obj, handle)
+        handle.write(buffer.getbuffer())
 
 
 def _check_zip_crcs(path: Path, what: str = "checkpoint") -> None:

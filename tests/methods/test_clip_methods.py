@@ -1,7 +1,6 @@
 """The MTIL table's other rows on CLIP: LwF (on the image-text logits), iCaRL, WiSE-FT, L2-init and an EMA teacher
 train a tiny open_clip model through two tasks, keep their state across a save, and learn."""
 
-import json
 
 import pytest
 import torch
@@ -11,17 +10,9 @@ open_clip = pytest.importorskip("open_clip")
 from clgrid.methods import TaskData, get_method  # noqa: E402
 from clgrid.models.clip import ClipNet, load_open_clip  # noqa: E402
 from tests.methods.helpers import fit, restore, save_and_load  # noqa: E402
-from tests.models.test_clip import TINY  # noqa: E402
+from tests.models.test_clip import tiny_name  # noqa: E402,F401 (the registered tiny CLIP fixture)
 
 CLASSES = ["cat", "dog", "car", "ship"]
-
-
-@pytest.fixture(scope="module")
-def tiny_name(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clip") / "ViT-Tiny-Rows.json"
-    path.write_text(json.dumps(TINY))
-    open_clip.add_model_config(str(path))
-    return "ViT-Tiny-Rows"
 
 
 def _tasks():

@@ -1,6 +1,5 @@
 """LoRA on a tiny open_clip image encoder: the attention modules are adapted as peft requires, and it acts."""
 
-import json
 
 import pytest
 import torch
@@ -12,15 +11,7 @@ from clgrid.methods.base import TaskData  # noqa: E402
 from clgrid.methods.lora import adapter_layers, default_targets  # noqa: E402
 from clgrid.models.clip import ClipNet, load_open_clip  # noqa: E402
 from clgrid.train import fit_task, task_generator  # noqa: E402
-from tests.models.test_clip import TINY  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_name(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clip") / "ViT-Tiny-Lora.json"
-    path.write_text(json.dumps(TINY))
-    open_clip.add_model_config(str(path))
-    return "ViT-Tiny-Lora"
+from tests.models.test_clip import tiny_name  # noqa: E402,F401 (the registered tiny CLIP fixture)
 
 
 def _net(tiny_name, mode="image"):
