@@ -77,3 +77,9 @@ def test_an_index_that_only_grows_does_not_forget(dml_grid):
     index_only = _metrics(dml_grid, "dml_index_only")["metrics"]
     assert index_only["forgetting"] < 5
     assert index_only["acc"] > _metrics(dml_grid, "naive")["metrics"]["acc"] + 20
+
+
+def test_an_approximate_index_records_its_recall_against_exact_search(dml_grid):
+    for row in _metrics(dml_grid, "dml_arcface")["retrieval"]:
+        assert 0 < row["index_recall_at_10_vs_exact"] <= 1
+    assert all("index_recall_at_10_vs_exact" not in row for row in _metrics(dml_grid, "dml_epshn")["retrieval"])

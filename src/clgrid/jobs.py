@@ -326,6 +326,8 @@ def _retrieval_record(ctx, embed, task_id: int) -> dict[str, Any]:
 def _eval_record(spec, ctx, predict, task_id: int, method=None) -> dict[str, Any]:
     """Row ``task_id`` of every accuracy matrix: class-IL and task-IL on each task, unseen classes, extra sets;
     with a metric-learning method or ``retrieval: true``, the retrieval metrics too."""
+    import torch
+
     from clgrid.evaluate import accuracy_row
 
     sets = ctx.test_sets()
@@ -344,6 +346,10 @@ def _eval_record(spec, ctx, predict, task_id: int, method=None) -> dict[str, Any
              f", unseen classes {record['unseen_acc']:.1f}" if "unseen_acc" in record else "")
     if method is not None and (getattr(method, "retrieval", False) or spec["benchmark_cfg"].get("retrieval")):
         record["retrieval"] = _retrieval_record(ctx, method.embed, task_id)
+        index = getattr(method, "index", None)
+        if index is not None and index.spec.kind != "flat":  # an approximate index: its recall against exact search
+            queries = torch.cat([method.embed(x).cpu() for x, _, _ in ctx.test_sets()["tasks"][: task_id + 1]])
+            record["retrieval"]["index_recall_at_10_vs_exact"] = index.recall_vs_exact(queries, 10)
         seen, unseen = record["retrieval"]["seen"], record["retrieval"].get("unseen")
         log.info("after task %d: retrieval precision@1 %.1f on seen classes%s", task_id, seen["p_at_1"],
                  f", {unseen['p_at_1']:.1f} on unseen classes" if unseen else "")

@@ -106,3 +106,14 @@ def test_missing_neighbours_of_an_approximate_index_cast_no_vote():
     _, neighbour_labels = knn.neighbours(data[:1])
     assert (neighbour_labels == -1).sum() == 20 and set(neighbour_labels[0][:40].tolist()) == {0}
     assert knn.predict(data[:1])[0] == 0
+
+
+def test_recall_vs_exact_is_one_for_flat_and_measured_for_approximate_indexes():
+    rng = np.random.default_rng(1)
+    data = rng.normal(size=(3000, 16)).astype(np.float32)
+    flat, hnsw = KnnClassifier(IndexSpec()), KnnClassifier(IndexSpec(kind="hnsw", hnsw_m=4, hnsw_ef_search=4))
+    for knn in (flat, hnsw):
+        knn.add(data, rng.integers(0, 5, 3000))
+    queries = rng.normal(size=(100, 16)).astype(np.float32)
+    assert flat.recall_vs_exact(queries) == 1.0
+    assert 0.2 < hnsw.recall_vs_exact(queries) < 1.0  # a deliberately weak HNSW misses some true neighbours

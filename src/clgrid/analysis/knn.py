@@ -166,6 +166,16 @@ class KnnClassifier:
             np.add.at(scores, (np.flatnonzero(found), neighbour_labels[found, j]), 1.0)
         return scores
 
+    def recall_vs_exact(self, queries: Any, k: int = 10) -> float:
+        """Recall@k of this index's search against exact search over the same embeddings (1.0 for ``flat``): what
+        an approximate index costs, recorded after every task."""
+        if self.spec.kind == "flat":
+            return 1.0
+        exact = IndexSpec(distance=self.spec.distance)
+        _, approx_ids = search(self._main_index(), queries, k, self.spec)
+        _, exact_ids = search(build_index(self.embeddings, exact), queries, k, exact)
+        return recall_against_exact(approx_ids, exact_ids)
+
     def predict(self, queries: Any) -> np.ndarray:
         """The k-NN label of each query (majority vote; ties as in the module doc)."""
         scores = self.scores(queries, int(self.labels.max()) + 1)
