@@ -15,6 +15,8 @@ STUDIES = {
     "frozen_vs_partial": (2 * 9 * 3, 2 * 9 * 3 * 10),
     "mtil_clip": (6, 6 * 11),
     "flava_frozen_vs_partial": (9 * 3 * 3, 9 * 3 * (5 + 10 + 10)),
+    "dml_flowers17": (3 * 3, 3 * 3),
+    "dml_cub200": (8 * 2 * 2, 8 * 2 * 2),
 }
 
 
