@@ -95,6 +95,8 @@ def test_killed_snakemake_resumes_without_recomputing_finished_jobs(reference, t
     assert len(folders) >= len(finished) > 0 and len(finished) < N_TRAIN_JOBS
     stamps = {f: [(root / f / name).stat().st_mtime_ns for name in ("state.pt", "eval.json")] for f in finished}
 
+    # A SIGKILL can leave Snakemake's lock on the folder: `snakemake --unlock` first, as the README says.
+    snakemake(root, "--unlock", TARGET, "--configfile", CONFIG)
     # The rerun's plan is exactly the training jobs that had not finished: nothing finished is recomputed.
     rerun = _planned_train_folders(root, TARGET, "--rerun-incomplete", "--configfile", CONFIG)
     assert not rerun & finished and len(rerun) == N_TRAIN_JOBS - len(finished)
