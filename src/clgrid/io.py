@@ -146,18 +146,19 @@ def checksum_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-@contextlib.contextmanager
-def checked_path(path: str | os.PathLike) -> Iterator[Path]:
-    """``atomic_path`` that also records the sha256 of what was written in ``<path>.sha256`` (``sha256sum`` format).
+def write_checked(path: str | os.PathLike, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` atomically and its sha256 to ``<path>.sha256`` (``sha256sum`` format), hashed from
+    the bytes in memory rather than read back.
 
     The old checksum goes before the new file replaces the old one: a job killed in between leaves a whole file
     without a checksum (read unverified, with a warning), never a file beside another file's checksum.
     """
     target = Path(path)
     sidecar = checksum_path(target)
+    digest = hashlib.sha256(data).hexdigest()
     with atomic_path(target) as tmp:
-        yield tmp
-        digest = file_sha256(tmp)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
         sidecar.unlink(missing_ok=True)
     with atomic_path(sidecar) as tmp:
         tmp.write_text(f"{digest}  {target.name}\n")
@@ -215,8 +216,7 @@ def _missing(path: Path, what: str = "file") -> FileNotFoundError:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as JSON (sorted keys, so reruns give equal bytes) atomically, its sha256 in ``<path>.sha256``."""
-    with checked_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    write_checked(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -326,8 +326,7 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
     # a plain write raises OSError(ENOSPC), which atomic_path turns into a message naming the file and the fix.
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    with checked_path(path) as tmp, open(tmp, "wb") as handle:
-        handle.write(buffer.getbuffer())
+    write_checked(path, buffer.getbuffer())
 
 
 def _check_zip_crcs(path: Path, what: str = "checkpoint") -> None:
