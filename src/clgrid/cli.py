@@ -61,9 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", required=True)
     p.add_argument("--out", required=True)
 
-    p = _model_job(verbs, "train", "train one task from the previous task's state, then evaluate")
-    p.add_argument("--prev", required=True, help="state after task-1 (the init weights for task 0)")
-    p.add_argument("--task", type=int, required=True)
+    p = _model_job(verbs, "train", "train tasks one after another from the previous task's state, evaluating "
+                                   "after each")
+    p.add_argument("--prev", required=True, help="state after the first task's predecessor (the init weights for "
+                                                 "task 0)")
+    p.add_argument("--task", type=int, nargs="+", required=True,
+                   help="consecutive tasks to train in this process (the benchmark's tasks_per_job)")
     p.add_argument("--placement", choices=("auto", "device", "host"), default="auto",
                    help="inputs on the training device, or in host memory streamed by a DataLoader (auto: host for "
                         "datasets over 4 GB on a GPU); results are the same")
@@ -72,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write an in-job checkpoint (<state>.resume.pt) this often; a restarted job resumes from it")
     p.add_argument("--features", default=None,
                    help="cached features of the frozen backbone (extract-features): train the head on them")
-    p.add_argument("--out-state", required=True)
-    p.add_argument("--out-eval", required=True)
+    p.add_argument("--out-state", nargs="+", required=True, help="state.pt of each task")
+    p.add_argument("--out-eval", nargs="+", required=True, help="eval.json of each task")
+    p.add_argument("--task-logs", nargs="*", default=(), help="a log file per task: each task's messages also go "
+                                                              "to its own")
 
     p = _model_job(verbs, "extract-features", "a frozen backbone's features of every task split, computed once")
     p.add_argument("--init", required=True, help="the initial model whose (frozen) backbone computes the features")
@@ -187,8 +192,9 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.verb == "init":
         jobs.init_model(args.spec, args.scenario, args.out)
     elif args.verb == "train":
-        jobs.train(args.spec, args.scenario, args.data, args.prev, args.task, args.out_state, args.out_eval, args.threads,
-                   args.placement, args.workers, args.checkpoint_every, args.features)
+        jobs.train_tasks(args.spec, args.scenario, args.data, args.prev, args.task, args.out_state, args.out_eval,
+                         args.threads, args.placement, args.workers, args.checkpoint_every, args.features,
+                         args.task_logs)
     elif args.verb == "extract-features":
         jobs.extract_features(args.spec, args.scenario, args.data, args.init, args.out, args.threads)
     elif args.verb == "download-weights":

@@ -598,5 +598,6 @@ def analysis_spec(config: dict[str, Any], benchmark: str, backbone: str, method:
 
 
 def _without_train(bench: dict[str, Any]) -> dict[str, Any]:
-    # Training settings do not change the task splits, so they stay out of the scenario's spec.
-    return {k: v for k, v in bench.items() if k != "train"}
+    # Training settings do not change the task splits, so they stay out of the scenario's spec; how tasks are
+    # grouped into jobs changes no number at all.
+    return {k: v for k, v in bench.items() if k not in ("train", "tasks_per_job")}

@@ -115,17 +115,51 @@ def _mem_mb(config: dict[str, Any], benchmark: str, backbone: str) -> int:
     return int(math.ceil(mb / 500) * 500)
 
 
-def train_task(config: dict[str, Any], benchmark: str, backbone: str, method: str, on_cluster: bool) -> dict[str, int]:
-    """One (run, task) job: ``gpu`` (0/1), ``runtime`` (minutes) and ``mem_mb``."""
-    gpu = wants_gpu(config, on_cluster)
+def task_seconds(config: dict[str, Any], benchmark: str, backbone: str, method: str, gpu: bool) -> float:
+    """Expected seconds of one task's training (no safety factor)."""
     train = {**config["benchmarks"][benchmark]["train"], **method_of(config, method)[2]}
     if train.get("iterations"):  # a fixed number of steps: samples seen = steps × batch size
-        seconds = _cost_seconds(config, benchmark, backbone, train["iterations"] * train["batch_size"], 1, gpu)
-    else:
-        seconds = _cost_seconds(config, benchmark, backbone, _task_samples(config, benchmark, method),
-                                train.get("epochs", 1), gpu)
+        return _cost_seconds(config, benchmark, backbone, train["iterations"] * train["batch_size"], 1, gpu)
+    return _cost_seconds(config, benchmark, backbone, _task_samples(config, benchmark, method),
+                         train.get("epochs", 1), gpu)
+
+
+def train_task(config: dict[str, Any], benchmark: str, backbone: str, method: str, on_cluster: bool,
+               tasks: int = 1) -> dict[str, int]:
+    """One training job of ``tasks`` consecutive tasks of a run: ``gpu`` (0/1), ``runtime`` (minutes), ``mem_mb``."""
+    gpu = wants_gpu(config, on_cluster)
+    seconds = tasks * task_seconds(config, benchmark, backbone, method, gpu)
     runtime = max(MIN_RUNTIME_MIN, int(math.ceil(SAFETY * seconds / 60)))
     return {"gpu": int(gpu), "runtime": runtime, "mem_mb": _mem_mb(config, benchmark, backbone)}
+
+
+# A training job that would take less than this trains several tasks of its run: for small benchmarks the Python
+# and torch start-up of a job (about 2 s) costs more than a task's training, while a rerun or a preemption of a
+# job this short costs little.
+AUTO_JOB_SECONDS = 600.0
+
+
+def tasks_per_job(config: dict[str, Any], benchmark: str, on_cluster: bool) -> int:
+    """How many consecutive tasks of a run one training job trains: the benchmark's ``tasks_per_job``, or for
+    ``auto`` as many as fit in ``AUTO_JOB_SECONDS`` of expected training for the benchmark's slowest run (at
+    least one)."""
+    n = n_tasks(config, benchmark)
+    chosen = config["benchmarks"][benchmark].get("tasks_per_job", "auto")
+    if chosen != "auto":
+        return max(1, min(int(chosen), n))
+    gpu = wants_gpu(config, on_cluster)
+    slowest = max((task_seconds(config, benchmark, backbone, method, gpu)
+                   for backbone in config["backbones"] for method in config["methods"]), default=0.0)
+    return max(1, min(n, int(AUTO_JOB_SECONDS // max(slowest, 1e-9))))
+
+
+def task_chunks(config: dict[str, Any], benchmark: str, on_cluster: bool) -> list[tuple[int, int]]:
+    """The (first, last) tasks of each training job of a run: ``tasks_per_job`` split into near-equal parts."""
+    n = n_tasks(config, benchmark)
+    per_job = tasks_per_job(config, benchmark, on_cluster)
+    jobs = -(-n // per_job)
+    bounds = [round(i * n / jobs) for i in range(jobs + 1)]
+    return [(bounds[i], bounds[i + 1] - 1) for i in range(jobs)]
 
 
 def analysis(config: dict[str, Any], benchmark: str, backbone: str, on_cluster: bool) -> dict[str, int]:

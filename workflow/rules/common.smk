@@ -1,6 +1,7 @@
 # Config validation, run expansion and path helpers shared by every rule module.
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -145,10 +146,21 @@ def figure_pdfs(wildcards=None):
 
 def previous_state(wildcards):
     """Task 0 starts from the seed's shared initial weights, task t from task t-1's state."""
-    task = int(wildcards.task)
+    wildcards = dict(wildcards)
+    task = int(wildcards["task"])
     if task == 0:
         return INIT_MODEL.format(**wildcards)
     return TASK_STATE.format(**{**wildcards, "task": task - 1})
+
+
+def chunk_previous_state(first):
+    """The state a job training tasks ``first``.. starts from."""
+    return lambda wildcards: previous_state({**wildcards, "task": first})
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these names (none: a pattern that never matches)."""
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
 
 
 def pretrained_weights(wildcards):
@@ -214,9 +226,9 @@ def final_outputs():
 # What a job asks the scheduler for, from the config (clgrid.resources). `gpu` is 1 when the config's device is a
 # GPU, or auto on a cluster (any non-local executor) or a machine with a visible GPU; override per rule with
 # --set-resources or the cluster profile's set-resources (profiles/README.md).
-def train_resource(key):
+def train_resource(key, tasks=1):
     return lambda wildcards: cl_resources.train_task(
-        config, wildcards.benchmark, wildcards.backbone, wildcards.method, workflow.non_local_exec
+        config, wildcards.benchmark, wildcards.backbone, wildcards.method, workflow.non_local_exec, tasks
     )[key]
 
 

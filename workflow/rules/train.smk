@@ -25,6 +25,14 @@ rule init_model:
 
 # Evaluation after the task runs in the same process (it always follows training, and a
 # second job would pay the torch import again for milliseconds of work).
+#
+# How many tasks one job trains is the benchmark's tasks_per_job (clgrid.resources.task_chunks): benchmarks with
+# one task per job use train_task; the others get one rule per group of tasks (train_<benchmark>_tasks<first>to
+# <last>), whose job trains those tasks in one process and writes the same per-task files, byte for byte.
+TRAIN_CHUNKS = {bench: cl_resources.task_chunks(config, bench, workflow.non_local_exec) for bench in config["benchmarks"]}
+PER_TASK_BENCHMARKS = [bench for bench, chunks in TRAIN_CHUNKS.items() if all(a == b for a, b in chunks)]
+
+
 rule train_task:
     input:
         unpack(cached_features),
@@ -48,6 +56,8 @@ rule train_task:
         gpu=train_resource("gpu"),
         mem_mb=train_resource("mem_mb"),
         runtime=train_resource("runtime"),
+    wildcard_constraints:
+        benchmark=one_of(PER_TASK_BENCHMARKS),
     conda:
         ENV
     shell:
@@ -55,3 +65,50 @@ rule train_task:
         " --prev {input.prev} --task {wildcards.task} --threads {threads} --placement {params.placement}"
         " --checkpoint-every {params.checkpoint} {params.features}"
         " --out-state {output.state} --out-eval {output.acc} > {log} 2>&1"
+
+
+for _bench, _chunks in TRAIN_CHUNKS.items():
+    for _first, _last in _chunks:
+        if _bench in PER_TASK_BENCHMARKS:
+            continue
+        _tasks = list(range(_first, _last + 1))
+
+        rule:
+            name:
+                f"train_{_bench}_tasks{_first}to{_last}"
+            input:
+                unpack(cached_features),
+                scenario=SCENARIO,
+                data=run_dataset_files,
+                prev=chunk_previous_state(_first),
+            output:
+                states=[TASK_STATE.replace("{task}", str(t)) for t in _tasks],
+                evals=[TASK_EVAL.replace("{task}", str(t)) for t in _tasks],
+            params:
+                spec=run_spec,
+                placement=config["data_placement"],
+                checkpoint=config["checkpoint_every_s"],
+                features=features_arg,
+                tasks=" ".join(map(str, _tasks)),
+            threads: 1
+            log:
+                job=f"results/runs/{{benchmark}}/{{backbone}}/{{method}}/s{{seed}}/train_tasks{_first}to{_last}.log",
+                tasks=[f"results/runs/{{benchmark}}/{{backbone}}/{{method}}/s{{seed}}/task{t}/train.log" for t in _tasks],
+            benchmark:
+                f"results/runs/{{benchmark}}/{{backbone}}/{{method}}/s{{seed}}/train_tasks{_first}to{_last}.bench.tsv"
+            resources:
+                gpu=train_resource("gpu", len(_tasks)),
+                mem_mb=train_resource("mem_mb", len(_tasks)),
+                runtime=train_resource("runtime", len(_tasks)),
+            wildcard_constraints:
+                benchmark=one_of([_bench]),
+            group:
+                # With the cluster profile's group `run` (train_task + analyze_run): one submission per run.
+                "run" if workflow.non_local_exec else None
+            conda:
+                ENV
+            shell:
+                "clgrid train --spec {params.spec:q} --scenario {input.scenario} --data {input.data}"
+                " --prev {input.prev} --task {params.tasks} --threads {threads} --placement {params.placement}"
+                " --checkpoint-every {params.checkpoint} {params.features}"
+                " --out-state {output.states} --out-eval {output.evals} --task-logs {log.tasks} > {log.job} 2>&1"
