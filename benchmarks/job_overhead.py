@@ -1,7 +1,10 @@
 """Per-job start-up cost of the DAG's jobs, against a bare ``import torch`` measured in the same run.
 
-A grid is hundreds of one-task jobs, so what a job pays before and after its
-training matters as much as the training. Prints medians and ratios and writes
+A grid is hundreds of small jobs, so what a job pays before and after its training matters as much as the
+training. Measures: a one-task ``clgrid train`` job with the code before the speed work (``--before-rev``, a git
+worktree) and now; five one-task jobs against one job training the run's five tasks (``tasks_per_job``); the
+metrics job; and which heavy optional libraries (open_clip, transformers, peft, faiss, seaborn, ...) each kind of
+job imports (a digits job must import none it does not use). Prints medians and ratios and writes
 ``benchmarks/results/job_overhead.json``.
 
     python benchmarks/job_overhead.py [--repeats 5]
@@ -11,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,20 +23,37 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _common import checkout, code_env, machine  # noqa: E402
+
+BEFORE_REV = "58d293e"  # main before the speed work (issue 12)
+HEAVY = ("open_clip", "transformers", "peft", "faiss", "pytorch_metric_learning", "seaborn", "matplotlib",
+         "sklearn", "scipy", "pandas", "torchvision", "torch._dynamo", "torch._inductor")
+# Runs a clgrid verb in this interpreter, then prints which of HEAVY it imported.
+PROBE = ("import json, runpy, sys\nheavy = json.loads(sys.argv[2])\nsys.argv = ['clgrid'] + json.loads(sys.argv[1])\n"
+         "try:\n    runpy.run_module('clgrid.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+         "print('IMPORTED ' + json.dumps([m for m in heavy if m in sys.modules]))")
 
 
-def wall(cmd: list[str], repeats: int) -> float:
+def wall(cmd: list[str], repeats: int, env: dict | None = None) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
+        subprocess.run(cmd, check=True, capture_output=True, env=env)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def imported(verb_args: list[str]) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(verb_args), json.dumps(HEAVY)], check=True,
+                         capture_output=True, text=True, env=code_env(REPO)).stdout
+    return json.loads(out.rsplit("IMPORTED ", 1)[1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--before-rev", default=BEFORE_REV)
     args = parser.parse_args()
 
     from clgrid import config as cl
@@ -45,48 +63,60 @@ def main() -> None:
     config = validated(REPO / "config/config.yaml", REPO / "workflow/schemas/config.schema.yaml")
     work = Path(tempfile.mkdtemp(prefix="clgrid-bench-"))
     data = work / "digits.npz"
-    jobs.prepare_dataset("digits", str(data))
+    jobs.prepare_dataset(cl.dataset_spec(config, "digits"), str(data))
     scenario = work / "split_digits.json"
     jobs.prepare_scenario(cl.scenario_spec(config, "split_digits"), [str(data)], str(scenario))
     init_spec = cl.init_spec(config, "split_digits", "mlp", 0)
     jobs.init_model(init_spec, str(scenario), str(work / "init.pt"))
     jobs.evaluate(init_spec, str(scenario), [str(data)], str(work / "init.pt"), str(work / "init_eval.json"))
     spec = cl.run_spec(config, "split_digits", "mlp", "naive", 0)
-    prev, evals = work / "init.pt", []
-    for task in range(cl.n_tasks(config, "split_digits")):  # a whole run in-process, for the metrics job
-        jobs.train(spec, str(scenario), [str(data)], str(prev), task, str(work / f"s{task}.pt"), str(work / f"e{task}.json"))
-        prev = work / f"s{task}.pt"
-        evals.append(str(work / f"e{task}.json"))
+    n = cl.n_tasks(config, "split_digits")
+    states, evals = [str(work / f"s{t}.pt") for t in range(n)], [str(work / f"e{t}.json") for t in range(n)]
+    jobs.train_tasks(spec, str(scenario), [str(data)], str(work / "init.pt"), list(range(n)), states, evals)
     clgrid = [sys.executable, "-m", "clgrid.cli"]
-    train = clgrid + ["train", "--spec", json.dumps(spec), "--scenario", str(scenario), "--data", str(data),
-                      "--prev", str(work / "init.pt"), "--task", "0", "--out-state", str(work / "bench_s.pt"),
-                      "--out-eval", str(work / "bench_e.json")]
-    metrics = clgrid + ["metrics", "--spec", json.dumps(spec), "--init-eval", str(work / "init_eval.json"),
-                        "--evals", *evals, "--out", str(work / "m.json")]
+    common = ["--spec", json.dumps(spec), "--scenario", str(scenario), "--data", str(data)]
+    one_task = ["train", *common, "--prev", str(work / "init.pt"), "--task", "0", "--out-state",
+                str(work / "bench_s.pt"), "--out-eval", str(work / "bench_e.json")]
+    whole_run = ["train", *common, "--prev", str(work / "init.pt"), "--task", *map(str, range(n)), "--out-state",
+                 *[str(work / f"b{t}.pt") for t in range(n)], "--out-eval", *[str(work / f"b{t}.json") for t in range(n)]]
+    metrics = ["metrics", "--spec", json.dumps(spec), "--init-eval", str(work / "init_eval.json"), "--evals", *evals,
+               "--out", str(work / "m.json")]
+    analyze = ["analyze", "--spec", json.dumps(cl.analysis_spec(config, "split_digits", "mlp", "naive", 0)), "--scenario",
+               str(scenario), "--data", str(data), "--states", *states, "--evals", *evals, "--out", str(work / "a.json")]
     py = [sys.executable, "-c"]
-    torch_optim = ("import torch; m = torch.nn.Linear(4, 4); o = torch.optim.SGD(m.parameters(), lr=0.1); "
-                   "m(torch.randn(2, 4)).sum().backward(); o.step()")
+    before = checkout(args.before_rev, work / "before_code")
     cases = {
-        "python_bare": py + ["pass"],
-        "import_torch (baseline)": py + ["import torch"],
-        "import_torch + torch.optim step": py + [torch_optim],
-        "import_torch + use_deterministic_algorithms": py + ["import torch; torch.use_deterministic_algorithms(True)"],
-        "clgrid train (split_digits task 0, naive)": train,
-        "clgrid metrics (no torch import)": metrics,
+        "python_bare": (py + ["pass"], None),
+        "import_torch (baseline)": (py + ["import torch"], None),
+        "clgrid train, 1 task, before": (clgrid + one_task, code_env(before)),
+        "clgrid train, 1 task": (clgrid + one_task, code_env(REPO)),
+        "clgrid train, 5 tasks in one job": (clgrid + whole_run, code_env(REPO)),
+        "clgrid metrics (no torch import)": (clgrid + metrics, code_env(REPO)),
     }
-    subprocess.run(train, check=True, capture_output=True)  # warm the file cache
-    results = {name: wall(cmd, args.repeats) for name, cmd in cases.items()}
+    for cmd, env in cases.values():  # warm the file cache
+        subprocess.run(cmd, check=True, capture_output=True, env=env)
+    results = {name: wall(cmd, args.repeats, env) for name, (cmd, env) in cases.items()}
+    results["clgrid train, 5 one-task jobs (5 x 1 task)"] = 5 * results["clgrid train, 1 task"]
+    results["clgrid train, 5 one-task jobs, before"] = 5 * results["clgrid train, 1 task, before"]
     base = results["import_torch (baseline)"]
     print(f"median wall time of {args.repeats} runs; ratio against a bare `import torch` ({base:.2f} s)")
     for name, seconds in results.items():
         print(f"  {name:48s} {seconds:6.2f} s   x{seconds / base:.2f}")
+    run_ratio = results["clgrid train, 5 tasks in one job"] / results["clgrid train, 5 one-task jobs, before"]
+    print(f"a 5-task run's training: one job / five jobs before = x{run_ratio:.2f}")
+    heavy = {"train (digits, MLP)": imported(one_task), "metrics": imported(metrics), "analyze": imported(analyze)}
+    for verb, modules in heavy.items():
+        print(f"  {verb:24s} imports {', '.join(modules) or 'none'} of {', '.join(HEAVY)}")
+    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)], capture_output=True)
     record = {
         "benchmark": "job_overhead",
         "repeats": args.repeats,
+        "before_rev": args.before_rev,
         "seconds": results,
         "ratio_to_import_torch": {k: v / base for k, v in results.items()},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "torch": __import__("importlib.metadata").metadata.version("torch"),
+        "run_of_5_tasks_one_job_over_five_jobs_before": run_ratio,
+        "heavy_modules_imported": heavy,
+        "machine": machine(),
     }
     out = REPO / "benchmarks" / "results" / "job_overhead.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,10 +4,10 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, copy_workflow
-from tests.test_workflow import planned_jobs
+from tests.test_workflow import planned_jobs, tasks_trained
 
 STUDIES = {
-    # config: (runs in the grid, training jobs)
+    # config: (runs in the grid, tasks trained)
     "der_split_mnist": (12 * 3, 12 * 3 * 5),
     "ewc_mnist_fashion": (2 * 2 * 3, 2 * 2 * 3 * 2),
     "split_cifar10": (4 * 3, 4 * 3 * 5),
@@ -41,7 +41,7 @@ def test_study_plans_without_its_data(bare_copy, tmp_path, study):
         (tmp_path / name).mkdir()
     jobs = planned_jobs(bare_copy, "--configfile", f"config/experiments/{study}.yaml",
                         *([str(stand_in)] if folders else []))
-    assert jobs["train_task"] == train_jobs and jobs["run_metrics"] == runs
+    assert tasks_trained(jobs) == train_jobs and jobs["run_metrics"] == runs
     # The DAG starts at the download: one download and one preparation per dataset (a folder is prepared as it is).
     assert jobs["download_dataset"] == len(datasets) and jobs["prepare_dataset"] == len(datasets) + len(folders)
     assert ("published" in jobs) == ("published" in config)
@@ -100,5 +100,5 @@ def test_download_rule_offline_fails_fast_with_the_message(bare_copy):
 
 def test_sweep_config_plans_one_run_per_value_and_its_figures(bare_copy):
     jobs = planned_jobs(bare_copy, "--configfile", "config/experiments/sweep_digits.yaml")
-    assert jobs["run_metrics"] == 2 * (5 + 4) * 3 and jobs["train_task"] == 2 * 9 * 3 * 5
+    assert jobs["run_metrics"] == 2 * (5 + 4) * 3 and tasks_trained(jobs) == 2 * 9 * 3 * 5
     assert jobs["sweep_figure"] == 2

@@ -40,6 +40,16 @@ def planned_jobs(root, *targets):
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M) if m.group(1) != "total"}
 
 
+def tasks_trained(planned):
+    """Training tasks in a plan's job stats: a train_task job trains one, a train_<benchmark>_tasks<a>to<b> job
+    b - a + 1 (the benchmark's tasks_per_job)."""
+    total = 0
+    for rule, n in planned.items():
+        chunk = re.fullmatch(r"train_\w+_tasks(\d+)to(\d+)", rule)
+        total += n * (int(chunk[2]) - int(chunk[1]) + 1) if chunk else n if rule == "train_task" else 0
+    return total
+
+
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     root = copy_workflow(tmp_path_factory.mktemp("grid"))
@@ -54,7 +64,7 @@ def grid(tmp_path_factory):
 def test_one_target_plans_only_its_run(grid):
     assert grid["planned_one"] == {
         "prepare_dataset": 1, "prepare_scenario": 1, "init_model": 1, "evaluate_init": 1,
-        "train_task": 5, "run_metrics": 1,
+        "train_split_digits_tasks0to4": 1, "run_metrics": 1,  # tasks_per_job auto: a digits run is one job
     }
 
 
@@ -69,7 +79,8 @@ def test_every_output_exists(grid):
                 assert (root / f"results/figures/{bench}/mlp/{fig}.{ext}").stat().st_size > 1000
     for t in range(5):
         assert (root / f"results/runs/permuted_digits/mlp/replay/s2/task{t}/state.pt").exists()
-        assert (root / f"results/runs/permuted_digits/mlp/replay/s2/task{t}/train.bench.tsv").exists()
+        assert (root / f"results/runs/permuted_digits/mlp/replay/s2/task{t}/train.log").exists()
+    assert (root / "results/runs/permuted_digits/mlp/replay/s2/train_tasks0to4.bench.tsv").exists()
 
 
 def test_tables_have_one_row_per_cell(grid):
@@ -135,7 +146,7 @@ def test_forcing_one_task_rebuilds_only_dependents_identically(grid):
     untouched = (root / "results/runs/permuted_digits/mlp/ewc/s0/metrics.json").stat().st_mtime_ns
     task2 = "results/runs/permuted_digits/mlp/ewc/s1/task2/state.pt"
     assert planned_jobs(root, "--forcerun", task2) == {
-        "train_task": 3, "run_metrics": 1, "analyze_run": 1, "tables": 1, "figures": 2,
+        "train_permuted_digits_tasks0to4": 1, "run_metrics": 1,  # the run's one training job "analyze_run": 1, "tables": 1, "figures": 2,
         "analysis_figures": 1, "paper": 1, "all": 1,  # only permuted_digits' analysis figures depend on it
     }
     snakemake(root, "--cores", "2", "--forcerun", task2)

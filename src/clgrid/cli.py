@@ -266,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         # with clgrid's message instead of hanging on a network that compute nodes often lack. Export
         # HF_HUB_OFFLINE=0 to let jobs download.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if getattr(args, "threads", None):
+        # BLAS (numpy, scipy, scikit-learn's probes) gets the job's threads as torch does, as under Snakemake, which
+        # exports these: more threads than cores slow a job down, and its numbers must not depend on the machine.
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, str(args.threads))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

@@ -73,6 +73,10 @@ def _rebuild_hint(path: str | os.PathLike) -> str:
     rule = producer_rule(path)
     if rule is None:
         return "restore it from where it came from (if a snakemake job made it, delete it and rerun that job)"
+    if rule == "train_task":  # or a job of several tasks (tasks_per_job), whose rule is named after the benchmark
+        return ("rule train_task makes it (train_<benchmark>_tasks<first>to<last> where a job trains several tasks): "
+                "delete it and run your snakemake command again to rebuild it and what depends on it, or rebuild it "
+                f"with `snakemake --cores all --forcerun {Path(path).as_posix()}`")
     return (f"rule {rule} makes it: delete it and run your snakemake command again to rebuild it and what depends on "
             f"it, or rebuild every output of that rule with `snakemake --cores all --forcerun {rule}`")
 

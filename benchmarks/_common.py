@@ -1,0 +1,56 @@
+"""What the benchmark scripts share: the machine description every result file carries, and workflow copies."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_PARTS = ("Snakefile", "workflow", "config", "envs", "profiles")
+
+
+def machine() -> dict:
+    """Platform, CPU model, cores and the versions that set the speed."""
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {}
+    for package in ("torch", "numpy", "snakemake"):
+        try:
+            from importlib.metadata import version
+
+            versions[package] = version(package)
+        except Exception:  # noqa: BLE001 - a missing package is just not listed
+            pass
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "cpus": os.cpu_count(), **versions}
+
+
+def copy_workflow(code: Path, dest: Path) -> Path:
+    """The Snakefile, rules, configs, envs and profiles of the checkout ``code`` in ``dest`` (no results)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_PARTS:
+        src = code / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
+    return dest
+
+
+def checkout(rev: str, dest: Path) -> Path:
+    """A detached worktree of this repository at ``rev`` (the code "before"), made once."""
+    if not (dest / "src").exists():
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(dest), rev], check=True,
+                       capture_output=True)
+    return dest
+
+
+def code_env(code: Path) -> dict:
+    """An environment whose ``clgrid`` (CLI and package) is the one in ``code``/src, on this interpreter's PATH."""
+    return {**os.environ, "PYTHONPATH": str(code / "src"), "HF_HUB_OFFLINE": "1",
+            "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
