@@ -42,7 +42,7 @@ export XDG_CONFIG_HOME="$WORK/xdg"
 # itself, and the run must still end byte-identical to the local one.
 preempt_one_run_group() {
   for _ in $(seq 1 3000); do
-    for run in "$WORK"/slurm/results/runs/*/*/*/s0; do
+    for run in "$WORK"/slurm/results/runs/split_digits/*/*/s0; do   # the benchmark with one job per task
       if [ -f "$run/task1/eval.json" ] && [ ! -f "$run/task3/eval.json" ]; then
         id="$(squeue -h -t R -o '%i %k' | awk '$2 ~ /^rule_run/ {print $1; exit}')"
         if [ -n "$id" ] && scontrol requeue "$id"; then echo "$id ${run#"$WORK/slurm/"}" > "$WORK/preempted"; return 0; fi
@@ -80,6 +80,10 @@ n_gpu="$(sacct -X -n -P -S "$SINCE" --format=JobIDRaw,AllocTRES,State | grep -c 
 n_sbatch_gpu="$(grep -c "sbatch --parsable.*--gpus=1" "$WORK/slurm.log" || true)"
 log "$n_jobs SLURM jobs, $n_gpu of them COMPLETED with a GPU allocated; $n_sbatch_gpu sbatch calls with --gpus=1"
 [ "$n_gpu" -ge 2 ] && [ "$n_sbatch_gpu" -ge 2 ] || { echo "expected GPU-requesting jobs submitted through sbatch" >&2; exit 1; }
+
+grep -q "rule train_permuted_digits_tasks0to4" "$WORK/slurm.log" \
+  || { echo "expected permuted_digits' five tasks per run as one job (tasks_per_job auto)" >&2; exit 1; }
+log "permuted_digits: each run's five tasks trained by one job (rule train_permuted_digits_tasks0to4)"
 
 # ---- 3. byte-for-byte equality ---------------------------------------------------------------------------------
 cd "$WORK/local"
