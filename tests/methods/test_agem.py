@@ -118,3 +118,25 @@ def test_state_round_trip_equals_training_in_one_object():
         lambda m: AGEM(m, params, 4), lambda: tiny_model(seed=7), on_reload=on_reload)
     assert_same_weights(restored_model, model)
     assert torch.equal(restored.memory_y, method.memory_y) and torch.equal(restored.memory_task, method.memory_task)
+
+
+def test_parameter_the_loss_does_not_reach_gets_a_gradient_only_when_projected():
+    # As before the flat write-back: an unused parameter keeps grad None unless the gradient is replaced, and then
+    # gets its (zero) share of the projection; the others are written back in place.
+    for sign, projects in [(-1.0, True), (1.0, False)]:
+        model = tiny_model(seed=2)
+        model.unused = torch.nn.Parameter(torch.ones(3))
+        method = AGEM(model, {"samples_per_class": 4, "mem_batch_size": 1000}, 4)
+        first = task(0, [0, 1])
+        method.before_task(first, task_generator(0, 0))
+        method.after_task(first)
+        method.before_task(task(1, [2, 3]), task_generator(0, 1))
+        used = [p for p in model.parameters() if p is not model.unused]
+        g_ref = torch.autograd.grad(F.cross_entropy(model(method.memory_x), method.memory_y), used)
+        for p, g in zip(used, g_ref):
+            p.grad = sign * g.clone()
+        method.after_backward()
+        assert (model.unused.grad is not None) == projects
+        if projects:
+            assert torch.equal(model.unused.grad, torch.zeros(3))
+            assert all(p.grad.abs().max() < 1e-5 * g.abs().max() for p, g in zip(used, g_ref))  # -g_ref projects to 0

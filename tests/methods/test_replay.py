@@ -158,3 +158,61 @@ def test_online_reservoir_replays_within_the_first_task_and_stores_unaugmented_b
     assert (stored < 1000).all()  # the augmentation (+1000) never reached the buffer
     rows = {tuple(r.tolist()) for r in data.x.flatten(1)}
     assert all(tuple(r.tolist()) in rows for r in stored.flatten(1))
+
+
+# --- vectorised insertion against the per-row algorithms it replaces ------------------------------
+
+
+def _reservoir_by_rows(batches, size, seed):
+    """Algorithm R one row at a time, with the same batched draws: the loop ``ReservoirBuffer.add`` replaces."""
+    g = torch.Generator().manual_seed(seed)
+    slots, n_seen = [], 0
+    for batch in batches:
+        m = len(batch)
+        positions = torch.arange(n_seen + 1, n_seen + m + 1, dtype=torch.float64)
+        draws = (torch.rand(m, generator=g, dtype=torch.float64) * positions).long().tolist()
+        for row, j in zip(batch.tolist(), draws):
+            if len(slots) < size:
+                slots.append(row)
+            elif j < size:
+                slots[j] = row
+        n_seen += m
+    return slots
+
+
+def test_reservoir_keeps_exactly_the_rows_the_per_row_algorithm_keeps():
+    g = torch.Generator().manual_seed(5)
+    for seed in range(30):
+        sizes = torch.randint(0, 25, (8,), generator=g).tolist()
+        ids = torch.arange(sum(sizes))
+        batches = list(ids.split(sizes))
+        buf = ReservoirBuffer(size=17)
+        gen = torch.Generator().manual_seed(seed)
+        for batch in batches:
+            buf.add(gen, y=batch)
+        assert buf.fields["y"].tolist() == _reservoir_by_rows(batches, 17, seed)
+
+
+def test_reservoir_state_taken_earlier_does_not_change_when_slots_are_overwritten():
+    buf = ReservoirBuffer(size=4)
+    g = torch.Generator().manual_seed(0)
+    buf.add(g, y=torch.arange(4))
+    state = buf.state_dict()
+    for start in range(4, 100, 4):
+        buf.add(g, y=torch.arange(start, start + 4))
+    assert state["fields"]["y"].tolist() == [0, 1, 2, 3] and buf.fields["y"].max() > 3
+    restored = ReservoirBuffer(size=4)
+    restored.load_state_dict(state, torch.device("cpu"))
+    restored.add(g, y=torch.arange(100, 200))
+    assert state["fields"]["y"].tolist() == [0, 1, 2, 3]  # loading copies: the held state stays as it was
+
+
+def test_balanced_buffer_groups_come_from_whole_tensors_in_sorted_order():
+    # Domain-incremental with a task seen again (task ids 0, 1, 0): the groups of the current task are
+    # resampled, the others keep a prefix; every group's share and the sorted (task, class) order hold.
+    buf = BalancedBuffer(size=12)
+    for t, seed in [(0, 0), (1, 1), (0, 2)]:
+        data = task(t, [0, 1, 2], n_per_class=10, seed=seed)
+        buf.add_task(data, task_generator(0, seed))
+    keys = list(zip(buf.task.tolist(), buf.y.tolist()))
+    assert keys == sorted(keys) and _counts(buf) == {(0, 0): 2, (0, 1): 2, (0, 2): 2, (1, 0): 2, (1, 1): 2, (1, 2): 2}

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, register, take
+from clgrid.methods.base import FlatLayout, Method, TaskData, register, take
 
 
 def project_gradient(grad: torch.Tensor, grad_ref: torch.Tensor) -> torch.Tensor:
@@ -46,6 +46,7 @@ class AGEM(Method):
     def __init__(self, model, params, n_classes):
         super().__init__(model, params, n_classes)
         device = next(model.parameters()).device
+        self.layout = FlatLayout([(n, p) for n, p in model.named_parameters() if p.requires_grad])
         self.memory_x: torch.Tensor | None = None
         self.memory_y = torch.empty(0, dtype=torch.long, device=device)
         self.memory_task = torch.empty(0, dtype=torch.long, device=device)
@@ -60,20 +61,24 @@ class AGEM(Method):
         params = self.trainable()
         mem_loss = F.cross_entropy(self.model(take(self.memory_x, pick)), self.memory_y[pick])
         grads = torch.autograd.grad(mem_loss, params, allow_unused=True)
-        return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for p, g in zip(params, grads)])
+        return FlatLayout.flatten([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)])
 
     def after_backward(self) -> None:
+        """Project the flat gradient; write it back with one ``_foreach_copy_`` when it changed."""
         if len(self.memory_y) == 0:
             return
         params = self.trainable()
-        grad = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params])
+        grad = FlatLayout.flatten([torch.zeros_like(p) if p.grad is None else p.grad for p in params])
         projected = project_gradient(grad, self.reference_gradient())
         if projected is grad:
             return
-        offset = 0
-        for p in params:
-            p.grad = projected[offset : offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
+        pieces = self.layout.views(projected)
+        with torch.no_grad():
+            if any(p.grad is None for p in params):  # a parameter this loss did not reach: it gets one now
+                for p, piece in zip(params, pieces):
+                    if p.grad is None:
+                        p.grad = piece.clone()
+            torch._foreach_copy_([p.grad for p in params], pieces)
 
     def after_task(self, task: TaskData) -> None:
         super().after_task(task)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, register, take, trainable_copy
+from clgrid.methods.base import FlatLayout, Method, TaskData, register, squared_distance, take
 
 
 def empirical_fisher_diag(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -30,25 +30,38 @@ def empirical_fisher_diag(model: torch.nn.Module, x: torch.Tensor, y: torch.Tens
     the small models where EWC is usually run; cap it with ``fisher_samples``.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    fisher = {n: torch.zeros_like(p) for n, p in named}
+    layout = FlatLayout(named)
+    return layout.named_views(_fisher_flat(model, layout, [p for _, p in named], x, y, weighting))
+
+
+def _fisher_flat(model, layout: FlatLayout, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                 weighting: str) -> torch.Tensor:
+    """``empirical_fisher_diag`` as one flat vector: each sample's squares added with one ``_foreach`` call."""
+    fisher = torch.zeros(layout.numel, device=params[0].device, dtype=params[0].dtype)
+    pieces = layout.views(fisher)
     was_training = model.training
     model.eval()
     for i in range(len(y)):
         log_likelihood = F.log_softmax(model(x[i : i + 1]), dim=-1)[0, y[i]]
-        grads = torch.autograd.grad(log_likelihood, [p for _, p in named])
+        grads = torch.autograd.grad(log_likelihood, params)
+        squares = torch._foreach_mul(grads, grads)  # g² as g**2 computes it: bit-identical sums
         # true_class_prob: each sample's squared gradient weighted by p(y|x), as the DER paper's code computes
         # online EWC's Fisher (Mammoth ewc_on.py, exp_cond_prob); hard samples, with large gradients, count less.
-        weight = float(log_likelihood.detach().exp()) if weighting == "true_class_prob" else 1.0
-        for (n, _), g in zip(named, grads):
-            fisher[n] += weight * g**2
+        if weighting == "true_class_prob":
+            torch._foreach_mul_(squares, float(log_likelihood.detach().exp()))
+        torch._foreach_add_(pieces, squares)
     model.train(was_training)
-    return {n: f / len(y) for n, f in fisher.items()}
+    return fisher / len(y)
 
 
 def ewc_penalty(
     model: torch.nn.Module, fisher_diags: list[dict[str, torch.Tensor]], anchors: list[dict[str, torch.Tensor]]
 ) -> torch.Tensor:
-    """Σ_k ½ Σ_j F_{k,j}(θ_j − θ*_{k,j})², without λ; zero at every anchor with its own Fisher."""
+    """Σ_k ½ Σ_j F_{k,j}(θ_j − θ*_{k,j})², without λ; zero at every anchor with its own Fisher.
+
+    The formula per parameter, for reading and for tests; the methods compute it on flat vectors
+    (``squared_distance``), with the same gradients.
+    """
     penalty = torch.zeros((), device=next(model.parameters()).device)
     named = dict(model.named_parameters())
     for fisher, anchor in zip(fisher_diags, anchors):
@@ -57,48 +70,87 @@ def ewc_penalty(
     return penalty
 
 
-def task_fisher(model: torch.nn.Module, task: TaskData, limit: int | None, generator: torch.Generator | None,
-                weighting: str = "none"):
-    """Empirical Fisher diagonal on ``task``'s training data, on at most ``limit`` samples drawn with ``generator``."""
+def _fisher_samples(task: TaskData, limit: int | None, generator: torch.Generator | None):
+    """``task``'s training samples, or at most ``limit`` of them drawn with ``generator``."""
     x, y = task.x, task.y
     if limit and limit < len(y):
         pick = torch.randperm(len(y), generator=generator)[:limit].to(y.device)
         x, y = take(x, pick), y[pick]
-    return empirical_fisher_diag(model, x, y, weighting)
+    return x, y
+
+
+def task_fisher(model: torch.nn.Module, task: TaskData, limit: int | None, generator: torch.Generator | None,
+                weighting: str = "none"):
+    """Empirical Fisher diagonal on ``task``'s training data, on at most ``limit`` samples drawn with ``generator``."""
+    return empirical_fisher_diag(model, *_fisher_samples(task, limit, generator), weighting)
+
+
+class _FlatEWC(Method):
+    """What both EWCs share: the trainable weights' layout, and Fishers and anchors kept as flat vectors whose
+    per-parameter views are the state's dicts (the checkpoint format is unchanged)."""
+
+    def __init__(self, model, params, n_classes):
+        super().__init__(model, params, n_classes)
+        self.layout = FlatLayout([(n, p) for n, p in model.named_parameters() if p.requires_grad])
+
+    def trainable(self) -> list[torch.Tensor]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def task_end_fisher(self, task: TaskData) -> torch.Tensor:
+        x, y = _fisher_samples(task, self.params.get("fisher_samples"), self.generator)
+        return _fisher_flat(self.model, self.layout, self.trainable(), x, y, self.params["fisher_weighting"])
+
+    @torch.no_grad()
+    def current_weights(self) -> torch.Tensor:
+        return self.layout.flatten(self.trainable())
+
+    def load_flat(self, named: dict[str, torch.Tensor], what: str) -> torch.Tensor:
+        return self.layout.flatten_named(named, what).to(self.device)
 
 
 @register("ewc")
-class EWC(Method):
+class EWC(_FlatEWC):
     defaults = {"ewc_lambda": 100.0, "fisher_samples": None, "fisher_weighting": "none"}
 
     def __init__(self, model, params, n_classes):
         super().__init__(model, params, n_classes)
-        self.fisher_diags: list[dict[str, torch.Tensor]] = []
+        self.fisher_flat: list[torch.Tensor] = []  # F_k, one flat vector per past task
+        self.anchor_flat: list[torch.Tensor] = []  # θ*_k
+        self.fisher_diags: list[dict[str, torch.Tensor]] = []  # the same, per parameter name (views)
         self.anchors: list[dict[str, torch.Tensor]] = []
+
+    def penalty(self) -> torch.Tensor:
+        """Σ_k ½ Σ_j F_{k,j}(θ_j − θ*_{k,j})² on flat vectors, without λ (``ewc_penalty`` per parameter)."""
+        return squared_distance(self.layout, self.trainable(), self.anchor_flat, self.fisher_flat, scale=0.5)
 
     def loss(self, x, y, logits):
         task_loss = F.cross_entropy(logits, y)
-        if not self.fisher_diags:
+        if not self.fisher_flat:
             return task_loss
-        return task_loss + self.params["ewc_lambda"] * ewc_penalty(self.model, self.fisher_diags, self.anchors)
+        return task_loss + self.params["ewc_lambda"] * self.penalty()
+
+    def _append(self, fisher: torch.Tensor, anchor: torch.Tensor) -> None:
+        self.fisher_flat.append(fisher)
+        self.anchor_flat.append(anchor)
+        self.fisher_diags.append(self.layout.named_views(fisher))
+        self.anchors.append(self.layout.named_views(anchor))
 
     def after_task(self, task: TaskData) -> None:
         super().after_task(task)
-        self.fisher_diags.append(task_fisher(self.model, task, self.params.get("fisher_samples"), self.generator,
-                                             self.params["fisher_weighting"]))
-        self.anchors.append(trainable_copy(self.model))
+        self._append(self.task_end_fisher(task), self.current_weights())
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "fisher_diags": self.fisher_diags, "anchors": self.anchors}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.fisher_diags = [self.on_device(f) for f in state["fisher_diags"]]
-        self.anchors = [self.on_device(a) for a in state["anchors"]]
+        self.fisher_flat, self.anchor_flat, self.fisher_diags, self.anchors = [], [], [], []
+        for fisher, anchor in zip(state["fisher_diags"], state["anchors"]):
+            self._append(self.load_flat(fisher, "EWC Fisher"), self.load_flat(anchor, "EWC anchor"))
 
 
 @register("ewc_online")
-class OnlineEWC(Method):
+class OnlineEWC(_FlatEWC):
     """Online EWC (Schwarz et al. 2018, "Progress & Compress", ICML: the EWC step of the compress phase).
 
     One running Fisher and one anchor instead of one penalty per task:
@@ -120,34 +172,42 @@ class OnlineEWC(Method):
 
     def __init__(self, model, params, n_classes):
         super().__init__(model, params, n_classes)
-        self.running_fisher: dict[str, torch.Tensor] = {}
+        self.running_fisher: dict[str, torch.Tensor] = {}  # F*, per parameter name: views of the flat vectors
         self.anchor: dict[str, torch.Tensor] = {}
+        self.running_flat: torch.Tensor | None = None
+        self.anchor_flat: torch.Tensor | None = None
+        self.decayed_flat: torch.Tensor | None = None  # γF*, what the penalty weighs with (fixed during a task)
+
+    def _set(self, fisher: torch.Tensor, anchor: torch.Tensor) -> None:
+        self.running_flat, self.anchor_flat = fisher, anchor
+        self.decayed_flat = self.params["gamma"] * fisher
+        self.running_fisher, self.anchor = self.layout.named_views(fisher), self.layout.named_views(anchor)
 
     def penalty(self) -> torch.Tensor:
         """½ Σ_j γ F*_j (θ_j − θ*_j)², without λ; zero at the anchor."""
-        decayed = {n: self.params["gamma"] * f for n, f in self.running_fisher.items()}
-        return ewc_penalty(self.model, [decayed], [self.anchor])
+        return squared_distance(self.layout, self.trainable(), [self.anchor_flat], [self.decayed_flat], scale=0.5)
 
     def loss(self, x, y, logits):
         task_loss = F.cross_entropy(logits, y)
-        if not self.running_fisher:
+        if self.running_flat is None:
             return task_loss
         return task_loss + self.params["ewc_lambda"] * self.penalty()
 
     def after_task(self, task: TaskData) -> None:
         super().after_task(task)
-        fisher = task_fisher(self.model, task, self.params.get("fisher_samples"), self.generator,
-                             self.params["fisher_weighting"])
-        gamma = self.params["gamma"]
-        self.running_fisher = {
-            n: (gamma * self.running_fisher[n] + f) if n in self.running_fisher else f for n, f in fisher.items()
-        }
-        self.anchor = trainable_copy(self.model)
+        fisher = self.task_end_fisher(task)
+        if self.running_flat is not None:
+            fisher = self.params["gamma"] * self.running_flat + fisher
+        self._set(fisher, self.current_weights())
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "running_fisher": self.running_fisher, "anchor": self.anchor}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.running_fisher = self.on_device(state["running_fisher"])
-        self.anchor = self.on_device(state["anchor"])
+        if state["running_fisher"]:
+            self._set(self.load_flat(state["running_fisher"], "online EWC Fisher"),
+                      self.load_flat(state["anchor"], "online EWC anchor"))
+        else:
+            self.running_flat = self.anchor_flat = self.decayed_flat = None
+            self.running_fisher, self.anchor = {}, {}

@@ -51,21 +51,23 @@ def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
     Works on L2-normalised ``features``; each step adds the sample that brings the running
     mean of the chosen ones closest to the class mean μ, without replacement. μ is the plain
     mean of the normalised features: the running mean of all n samples equals it exactly.
+    Each step is a few ops over all candidates at once and stays on the device (chosen ones
+    get +inf), with no transfer to Python until the end.
     """
     feats = F.normalize(features, dim=1)
     class_mean = feats.mean(0)
     n = len(feats)
-    chosen: list[int] = []
-    available = torch.ones(n, dtype=torch.bool, device=feats.device)
+    steps = min(m, n)
+    chosen = torch.empty(steps, dtype=torch.long, device=feats.device)
+    taken = torch.zeros(n, dtype=feats.dtype, device=feats.device)  # 0, or +inf once chosen
     running_sum = torch.zeros_like(class_mean)
-    for k in range(1, min(m, n) + 1):
-        distances = torch.linalg.vector_norm(class_mean - (running_sum + feats) / k, dim=1)
-        distances[~available] = float("inf")
-        pick = int(torch.argmin(distances))
-        chosen.append(pick)
-        available[pick] = False
-        running_sum = running_sum + feats[pick]
-    return torch.tensor(chosen, dtype=torch.long, device=features.device)
+    for k in range(1, steps + 1):
+        distances = torch.linalg.vector_norm(class_mean - (running_sum + feats) / k, dim=1) + taken
+        pick = torch.argmin(distances, keepdim=True)
+        chosen[k - 1 : k] = pick
+        taken.index_fill_(0, pick, float("inf"))
+        running_sum = running_sum + feats.index_select(0, pick)[0]
+    return chosen.to(features.device)
 
 
 def icarl_loss(
@@ -77,15 +79,15 @@ def icarl_loss(
 ) -> torch.Tensor:
     """Alg. 3's loss: Σ_c BCE(σ(z_c), target_c), mean over the batch.
 
-    target_c = δ_{y=c} for ``new_classes`` and σ(z_old,c) for ``old_classes``, where
-    ``old_logits`` holds the old model's logits for ``old_classes`` only (in that order).
+    target_c = δ_{y=c} for ``new_classes`` and σ(z_old,c) for ``old_classes`` (lists, or index tensors on the
+    logits' device), where ``old_logits`` holds the old model's logits for ``old_classes`` only (in that order).
     """
     device = logits.device
     columns, targets = [], []
-    if old_classes:
+    if len(old_classes):
         columns.append(torch.as_tensor(old_classes, device=device))
         targets.append(torch.sigmoid(old_logits))
-    if new_classes:
+    if len(new_classes):
         new = torch.as_tensor(new_classes, device=device)
         columns.append(new)
         targets.append((y.unsqueeze(1) == new.unsqueeze(0)).to(logits.dtype))
@@ -108,6 +110,8 @@ class ICaRL(Method):
         self.old_model: torch.nn.Module | None = None
         self.new_classes: list[int] = []
         self.old_classes: list[int] = []
+        # The same as index tensors on the model's device, built once per task rather than every step.
+        self._new_columns = self._old_columns = torch.empty(0, dtype=torch.long, device=device)
         # How many leading rows of the training data are the task's own samples (the rest are exemplars).
         self._n_task_samples: int | None = None
 
@@ -126,13 +130,15 @@ class ICaRL(Method):
         self.old_model = None
         if self.old_classes:
             self.old_model = frozen_copy(self.model)
+        self._new_columns = torch.as_tensor(self.new_classes, dtype=torch.long, device=self.device)
+        self._old_columns = torch.as_tensor(self.old_classes, dtype=torch.long, device=self.device)
 
     def loss(self, x, y, logits):
         old_logits = None
         if self.old_model is not None:
             with torch.no_grad():
-                old_logits = self.old_model(x)[:, torch.as_tensor(self.old_classes, device=x.device)]
-        return icarl_loss(logits, y, self.new_classes, self.old_classes, old_logits)
+                old_logits = self.old_model(x)[:, self._old_columns.to(x.device)]
+        return icarl_loss(logits, y, self._new_columns, self._old_columns, old_logits)
 
     @torch.no_grad()
     def _features(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,8 +158,10 @@ class ICaRL(Method):
 
     def update_exemplars(self, task_id: int, x: torch.Tensor, y: torch.Tensor) -> None:
         """Alg. 2's memory update: m = ⌊K / #groups⌋, reduce old sets (Alg. 5), herd new ones (Alg. 4)."""
-        old_groups = sorted(set(zip(self.exemplar_task.tolist(), self.exemplar_y.tolist())))
-        new_groups = [(task_id, c) for c in sorted(set(y.tolist()))]
+        # Groups from torch.unique over whole tensors, not a Python set over every sample.
+        pairs = torch.stack([self.exemplar_task, self.exemplar_y.to(self.exemplar_task.device)], 1)
+        old_groups = [tuple(g) for g in torch.unique(pairs, dim=0).tolist()]
+        new_groups = [(task_id, c) for c in y.unique().tolist()]
         groups = sorted(set(old_groups) | set(new_groups))
         per_group = self.memory_size // len(groups)
         if per_group < 1:

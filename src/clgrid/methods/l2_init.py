@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, register, trainable_copy
+from clgrid.methods.base import FlatLayout, Method, TaskData, register, squared_distance
 
 ANCHORS = ("init", "task_start")
 
@@ -39,26 +39,34 @@ class L2Init(Method):
         super().__init__(model, params, n_classes)
         if self.params["anchor"] not in ANCHORS:
             raise ValueError(f"unknown l2_init anchor '{self.params['anchor']}'; valid: {', '.join(ANCHORS)}")
-        self.init_weights: dict[str, torch.Tensor] = {}  # θ at the first task's start (anchor ``init``)
-        self.anchor_weights: dict[str, torch.Tensor] = {}  # θ₀ used in the current task
+        # θ₀ as one flat vector over the trainable weights; the dicts are its per-name views (the state's format).
+        self.layout = FlatLayout([(n, p) for n, p in model.named_parameters() if p.requires_grad])
+        self.init_flat: torch.Tensor | None = None  # θ at the first task's start (anchor ``init``)
+        self.anchor_flat: torch.Tensor | None = None  # θ₀ used in the current task
+        self.init_weights: dict[str, torch.Tensor] = {}
+        self.anchor_weights: dict[str, torch.Tensor] = {}
+
+    def trainable(self) -> list[torch.Tensor]:
+        return [p for p in self.model.parameters() if p.requires_grad]
 
     def before_task(self, task: TaskData, generator: torch.Generator) -> None:
         super().before_task(task, generator)
-        current = trainable_copy(self.model)
+        with torch.no_grad():
+            current = self.layout.flatten(self.trainable())
         if self.params["anchor"] == "task_start":
-            self.anchor_weights = current
-            return
-        if not self.init_weights:  # first task of the run: no state was loaded
-            self.init_weights = current
-        self.anchor_weights = self.init_weights
+            self.anchor_flat = current
+        else:
+            if self.init_flat is None:  # first task of the run: no state was loaded
+                self.init_flat = current
+                self.init_weights = self.layout.named_views(current)
+            self.anchor_flat = self.init_flat
+        self.anchor_weights = self.layout.named_views(self.anchor_flat)
 
     def penalty(self) -> torch.Tensor:
         """½ ‖θ − θ₀‖² over the anchored weights, without λ; zero at the anchor."""
-        penalty = torch.zeros((), device=self.device)
-        for n, p in self.model.named_parameters():
-            if n in self.anchor_weights:
-                penalty = penalty + 0.5 * ((p - self.anchor_weights[n]) ** 2).sum()
-        return penalty
+        if self.anchor_flat is None:
+            return torch.zeros((), device=self.device)
+        return squared_distance(self.layout, self.trainable(), [self.anchor_flat], scale=0.5)
 
     def loss(self, x, y, logits):
         return F.cross_entropy(logits, y) + self.params["l2_lambda"] * self.penalty()
@@ -68,4 +76,8 @@ class L2Init(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.init_weights = self.on_device(state["init_weights"])
+        if state["init_weights"]:
+            self.init_flat = self.layout.flatten_named(state["init_weights"], "L2 anchor").to(self.device)
+            self.init_weights = self.layout.named_views(self.init_flat)
+        else:
+            self.init_flat, self.init_weights = None, {}

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from clgrid.methods.base import Method, TaskData, register, take
+from clgrid.methods.base import FlatLayout, Method, TaskData, register, take
 
 RESIDUAL_TOLERANCE = 1e-4
 """A Gram–Schmidt residual shorter than this fraction of its vector is rounding noise, not a new direction."""
@@ -92,16 +92,28 @@ def extend_orthonormal_basis(basis: torch.Tensor, vectors: torch.Tensor, max_new
 
 def ground_truth_logit_gradients(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                                  params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """Rows ∇_θ f_{y_i}(x_i) flattened over ``params``, one per sample (a per-sample loop, as EWC's Fisher)."""
-    rows = []
+    """Rows ∇_θ f_{y_i}(x_i) flattened over ``params``, one per sample, each written straight into its row.
+
+    A per-sample loop, as EWC's Fisher: ``torch.func.vmap`` imports ``torch._dynamo`` (about 1.3 s per job), more
+    than this loop takes for 200 samples on the digits MLP or CNN (0.1 to 0.3 s on one thread); a batched
+    Jacobian (``is_grads_batched``) does work that grows with the batch squared and was no faster on the CNN.
+    """
+    layout = FlatLayout([(str(i), p) for i, p in enumerate(params)])
+    rows = torch.empty(len(y), layout.numel, device=params[0].device, dtype=params[0].dtype)
     was_training = model.training
     model.eval()
     for i in range(len(y)):
         logit = model(x[i : i + 1])[0, y[i]]
         grads = torch.autograd.grad(logit, params, allow_unused=True)
-        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)]))
+        pieces = layout.views(rows[i])
+        if any(g is None for g in grads):  # a parameter the logit does not reach: a zero gradient
+            for piece in [piece for piece, g in zip(pieces, grads) if g is None]:
+                piece.zero_()
+            pieces, grads = [pc for pc, g in zip(pieces, grads) if g is not None], [g for g in grads if g is not None]
+        if grads:
+            torch._foreach_copy_(pieces, list(grads))
     model.train(was_training)
-    return torch.stack(rows)
+    return rows
 
 
 @register("ogd")
@@ -112,9 +124,9 @@ class OGD(Method):
         super().__init__(model, params, n_classes)
         named = self._trainable()
         self.param_names = [n for n, _ in named]
-        n_weights = sum(p.numel() for _, p in named)
+        self.layout = FlatLayout(named)
         # Orthonormal rows spanning the stored gradients of all earlier tasks.
-        self.ogd_basis = torch.zeros(0, n_weights, device=next(model.parameters()).device)
+        self.ogd_basis = torch.zeros(0, self.layout.numel, device=next(model.parameters()).device)
         self.directions_per_task: list[int] = []
 
     def _trainable(self) -> list[tuple[str, torch.nn.Parameter]]:
@@ -122,19 +134,18 @@ class OGD(Method):
 
     @torch.no_grad()
     def after_backward(self) -> None:
+        """Replace the gradient by its projection: one concatenation, two matrix-vector products, one copy back."""
         if len(self.ogd_basis) == 0:
             return
-        params = [p for _, p in self._trainable()]
-        flat = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in params])
-        projected = project_out(flat, self.ogd_basis)
-        offset = 0
-        for p in params:
-            chunk = projected[offset : offset + p.numel()].view_as(p)
-            offset += p.numel()
-            if p.grad is None:
-                p.grad = chunk.clone()
-            else:
-                p.grad.copy_(chunk)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grads = [p.grad for p in params]
+        if any(g is None for g in grads):  # a parameter this loss did not reach: its gradient is 0 before projection
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            grads = [p.grad for p in params]
+        projected = project_out(self.layout.flatten(grads), self.ogd_basis)
+        torch._foreach_copy_(grads, self.layout.views(projected))
 
     def after_task(self, task: TaskData) -> None:
         super().after_task(task)

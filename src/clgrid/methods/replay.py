@@ -48,12 +48,13 @@ class BalancedBuffer:
 
     def add_task(self, data: TaskData, generator: torch.Generator) -> None:
         device = data.y.device  # labels and task ids live on the training device; inputs may not
-        old_keys = [(int(t), int(c)) for t, c in zip(self.task.tolist(), self.y.tolist())]
-        new_groups = sorted({(data.task_id, int(c)) for c in data.y.tolist()})
-        groups = sorted(set(old_keys) | set(new_groups))
+        # The (task, class) groups, sorted, from torch.unique over whole tensors (no Python loop over samples).
+        old_groups = torch.unique(torch.stack([self.task.to(device), self.y.to(device)], 1), dim=0).tolist()
+        new_groups = [[data.task_id, c] for c in data.y.unique().tolist()]
+        groups = sorted({(t, c) for t, c in old_groups + new_groups})
         quota, extra = divmod(self.size, len(groups))
         keep_x, keep_y, keep_t = [], [], []
-        for rank, (t, c) in enumerate(groups):
+        for rank, (t, c) in enumerate(groups):  # one draw per new group, in this order: the generator's stream
             share = quota + (1 if rank < extra else 0)
             if t == data.task_id:
                 members = torch.nonzero(data.y == c).flatten().cpu()
@@ -110,26 +111,28 @@ class ReservoirBuffer:
             return
         # Draw j_i uniform in [0, n_i) for the whole batch at once; float64 is exact enough for any stream we run.
         stream_positions = torch.arange(self.n_seen + 1, self.n_seen + m + 1, dtype=torch.float64)
-        draws = (torch.rand(m, generator=generator, dtype=torch.float64) * stream_positions).long().tolist()
-        filled = len(self)
-        writer_of_slot: dict[int, int] = {}  # slot -> row of this batch that ends there (a later row overwrites)
-        for row, j in enumerate(draws):
-            if filled < self.size:
-                writer_of_slot[filled] = row
-                filled += 1
-            elif j < self.size:
-                writer_of_slot[j] = row
+        draws = (torch.rand(m, generator=generator, dtype=torch.float64) * stream_positions).long()
+        # Algorithm R without a loop over rows: the first ``free`` rows fill the free slots in order; every later
+        # row with j < size replaces slot j; where rows share a slot, the last one (the largest row index) stays.
+        start = len(self)
+        free = min(max(self.size - start, 0), m)
+        row_ids = torch.arange(m)
+        slot_of_row = torch.where(row_ids < free, start + row_ids, draws)
+        lands = (row_ids < free) | (draws < self.size)
         self.n_seen += m
-        if not writer_of_slot:
+        if not bool(lands.any()):
             return
-        slots = torch.tensor(list(writer_of_slot), dtype=torch.long)
-        sources = torch.tensor(list(writer_of_slot.values()), dtype=torch.long)
+        writer = torch.full((start + free,), -1, dtype=torch.long)
+        writer.scatter_reduce_(0, slot_of_row[lands], row_ids[lands], reduce="amax")
+        slots = torch.nonzero(writer >= 0).flatten()
+        sources = writer[slots]
+        filled = start + free
         for name, values in rows.items():  # each field on its own device (inputs may stay in host memory)
             stored = self.fields.get(name)
             if stored is None:
                 stored = values.new_empty((0, *values.shape[1:]))
-            # A new tensor each time: a state_dict taken earlier must not change under it.
-            stored = torch.cat([stored, values.new_empty((filled - len(stored), *values.shape[1:]))])
+            if filled > len(stored):  # growing: a new tensor; once full, slots are overwritten in place
+                stored = torch.cat([stored, values.new_empty((filled - len(stored), *values.shape[1:]))])
             stored[slots.to(stored.device)] = take(values, sources).detach()
             self.fields[name] = stored
 
@@ -142,12 +145,15 @@ class ReservoirBuffer:
         return {name: values[pick.to(values.device)] for name, values in self.fields.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"size": self.size, "n_seen": self.n_seen, "fields": dict(self.fields)}
+        # Copies: ``add`` overwrites slots in place, and a state taken earlier must not change under its holder.
+        return {"size": self.size, "n_seen": self.n_seen,
+                "fields": {name: values.clone() for name, values in self.fields.items()}}
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         self.size = state["size"]
         self.n_seen = int(state["n_seen"])
-        self.fields = {name: values.to(device) for name, values in state["fields"].items()}
+        # Copies, for the same reason: the loaded state must not change as this buffer is written.
+        self.fields = {name: values.to(device, copy=True) for name, values in state["fields"].items()}
 
 
 BUFFER_POLICIES = ("class_balanced", "reservoir", "reservoir_online")

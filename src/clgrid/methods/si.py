@@ -48,77 +48,97 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, register
+from clgrid.methods.base import FlatLayout, Method, TaskData, register, squared_distance
 
 
 @register("si")
 class SynapticIntelligence(Method):
+    """Every quantity is one flat vector over all parameters (``FlatLayout``), so a step costs a few vector ops;
+    the per-name dicts (``importance``, ``anchor``, ``path_integral``, ``before_step``) are views of them."""
+
     defaults = {"c": 1.0, "xi": 0.1}
 
     def __init__(self, model, params, n_classes):
         super().__init__(model, params, n_classes)
-        self.importance: dict[str, torch.Tensor] = {}  # Ω, per parameter name
-        self.anchor: dict[str, torch.Tensor] = {}  # θ̃, the weights after the latest task
-        # Within one task only (reset in before_task, never saved):
-        self.path_integral: dict[str, torch.Tensor] = {}  # ω
-        self.task_start: dict[str, torch.Tensor] = {}  # θ(t^{μ−1})
-        self.before_step: dict[str, torch.Tensor] = {}  # θ before the current optimizer step
-        self.task_grads: dict[str, torch.Tensor] = {}  # g of the current step
+        self.layout = FlatLayout(list(model.named_parameters()))
+        self.importance_flat: torch.Tensor | None = None  # Ω
+        self._penalty_curvature: torch.Tensor | None = None  # 2cΩ
+        self.anchor_flat: torch.Tensor | None = None  # θ̃, the weights after the latest task
+        # Within one task only (reset in before_task, saved only in in-job checkpoints):
+        self.path_integral_flat: torch.Tensor | None = None  # ω
+        self.task_start_flat: torch.Tensor | None = None  # θ(t^{μ−1})
+        self.before_step_flat: torch.Tensor | None = None  # θ before the current optimizer step
+        self.task_grad_flat: torch.Tensor | None = None  # g of the current step (0 where a parameter has none)
+        self._task_grad_pieces: list[torch.Tensor] = []  # its per-parameter views, written by after_backward
+        self.importance: dict[str, torch.Tensor] = {}
+        self.anchor: dict[str, torch.Tensor] = {}
+        self.path_integral: dict[str, torch.Tensor] = {}
+        self.before_step: dict[str, torch.Tensor] = {}
 
-    def _weights(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().clone() for n, p in self.model.named_parameters()}
+    @torch.no_grad()
+    def _weights(self) -> torch.Tensor:
+        return self.layout.flatten(list(self.model.parameters()))
+
+    def _set_importance(self, importance: torch.Tensor, anchor: torch.Tensor) -> None:
+        self.importance_flat, self.anchor_flat = importance, anchor
+        self._penalty_curvature = 2 * self.params["c"] * importance  # 2cΩ: fixed while a task trains
+        self.importance, self.anchor = self.layout.named_views(importance), self.layout.named_views(anchor)
+
+    def _set_task_state(self, path_integral: torch.Tensor, before_step: torch.Tensor) -> None:
+        self.path_integral_flat, self.before_step_flat = path_integral, before_step
+        self.path_integral = self.layout.named_views(path_integral)
+        self.before_step = self.layout.named_views(before_step)
 
     def before_task(self, task: TaskData, generator: torch.Generator) -> None:
         super().before_task(task, generator)
-        self.task_start = self._weights()
-        self.before_step = self._weights()
-        self.path_integral = {n: torch.zeros_like(w) for n, w in self.task_start.items()}
-        self.task_grads = {}
+        self.task_start_flat = self._weights()
+        self._set_task_state(torch.zeros_like(self.task_start_flat), self.task_start_flat.clone())
+        self.task_grad_flat = torch.zeros_like(self.task_start_flat)
+        self._task_grad_pieces = self.layout.views(self.task_grad_flat)
 
     def penalty(self) -> torch.Tensor:
         """Σ_k Ω_k (θ_k − θ̃_k)², without c; zero at the anchor."""
-        penalty = torch.zeros((), device=self.device)
-        for n, p in self.model.named_parameters():
-            if n in self.importance:
-                penalty = penalty + (self.importance[n] * (p - self.anchor[n]) ** 2).sum()
-        return penalty
+        return squared_distance(self.layout, list(self.model.parameters()), [self.anchor_flat],
+                                [self.importance_flat])
 
     def loss(self, x, y, logits):
         task_loss = F.cross_entropy(logits, y)
-        if not self.importance:
+        if self.importance_flat is None:
             return task_loss
         return task_loss + self.params["c"] * self.penalty()
 
     @torch.no_grad()
     def after_backward(self) -> None:
         """Keep the task-loss gradient: p.grad minus the penalty's gradient 2cΩ(θ − θ̃)."""
-        c = self.params["c"]
-        self.task_grads = {}
-        for n, p in self.model.named_parameters():
-            if p.grad is None:
-                continue
-            grad = p.grad.detach().clone()
-            if n in self.importance:
-                grad -= 2 * c * self.importance[n] * (p - self.anchor[n])
-            self.task_grads[n] = grad
+        grads = [p.grad for p in self.model.parameters()]
+        pieces = self._task_grad_pieces
+        if all(g is not None for g in grads):
+            torch._foreach_copy_(pieces, grads)
+        else:
+            # A parameter without a gradient (frozen, or unused this step) is not stepped: its Δθ is 0, so the
+            # zero (or corrected) entry adds nothing to ω, as skipping it would.
+            self.task_grad_flat.zero_()
+            live = [i for i, g in enumerate(grads) if g is not None]
+            if live:
+                torch._foreach_copy_([pieces[i] for i in live], [grads[i] for i in live])
+        if self.importance_flat is not None:
+            self.task_grad_flat -= self._penalty_curvature * (self._weights() - self.anchor_flat)
 
     @torch.no_grad()
     def after_step(self) -> None:
         """ω_k −= g_k · Δθ_k for the step just taken."""
-        for n, p in self.model.named_parameters():
-            if n in self.task_grads:
-                self.path_integral[n] -= self.task_grads[n] * (p - self.before_step[n])
-            self.before_step[n] = p.detach().clone()
+        weights = self._weights()
+        self.path_integral_flat -= self.task_grad_flat * (weights - self.before_step_flat)
+        self.before_step_flat.copy_(weights)
 
     @torch.no_grad()
     def after_task(self, task: TaskData) -> None:
         super().after_task(task)
-        xi = self.params["xi"]
-        for n, p in self.model.named_parameters():
-            moved = p.detach() - self.task_start[n]
-            new = self.path_integral[n] / (moved**2 + xi)
-            self.importance[n] = (self.importance[n] + new if n in self.importance else new).clamp(min=0)
-        self.anchor = self._weights()
+        weights = self._weights()
+        moved = weights - self.task_start_flat
+        new = self.path_integral_flat / (moved**2 + self.params["xi"])
+        importance = new if self.importance_flat is None else self.importance_flat + new
+        self._set_importance(importance.clamp(min=0), weights)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "importance": self.importance, "anchor": self.anchor}
@@ -127,10 +147,17 @@ class SynapticIntelligence(Method):
         return {"path_integral": self.path_integral, "before_step": self.before_step}
 
     def load_task_state(self, state: dict[str, Any]) -> None:
-        self.path_integral = self.on_device(state["path_integral"])
-        self.before_step = self.on_device(state["before_step"])
+        self._set_task_state(self._load(state["path_integral"], "SI path integral"),
+                             self._load(state["before_step"], "SI step start"))
+
+    def _load(self, named: dict[str, torch.Tensor], what: str) -> torch.Tensor:
+        return self.layout.flatten_named(named, what).to(self.device)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.importance = self.on_device(state["importance"])
-        self.anchor = self.on_device(state["anchor"])
+        if state["importance"]:
+            self._set_importance(self._load(state["importance"], "SI importance"),
+                                 self._load(state["anchor"], "SI anchor"))
+        else:
+            self.importance_flat = self.anchor_flat = self._penalty_curvature = None
+            self.importance, self.anchor = {}, {}
