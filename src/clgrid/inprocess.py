@@ -37,14 +37,10 @@ def run_cell(config: dict[str, Any], benchmark: str, backbone: str, method: str,
         jobs.evaluate(init_spec, str(scenario), datasets, str(init_dir / "model.pt"), str(init_dir / "eval.json"))
     spec = cl.run_spec(config, benchmark, backbone, method, seed)
     run_dir = root / "runs" / benchmark / backbone / method / f"s{seed}"
-    prev = init_dir / "model.pt"
-    evals, states = [], []
-    for task in range(cl.n_tasks(config, benchmark)):
-        task_dir = run_dir / f"task{task}"
-        jobs.train(spec, str(scenario), datasets, str(prev), task, str(task_dir / "state.pt"), str(task_dir / "eval.json"))
-        prev = task_dir / "state.pt"
-        evals.append(str(task_dir / "eval.json"))
-        states.append(str(prev))
+    tasks = list(range(cl.n_tasks(config, benchmark)))
+    states = [str(run_dir / f"task{t}" / "state.pt") for t in tasks]
+    evals = [str(run_dir / f"task{t}" / "eval.json") for t in tasks]
+    jobs.train_tasks(spec, str(scenario), datasets, str(init_dir / "model.pt"), tasks, states, evals)
     jobs.run_metrics(spec, str(init_dir / "eval.json"), evals, str(run_dir / "metrics.json"), states)
     return read_json(run_dir / "metrics.json")
 
