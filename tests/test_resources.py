@@ -88,3 +88,37 @@ def test_every_shipped_config_gets_requests(path, tmp_path):
             job = resources.train_task(config, run.benchmark, run.backbone, run.method, on_cluster)
             assert job["runtime"] >= resources.MIN_RUNTIME_MIN and job["mem_mb"] >= resources.BASE_MEM_MB
             assert resources.analysis(config, run.benchmark, run.backbone, on_cluster)["runtime"] >= 10
+
+
+def test_small_tasks_share_a_job_and_long_ones_get_their_own():
+    digits = _config(device="cpu")
+    # A digits task is about 0.3 s of expected work: the whole run fits in one job of ~10 minutes.
+    assert resources.tasks_per_job(digits, "split_digits", False) == 5
+    assert resources.task_chunks(digits, "split_digits", False) == [(0, 4)]
+    cifar = _config(REPO / "config/experiments/split_cifar10.yaml", device="cpu")
+    # ResNet-18 on CIFAR-10 on a CPU: an hour-scale task, one per job (cheap reruns and preemption).
+    assert resources.tasks_per_job(cifar, "split_cifar10", False) == 1
+    assert resources.task_chunks(cifar, "split_cifar10", False) == [(t, t) for t in range(5)]
+
+
+def test_auto_packs_as_many_tasks_as_fit_the_job_time(monkeypatch):
+    config = _config(device="cpu")
+    # 130 s per task: four fit in 600 s, so 5 tasks go as two near-equal jobs (2 + 3), never 4 + 1.
+    monkeypatch.setattr(resources, "task_seconds", lambda *args: 130.0)
+    assert resources.tasks_per_job(config, "split_digits", False) == 4
+    assert resources.task_chunks(config, "split_digits", False) == [(0, 1), (2, 4)]
+
+
+@pytest.mark.parametrize("value, chunks", [(1, [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)]), (2, [(0, 1), (2, 2), (3, 4)]),
+                                           (5, [(0, 4)]), (50, [(0, 4)])])
+def test_an_explicit_tasks_per_job_is_followed(value, chunks):
+    config = _config(device="cpu")
+    config["benchmarks"]["split_digits"]["tasks_per_job"] = value
+    assert resources.task_chunks(config, "split_digits", False) == chunks
+
+
+def test_a_job_of_several_tasks_asks_for_their_time():
+    config = _config(REPO / "config/experiments/split_cifar10_cpu.yaml", device="cpu")
+    one = resources.train_task(config, "split_cifar10_small", "resnet18", "sgd", False)["runtime"]
+    three = resources.train_task(config, "split_cifar10_small", "resnet18", "sgd", False, tasks=3)["runtime"]
+    assert one > resources.MIN_RUNTIME_MIN and three == pytest.approx(3 * one, abs=1)

@@ -1,4 +1,5 @@
-"""The training loop's options: gradient clipping by value, and augmentation applied to training batches only."""
+"""The training loop's options: gradient clipping by value, augmentation applied to training batches only, divergence,
+and the GPU path (precision, channels_last, compile, deterministic), checked on the CPU."""
 
 import torch
 
@@ -231,3 +232,247 @@ def test_record_keeps_the_run_as_diverged_through_metrics_analysis_and_tables(di
     assert naive.count("| diverged ") >= 2 and "nan" not in naive.lower()
     assert "71.2" in md and "diverged (k/n seeds)" in md  # the other run's mean, and the note
     assert "diverged_n" in paths["summary.csv"].read_text().splitlines()[0]
+
+
+# The GPU path (train.precision, channels_last, compile, deterministic), checked on the CPU: "auto" resolved on a
+# faked CUDA device, and each mechanism run for real on the CPU, where torch supports it too.
+
+import copy  # noqa: E402
+import os  # noqa: E402
+
+import torch.nn.functional as F  # noqa: E402
+
+from clgrid.models import build_model  # noqa: E402
+from clgrid.train import (Precision, StepRunner, configure_device, resolve_precision,  # noqa: E402
+                          uses_channels_last)
+
+STEADY = {**TRAIN, "lr": 0.05, "momentum": 0.9, "epochs": 2, "batch_size": 8}
+
+
+def _fit(train_cfg, method_cls=Method, model=None, data=None):
+    data = data if data is not None else task(0, [0, 1], n_per_class=20)
+    model = model if model is not None else tiny_model()
+    method = method_cls(model, {}, 4)
+    losses = fit_task(model, method, data, train_cfg, task_generator(0, 0))
+    return model, method, losses
+
+
+def _fake_cuda(monkeypatch, native_bf16: bool):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    # Pre-Ampere GPUs "support" bf16 only by emulation; auto must not count that.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native_bf16 or
+                        including_emulation)
+
+
+def test_precision_auto_is_bf16_on_ampere_fp16_on_older_gpus_and_fp32_on_the_cpu(monkeypatch):
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert Precision(torch.device("cpu")).dtype is None  # no autocast at all on the CPU
+    _fake_cuda(monkeypatch, native_bf16=True)
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert Precision(torch.device("cuda")).dtype == torch.bfloat16
+    _fake_cuda(monkeypatch, native_bf16=False)
+    assert resolve_precision("auto", torch.device("cuda:0")) == "fp16"
+    assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
+    with pytest.raises(ValueError, match="unknown train.precision 'fp8'; valid: auto, fp32, bf16, fp16"):
+        resolve_precision("fp8", torch.device("cpu"))
+
+
+def test_on_the_cpu_the_loop_is_the_plain_pytorch_step_bit_for_bit():
+    # precision auto and channels_last auto add nothing on the CPU: the weights and the epoch losses are those
+    # of a minimal loop (randperm batches, cross-entropy, torch.optim.SGD), to the last bit.
+    data = task(0, [0, 1], n_per_class=20)
+    runs = [_fit(cfg, data=data) for cfg in (STEADY, {**STEADY, "precision": "auto", "channels_last": "auto"},
+                                            {**STEADY, "precision": "fp32", "deterministic": True})]
+    plain = tiny_model()
+    optimizer = torch.optim.SGD(plain.parameters(), lr=STEADY["lr"], momentum=STEADY["momentum"])
+    generator, plain_losses = task_generator(0, 0), []
+    for _ in range(STEADY["epochs"]):
+        losses = []
+        for idx in torch.randperm(len(data.y), generator=generator).split(STEADY["batch_size"]):
+            loss = F.cross_entropy(plain(data.x[idx]), data.y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        plain_losses.append(sum(losses) / len(losses))
+    for model, _, losses in runs:
+        assert losses == plain_losses
+        assert all(torch.equal(p, q) for p, q in zip(model.parameters(), plain.parameters()))
+
+
+class _Recorder(Method):
+    """Naive, recording what the loop hands the hooks."""
+
+    def loss(self, x, y, logits):
+        self.__dict__.setdefault("logit_dtypes", []).append(logits.dtype)
+        self.__dict__.setdefault("inputs_channels_last", []).append(x.is_contiguous(memory_format=torch.channels_last))
+        return super().loss(x, y, logits)
+
+    def after_backward(self):
+        grads = torch.cat([p.grad.flatten() for p in self.model.parameters()])
+        self.__dict__.setdefault("grads", []).append(grads.clone())
+
+
+def test_bf16_autocast_trains_in_bf16_with_numbers_close_to_fp32():
+    fp32, _, fp32_losses = _fit(STEADY)
+    bf16, method, bf16_losses = _fit({**STEADY, "precision": "bf16"}, _Recorder)
+    assert set(method.logit_dtypes) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())  # weights stay fp32
+    diff = max((p - q).abs().max().item() for p, q in zip(bf16.parameters(), fp32.parameters()))
+    assert 0 < diff < 0.01  # measured 0.0011; training moves the weights by 0.54
+    assert bf16_losses == pytest.approx(fp32_losses, abs=1e-3)
+
+
+def test_fp16_scales_the_loss_but_the_hooks_see_true_gradients():
+    # Loss scaling multiplies the gradients by 65536 in backward; after_backward (A-GEM's projection, SI) and
+    # clipping must see them unscaled, as in fp32.
+    _, fp32, _ = _fit(STEADY, _Recorder)
+    model, fp16, losses = _fit({**STEADY, "precision": "fp16", "clip_grad_value": 10.0}, _Recorder)
+    assert set(fp16.logit_dtypes) == {torch.float16}
+    torch.testing.assert_close(fp16.grads[0], fp32.grads[0], atol=2e-3, rtol=1e-2)
+    assert all(torch.isfinite(p).all() for p in model.parameters()) and len(losses) == 2
+
+
+def test_fp16_skips_a_batch_whose_gradients_overflow_hooks_included():
+    # The first steps of fp16 training often overflow while the loss scale settles. Such a batch takes no step,
+    # and the hooks around the step do not run: SI's path integral would add inf x 0 = NaN (measured: the run
+    # diverged at the next task before this rule).
+    class OverflowAtBatch3(Method):
+        def loss(self, x, y, logits):
+            self.__dict__.setdefault("weights", []).append([p.detach().clone() for p in self.model.parameters()])
+            loss = super().loss(x, y, logits)
+            return loss * 1e4 if len(self.weights) == 3 else loss  # x 65536 (the loss scale): past fp16's 65504
+
+        def after_backward(self):
+            self.__dict__.setdefault("hooked", []).append(len(self.weights))
+
+    model, method, losses = _fit({**STEADY, "precision": "fp16", "epochs": 1}, OverflowAtBatch3)
+    assert method.hooked == [1, 2, 4, 5]
+    same = [all(torch.equal(p, q) for p, q in zip(a, b)) for a, b in zip(method.weights, method.weights[1:])]
+    assert same == [False, False, True, False]  # batch 3 moved nothing
+    assert all(torch.isfinite(p).all() for p in model.parameters()) and math.isfinite(losses[0])
+
+
+def test_channels_last_puts_a_cnn_and_its_batches_in_that_layout_and_back():
+    def cnn():
+        torch.manual_seed(0)
+        return build_model({"arch": "cnn", "channels": [4, 8]}, [3, 8, 8], 4)
+
+    g = torch.Generator().manual_seed(0)
+    data = task(0, [0, 1], n_per_class=12)
+    data.x = torch.randint(0, 256, (24, 3, 8, 8), dtype=torch.uint8, generator=g)
+    seen = []
+
+    class WeightLayout(_Recorder):
+        def after_step(self):
+            seen.append(self.model.backbone.block1[0].weight.is_contiguous(memory_format=torch.channels_last))
+
+    last, method, last_losses = _fit({**STEADY, "channels_last": True}, WeightLayout, cnn(), data)
+    assert all(method.inputs_channels_last) and all(seen) and len(seen) == 6
+    assert last.backbone.block1[0].weight.is_contiguous()  # checkpoints get the usual layout
+    usual, method, usual_losses = _fit({**STEADY, "channels_last": False}, _Recorder, cnn(), data)
+    assert not any(method.inputs_channels_last)
+    assert last_losses == pytest.approx(usual_losses, abs=1e-5)
+    for p, q in zip(last.parameters(), usual.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+
+
+def test_channels_last_auto_is_on_for_conv_nets_on_cuda_only():
+    cnn = build_model({"arch": "cnn", "channels": [4, 8]}, [3, 8, 8], 4)
+    vit = build_model({"arch": "vit_b_16", "vit_config": {"image_size": 32, "patch_size": 8, "num_layers": 2,
+                                                          "num_heads": 2, "hidden_dim": 32, "mlp_dim": 64}},
+                      [3, 32, 32], 4)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert uses_channels_last("auto", cuda, cnn) and not uses_channels_last("auto", cpu, cnn)
+    assert not uses_channels_last("auto", cuda, tiny_model()) and not uses_channels_last("auto", cuda, vit)
+    assert uses_channels_last(True, cpu, tiny_model()) and not uses_channels_last(False, cuda, cnn)
+
+
+def test_compile_compiles_the_forward_the_loop_calls_and_changes_no_number(monkeypatch):
+    # A real torch.compile on the CPU takes long and needs a C compiler; a spy shows what would be compiled.
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, *args, **kwargs: compiled.append(fn) or fn)
+    usual, _, usual_losses = _fit(STEADY)
+    assert compiled == []
+    model, method, losses = _fit({**STEADY, "compile": True})
+    assert len(compiled) == 1 and compiled[0].__self__ is method and compiled[0].__func__ is Method.forward
+    assert losses == usual_losses and all(torch.equal(p, q) for p, q in zip(model.parameters(), usual.parameters()))
+    assert "_orig_mod" not in "".join(model.state_dict())  # the model object itself is left as it is
+
+
+def test_configure_device_autotunes_cudnn_unless_deterministic(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    configure_device(torch.device("cpu"), {"deterministic": True})
+    assert calls == [] and torch.backends.cudnn.benchmark is False  # nothing to set (nor to import) on the CPU
+    configure_device(torch.device("cuda"), {})
+    assert torch.backends.cudnn.benchmark is True and calls == []
+    configure_device(torch.device("cuda"), {"deterministic": True})
+    assert torch.backends.cudnn.benchmark is False and calls == [((True,), {"warn_only": True})]
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+def test_the_schema_takes_the_gpu_settings_without_filling_them_in(default_config):
+    import copy
+
+    from clgrid import config as cl
+    from clgrid import config_errors as ce
+    from tests.conftest import SCHEMA
+
+    spec = cl.run_spec(default_config, "split_digits", "mlp", "naive", 0)
+    assert not {"precision", "channels_last", "compile", "deterministic"} & set(spec["train"])  # run hashes kept
+    config = copy.deepcopy(default_config)
+    config["benchmarks"]["split_digits"]["train"].update(precision="bf16", channels_last="auto", compile=True,
+                                                         deterministic=True)
+    ce.check(config, SCHEMA)
+    config["benchmarks"]["split_digits"]["train"]["precision"] = "fp8"
+    with pytest.raises(ce.ConfigError, match="fp8"):
+        ce.check(config, SCHEMA)
+
+
+def test_evaluation_runs_under_the_jobs_precision():
+    from clgrid.evaluate import accuracy_row
+
+    model, _, _ = _fit(STEADY)
+    data = task(0, [0, 1], n_per_class=20)
+    dtypes = []
+
+    def predict(x):
+        dtypes.append(model(x).dtype)
+        return model(x)
+
+    fp32 = accuracy_row(predict, [(data.x, data.y, [0, 1])])
+    bf16 = accuracy_row(predict, [(data.x, data.y, [0, 1])], Precision(torch.device("cpu"), "bf16"))
+    assert dtypes == [torch.float32, torch.bfloat16]  # one batch each: 40 samples, far below EVAL_BATCH
+    assert fp32 == bf16 and fp32["class_il"] == [90.0]  # a clear margin: bf16 logits pick the same classes
+
+
+def test_an_fp16_task_resumes_with_its_loss_scale():
+    # The loss scale is training state under fp16: it halved at the overflowing batch 2, and a task resumed after
+    # batch 3 goes on with the halved scale, so it overflows (skips) at the same batches as the uninterrupted run.
+    # (Scaling by a power of two is exact, so between overflows the numbers do not depend on the scale.)
+    class OverflowAtBatch2(Method):
+        calls = 0
+
+        def loss(self, x, y, logits):
+            OverflowAtBatch2.calls += 1
+            loss = super().loss(x, y, logits)
+            return loss * 1e4 if OverflowAtBatch2.calls == 2 else loss
+
+    cfg = {**STEADY, "precision": "fp16", "epochs": 2}
+    data = task(0, [0, 1], n_per_class=20)
+    payloads = []
+    whole = tiny_model()
+    whole_losses = fit_task(whole, OverflowAtBatch2(whole, {}, 4), data, cfg, task_generator(0, 0),
+                            checkpoint=lambda payload: payloads.append(copy.deepcopy(payload)), checkpoint_every_s=0)
+    saved = payloads[2]  # after batch 3 of the first epoch
+    assert saved["runner"]["grad_scaler"]["scale"] == 32768.0
+    runner = StepRunner(tiny_model(), Method(tiny_model(), {}, 4), torch.device("cpu"), cfg)
+    runner.load_state_dict(saved["runner"])
+    assert runner.scaler.get_scale() == 32768.0
+    resumed = tiny_model()
+    losses = fit_task(resumed, Method(resumed, {}, 4), data, cfg, task_generator(0, 0), resume=saved)
+    assert losses == whole_losses
+    assert all(torch.equal(p, q) for p, q in zip(resumed.parameters(), whole.parameters()))

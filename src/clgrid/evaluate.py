@@ -2,34 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import TYPE_CHECKING, Callable
 
 import torch
+
+if TYPE_CHECKING:
+    from clgrid.train import Precision
+
+EVAL_BATCH = 1024
+"""Test samples per forward pass: no gradients are kept, so batches far above the training batch size fit."""
 
 
 @torch.inference_mode()
 def accuracy(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-             classes: list[int] | None = None, batch: int = 1024, top5: list[float] | None = None) -> tuple[float, float]:
+             classes: list[int] | None = None, batch: int = EVAL_BATCH, top5: list[float] | None = None,
+             precision: Precision | None = None) -> tuple[float, float]:
     """(class-IL, task-IL) top-1 accuracy in percent; class-IL top-5 accuracy is appended to ``top5`` when given
     (the label among the 5 highest scores over every class, as ImageNet and the MTIL table report it).
 
     Class-IL: argmax over every class of the head. Task-IL: argmax over ``classes`` only (the evaluated task's
     classes; the other logits are masked to −inf, as Mammoth's ``mask_classes`` does), so the task identity is
-    given at test time.
+    given at test time. ``precision`` (the job's ``clgrid.train.Precision``): the forward runs under its autocast
+    (bf16 or fp16 on a GPU, none on the CPU). The counts stay on the device until the end: one wait for the GPU
+    per test set, not three per batch.
     """
     correct = correct_task = correct_top5 = 0
     mask = None
+    autocast = precision.autocast if precision is not None else contextlib.nullcontext
     for start in range(0, len(y), batch):
-        scores = predict(x[start : start + batch])
+        with autocast():
+            scores = predict(x[start : start + batch])
         labels = y[start : start + batch]
-        correct += int((scores.argmax(dim=-1) == labels).sum())
+        correct = correct + (scores.argmax(dim=-1) == labels).sum()
         best5 = scores.topk(min(5, scores.shape[-1]), dim=-1).indices
-        correct_top5 += int((best5 == labels[:, None]).any(dim=-1).sum())
+        correct_top5 = correct_top5 + (best5 == labels[:, None]).any(dim=-1).sum()
         if classes is not None:
             if mask is None:
                 mask = torch.full((scores.shape[-1],), float("-inf"), device=scores.device)
                 mask[torch.as_tensor(classes, device=scores.device)] = 0.0
-            correct_task += int(((scores + mask).argmax(dim=-1) == labels).sum())
+            correct_task = correct_task + ((scores + mask).argmax(dim=-1) == labels).sum()
+    correct, correct_task, correct_top5 = int(correct), int(correct_task), int(correct_top5)
     n = max(len(y), 1)
     if top5 is not None:
         top5.append(100.0 * correct_top5 / n)
@@ -37,11 +50,12 @@ def accuracy(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y
 
 
 def accuracy_row(predict: Callable[[torch.Tensor], torch.Tensor],
-                 test_sets: list[tuple[torch.Tensor, torch.Tensor, list[int]]]) -> dict[str, list[float]]:
+                 test_sets: list[tuple[torch.Tensor, torch.Tensor, list[int]]],
+                 precision: Precision | None = None) -> dict[str, list[float]]:
     """R[t, i] for every task i (seen or not), class-IL and task-IL (top-1) and class-IL top-5, given the predictor
-    after task t."""
+    after task t (run under ``precision``'s autocast, see ``accuracy``)."""
     top5: list[float] = []
-    rows = [accuracy(predict, x, y, classes, top5=top5) for x, y, classes in test_sets]
+    rows = [accuracy(predict, x, y, classes, top5=top5, precision=precision) for x, y, classes in test_sets]
     return {"class_il": [r[0] for r in rows], "task_il": [r[1] for r in rows], "top5": top5}
 
 

@@ -129,16 +129,17 @@ class _Context:
                  extra_datasets: tuple[str, ...] = ()):
         import torch
 
-        from clgrid.train import resolve_device
+        from clgrid.train import Precision, configure_device, resolve_device
 
         torch.set_num_threads(threads)
         self.spec = spec
         self.scenario = read_json(scenario_path)
         self.device = resolve_device(spec["device"])
-        if self.device.type == "cuda":
-            # CPU kernels are deterministic at a fixed thread count already; this flag
-            # imports torch._inductor (about 1.9 s), so only GPU jobs pay for it.
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        # GPU: cudnn.benchmark, or deterministic kernels with train.deterministic; nothing on CPU (deterministic at a
+        # fixed thread count already). Evaluation runs in the training precision (bf16 autocast on a recent GPU).
+        train_cfg = spec.get("train", {})
+        configure_device(self.device, train_cfg)
+        self.precision = Precision(self.device, train_cfg.get("precision", "auto"))
         names = [t["dataset"] for t in self.scenario["tasks"]]
         names += [s["dataset"] for s in self.scenario.get("eval_sets", {}).values()]
         names += list(extra_datasets)  # datasets a method draws from (ZSCL's reference images)
@@ -331,14 +332,14 @@ def _eval_record(spec, ctx, predict, task_id: int, method=None) -> dict[str, Any
     from clgrid.evaluate import accuracy_row
 
     sets = ctx.test_sets()
-    tasks = accuracy_row(predict, sets["tasks"])
+    tasks = accuracy_row(predict, sets["tasks"], ctx.precision)
     record = {"after_task": task_id, "acc": tasks["class_il"], "acc_task_il": tasks["task_il"],
               "top5": tasks["top5"]}
     if "unseen" in sets:
-        record["unseen_acc"] = accuracy_row(predict, sets["unseen"])["class_il"][0]
+        record["unseen_acc"] = accuracy_row(predict, sets["unseen"], ctx.precision)["class_il"][0]
     for key, parts in sets.items():
         if key.startswith("set:"):
-            row = accuracy_row(predict, parts)
+            row = accuracy_row(predict, parts, ctx.precision)
             record[f"acc_{key[4:]}"] = row["class_il"]
             record[f"acc_{key[4:]}_task_il"] = row["task_il"]
     log.info("after task %d: accuracy per task %s (task-IL %s)%s", task_id,

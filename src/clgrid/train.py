@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from typing import Any, Callable
 
@@ -22,6 +24,148 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device '{device}' was asked for but torch sees no CUDA GPU; use device: auto or cpu")
     return torch.device(device)
+
+
+def configure_device(device: torch.device, train_cfg: dict[str, Any]) -> None:
+    """Process-wide kernel choices of a job on ``device``; call once, before the first CUDA work.
+
+    CUDA: cuDNN autotunes its convolution algorithms for the job's shapes (``cudnn.benchmark``: fastest, but two
+    runs may pick different algorithms and differ in the last bits), unless ``train.deterministic: true`` asks
+    for deterministic kernels (``torch.use_deterministic_algorithms``; ops that have none warn) so a GPU run
+    repeats bit for bit. CPU kernels are deterministic at a fixed thread count already: nothing to set, and the
+    deterministic flag (which imports ``torch._inductor``, about 1.9 s) is not paid for.
+    """
+    if device.type != "cuda":
+        return
+    deterministic = bool(train_cfg.get("deterministic", False))
+    torch.backends.cudnn.benchmark = not deterministic
+    if deterministic:
+        # cuBLAS is deterministic only with a fixed workspace; read when cuBLAS starts, hence before any CUDA work.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_precision(setting: str, device: torch.device) -> str:
+    """``train.precision`` on ``device``: ``auto`` is bf16 on a CUDA GPU with native bf16 (Ampere and later), fp16
+    on older CUDA GPUs and fp32 elsewhere (the CPU: no autocast, so CPU results stay as they were)."""
+    if setting not in PRECISIONS:
+        raise ValueError(f"unknown train.precision '{setting}'; valid: {', '.join(PRECISIONS)}")
+    if setting != "auto":
+        return setting
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+
+
+class Precision:
+    """The arithmetic of a job on a device: the autocast dtype (None: fp32, no autocast) and, for fp16, loss scaling.
+
+    ``autocast()`` is the context the forward pass and loss run in (training and evaluation). fp16 gradients
+    underflow without loss scaling, so fp16 training goes through a ``torch.amp.GradScaler``: the loss is scaled
+    before backward, the gradients unscaled before the method's ``after_backward`` hook sees them, and a batch
+    whose gradients hold inf or NaN is skipped (the scale then halves; ``StepRunner.backward``). bf16 has fp32's
+    range and needs none.
+    """
+
+    DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+    def __init__(self, device: torch.device, setting: str = "auto"):
+        self.device_type = device.type
+        self.name = resolve_precision(setting, device)
+        self.dtype = self.DTYPES[self.name]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def grad_scaler(self):
+        """A fresh ``torch.amp.GradScaler`` for fp16 training, else None."""
+        if self.name != "fp16":
+            return None
+        from torch.amp import GradScaler
+
+        return GradScaler(self.device_type)
+
+
+def uses_channels_last(setting: Any, device: torch.device, model: torch.nn.Module) -> bool:
+    """``train.channels_last``: ``auto`` is on for a convolutional network (two or more Conv2d layers: cnn,
+    resnet; not a ViT's single patch projection) on CUDA, where channels-last convolutions run on tensor cores."""
+    if setting in (True, False):
+        return setting
+    if setting != "auto":
+        raise ValueError(f"train.channels_last must be auto, true or false, got {setting!r}")
+    return device.type == "cuda" and sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) >= 2
+
+
+class StepRunner:
+    """How one training step computes on the task's device: precision (autocast, fp16 loss scaling), memory layout
+    (channels-last) and ``torch.compile`` of the forward, set from ``train_cfg``. The loop keeps the order of the
+    method's hooks; this object only says how each part runs. On the CPU with the defaults it adds nothing: the
+    step is the plain fp32 one.
+    """
+
+    def __init__(self, model: torch.nn.Module, method: Method, device: torch.device, train_cfg: dict[str, Any]):
+        self.model, self.method = model, method
+        self.precision = Precision(device, train_cfg.get("precision", "auto"))
+        self.scaler = self.precision.grad_scaler()
+        self.clip = train_cfg.get("clip_grad_value")
+        self.channels_last = uses_channels_last(train_cfg.get("channels_last", "auto"), device, model)
+        self.forward = method.forward
+        if train_cfg.get("compile", False):
+            # The loop's forward only: the model object stays as it is (state_dict keys, deep copies for teachers).
+            self.forward = torch.compile(method.forward)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The method's loss of a batch: forward and loss under the precision's autocast."""
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.precision.autocast():
+            return self.method.loss(x, y, self.forward(x))
+
+    def backward(self, loss: torch.Tensor, optimizer) -> bool:
+        """Gradients of ``loss``, as the method's hooks expect them (under fp16: scaled for backward, then unscaled).
+
+        False when an fp16 gradient overflowed (inf or NaN at the current loss scale): the loop then skips the
+        step and the hooks around it, as if the batch had not been drawn (SI's path integral, A-GEM's projection
+        would turn the inf into NaN), and the scale halves for the next batch. Always True in fp32 and bf16.
+        """
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            return True
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimizer)  # after_backward and clipping see true gradients
+        grads = [p.grad for p in optimizer.param_groups[0]["params"] if p.grad is not None]
+        if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
+            self.scaler.update()
+            return False
+        return True
+
+    def step(self, optimizer, trainable: list[torch.Tensor]) -> None:
+        """Clip (``clip_grad_value``) and take the optimizer step."""
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_value_(trainable, self.clip)
+        optimizer.step()
+        if self.scaler is not None:
+            self.scaler.update()  # the scale grows again after enough finite steps
+
+    def finish(self) -> None:
+        """Back to the usual layout, so checkpoints and evaluation see plain contiguous weights."""
+        if self.channels_last:
+            self.model.to(memory_format=torch.contiguous_format)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.scaler is None else {"grad_scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
 
 
 def task_generator(seed: int, task_id: int) -> torch.Generator:
@@ -88,15 +232,18 @@ class BatchStream:
                                      pin_memory=bool(data.loader.get("pin_memory")),
                                      persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
 
-    def epoch(self, order: torch.Tensor):
-        self.chunks = list(order.split(self.batch_size))
+    def epoch(self, order: torch.Tensor, first: int = 0):
+        """(step, indices, inputs) of the epoch's batches from batch ``first`` on (a resumed epoch skips the
+        batches it had done without gathering them)."""
+        # The whole order moves to the device at once: a copy per batch would wait for the GPU every step.
+        indices = order.to(self.device).split(self.batch_size)[first:]
         if self.loader is None:
-            for idx in self.chunks:
-                idx = idx.to(self.device)
-                yield idx, self.data.x[idx]
+            for step, idx in enumerate(indices, start=first):
+                yield step, idx, self.data.x[idx]
             return
-        for idx, x in zip(self.chunks, self.loader):
-            yield idx.to(self.device), x.to(self.device, non_blocking=True)
+        self.chunks = list(order.split(self.batch_size))[first:]  # what the loader's workers gather on the host
+        for step, (idx, x) in enumerate(zip(indices, self.loader), start=first):
+            yield step, idx, x.to(self.device, non_blocking=True)
 
 
 class _Chunks:
@@ -143,6 +290,9 @@ def fit_task(
     index and, when ``augment`` is given, augmented on the device. The method sees the augmented batch; the
     batch before augmentation is ``method.raw_batch`` (what replay buffers store).
 
+    How a step computes on the device (``StepRunner``): ``train_cfg``'s ``precision`` (autocast; fp16 with loss
+    scaling), ``channels_last`` and ``compile``; on the CPU with their defaults, the plain fp32 step.
+
     Preemption: when a task has run ``checkpoint_every_s`` seconds since the last in-job checkpoint,
     ``checkpoint`` gets everything needed to continue after the current step (weights, optimizer, method state
     and its in-task state, the generator, the epoch's order and position, the losses so far). Called again with
@@ -161,11 +311,12 @@ def fit_task(
     elif not trainable:
         raise ValueError(f"nothing to train at task {data.task_id}: every parameter is frozen (freeze: all with a "
                          "head that has no weights?)")
+    device = data.y.device
+    runner = StepRunner(model, method, device, train_cfg)  # first: the optimizer's state takes the weights' layout
     # Methods differ in the step size they tolerate (LoRA's B·A product, stiff penalties): a per-method factor.
     optimizer = make_optimizer(trainable, {**train_cfg, "lr": train_cfg["lr"] * method.params["lr_scale"]}) \
         if trainable else None
     batch_size = int(train_cfg["batch_size"])
-    clip = train_cfg.get("clip_grad_value")
     n = len(data.y)
     stream = BatchStream(data, batch_size)
     epoch_losses: list[float] = []
@@ -176,10 +327,14 @@ def fit_task(
             optimizer.load_state_dict(resume["optimizer"])
         method.load_state_dict(resume["method"])
         method.load_task_state(resume["task_state"])
+        runner.load_state_dict(resume.get("runner", {}))
         generator.set_state(resume["generator"])
         first_epoch, skip, order = resume["epoch"], resume["batches_done"], resume["order"]
         epoch_losses, total, batches = list(resume["epoch_losses"]), resume["loss_total"], resume["batches_done"]
         log.info("task %d resumed at epoch %d, batch %d", data.task_id, first_epoch + 1, skip)
+    # The epoch's loss is summed on the device (a float() per step would wait for the GPU); float64, as the sum
+    # of Python floats it replaces, so the recorded losses are the same numbers.
+    loss_total = torch.tensor(total, dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
     last_checkpoint = time.monotonic()
     method.train_mode()
     steps_per_epoch = -(-n // batch_size)
@@ -187,47 +342,45 @@ def fit_task(
     n_epochs = -(-int(iterations) // steps_per_epoch) if iterations else int(train_cfg["epochs"])
     if not trainable:
         n_epochs = 0
-    for epoch in range(first_epoch, n_epochs):
-        if order is None:
-            order = method.epoch_order(data.y, generator)
-            total, batches = 0.0, 0
-        for step, (idx, x) in enumerate(stream.epoch(order)):
-            if step < skip:
-                continue
-            if iterations and epoch * steps_per_epoch + step >= iterations:
-                break
-            y = data.y[idx]
-            if augment is not None:
-                method.raw_batch = x
-                x = augment(x)
-            loss = method.loss(x, y, method.forward(x))
-            if not torch.isfinite(loss.detach()):
-                raise TrainingDiverged(
-                    data.task_id, epoch + 1, n_epochs, step + 1, steps_per_epoch, epoch * steps_per_epoch + step + 1,
-                    loss.item(), train_cfg["lr"] * method.params["lr_scale"], train_cfg["lr"],
-                    method.params["lr_scale"], method.name, list(epoch_losses))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            method.after_backward()
-            if clip is not None:
-                for p in trainable:
-                    if p.grad is not None:
-                        p.grad.clamp_(-clip, clip)
-            optimizer.step()
-            method.after_step()
-            total += float(loss.detach())
-            batches += 1
-            method.raw_batch = None
-            if checkpoint is not None and checkpoint_every_s is not None and \
-                    time.monotonic() - last_checkpoint >= checkpoint_every_s:
-                checkpoint({"epoch": epoch, "batches_done": batches, "order": order, "loss_total": total,
-                            "epoch_losses": list(epoch_losses), "generator": generator.get_state(),
-                            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "method": method.state_dict(), "task_state": method.task_state()})
-                last_checkpoint = time.monotonic()
-        skip, order = 0, None
-        epoch_losses.append(total / max(batches, 1))
-        log.info("task %d epoch %d/%d loss %.4f", data.task_id, epoch + 1, n_epochs, epoch_losses[-1])
+    try:
+        for epoch in range(first_epoch, n_epochs):
+            if order is None:
+                order = method.epoch_order(data.y, generator)
+                loss_total.zero_()
+                batches = 0
+            for step, idx, x in stream.epoch(order, first=skip):
+                if iterations and epoch * steps_per_epoch + step >= iterations:
+                    break
+                y = data.y[idx]
+                if augment is not None:
+                    method.raw_batch = x
+                    x = augment(x)
+                loss = runner.loss(x, y)
+                if not torch.isfinite(loss.detach()):  # the one wait for the device per step: no step on a NaN
+                    raise TrainingDiverged(
+                        data.task_id, epoch + 1, n_epochs, step + 1, steps_per_epoch,
+                        epoch * steps_per_epoch + step + 1, loss.item(), train_cfg["lr"] * method.params["lr_scale"],
+                        train_cfg["lr"], method.params["lr_scale"], method.name, list(epoch_losses))
+                if runner.backward(loss, optimizer):  # False: fp16 gradients overflowed, no step on this batch
+                    method.after_backward()
+                    runner.step(optimizer, trainable)
+                    method.after_step()
+                loss_total += loss.detach()
+                batches += 1
+                method.raw_batch = None
+                if checkpoint is not None and checkpoint_every_s is not None and \
+                        time.monotonic() - last_checkpoint >= checkpoint_every_s:
+                    checkpoint({"epoch": epoch, "batches_done": batches, "order": order,
+                                "loss_total": loss_total.item(), "epoch_losses": list(epoch_losses),
+                                "generator": generator.get_state(), "model": model.state_dict(),
+                                "optimizer": optimizer.state_dict(), "method": method.state_dict(),
+                                "task_state": method.task_state(), "runner": runner.state_dict()})
+                    last_checkpoint = time.monotonic()
+            skip, order = 0, None
+            epoch_losses.append(loss_total.item() / max(batches, 1))
+            log.info("task %d epoch %d/%d loss %.4f", data.task_id, epoch + 1, n_epochs, epoch_losses[-1])
+    finally:
+        runner.finish()
     model.eval()
     method.after_task(data)
     return epoch_losses

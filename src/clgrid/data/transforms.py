@@ -60,10 +60,22 @@ def make_augment(transform_cfg: dict[str, Any], generator: "torch.Generator") ->
             x = random_crop(x, padding, torch.randint(0, 2 * padding + 1, (n, 2), generator=generator))
         if flip:
             mirror = torch.rand(n, generator=generator) < 0.5
-            x = torch.where(mirror.to(x.device)[:, None, None, None], x.flip(-1), x)
+            x = torch.where(to_device(mirror, x.device)[:, None, None, None], x.flip(-1), x)
         return x
 
     return augment
+
+
+def to_device(t, device):
+    """A small CPU tensor (random offsets of a batch) on ``device`` without waiting for the GPU.
+
+    A copy from ordinary (pageable) host memory waits until every kernel queued before it has run, so one per
+    batch would stall the training loop each step; from pinned memory it is queued like a kernel, and torch keeps
+    the pinned buffer alive until the copy is done.
+    """
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def random_crop(x, padding: int, offsets):
@@ -73,7 +85,7 @@ def random_crop(x, padding: int, offsets):
 
     n, c, h, w = x.shape
     padded = F.pad(x, (padding, padding, padding, padding))
-    offsets = offsets.to(x.device)
+    offsets = to_device(offsets, x.device)
     rows = offsets[:, 0, None] + torch.arange(h, device=x.device)  # N×H
     cols = offsets[:, 1, None] + torch.arange(w, device=x.device)  # N×W
     batch = torch.arange(n, device=x.device)[:, None, None, None]
