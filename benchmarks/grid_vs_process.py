@@ -75,8 +75,8 @@ def main() -> None:
         result["plain"] = {"seconds": round(seconds, 1), "acc": {
             f"{b}/{m}": round(v, 2) for (b, m), v in runs.groupby(["benchmark", "method"])["acc"].mean().items()}}
         print(f"plain PyTorch, one process, 1 core: {seconds:.1f} s", flush=True)
-        codes = {"after": REPO} if args.skip_before else {"before": checkout(args.before_rev, tmp / "before_code"),
-                                                            "after": REPO}
+        codes = {"after": REPO} if args.skip_before else {"after": REPO,
+                                                            "before": checkout(args.before_rev, tmp / "before_code")}
         for label, code in codes.items():
             for scope, target in (("to_table", ["results/tables/summary.csv"]), ("end_to_end", [])):
                 row = grid(code, tmp / f"{label}_{scope}", target)
