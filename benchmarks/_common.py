@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -54,3 +55,31 @@ def code_env(code: Path) -> dict:
     """An environment whose ``clgrid`` (CLI and package) is the one in ``code``/src, on this interpreter's PATH."""
     return {**os.environ, "PYTHONPATH": str(code / "src"), "HF_HUB_OFFLINE": "1",
             "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+class Worker:
+    """A benchmark script run again as a worker process whose ``clgrid`` is the one in ``src`` (one checkout per
+    worker: before and after cannot share a process); requests and answers are JSON lines on stdin and stdout.
+
+    The worker's first line says where it imported clgrid from, checked here against ``src``."""
+
+    def __init__(self, script: str, src: Path, args: list[str], threads: int = 1):
+        env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": str(threads),
+               "MKL_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
+        self.proc = subprocess.Popen([sys.executable, script, "--worker", *args], env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.info = json.loads(self.proc.stdout.readline())
+        if Path(self.info["clgrid"]).resolve() != (src / "clgrid").resolve():
+            raise RuntimeError(f"the worker for {src} imported clgrid from {self.info['clgrid']}")
+
+    def run(self, **request) -> dict:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"a benchmark worker died running {request}")
+        return json.loads(answer)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, checkout, machine  # noqa: E402
+from _common import REPO, Worker, checkout, machine  # noqa: E402
 
 BEFORE_REV = "58d293e"  # main before the speed work (issue 12)
 
@@ -142,28 +141,6 @@ def worker(threads: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ main side
-class Worker:
-    def __init__(self, src: Path, threads: int):
-        env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", "--threads", str(threads)], env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.info = json.loads(self.proc.stdout.readline())
-        if Path(self.info["clgrid"]).resolve() != (src / "clgrid").resolve():
-            raise RuntimeError(f"the worker for {src} imported clgrid from {self.info['clgrid']}")
-
-    def run(self, **request) -> dict:
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        answer = self.proc.stdout.readline()
-        if not answer:
-            raise RuntimeError(f"a benchmark worker died running {request}")
-        return json.loads(answer)
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait()
-
-
 def commit(path: Path) -> str:
     """The git commit a checkout is at, and whether its files differ from it."""
     try:
@@ -203,8 +180,8 @@ def main() -> None:
 
 
 def run(args, before: Path) -> None:
-    this_checkout = Worker(REPO / "src", args.threads)
-    workers = {"plain": this_checkout, "clgrid_after": this_checkout, "clgrid_before": Worker(before, args.threads)}
+    this_checkout = Worker(__file__, REPO / "src", ["--threads", str(args.threads)], args.threads)
+    workers = {"plain": this_checkout, "clgrid_after": this_checkout, "clgrid_before": Worker(__file__, before, ["--threads", str(args.threads)], args.threads)}
     arms = list(workers)
     loop_of = {"plain": "plain", "clgrid_after": "clgrid", "clgrid_before": "clgrid"}
     start = time.perf_counter()

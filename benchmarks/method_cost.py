@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _common import machine  # noqa: E402
+from _common import Worker, machine  # noqa: E402
 
 BACKBONES = {"mlp": {"arch": "mlp", "hidden": [256, 256]}, "cnn": {"arch": "cnn", "channels": [32, 64]}}
 TRAIN = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 32}  # the default grid's
@@ -165,29 +163,6 @@ def worker(data_path: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ main side
-class Worker:
-    def __init__(self, src: Path, data_path: Path):
-        env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "HF_HUB_OFFLINE": "1"}
-        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", str(data_path)], env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.info = json.loads(self.proc.stdout.readline())
-        if Path(self.info["clgrid"]).resolve() != (src / "clgrid").resolve():
-            raise RuntimeError(f"the worker for {src} imported clgrid from {self.info['clgrid']}")
-
-    def run(self, **request) -> dict:
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        answer = self.proc.stdout.readline()
-        if not answer:
-            raise RuntimeError(f"a benchmark worker died running {request}")
-        return json.loads(answer)
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait()
-
-
 def prepare_data(root: Path) -> Path:
     """Tasks 0 and 1 of split_digits as the default config builds them, saved for the workers."""
     import torch
@@ -234,7 +209,7 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         data_path = prepare_data(Path(tmp))
-        workers = {"before": Worker(args.before, data_path), "after": Worker(REPO / "src", data_path)}
+        workers = {"before": Worker(__file__, args.before, [str(data_path)]), "after": Worker(__file__, REPO / "src", [str(data_path)])}
         methods = args.methods or sorted(set(workers["before"].info["methods"]) & set(workers["after"].info["methods"]))
         # naive first and last: the baseline is the median of both, so a drift over the run shows and averages out.
         order = ["naive"] + [m for m in methods if m != "naive"] + ["naive"]

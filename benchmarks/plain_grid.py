@@ -74,7 +74,7 @@ def run(kind, method, seed, data):
     all_tasks = tasks(kind, *data)
     seen: list[int] = []
     penalties: list[tuple[list, list]] = []  # EWC: (fisher, anchor) per past task
-    buffer_x, buffer_y = None, None
+    buffer_x, buffer_y, buffer_t = None, None, None
     matrix = []
     for t, (x, y, _, _, classes) in enumerate(all_tasks):
         if method == "joint":
