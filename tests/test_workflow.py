@@ -146,8 +146,10 @@ def test_forcing_one_task_rebuilds_only_dependents_identically(grid):
     untouched = (root / "results/runs/permuted_digits/mlp/ewc/s0/metrics.json").stat().st_mtime_ns
     task2 = "results/runs/permuted_digits/mlp/ewc/s1/task2/state.pt"
     assert planned_jobs(root, "--forcerun", task2) == {
-        "train_permuted_digits_tasks0to4": 1, "run_metrics": 1,  # the run's one training job "analyze_run": 1, "tables": 1, "figures": 2,
-        "analysis_figures": 1, "paper": 1, "all": 1,  # only permuted_digits' analysis figures depend on it
+        # The run's one training job (tasks_per_job auto: all five tasks), then what depends on the run;
+        # only permuted_digits' analysis figures depend on it.
+        "train_permuted_digits_tasks0to4": 1, "run_metrics": 1, "analyze_run": 1, "tables": 1, "figures": 2,
+        "analysis_figures": 1, "paper": 1, "all": 1,
     }
     snakemake(root, "--cores", "2", "--forcerun", task2)
     for name, content in before.items():
