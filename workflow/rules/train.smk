@@ -102,9 +102,6 @@ for _bench, _chunks in TRAIN_CHUNKS.items():
                 runtime=train_resource("runtime", len(_tasks)),
             wildcard_constraints:
                 benchmark=one_of([_bench]),
-            group:
-                # With the cluster profile's group `run` (train_task + analyze_run): one submission per run.
-                "run" if workflow.non_local_exec else None
             conda:
                 ENV
             shell:
