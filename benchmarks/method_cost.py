@@ -9,7 +9,7 @@ methods (and the arm's optimizer) differ; ``warmup`` untimed steps, then ``block
 steps; a step's cost is the median block. The task's end (``after_task``, once) is timed apart: not per step.
 
 Two arms, each a worker process started once: ``after`` (this checkout's ``src``) and ``before`` (an older
-checkout's ``src``, default ``/work/before/src``). Each method is measured ``rounds`` times per arm, the order of
+checkout's ``src``, by default a git worktree of ``--before-rev``). Each method is measured ``rounds`` times per arm, the order of
 the arms alternating, so drift of the machine hits both alike; naive is measured first and last. Every worker
 runs ``torch.set_num_threads(1)`` (a job of a ``--cores 2`` grid). Both arms must end with the same weights, bit
 for bit (the rewrite changes no number): the table says so.
@@ -32,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _common import Worker, machine  # noqa: E402
+from _common import Worker, checkout, machine  # noqa: E402
 
 BACKBONES = {"mlp": {"arch": "mlp", "hidden": [256, 256]}, "cnn": {"arch": "cnn", "channels": [32, 64]}}
 TRAIN = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 32}  # the default grid's
@@ -192,8 +192,8 @@ def prepare_data(root: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="MLP only, fewer steps (a check that it runs)")
-    parser.add_argument("--before", type=Path, default=Path("/work/before/src"),
-                        help="src folder of the older checkout (e.g. a git worktree of the commit before)")
+    parser.add_argument("--before-rev", default="58d293e", help="the commit before (checked out as a git worktree)")
+    parser.add_argument("--before", type=Path, help="src folder of an existing older checkout, instead of --before-rev")
     parser.add_argument("--backbones", nargs="+", choices=sorted(BACKBONES), help="default: mlp cnn (quick: mlp)")
     parser.add_argument("--methods", nargs="+", help="default: every registered method that needs no CLIP")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "method_cost.json")
@@ -201,6 +201,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker)
+    if args.before is None:
+        args.before = checkout(args.before_rev, Path(tempfile.gettempdir()) / f"clgrid-before-{args.before_rev}") / "src"
     if not (args.before / "clgrid").is_dir():
         raise SystemExit(f"no older checkout at {args.before}: make one (git worktree add /work/before <rev>) or "
                          "pass --before <its src folder>")
