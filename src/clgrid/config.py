@@ -559,15 +559,26 @@ def scenario_spec(config: dict[str, Any], benchmark: str) -> dict[str, Any]:
     return {"benchmark": benchmark, "benchmark_cfg": _without_train(config["benchmarks"][benchmark])}
 
 
+PRECISION_KEYS = ("precision", "deterministic")
+"""Training settings that say how a job computes, not what it trains: a benchmark's, shared by its runs, its
+initial evaluation (the FWT baseline) and its feature cache, so each run computes in one precision everywhere."""
+
+
 def init_spec(config: dict[str, Any], benchmark: str, backbone: str, seed: int) -> dict[str, Any]:
-    """What fixes a seed's initial weights: the scenario (head size), the backbone and the seed."""
-    return {
+    """What fixes a seed's initial weights: the scenario (head size), the backbone and the seed; and the benchmark's
+    ``train.precision`` / ``deterministic`` when it sets them, which the initial evaluation and the feature cache
+    compute under (absent: the device's default, and the spec, its hash and every finished file stay as they were)."""
+    spec = {
         **scenario_spec(config, benchmark),
         "backbone": backbone,
         "backbone_cfg": config["backbones"][backbone],
         "seed": int(seed),
         "device": config["device"],
     }
+    arithmetic = {k: v for k, v in config["benchmarks"][benchmark].get("train", {}).items() if k in PRECISION_KEYS}
+    if arithmetic:
+        spec["train"] = arithmetic
+    return spec
 
 
 def method_of(config: dict[str, Any], run_name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:

@@ -157,6 +157,8 @@ class _Context:
             raise ValueError(f"unknown data placement '{placement}'; valid: auto, device, host")
         self.loader = None if placement == "device" else {"num_workers": workers,
                                                             "pin_memory": self.device.type == "cuda"}
+        # Where training inputs live, and so the inputs a method stores (buffers, exemplars, memories).
+        self.inputs_device = self.device if self.loader is None else torch.device("cpu")
         log.info("data: %.2f GB of images, placement %s", image_bytes / 2**30, placement)
 
     def _tensors(self, x, y):
@@ -273,7 +275,7 @@ def extract_features(spec: dict[str, Any], scenario_path: str, dataset_files: li
                      threads: int = 1) -> None:
     """The frozen backbone's features of every task's train and test split, the held-out classes and each
     evaluation-only set: computed once, read by every frozen-backbone run of this benchmark and backbone."""
-    from clgrid.models.feature_cache import extract, state_digest
+    from clgrid.models.feature_cache import extract as extract_features_of, state_digest
 
     ctx = _Context(spec, scenario_path, dataset_files, threads)
     model = ctx.build_model()
@@ -281,6 +283,10 @@ def extract_features(spec: dict[str, Any], scenario_path: str, dataset_files: li
     model.to(ctx.device).eval()
     n_tasks = len(ctx.scenario["tasks"])
     cache: dict[str, Any] = {"train": [], "test": []}
+
+    def extract(model, x):  # under the runs' precision (the benchmark's train.precision, in the spec)
+        return extract_features_of(model, x, autocast=ctx.precision.autocast)
+
     for split in ("train", "test"):
         for i in range(n_tasks):
             cache[split].append(extract(model, ctx.task_data(i, split).x))
@@ -487,7 +493,8 @@ def _train_task(spec: dict[str, Any], ctx: _Context, model, previous: dict[str, 
     from clgrid.methods import get_method
     from clgrid.train import TrainingDiverged, fit_task, task_generator
 
-    method = get_method(spec["method_name"])(model, spec["method_params"], ctx.scenario["n_classes"])
+    method = get_method(spec["method_name"])(model, spec["method_params"], ctx.scenario["n_classes"],
+                                             inputs_device=ctx.inputs_device, precision=ctx.precision)
     if "method" in previous:
         method.load_state_dict(previous["method"])
     reference = spec["method_params"].get("reference_dataset")

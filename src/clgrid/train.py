@@ -31,8 +31,9 @@ def configure_device(device: torch.device, train_cfg: dict[str, Any]) -> None:
 
     CUDA: cuDNN autotunes its convolution algorithms for the job's shapes (``cudnn.benchmark``: fastest, but two
     runs may pick different algorithms and differ in the last bits), unless ``train.deterministic: true`` asks
-    for deterministic kernels (``torch.use_deterministic_algorithms``; ops that have none warn) so a GPU run
-    repeats bit for bit. CPU kernels are deterministic at a fixed thread count already: nothing to set, and the
+    for deterministic kernels (``torch.use_deterministic_algorithms``), so a GPU run repeats bit for bit. An op
+    with no deterministic kernel then raises (not a warning that lets it through): ``fit_task`` names it in a
+    ``NondeterministicOp`` error, so ``deterministic: true`` either holds or says which op broke it. CPU kernels are deterministic at a fixed thread count already: nothing to set, and the
     deterministic flag (which imports ``torch._inductor``, about 1.9 s) is not paid for.
     """
     if device.type != "cuda":
@@ -42,7 +43,7 @@ def configure_device(device: torch.device, train_cfg: dict[str, Any]) -> None:
     if deterministic:
         # cuBLAS is deterministic only with a fixed workspace; read when cuBLAS starts, hence before any CUDA work.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(True, warn_only=False)
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -58,6 +59,20 @@ def resolve_precision(setting: str, device: torch.device) -> str:
     if device.type != "cuda":
         return "fp32"
     return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+
+
+class NondeterministicOp(RuntimeError):
+    """``train.deterministic: true`` met an op that has no deterministic kernel on the device."""
+
+    PATTERN = "does not have a deterministic implementation"
+
+    @classmethod
+    def from_torch(cls, err: RuntimeError, task: int, method: str) -> "NondeterministicOp":
+        op = str(err).split(cls.PATTERN)[0].strip() or "an operation"
+        return cls(f"train.deterministic is true, but {op} has no deterministic implementation on this device "
+                   f"(task {task}, method '{method}'), so the run would not repeat bit for bit. Set "
+                   "train.deterministic: false for this benchmark (results then repeat up to the last bits), or use "
+                   f"a backbone or method without that op. torch said: {str(err).splitlines()[0]}")
 
 
 class Precision:
@@ -111,6 +126,8 @@ class StepRunner:
     def __init__(self, model: torch.nn.Module, method: Method, device: torch.device, train_cfg: dict[str, Any]):
         self.model, self.method = model, method
         self.precision = Precision(device, train_cfg.get("precision", "auto"))
+        self.own = method.own_step_parameters()  # stepped by the method, but scaled and skipped like the optimizer's
+        self.checked_dtypes = False
         self.scaler = self.precision.grad_scaler()
         self.clip = train_cfg.get("clip_grad_value")
         self.channels_last = uses_channels_last(train_cfg.get("channels_last", "auto"), device, model)
@@ -136,16 +153,41 @@ class StepRunner:
         would turn the inf into NaN), and the scale halves for the next batch. Always True in fp32 and bf16.
         """
         optimizer.zero_grad(set_to_none=True)
+        for p in self.own:
+            p.grad = None
         if self.scaler is None:
             loss.backward()
+            self._check_dtypes(optimizer)
             return True
         self.scaler.scale(loss).backward()
+        self._check_dtypes(optimizer)
         self.scaler.unscale_(optimizer)  # after_backward and clipping see true gradients
-        grads = [p.grad for p in optimizer.param_groups[0]["params"] if p.grad is not None]
+        own_grads = [p.grad for p in self.own if p.grad is not None]
+        if own_grads:  # the scaler unscales only the optimizer's tensors: the method's own get the same factor
+            torch._foreach_mul_(own_grads, 1.0 / self.scaler.get_scale())
+        grads = [p.grad for p in optimizer.param_groups[0]["params"] if p.grad is not None] + own_grads
         if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
             self.scaler.update()
+            for p in self.own:
+                p.grad = None
             return False
         return True
+
+    def _check_dtypes(self, optimizer) -> None:
+        """Once per task, after the first backward: every trainable tensor is still fp32. Autocast computes in
+        bf16/fp16 but must never change a parameter's dtype; a library that casts its weights to its inputs'
+        dtype (a loss with learnable proxies fed bf16 embeddings) would leave them there for good, and the
+        optimizer (or the GradScaler) would then fail with an error that names no parameter."""
+        if self.checked_dtypes:
+            return
+        self.checked_dtypes = True
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        tensors = [p for group in optimizer.param_groups for p in group["params"]] + list(self.own)
+        wrong = [f"{names.get(id(p), f'a tensor of method {self.method.name!r}')} ({p.dtype})" for p in tensors
+                 if p.is_floating_point() and p.dtype != torch.float32]
+        if wrong:
+            raise TypeError(f"trainable tensors left fp32 under precision {self.precision.name}: {', '.join(wrong)}. "
+                            "Compute with such tensors outside autocast (in fp32); see clgrid.methods.base.Method")
 
     def step(self, optimizer, trainable: list[torch.Tensor]) -> None:
         """Clip (``clip_grad_value``) and take the optimizer step."""
@@ -231,6 +273,19 @@ class BatchStream:
             self.loader = DataLoader(_Gather(data.x), sampler=_Chunks(self), batch_size=None, num_workers=workers,
                                      pin_memory=bool(data.loader.get("pin_memory")),
                                      persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+
+    def close(self) -> None:
+        """Stop the loader's worker processes now. Persistent workers otherwise outlive the task (the stream and
+        its sampler refer to each other, so only a garbage collection frees them): a job training several tasks
+        would hold 2, 4, 6 … workers, and forked workers inherit the old loaders and fail to shut them down
+        ("can only test a child process"). torch has no public call for it: the loader's iterator is asked
+        directly, as its own ``__del__`` would (a no-op once done), and the loader is dropped."""
+        iterator = getattr(self.loader, "_iterator", None)
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        self.loader = None
+        self.chunks = []
 
     def epoch(self, order: torch.Tensor, first: int = 0):
         """(step, indices, inputs) of the epoch's batches from batch ``first`` on (a resumed epoch skips the
@@ -379,7 +434,12 @@ def fit_task(
             skip, order = 0, None
             epoch_losses.append(loss_total.item() / max(batches, 1))
             log.info("task %d epoch %d/%d loss %.4f", data.task_id, epoch + 1, n_epochs, epoch_losses[-1])
+    except RuntimeError as err:
+        if NondeterministicOp.PATTERN in str(err):
+            raise NondeterministicOp.from_torch(err, data.task_id, method.name) from err
+        raise
     finally:
+        stream.close()  # the loader's workers end with the task, not with the job
         runner.finish()
     model.eval()
     method.after_task(data)

@@ -43,8 +43,8 @@ def project_gradient(grad: torch.Tensor, grad_ref: torch.Tensor) -> torch.Tensor
 class AGEM(Method):
     defaults: dict[str, Any] = {"samples_per_class": 25, "mem_batch_size": 256}
 
-    def __init__(self, model, params, n_classes):
-        super().__init__(model, params, n_classes)
+    def __init__(self, model, params, n_classes, **context):
+        super().__init__(model, params, n_classes, **context)
         device = next(model.parameters()).device
         self.layout = FlatLayout([(n, p) for n, p in model.named_parameters() if p.requires_grad])
         self.memory_x: torch.Tensor | None = None
@@ -59,7 +59,7 @@ class AGEM(Method):
         pick = torch.randperm(len(self.memory_y), generator=self.generator)[: int(self.params["mem_batch_size"])]
         pick = pick.to(self.memory_y.device)
         params = self.trainable()
-        mem_loss = F.cross_entropy(self.model(take(self.memory_x, pick)), self.memory_y[pick])
+        mem_loss = F.cross_entropy(self.model(self.on_compute(take(self.memory_x, pick))), self.memory_y[pick])
         grads = torch.autograd.grad(mem_loss, params, allow_unused=True)
         return FlatLayout.flatten([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)])
 
@@ -101,6 +101,6 @@ class AGEM(Method):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         device = self.device
-        self.memory_x = None if state["memory_x"] is None else state["memory_x"].to(device)
+        self.memory_x = self.to_inputs_device(state["memory_x"])  # with the task's inputs (host or device)
         self.memory_y = state["memory_y"].to(device)
         self.memory_task = state["memory_task"].to(device)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,6 +27,11 @@ class TaskData:
     y: torch.Tensor
     classes: list[int]
     loader: dict[str, Any] | None = None  # {"num_workers": n, "pin_memory": bool} for host-resident inputs
+
+    def with_samples(self, x: torch.Tensor, y: torch.Tensor, classes: list[int]) -> "TaskData":
+        """The same task and placement (loader) with other samples: what a method's ``training_data`` returns, so
+        data it assembles (a union of tasks, a memory) is streamed like the task's own."""
+        return dataclasses.replace(self, x=x, y=y, classes=list(classes))
 
 
 def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -159,13 +166,32 @@ class Method:
     ``after_task``. ``state_dict`` must hold everything the next task's job needs.
     ``defaults`` holds the method's own hyperparameters (the schema repeats them;
     a test checks they agree); ``params`` overrides them.
+
+    Where things live, the rule every method follows (so a run behaves the same with its data on the GPU or in
+    host memory): stored *inputs* (replay buffers, exemplars, memories) live where the training inputs live,
+    ``inputs_device`` (the model's device unless the job streams host-resident data); labels and everything
+    else live on the model's device. Inputs go to the model through ``on_compute`` (a stored draw) or
+    ``features_of`` (many stored inputs, in batches). Stored floating-point values (logits, means, Fisher) are
+    fp32 whatever the autocast they were computed under (``stored``), so a state moves between precisions.
+
+    Both come with the job (``inputs_device``, ``precision``): subclasses take them as ``**context`` and pass them
+    on to this constructor unchanged.
+
+    One precision per run: the loop runs ``loss`` under the run's autocast (``precision``, a
+    ``clgrid.train.Precision``; None: fp32) and evaluation runs ``predict`` under it; forward passes a method
+    makes in other hooks to compute what it keeps or compares (class means, exemplar features, embeddings of an
+    index) run under it too, through ``autocast()`` (``features_of`` and ``embed`` do). Gradients a hook computes
+    itself (Fisher, A-GEM's reference gradient, OGD's basis) stay fp32: fp16 would need loss scaling of its own.
     """
 
     name = "naive"
     defaults: dict[str, Any] = {}
 
-    def __init__(self, model: nn.Module, params: dict[str, Any], n_classes: int):
+    def __init__(self, model: nn.Module, params: dict[str, Any], n_classes: int,
+                 inputs_device: torch.device | str | None = None, precision: Any = None):
         self.model = model
+        self.inputs_device = torch.device(inputs_device) if inputs_device is not None else self.device
+        self.precision = precision
         self.params = {**COMMON_DEFAULTS, **self.defaults, **params}
         self.n_classes = n_classes
         self.generator: torch.Generator | None = None
@@ -192,6 +218,30 @@ class Method:
         """A loaded name → tensor mapping moved to the model's device."""
         return {k: t.to(self.device) for k, t in tensors.items()}
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The run's autocast (bf16 / fp16), or nothing in fp32: for a hook's forward passes."""
+        return self.precision.autocast() if self.precision is not None else contextlib.nullcontext()
+
+    def on_compute(self, x: torch.Tensor) -> torch.Tensor:
+        """Stored or host-resident inputs on the model's device (a no-op where they already are)."""
+        return x.to(self.device, non_blocking=True)
+
+    def to_inputs_device(self, x: torch.Tensor | None) -> torch.Tensor | None:
+        """Inputs to keep (a buffer, a memory) where the training inputs live."""
+        return None if x is None else x.to(self.inputs_device)
+
+    @torch.no_grad()
+    def features_of(self, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+        """The backbone's features of ``x`` (stored or host-resident inputs) in eval mode, in batches moved to the
+        model's device one at a time, under the run's precision (``autocast``)."""
+        was_training = self.model.training
+        self.model.eval()
+        with self.autocast():
+            feats = torch.cat([self.model.features(self.on_compute(x[i : i + batch]))
+                               for i in range(0, len(x), batch)])
+        self.model.train(was_training)
+        return feats
+
     def training_data(self, task: TaskData, load_task: Callable[[int], TaskData]) -> TaskData:
         """The data to train on for ``task``; ``load_task(i)`` gives any earlier task's training split."""
         return task
@@ -207,6 +257,12 @@ class Method:
         """Trainable tensors outside the model that the loop's optimizer also steps (an embedding head, proxies)."""
         return []
 
+    def own_step_parameters(self) -> list[torch.Tensor]:
+        """Trainable tensors the method steps itself in ``after_step`` (outside the loop's optimizer, e.g. a mask
+        token with its own learning rate). The loop treats their gradients as the optimizer's: cleared before each
+        backward, unscaled under fp16 loss scaling, and a step whose gradients overflowed is skipped for them too."""
+        return []
+
     def trains_on(self, task: TaskData) -> bool:
         """False: the loop runs no step on this task (``before_task`` and ``after_task`` still run)."""
         return True
@@ -218,12 +274,9 @@ class Method:
     @torch.no_grad()
     def embed(self, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
         """Vectors for nearest-neighbour retrieval (the retrieval evaluation): the backbone's features."""
-        was_training = self.model.training
-        self.model.eval()
-        out = torch.cat([self.model.features(x[i : i + batch]).float() for i in range(0, len(x), batch)]) \
-            if len(x) else torch.zeros(0, getattr(self.model, "feature_dim", 0))
-        self.model.train(was_training)
-        return out.flatten(1)
+        if not len(x):
+            return torch.zeros(0, getattr(self.model, "feature_dim", 0))
+        return self.features_of(x, batch).float().flatten(1)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y)
@@ -253,16 +306,13 @@ class Method:
         its samples so far, rather than the latest task's: the stored part is not recomputed, as the old
         samples are gone.
         """
-        was_training = self.model.training
-        self.model.eval()
-        feats = torch.cat([self.model.features(x[i : i + 512]) for i in range(0, len(x), 512)])
+        feats = stored(self.features_of(x))
         for c in y.unique().tolist():
             members = feats[y == c]
             n_old = self.class_counts.get(int(c), 0)
             old_sum = self.class_means[int(c)] * n_old if n_old else 0.0
             self.class_counts[int(c)] = n_old + len(members)
             self.class_means[int(c)] = (old_sum + members.sum(0)) / self.class_counts[int(c)]
-        self.model.train(was_training)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -286,8 +336,15 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seen_classes = list(state.get("seen_classes", []))
-        self.class_means = {int(c): m for c, m in self.on_device(state.get("class_means", {})).items()}
+        self.class_means = {int(c): stored(m) for c, m in self.on_device(state.get("class_means", {})).items()}
         self.class_counts = {int(c): int(n) for c, n in state.get("class_counts", {}).items()}
+
+
+def stored(values: torch.Tensor) -> torch.Tensor:
+    """``values`` as a method keeps them: floating point in fp32 (outputs of a bf16 or fp16 forward included, so a
+    buffer filled under one precision can be written under another), other dtypes (uint8 images, labels) as
+    they are."""
+    return values.float() if values.is_floating_point() and values.dtype != torch.float32 else values
 
 
 def nearest_mean_scores(features: torch.Tensor, means: dict[int, torch.Tensor], n_classes: int) -> torch.Tensor:
@@ -295,7 +352,7 @@ def nearest_mean_scores(features: torch.Tensor, means: dict[int, torch.Tensor], 
     scores = torch.full((len(features), n_classes), float("-inf"), device=features.device)
     classes = sorted(means)
     centres = torch.stack([means[c] for c in classes])
-    scores[:, classes] = -torch.cdist(features, centres)
+    scores[:, classes] = -torch.cdist(features.float(), centres.float())  # fp32 whatever the forward's autocast
     return scores
 
 

@@ -40,9 +40,10 @@ from clgrid.methods.replay import ReservoirBuffer
 class DER(Method):
     defaults: dict[str, Any] = {"buffer_size": 200, "replay_batch_size": None, "der_alpha": 0.2}
 
-    def __init__(self, model, params, n_classes):
-        super().__init__(model, params, n_classes)
-        self.replay_buffer = ReservoirBuffer(int(self.params["buffer_size"]))
+    def __init__(self, model, params, n_classes, **context):
+        super().__init__(model, params, n_classes, **context)
+        # Inputs where the task's inputs live, logits in fp32 whatever the precision of the forward that made them.
+        self.replay_buffer = ReservoirBuffer(int(self.params["buffer_size"]), {"x": self.inputs_device})
         # The batch whose loss was just computed, waiting for its optimizer step before it is stored.
         self.pending: dict[str, torch.Tensor] | None = None
 
@@ -53,7 +54,8 @@ class DER(Method):
     def replay_terms(self, n: int) -> torch.Tensor:
         """α · MSE(h(x′), z′); DER++ adds its label term."""
         drawn = self._draw(n)
-        return self.params["der_alpha"] * F.mse_loss(self.model(self.augment(drawn["x"])), drawn["logits"])
+        replayed = self.model(self.augment(self.on_compute(drawn["x"])))
+        return self.params["der_alpha"] * F.mse_loss(replayed.float(), drawn["logits"])
 
     def loss(self, x, y, logits):
         # The batch as it was before augmentation is stored, as in the authors' code (``not_aug_inputs``).
@@ -83,4 +85,5 @@ class DERpp(DER):
     def replay_terms(self, n: int) -> torch.Tensor:
         logit_term = super().replay_terms(n)
         drawn = self._draw(n)  # a second, independent draw (Algorithm 1)
-        return logit_term + self.params["der_beta"] * F.cross_entropy(self.model(self.augment(drawn["x"])), drawn["y"])
+        replayed = self.model(self.augment(self.on_compute(drawn["x"])))
+        return logit_term + self.params["der_beta"] * F.cross_entropy(replayed, drawn["y"])

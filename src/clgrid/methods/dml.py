@@ -113,8 +113,8 @@ class DeepMetricLearning(Method):
                 "train_tasks": "all"}
     retrieval = True
 
-    def __init__(self, model: nn.Module, params: dict[str, Any], n_classes: int):
-        super().__init__(model, params, n_classes)
+    def __init__(self, model: nn.Module, params: dict[str, Any], n_classes: int, **context):
+        super().__init__(model, params, n_classes, **context)
         from clgrid.analysis.knn import IndexSpec, KnnClassifier
 
         p = self.params
@@ -162,16 +162,27 @@ class DeepMetricLearning(Method):
         return self.embedder(self.model.features(x))
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        if self.miner is not None:
-            return self.loss_fn(embeddings, y, self.miner(embeddings, y))
-        return self.loss_fn(embeddings, y)
+        """The metric loss in fp32, outside the run's autocast: pytorch-metric-learning casts a loss's learnable
+        proxies (ProxyNCA, ArcFace, Sub-center ArcFace) to the embeddings' dtype in place, so bf16 embeddings
+        would leave them bf16 for good (Adam then fails, SGD trains them in bf16, fp16 loss scaling refuses
+        them). The backbone and the embedding head still run under autocast."""
+        embeddings = embeddings.float()
+        with torch.autocast(embeddings.device.type, enabled=False):
+            if self.miner is not None:
+                return self.loss_fn(embeddings, y, self.miner(embeddings, y))
+            return self.loss_fn(embeddings, y)
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
         was_training = self.model.training, self.embedder.training
         self.model.eval()
         self.embedder.eval()
-        parts = [self._normalise(self.forward(x[i : i + batch])).float() for i in range(0, len(x), batch)]
+        # Under the run's precision, so the index's entries (embedded in after_task) and the queries (embedded in
+        # predict, under the evaluation's autocast) come from one arithmetic; moved to the model's device in
+        # batches (host-placed inputs).
+        with self.autocast():
+            parts = [self._normalise(self.forward(self.on_compute(x[i : i + batch])).float())
+                     for i in range(0, len(x), batch)]
         self.model.train(was_training[0])
         self.embedder.train(was_training[1])
         return torch.cat(parts) if parts else torch.zeros(0, int(self.params["embedding_dim"]))

@@ -42,7 +42,8 @@ def _fisher_flat(model, layout: FlatLayout, params: list[torch.Tensor], x: torch
     was_training = model.training
     model.eval()
     for i in range(len(y)):
-        log_likelihood = F.log_softmax(model(x[i : i + 1]), dim=-1)[0, y[i]]
+        # x may be host-resident (data placement host): each sample goes to the model's device.
+        log_likelihood = F.log_softmax(model(x[i : i + 1].to(params[0].device)), dim=-1)[0, y[i]]
         grads = torch.autograd.grad(log_likelihood, params)
         squares = torch._foreach_mul(grads, grads)  # g² as g**2 computes it: bit-identical sums
         # true_class_prob: each sample's squared gradient weighted by p(y|x), as the DER paper's code computes
@@ -89,8 +90,8 @@ class _FlatEWC(Method):
     """What both EWCs share: the trainable weights' layout, and Fishers and anchors kept as flat vectors whose
     per-parameter views are the state's dicts (the checkpoint format is unchanged)."""
 
-    def __init__(self, model, params, n_classes):
-        super().__init__(model, params, n_classes)
+    def __init__(self, model, params, n_classes, **context):
+        super().__init__(model, params, n_classes, **context)
         self.layout = FlatLayout([(n, p) for n, p in model.named_parameters() if p.requires_grad])
 
     def trainable(self) -> list[torch.Tensor]:
@@ -112,8 +113,8 @@ class _FlatEWC(Method):
 class EWC(_FlatEWC):
     defaults = {"ewc_lambda": 100.0, "fisher_samples": None, "fisher_weighting": "none"}
 
-    def __init__(self, model, params, n_classes):
-        super().__init__(model, params, n_classes)
+    def __init__(self, model, params, n_classes, **context):
+        super().__init__(model, params, n_classes, **context)
         self.fisher_flat: list[torch.Tensor] = []  # F_k, one flat vector per past task
         self.anchor_flat: list[torch.Tensor] = []  # θ*_k
         self.fisher_diags: list[dict[str, torch.Tensor]] = []  # the same, per parameter name (views)
@@ -170,8 +171,8 @@ class OnlineEWC(_FlatEWC):
 
     defaults = {"ewc_lambda": 100.0, "gamma": 1.0, "fisher_samples": None, "fisher_weighting": "none"}
 
-    def __init__(self, model, params, n_classes):
-        super().__init__(model, params, n_classes)
+    def __init__(self, model, params, n_classes, **context):
+        super().__init__(model, params, n_classes, **context)
         self.running_fisher: dict[str, torch.Tensor] = {}  # F*, per parameter name: views of the flat vectors
         self.anchor: dict[str, torch.Tensor] = {}
         self.running_flat: torch.Tensor | None = None

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import torch
 
-from clgrid.methods.base import Method, TaskData, register, take
+from clgrid.methods.base import Method, TaskData, register, stored, take
 
 
 class GreedyClassBalancedMemory:
@@ -70,9 +70,10 @@ class GreedyClassBalancedMemory:
     def state_dict(self) -> dict[str, Any]:
         return {"size": self.size, "x": self.x, "y": self.y}
 
-    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+    def load_state_dict(self, state: dict[str, Any], device: torch.device, inputs_device: torch.device) -> None:
+        """Inputs where the task's inputs live (the memory is GDumb's training data), labels on ``device``."""
         self.size = state["size"]
-        self.x = None if state["x"] is None else state["x"].to(device)
+        self.x = None if state["x"] is None else stored(state["x"]).to(inputs_device)
         self.y = state["y"].to(device)
 
 
@@ -80,8 +81,8 @@ class GreedyClassBalancedMemory:
 class GDumb(Method):
     defaults: dict[str, Any] = {"memory_size": 300}
 
-    def __init__(self, model, params, n_classes):
-        super().__init__(model, params, n_classes)
+    def __init__(self, model, params, n_classes, **context):
+        super().__init__(model, params, n_classes, **context)
         self.memory = GreedyClassBalancedMemory(int(self.params["memory_size"]))
         self.initial_weights: dict[str, torch.Tensor] | None = None
 
@@ -110,7 +111,7 @@ class GDumb(Method):
         order = torch.randperm(len(task.y), generator=generator).to(task.y.device)
         self.memory.add(take(task.x, order), task.y[order], generator)
         classes = sorted(set(self.memory.y.tolist()))
-        return TaskData(task.task_id, self.memory.x, self.memory.y, classes)
+        return task.with_samples(self.memory.x, self.memory.y, classes)
 
     def before_task(self, task: TaskData, generator: torch.Generator) -> None:
         super().before_task(task, generator)
@@ -122,5 +123,5 @@ class GDumb(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.memory.load_state_dict(state["memory"], self.device)
+        self.memory.load_state_dict(state["memory"], self.device, self.inputs_device)
         self.initial_weights = self.on_device(state["initial_weights"])

@@ -42,7 +42,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, frozen_copy, nearest_mean_scores, register, take
+from clgrid.methods.base import Method, TaskData, frozen_copy, nearest_mean_scores, register, stored, take
 
 
 def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
@@ -99,8 +99,8 @@ def icarl_loss(
 class ICaRL(Method):
     defaults = {"memory_size": 200}
 
-    def __init__(self, model, params, n_classes):
-        super().__init__(model, params, n_classes)
+    def __init__(self, model, params, n_classes, **context):
+        super().__init__(model, params, n_classes, **context)
         self.memory_size = int(self.params["memory_size"])
         device = next(model.parameters()).device
         # Exemplars, grouped by (task, class) in sorted order, each group in herding order.
@@ -120,8 +120,8 @@ class ICaRL(Method):
         self._n_task_samples = len(task.y)
         if self.exemplar_x is None or len(self.exemplar_y) == 0:
             return task
-        return TaskData(task.task_id, torch.cat([task.x, self.exemplar_x]), torch.cat([task.y, self.exemplar_y]),
-                        list(task.classes))
+        return task.with_samples(torch.cat([task.x, self.exemplar_x]), torch.cat([task.y, self.exemplar_y]),
+                                 task.classes)
 
     def before_task(self, task: TaskData, generator: torch.Generator) -> None:
         super().before_task(task, generator)
@@ -140,13 +140,9 @@ class ICaRL(Method):
                 old_logits = self.old_model(x)[:, self._old_columns.to(x.device)]
         return icarl_loss(logits, y, self._new_columns, self._old_columns, old_logits)
 
-    @torch.no_grad()
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()
-        feats = torch.cat([self.model.features(x[i : i + 512]) for i in range(0, len(x), 512)])
-        self.model.train(was_training)
-        return feats
+        """φ(x) in fp32 (herding and the class means are computed from it, and kept)."""
+        return stored(self.features_of(x))
 
     def after_task(self, task: TaskData) -> None:
         super().after_task(task)
@@ -177,8 +173,8 @@ class ICaRL(Method):
                 order = herding_order(self._features(take(x, members)), per_group)
                 keep_x.append(take(x, members[order]))
             count = len(keep_x[-1])
-            keep_y.append(torch.full((count,), c, dtype=torch.long, device=x.device))
-            keep_t.append(torch.full((count,), t, dtype=torch.long, device=x.device))
+            keep_y.append(torch.full((count,), c, dtype=torch.long, device=y.device))
+            keep_t.append(torch.full((count,), t, dtype=torch.long, device=y.device))
         self.exemplar_x = torch.cat(keep_x)
         self.exemplar_y = torch.cat(keep_y)
         self.exemplar_task = torch.cat(keep_t)
@@ -195,7 +191,8 @@ class ICaRL(Method):
         """Nearest mean of exemplars (Alg. 1): −‖φ(x)/‖φ(x)‖ − μ_c‖; −inf for classes without exemplars."""
         if not self.class_means:
             return self.model(x)
-        return nearest_mean_scores(F.normalize(self.model.features(x), dim=1), self.class_means, self.n_classes)
+        return nearest_mean_scores(F.normalize(self.model.features(x).float(), dim=1), self.class_means,
+                                   self.n_classes)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -208,6 +205,6 @@ class ICaRL(Method):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         device = self.device
-        self.exemplar_x = None if state["exemplar_x"] is None else state["exemplar_x"].to(device)
+        self.exemplar_x = self.to_inputs_device(state["exemplar_x"])  # with the task's inputs (host or device)
         self.exemplar_y = state["exemplar_y"].to(device)
         self.exemplar_task = state["exemplar_task"].to(device)

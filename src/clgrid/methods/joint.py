@@ -19,9 +19,4 @@ class Joint(Method):
     def training_data(self, task: TaskData, load_task: Callable[[int], TaskData]) -> TaskData:
         parts = [load_task(i) for i in range(task.task_id)] + [task]
         classes = sorted({c for part in parts for c in part.classes})
-        return TaskData(
-            task.task_id,
-            torch.cat([p.x for p in parts]),
-            torch.cat([p.y for p in parts]),
-            classes,
-        )
+        return task.with_samples(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]), classes)

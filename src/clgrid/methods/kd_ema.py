@@ -139,8 +139,8 @@ class KDEMA(Method):
         "cls_only": False,
     }
 
-    def __init__(self, model, params, n_classes):
-        super().__init__(model, params, n_classes)
+    def __init__(self, model, params, n_classes, **context):
+        super().__init__(model, params, n_classes, **context)
         self.teacher = teacher_from_params(model, self.params)
 
     def before_task(self, task: TaskData, generator: torch.Generator) -> None:

@@ -35,8 +35,8 @@ ANCHORS = ("init", "task_start")
 class L2Init(Method):
     defaults = {"l2_lambda": 0.01, "anchor": "init"}
 
-    def __init__(self, model, params, n_classes):
-        super().__init__(model, params, n_classes)
+    def __init__(self, model, params, n_classes, **context):
+        super().__init__(model, params, n_classes, **context)
         if self.params["anchor"] not in ANCHORS:
             raise ValueError(f"unknown l2_init anchor '{self.params['anchor']}'; valid: {', '.join(ANCHORS)}")
         # θ₀ as one flat vector over the trainable weights; the dicts are its per-name views (the state's format).

@@ -134,8 +134,8 @@ class LoRA(Method):
     defaults = {"rank": 8, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": None,
                 "shared": False, "shared_split_qkvo": False}
 
-    def __init__(self, model, params, n_classes):
-        super().__init__(model, params, n_classes)
+    def __init__(self, model, params, n_classes, **context):
+        super().__init__(model, params, n_classes, **context)
         self.lora_model = None  # peft's LoraModel while adapters are injected (between before_task and after_task)
         self.requires_grad_before: dict[str, bool] = {}
         self.masters: dict[tuple, str] = {}

@@ -27,8 +27,8 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 class LwF(Method):
     defaults = {"lwf_alpha": 1.0, "temperature": 2.0}  # Li & Hoiem 2017, sec. 3: λ_o = 1, T = 2
 
-    def __init__(self, model, params, n_classes):
-        super().__init__(model, params, n_classes)
+    def __init__(self, model, params, n_classes, **context):
+        super().__init__(model, params, n_classes, **context)
         self.old_model: torch.nn.Module | None = None
 
     def before_task(self, task: TaskData, generator: torch.Generator) -> None:

@@ -64,8 +64,8 @@ class MaskedKD(KDEMA):
         "inverse": "none",
     }
 
-    def __init__(self, model, params, n_classes):
-        super().__init__(model, params, n_classes)
+    def __init__(self, model, params, n_classes, **context):
+        super().__init__(model, params, n_classes, **context)
         if self.params["token_mode"] not in TOKEN_MODES:
             raise ValueError(f"unknown token_mode '{self.params['token_mode']}'; valid: {', '.join(TOKEN_MODES)}")
         if self.params["inverse"] not in INVERSE_MODES:
@@ -76,6 +76,9 @@ class MaskedKD(KDEMA):
         shape = (model.feature_dim,) if self.params["token_mode"].startswith("vector") else (1,)
         self.token_trainable = not self.params["token_mode"].endswith("_frozen")
         self.mask_token = torch.zeros(shape, device=device, requires_grad=self.token_trainable)
+
+    def own_step_parameters(self) -> list[torch.Tensor]:
+        return [self.mask_token] if self.token_trainable else []
 
     def before_task(self, task: TaskData, generator: torch.Generator) -> None:
         super().before_task(task, generator)

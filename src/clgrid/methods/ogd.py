@@ -103,7 +103,7 @@ def ground_truth_logit_gradients(model: torch.nn.Module, x: torch.Tensor, y: tor
     was_training = model.training
     model.eval()
     for i in range(len(y)):
-        logit = model(x[i : i + 1])[0, y[i]]
+        logit = model(x[i : i + 1].to(params[0].device))[0, y[i]]  # x may be host-resident (placement host)
         grads = torch.autograd.grad(logit, params, allow_unused=True)
         pieces = layout.views(rows[i])
         if any(g is None for g in grads):  # a parameter the logit does not reach: a zero gradient
@@ -120,8 +120,8 @@ def ground_truth_logit_gradients(model: torch.nn.Module, x: torch.Tensor, y: tor
 class OGD(Method):
     defaults = {"ogd_samples": 200}
 
-    def __init__(self, model, params, n_classes):
-        super().__init__(model, params, n_classes)
+    def __init__(self, model, params, n_classes, **context):
+        super().__init__(model, params, n_classes, **context)
         named = self._trainable()
         self.param_names = [n for n, _ in named]
         self.layout = FlatLayout(named)

@@ -31,11 +31,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, register, take
+from clgrid.methods.base import Method, TaskData, register, stored, take
 
 
 class BalancedBuffer:
-    """Up to ``size`` stored (x, y, task) samples, balanced over (task, class) groups."""
+    """Up to ``size`` stored (x, y, task) samples, balanced over (task, class) groups.
+
+    Inputs ``x`` stay where the task's inputs live (host memory for a host-placed dataset); labels and task ids
+    on the training device, as the task's labels (``Method``'s placement rule).
+    """
 
     def __init__(self, size: int):
         self.size = size
@@ -78,9 +82,9 @@ class BalancedBuffer:
     def state_dict(self) -> dict[str, Any]:
         return {"size": self.size, "x": self.x, "y": self.y, "task": self.task}
 
-    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+    def load_state_dict(self, state: dict[str, Any], device: torch.device, inputs_device: torch.device) -> None:
         self.size = state["size"]
-        self.x = None if state["x"] is None else state["x"].to(device)
+        self.x = None if state["x"] is None else stored(state["x"]).to(inputs_device)
         self.y = state["y"].to(device)
         self.task = state["task"].to(device)
 
@@ -94,12 +98,18 @@ class ReservoirBuffer:
     j < size. By induction every one of the n samples seen is then in the buffer
     with probability size / n. ``n_seen`` is the stream length so far; it must
     survive between tasks or later tasks would be over-represented.
+
+    ``devices`` says where a field is kept (``{"x": <where the task's inputs live>}``; any other field stays on
+    the device of its first values): rows offered from elsewhere (a training batch on the GPU, a host-placed
+    task's samples) are copied there. Floating-point fields are kept in fp32 (``stored``): DER's logits come
+    out of a bf16 or fp16 forward, and a buffer must take rows computed under any precision.
     """
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, devices: dict[str, torch.device] | None = None):
         self.size = size
         self.n_seen = 0
         self.fields: dict[str, torch.Tensor] = {}
+        self.devices = dict(devices or {})
 
     def __len__(self) -> int:
         return len(next(iter(self.fields.values()))) if self.fields else 0
@@ -128,13 +138,14 @@ class ReservoirBuffer:
         sources = writer[slots]
         filled = start + free
         for name, values in rows.items():  # each field on its own device (inputs may stay in host memory)
-            stored = self.fields.get(name)
-            if stored is None:
-                stored = values.new_empty((0, *values.shape[1:]))
-            if filled > len(stored):  # growing: a new tensor; once full, slots are overwritten in place
-                stored = torch.cat([stored, values.new_empty((filled - len(stored), *values.shape[1:]))])
-            stored[slots.to(stored.device)] = take(values, sources).detach()
-            self.fields[name] = stored
+            kept = self.fields.get(name)
+            if kept is None:
+                kept = torch.empty((0, *values.shape[1:]), dtype=stored(values[:0]).dtype,
+                                   device=self.devices.get(name, values.device))
+            if filled > len(kept):  # growing: a new tensor; once full, slots are overwritten in place
+                kept = torch.cat([kept, kept.new_empty((filled - len(kept), *values.shape[1:]))])
+            kept[slots.to(kept.device)] = stored(take(values, sources).detach()).to(kept.device)
+            self.fields[name] = kept
 
     def sample(self, n: int, generator: torch.Generator, replace: bool = True) -> dict[str, torch.Tensor]:
         """``n`` stored samples drawn uniformly (at most ``len(self)`` of them when ``replace`` is False)."""
@@ -150,10 +161,12 @@ class ReservoirBuffer:
                 "fields": {name: values.clone() for name, values in self.fields.items()}}
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        """Fields onto ``devices`` (``device``, the model's, for the rest), floating point in fp32."""
         self.size = state["size"]
         self.n_seen = int(state["n_seen"])
         # Copies, for the same reason: the loaded state must not change as this buffer is written.
-        self.fields = {name: values.to(device, copy=True) for name, values in state["fields"].items()}
+        self.fields = {name: stored(values).to(self.devices.get(name, device), copy=True)
+                       for name, values in state["fields"].items()}
 
 
 BUFFER_POLICIES = ("class_balanced", "reservoir", "reservoir_online")
@@ -163,13 +176,14 @@ BUFFER_POLICIES = ("class_balanced", "reservoir", "reservoir_online")
 class Replay(Method):
     defaults = {"buffer_size": 200, "replay_batch_size": None, "buffer_policy": "class_balanced"}
 
-    def __init__(self, model, params, n_classes):
-        super().__init__(model, params, n_classes)
+    def __init__(self, model, params, n_classes, **context):
+        super().__init__(model, params, n_classes, **context)
         policy = self.params["buffer_policy"]
         if policy not in BUFFER_POLICIES:
             raise ValueError(f"unknown buffer_policy '{policy}'; valid: {', '.join(BUFFER_POLICIES)}")
         size = int(self.params["buffer_size"])
-        self.replay_buffer = BalancedBuffer(size) if policy == "class_balanced" else ReservoirBuffer(size)
+        self.replay_buffer = BalancedBuffer(size) if policy == "class_balanced" else \
+            ReservoirBuffer(size, {"x": self.inputs_device})
         self.online = policy == "reservoir_online"
         self.pending: dict[str, torch.Tensor] | None = None
 
@@ -187,7 +201,7 @@ class Replay(Method):
             buf_x, buf_y = drawn["x"], drawn["y"]
         else:
             buf_x, buf_y = self.replay_buffer.sample(n, self.generator)
-        all_logits = torch.cat([logits, self.model(self.augment(buf_x))])
+        all_logits = torch.cat([logits, self.model(self.augment(self.on_compute(buf_x)))])
         return F.cross_entropy(all_logits, torch.cat([y, buf_y]))
 
     def after_step(self) -> None:
@@ -210,4 +224,7 @@ class Replay(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.replay_buffer.load_state_dict(state["replay_buffer"], self.device)
+        if isinstance(self.replay_buffer, BalancedBuffer):
+            self.replay_buffer.load_state_dict(state["replay_buffer"], self.device, self.inputs_device)
+        else:
+            self.replay_buffer.load_state_dict(state["replay_buffer"], self.device)

@@ -58,8 +58,8 @@ class SynapticIntelligence(Method):
 
     defaults = {"c": 1.0, "xi": 0.1}
 
-    def __init__(self, model, params, n_classes):
-        super().__init__(model, params, n_classes)
+    def __init__(self, model, params, n_classes, **context):
+        super().__init__(model, params, n_classes, **context)
         self.layout = FlatLayout(list(model.named_parameters()))
         self.importance_flat: torch.Tensor | None = None  # Ω
         self._penalty_curvature: torch.Tensor | None = None  # 2cΩ

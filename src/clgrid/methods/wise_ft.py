@@ -42,8 +42,8 @@ MODES = ("end_of_task", "moving_average")
 class WiSEFT(Method):
     defaults = {"alpha": 0.5, "mode": "end_of_task", "ema_decay": 0.999}
 
-    def __init__(self, model, params, n_classes):
-        super().__init__(model, params, n_classes)
+    def __init__(self, model, params, n_classes, **context):
+        super().__init__(model, params, n_classes, **context)
         if self.params["mode"] not in MODES:
             raise ValueError(f"unknown wise_ft mode '{self.params['mode']}'; valid: {', '.join(MODES)}")
         self.start_weights: dict[str, torch.Tensor] = {}  # θ_start, within one task

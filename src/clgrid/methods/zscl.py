@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, register, take
+from clgrid.methods.base import Method, TaskData, register, stored, take
 
 BUILTIN_SENTENCES = [
     "a photo of a dog playing in the park.", "a red car parked on the street.", "a plate of food on a table.",
@@ -71,8 +71,8 @@ class ZSCL(Method):
                 "ensemble_every": 10, "reference_size": 1000, "reference_batch_size": 64,
                 "reference_dataset": None, "reference_sentences": None}
 
-    def __init__(self, model, params, n_classes):
-        super().__init__(model, params, n_classes)
+    def __init__(self, model, params, n_classes, **context):
+        super().__init__(model, params, n_classes, **context)
         head = getattr(model, "head", None)
         if getattr(model, "head_kind", None) != "clip":
             raise ValueError("zscl distils CLIP's image-text logits: use a backbone with arch: clip")
@@ -103,13 +103,13 @@ class ZSCL(Method):
         else:
             pick = torch.randperm(len(task.y), generator=self.generator, device="cpu")
             self.reference_x = take(task.x, pick[: self.params["reference_size"]].sort().values).cpu()
-        n = len(self.reference_x)
+        # Under the run's precision, kept in fp32 (``stored``), as every method keeps what it computed.
+        self.teacher_image = F.normalize(stored(self.features_of(self.reference_x, 256)), dim=-1)
+        tokens = self._tokenize(read_sentences(self.params["reference_sentences"])).to(self.device)
         was_training = self.model.training
         self.model.eval()
-        feats = [self.model.features(self.reference_x[i:i + 256].to(self.device)) for i in range(0, n, 256)]
-        self.teacher_image = F.normalize(torch.cat(feats), dim=-1)
-        tokens = self._tokenize(read_sentences(self.params["reference_sentences"])).to(self.device)
-        self.teacher_text = F.normalize(self.text_model.encode_text(tokens), dim=-1)
+        with self.autocast():
+            self.teacher_text = F.normalize(stored(self.text_model.encode_text(tokens)), dim=-1)
         self.model.train(was_training)
 
     def _tokenize(self, sentences: list[str]) -> torch.Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -33,12 +33,17 @@ def state_digest(module: nn.Module) -> str:
 
 
 @torch.no_grad()
-def extract(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """``model.features`` of every input, in eval mode and in batches, as float32 on the CPU."""
+def extract(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
+            autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> torch.Tensor:
+    """``model.features`` of every input, in eval mode and in batches, as float32 on the CPU.
+
+    ``autocast``: the runs' precision (``clgrid.train.Precision.autocast``), so a cached feature is the number an
+    uncached run's backbone computes under its autocast (a bf16 feature, widened to fp32 for the file)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    parts = [model.features(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    with autocast():
+        parts = [model.features(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
     model.train(was_training)
     if not parts:
         return torch.zeros((0, getattr(model, "feature_dim", 0)), dtype=torch.float32)
