@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	# torch and torchvision must be a matching pair (torchvision's compiled ops are built against one torch):
 	# the pair this project is tested with first, else any matching pair pip resolves.
-	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q "torch>=2.2,<3" "torchvision>=0.17"
+	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q "torch>=2.4,<3" "torchvision>=0.19"
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 

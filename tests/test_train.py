@@ -242,6 +242,7 @@ import os  # noqa: E402
 
 import torch.nn.functional as F  # noqa: E402
 
+from clgrid import train  # noqa: E402
 from clgrid.models import build_model  # noqa: E402
 from clgrid.train import (Precision, StepRunner, configure_device, resolve_precision,  # noqa: E402
                           uses_channels_last)
@@ -392,12 +393,54 @@ def test_compile_compiles_the_forward_the_loop_calls_and_changes_no_number(monke
     # A real torch.compile on the CPU takes long and needs a C compiler; a spy shows what would be compiled.
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda fn, *args, **kwargs: compiled.append(fn) or fn)
+    monkeypatch.setattr(train, "_COMPILED_FORWARDS", {})  # compiled once per process: none yet in this test
     usual, _, usual_losses = _fit(STEADY)
     assert compiled == []
     model, method, losses = _fit({**STEADY, "compile": True})
-    assert len(compiled) == 1 and compiled[0].__self__ is method and compiled[0].__func__ is Method.forward
+    assert compiled == [Method.forward]  # the method class's forward, called with the method
     assert losses == usual_losses and all(torch.equal(p, q) for p, q in zip(model.parameters(), usual.parameters()))
     assert "_orig_mod" not in "".join(model.state_dict())  # the model object itself is left as it is
+
+
+def test_compile_once_per_process_for_the_tasks_of_a_multi_task_job(monkeypatch):
+    # jobs.train_tasks trains consecutive tasks in one process, each with a new model and a new method object.
+    # Dynamo guards on their types, not the objects, so one graph serves every task; it also keeps the backend of
+    # the torch.compile call that made the graph, so a torch.compile per task (the StepRunner before) compiled
+    # every task again whenever two calls' backends did not compare equal: measured with this test's backend,
+    # 3 frames compiled for 3 tasks, and after recompile_limit (8) tasks the rest of the job runs eagerly. With one
+    # torch.compile per process: 1. (Dynamo's eager graph backend: the counts of the default inductor backend,
+    # whose C++ compile takes about 20 s here; its numbers are checked against eager by torch's own tests.)
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from clgrid.methods.lwf import LwF
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: real_compile(fn, backend=lambda gm, inputs: gm.forward))
+    monkeypatch.setattr(train, "_COMPILED_FORWARDS", {})
+    torch._dynamo.reset()
+    tasks = [task(t, [2 * t % 4, 2 * t % 4 + 1], n_per_class=20) for t in range(3)]  # 40 samples: 5 full batches
+
+    def three_tasks(cfg):
+        state, losses = None, []
+        for t, data in enumerate(tasks):  # as jobs.train: a new model and method per task, loaded from the last
+            model = tiny_model()
+            method = LwF(model, {}, 4)
+            if state is not None:
+                model.load_state_dict(state["model"])
+                method.load_state_dict(state["method"])
+            losses.append(fit_task(model, method, data, cfg, task_generator(0, t)))
+            state = {"model": model.state_dict(), "method": method.state_dict()}
+        return state["model"], losses
+
+    usual, usual_losses = three_tasks(STEADY)
+    counters.clear()
+    compiled, losses = three_tasks({**STEADY, "compile": True})
+    assert counters["frames"]["ok"] == 1 and counters["stats"]["unique_graphs"] == 1
+    assert sum(losses, []) == pytest.approx(sum(usual_losses, []), abs=1e-6)
+    for name, weight in usual.items():
+        torch.testing.assert_close(compiled[name], weight, atol=1e-6, rtol=1e-5)
+    torch._dynamo.reset()
 
 
 def test_configure_device_autotunes_cudnn_unless_deterministic(monkeypatch):

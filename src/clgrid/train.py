@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -116,6 +117,31 @@ def uses_channels_last(setting: Any, device: torch.device, model: torch.nn.Modul
     return device.type == "cuda" and sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) >= 2
 
 
+_COMPILED_FORWARDS: dict[Callable, Callable] = {}
+"""``torch.compile`` of each method class's ``forward`` function, made once per process (``compiled_forward``)."""
+
+
+def compiled_forward(method: Method) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``method.forward`` through one ``torch.compile`` per process of its class's ``forward`` function.
+
+    A job that trains several tasks (``jobs.train_tasks``) builds a new model and method per task. Dynamo caches
+    compiled code on the function's code object and guards on the types of ``self`` and its modules, not on
+    the objects (their parameters are graph inputs), so a second task of the same architecture and method
+    reuses the first task's graphs (torch 2.14: one frame compiled for three tasks). A cache entry also holds the
+    backend of the ``torch.compile`` call that made it; calling ``torch.compile`` once here, instead of once per
+    task, gives every task the same backend object, so the reuse does not depend on two backends comparing
+    equal (a backend that does not compiles again each task, until ``recompile_limit``, 8, sends the rest of
+    the process to eager).
+    """
+    function = getattr(method.forward, "__func__", None)
+    if function is None or method.forward.__self__ is not method:  # a callable set on the instance: as it is
+        return torch.compile(method.forward)
+    compiled = _COMPILED_FORWARDS.get(function)
+    if compiled is None:
+        compiled = _COMPILED_FORWARDS[function] = torch.compile(function)
+    return functools.partial(compiled, method)
+
+
 class StepRunner:
     """How one training step computes on the task's device: precision (autocast, fp16 loss scaling), memory layout
     (channels-last) and ``torch.compile`` of the forward, set from ``train_cfg``. The loop keeps the order of the
@@ -134,7 +160,7 @@ class StepRunner:
         self.forward = method.forward
         if train_cfg.get("compile", False):
             # The loop's forward only: the model object stays as it is (state_dict keys, deep copies for teachers).
-            self.forward = torch.compile(method.forward)
+            self.forward = compiled_forward(method)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
 

@@ -140,3 +140,23 @@ def test_parameter_the_loss_does_not_reach_gets_a_gradient_only_when_projected()
         if projects:
             assert torch.equal(model.unused.grad, torch.zeros(3))
             assert all(p.grad.abs().max() < 1e-5 * g.abs().max() for p, g in zip(used, g_ref))  # -g_ref projects to 0
+
+
+def test_memory_batch_is_drawn_as_before_and_its_index_moved_without_waiting(monkeypatch):
+    # The memory batch is still drawn on the host from the task's generator (the same draws on every device); its
+    # index goes to the device with non_blocking (no stream sync) and not at all for inputs kept on the host.
+    model, method = _method_with_memory(mem_batch_size=5)
+    state = method.generator.get_state()
+    moves = []
+    to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: moves.append((t.dtype, k.get("non_blocking"))) or
+                        to(t, *a, **k))
+    grad = method.reference_gradient()
+    monkeypatch.undo()
+    # The code before: randperm from the task generator, the first mem_batch_size, the mean CE's gradient.
+    reference = torch.Generator().set_state(state)
+    pick = torch.randperm(len(method.memory_y), generator=reference)[:5]
+    loss = F.cross_entropy(model(method.memory_x[pick]), method.memory_y[pick])
+    assert torch.equal(grad, torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(model.parameters()))]))
+    assert torch.equal(method.generator.get_state(), reference.get_state())  # the same draws, no more
+    assert moves[0] == (torch.int64, True)  # to the memory's device (then take's .to: the index's own device)

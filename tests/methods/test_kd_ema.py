@@ -134,3 +134,70 @@ def test_state_round_trip_gives_the_same_run(teacher):
     if teacher != "frozen":
         assert not all(torch.equal(straight.teacher.model.state_dict()[n], t)
                        for n, t in straight_model.state_dict().items())
+
+
+# The teacher update runs as torch._foreach_* calls over tensor lists built once per task. The per-tensor loop it
+# replaced stays here as the reference: on the CPU the two must agree to the last bit.
+
+
+def _per_tensor_update(teacher, student, mode, m, n):
+    """The teacher update as it was: a Python loop of in-place ops, one tensor at a time."""
+    for name, t in teacher.items():
+        s = student[name]
+        if not t.is_floating_point():
+            t.copy_(s)
+        elif mode == "swa":
+            t.mul_(n).add_(s).div_(n + 1)
+        else:
+            t.mul_(m).add_(s, alpha=1 - m)
+
+
+@pytest.mark.parametrize("params", [{"teacher": "ema", "ema_ratio": 0.9},
+                                    {"teacher": "anneal", "anneal_start": 0.5, "anneal_steps": 4},
+                                    {"teacher": "swa", "swa_every": 2}])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_teacher_update_is_the_per_tensor_formula_bit_for_bit(params, channels_last):
+    # A CNN (BatchNorm: float statistics and an integer batch count) trained by the loop, with and without the
+    # channels-last layout (which swaps parameter data after before_task): after every optimizer step the teacher
+    # equals the per-tensor loop applied to copies of the teacher and student before the update, bit for bit.
+    from clgrid.models import build_model
+    from clgrid.train import fit_task
+    from tests.methods.helpers import TRAIN
+
+    checks = []
+
+    class Checked(KDEMA):
+        def after_step(self):
+            teacher = {n: t.clone() for n, t in self.teacher.model.state_dict().items()}
+            student = {n: t.clone() for n, t in self.model.state_dict().items()}
+            mode, m, n = self.teacher.mode, self.teacher.momentum(), self.teacher.n_averaged
+            averaging = mode != "swa" or (self.teacher.task_step + 1) % self.teacher.swa_every == 0
+            super().after_step()
+            if averaging:
+                _per_tensor_update(teacher, student, mode, m, n)
+            checks.append(all(torch.equal(teacher[k], t) for k, t in self.teacher.model.state_dict().items()))
+
+    torch.manual_seed(0)
+    model = build_model({"arch": "cnn", "channels": [4, 8]}, [1, 2, 3], 4)
+    assert any(not t.is_floating_point() for t in model.state_dict().values())
+    data = task(0, [0, 1], n_per_class=12)  # 24 samples at batch 5: 5 steps per epoch, the last of 4
+    fit_task(model, Checked(model, params, 4), data, {**TRAIN, "batch_size": 5, "channels_last": channels_last},
+             task_generator(0, 0))
+    assert checks == [True] * 10
+
+
+def test_teacher_update_walks_the_state_dicts_once_per_task_not_every_step(monkeypatch):
+    model, method = _start({"teacher": "ema"})
+    calls = []
+    for module in (model, method.teacher.model):
+        state_dict = module.state_dict
+        monkeypatch.setattr(module, "state_dict", lambda *a, _sd=state_dict, **k: calls.append(1) or _sd(*a, **k))
+    g = torch.Generator().manual_seed(6)
+    for _ in range(5):
+        _nudge(model, g)  # in place, as an optimizer step
+        method.after_step()
+    assert len(calls) == 2  # student and teacher, at the first step
+    method.before_task(task(1, [2, 3]), task_generator(0, 1))
+    for _ in range(3):
+        method.after_step()
+    assert len(calls) == 4  # again once at the new task's first step

@@ -32,3 +32,18 @@ def test_lwf_loss_equals_ce_at_task_start_then_adds_distillation():
     logits = model(new.x)
     assert method.loss(new.x, new.y, logits) > F.cross_entropy(logits, new.y)
     assert all(not p.requires_grad for p in method.old_model.parameters())
+
+
+def test_the_seen_class_index_is_built_once_per_task_not_every_step(monkeypatch):
+    # A host list made a device tensor in every loss call is a blocking host-to-device copy per step on a GPU.
+    from tests.methods.helpers import fit, two_tasks
+
+    model, tasks = tiny_model(), two_tasks()
+    method = LwF(model, {}, 4)
+    fit(model, method, tasks, 0)
+    calls = []
+    as_tensor = torch.as_tensor
+    monkeypatch.setattr(torch, "as_tensor", lambda *args, **kwargs: calls.append(args) or as_tensor(*args, **kwargs))
+    fit(model, method, tasks, 1)  # 20 samples at batch 8 for 2 epochs: 6 steps, each distilling on classes 0, 1
+    assert calls == [([0, 1],)]
+    assert method.old_classes.tolist() == [0, 1]

@@ -138,3 +138,54 @@ def test_state_round_trip_gives_the_same_run(params):
     assert_same_weights(straight.teacher.model, resumed.teacher.model)
     assert torch.equal(resumed.mask_token, straight.mask_token) and resumed.mask_token.requires_grad
     assert torch.any(straight.mask_token != 0)
+
+
+# Where the channel mask is drawn: off CUDA from the task's generator, exactly as before; on CUDA on the device,
+# from the task's seed and the step (the host drew batch x feature_dim numbers and ranked them twice per step).
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_off_cuda_the_mask_comes_from_the_task_generator_as_before():
+    from clgrid.methods.masked_kd import mask_generator
+
+    generator, reference = task_generator(0, 3), task_generator(0, 3)
+    assert mask_generator(generator, 7, torch.device("cpu")) is generator
+    mask = sample_channel_mask(6, 10, 0.3, generator)
+    before = torch.rand(6, 10, generator=reference).argsort(dim=1).argsort(dim=1) < 3  # the formula as it was
+    assert torch.equal(mask, before) and torch.equal(generator.get_state(), reference.get_state())
+
+
+@CUDA
+def test_on_cuda_the_mask_is_drawn_on_the_device_from_the_task_seed_and_the_step():
+    from clgrid.methods.masked_kd import mask_generator
+
+    generator, cuda = task_generator(0, 1), torch.device("cuda")
+    state = generator.get_state()
+    first = sample_channel_mask(64, 32, 0.25, mask_generator(generator, 7, cuda))
+    again = sample_channel_mask(64, 32, 0.25, mask_generator(generator, 7, cuda))
+    later = sample_channel_mask(64, 32, 0.25, mask_generator(generator, 8, cuda))
+    assert first.device.type == "cuda" and torch.equal(first, again) and not torch.equal(first, later)
+    assert bool((first.sum(1) == 8).all())
+    assert torch.equal(generator.get_state(), state)  # the task generator drew nothing
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_a_resumed_task_draws_the_same_masks(device):
+    import copy
+
+    device = torch.device(device)
+    data = task(0, [0, 1], n_per_class=20)
+    data.x, data.y = data.x.to(device), data.y.to(device)
+    params = {"teacher": "ema", "ema_ratio": 0.9, "token_mode": "vector"}
+    payloads = []
+    whole = tiny_model().to(device)
+    losses = fit_task(whole, MaskedKD(whole, params, 4), data, TRAIN, task_generator(0, 0),
+                      checkpoint=lambda payload: payloads.append(copy.deepcopy(payload)), checkpoint_every_s=0)
+    assert len(payloads) == 10
+    resumed = tiny_model().to(device)
+    resumed_losses = fit_task(resumed, MaskedKD(resumed, params, 4), data, TRAIN, task_generator(0, 0),
+                              resume=payloads[6])  # mid second epoch
+    assert resumed_losses == pytest.approx(losses, abs=1e-6)
+    for p, q in zip(resumed.parameters(), whole.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)

@@ -216,3 +216,35 @@ def test_balanced_buffer_groups_come_from_whole_tensors_in_sorted_order():
         buf.add_task(data, task_generator(0, seed))
     keys = list(zip(buf.task.tolist(), buf.y.tolist()))
     assert keys == sorted(keys) and _counts(buf) == {(0, 0): 2, (0, 1): 2, (0, 2): 2, (1, 0): 2, (1, 1): 2, (1, 2): 2}
+
+
+@pytest.mark.parametrize("buffer", ["balanced", "reservoir", "reservoir_no_repeats"])
+def test_sample_draws_as_before_and_moves_its_index_without_waiting(buffer, monkeypatch):
+    # The sample index is still drawn from the task's CPU generator (the same draws on every device) and moved
+    # to the stored tensors' device with non_blocking: no stream sync per step on a GPU.
+    data = task(0, [0, 1, 2], n_per_class=10)
+    generator = task_generator(0, 0)
+    if buffer == "balanced":
+        buf = BalancedBuffer(size=12)
+        buf.add_task(data, generator)
+    else:
+        buf = ReservoirBuffer(size=12)
+        buf.add(generator, x=data.x, y=data.y)
+    state = generator.get_state()
+    moves = []
+    to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: moves.append((t.dtype, k.get("non_blocking"))) or
+                        to(t, *a, **k))
+    if buffer == "balanced":
+        x, y = buf.sample(7, generator)
+    else:
+        drawn = buf.sample(7, generator, replace=buffer == "reservoir")
+        x, y = drawn["x"], drawn["y"]
+    monkeypatch.undo()
+    reference = torch.Generator().set_state(state)  # the draws of the code before
+    pick = torch.randperm(12, generator=reference)[:7] if buffer == "reservoir_no_repeats" else \
+        torch.randint(12, (7,), generator=reference)
+    stored_x, stored_y = (buf.x, buf.y) if buffer == "balanced" else (buf.fields["x"], buf.fields["y"])
+    assert torch.equal(x, stored_x[pick]) and torch.equal(y, stored_y[pick])
+    assert torch.equal(generator.get_state(), reference.get_state())
+    assert all(non_blocking for dtype, non_blocking in moves if dtype == torch.int64)  # reservoir, CPU: no move

@@ -92,3 +92,43 @@ def test_state_round_trip_matches_one_process(mode):
         lambda m: WiSEFT(m, params, 4), lambda: tiny_model(seed=7), tasks=TASKS)
     assert restored.seen_classes == method.seen_classes == [0, 1, 2, 3]
     assert_same_weights(model, fresh)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_moving_average_step_is_the_per_tensor_formula_bit_for_bit(channels_last):
+    # θ_avg moves by two torch._foreach_* calls over lists built once per task. The per-tensor loop they replaced
+    # is the reference: after every optimizer step of a CNN (BatchNorm statistics averaged too), with and without
+    # the channels-last layout, θ_avg is that loop's result bit for bit.
+    from clgrid.models import build_model
+    from clgrid.train import fit_task
+    from tests.methods.helpers import TRAIN, task
+
+    checks = []
+
+    class Checked(WiSEFT):
+        def after_step(self):
+            averages = {n: t.clone() for n, t in self.average_weights.items()}
+            current = {n: t.clone() for n, t in self.model.state_dict().items()}
+            super().after_step()
+            beta = self.params["ema_decay"]
+            for n, avg in averages.items():  # the loop as it was
+                avg.mul_(beta).add_(current[n], alpha=1 - beta)
+            checks.append(all(torch.equal(averages[n], t) for n, t in self.average_weights.items()))
+
+    torch.manual_seed(0)
+    model = build_model({"arch": "cnn", "channels": [4, 8]}, [1, 2, 3], 4)
+    method = Checked(model, {"mode": "moving_average", "ema_decay": 0.9}, 4)
+    fit_task(model, method, task(0, [0, 1], n_per_class=12), {**TRAIN, "batch_size": 5, "channels_last": channels_last},
+             task_generator(0, 0))
+    assert checks == [True] * 10
+
+
+def test_moving_average_walks_the_state_dict_once_per_task_not_every_step(monkeypatch):
+    model = tiny_model()
+    method = WiSEFT(model, {"mode": "moving_average"}, 4)
+    calls = []
+    state_dict = model.state_dict
+    monkeypatch.setattr(model, "state_dict", lambda *a, **k: calls.append(1) or state_dict(*a, **k))
+    _train(model, method, 0)  # 20 samples at batch 8 for 2 epochs: 6 steps
+    # before_task's copies of θ_start and θ_avg, the first step's pairing, after_task's ensembling: not one per step.
+    assert len(calls) == 4

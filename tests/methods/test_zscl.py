@@ -110,3 +110,53 @@ def test_state_survives_a_save_and_needs_clip(tmp_path):
     captions = tmp_path / "captions.txt"
     captions.write_text("a dog.\n\na cat.\n")
     assert json.dumps(_setup({"reference_sentences": str(captions)})[1].teacher_text.shape[0]) == "2"
+
+
+def test_weight_ensemble_step_is_the_per_tensor_formula_bit_for_bit(monkeypatch):
+    # θ̄ moves by three torch._foreach_* calls over lists built once per task; the per-tensor loop they replaced is
+    # the reference, to the last bit, at every ensembling of a task the loop trains. And the model's state dict
+    # is walked once for it per task, not at every ensembling.
+    from clgrid.train import fit_task, task_generator
+
+    checks = []
+
+    class Checked(METHODS["zscl"]):
+        def after_step(self):
+            averages = {n: t.clone() for n, t in self.average_weights.items()}
+            current = {n: t.clone() for n, t in self.model.state_dict().items()}
+            super().after_step()
+            for n, avg in averages.items():  # the loop as it was
+                avg.add_((current[n] - avg) / (self.ensemble_count + 1))
+            checks.append(all(torch.equal(averages[n], t) for n, t in self.average_weights.items()))
+
+    torch.manual_seed(0)
+    model = build_model(TINY, [3, 32, 32], 4, class_names=["cat", "dog", "car", "tree"])
+    method = Checked(model, {"reference_size": 12, "reference_batch_size": 5, "ensemble_every": 1}, 4)
+    g = torch.Generator().manual_seed(1)
+    data = TaskData(0, torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=g),
+                    torch.tensor([0, 1] * 8), [0, 1])
+    walks = []
+    state_dict = model.state_dict
+    monkeypatch.setattr(model, "state_dict", lambda *a, **k: walks.append(k.get("keep_vars", False)) or
+                        state_dict(*a, **k))
+    fit_task(model, method, data, {"optimizer": "sgd", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0,
+                                   "epochs": 2, "batch_size": 8}, task_generator(0, 0))
+    assert checks == [True] * 4
+    assert walks.count(True) == 1  # the pairing, once (the others: θ_start, θ̄ and after_task's ensembling)
+
+
+def test_reference_batch_draws_as_before_from_images_moved_once_per_task(monkeypatch):
+    model, method, task = _setup()
+    assert method.reference_on_device is not None  # set by before_task (on the CPU: the very same tensor)
+    state = method.generator.get_state()
+    moves = []
+    to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: moves.append((t.dtype, k.get("non_blocking"))) or
+                        to(t, *a, **k))
+    x_ref, teacher_image = method.reference_batch()
+    # The batch the code before drew: indices from the task generator, rows of the host images.
+    idx = torch.randint(12, (5,), generator=torch.Generator().set_state(state))
+    assert torch.equal(x_ref, method.reference_x[idx]) and torch.equal(teacher_image, method.teacher_image[idx])
+    assert moves == [(torch.int64, True)]  # only the index moves per batch, without waiting for the device
+    method.after_task(task)
+    assert method.reference_on_device is None  # the device copy lives for a task

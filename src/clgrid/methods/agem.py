@@ -56,10 +56,14 @@ class AGEM(Method):
 
     def reference_gradient(self) -> torch.Tensor:
         """Flattened gradient of the mean cross-entropy on a random memory batch."""
+        # Drawn on the host from the task's generator (the same draws on every device); moved without waiting
+        # for the device (a non_blocking copy of a pageable tensor returns once the driver has staged it), and not
+        # at all for inputs kept in host memory.
         pick = torch.randperm(len(self.memory_y), generator=self.generator)[: int(self.params["mem_batch_size"])]
-        pick = pick.to(self.memory_y.device)
+        pick_y = pick.to(self.memory_y.device, non_blocking=True)
+        pick_x = pick_y if self.memory_x.device == pick_y.device else pick
         params = self.trainable()
-        mem_loss = F.cross_entropy(self.model(self.on_compute(take(self.memory_x, pick))), self.memory_y[pick])
+        mem_loss = F.cross_entropy(self.model(self.on_compute(take(self.memory_x, pick_x))), self.memory_y[pick_y])
         grads = torch.autograd.grad(mem_loss, params, allow_unused=True)
         return FlatLayout.flatten([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)])
 

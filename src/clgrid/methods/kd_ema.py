@@ -75,10 +75,12 @@ class AveragedTeacher:
         self.model = frozen_copy(student)
         self.task_step = 0  # optimizer steps taken in the current task
         self.n_averaged = 0  # swa snapshots in the average so far
+        self._paired: tuple | None = None  # (student, teacher floats, student floats, teacher rest, student rest)
 
     @torch.no_grad()
     def start_task(self, student: nn.Module) -> None:
         self.task_step = 0
+        self._paired = None
         if self.mode == "frozen":
             self.model.load_state_dict(student.state_dict())
 
@@ -88,26 +90,48 @@ class AveragedTeacher:
             return cosine_momentum(self.task_step, self.anneal_steps, self.anneal_start, self.ema_ratio)
         return self.ema_ratio
 
+    def paired_tensors(self, student: nn.Module) -> tuple[list[torch.Tensor], ...]:
+        """(teacher floats, student floats, teacher others, student others): the state-dict entries of both models
+        paired by name, built at the first update of a task and reused at every step after it.
+
+        ``keep_vars``: the ``Parameter`` objects themselves, not detached views. The loop's channels-last layout
+        swaps a parameter's data in place of the same object after ``start_task``; a view taken before would go on
+        reading the old memory. Built at the first update, after the loop has set the layout; reset each task.
+        """
+        if self._paired is None or self._paired[0] is not student:
+            student_state = student.state_dict(keep_vars=True)
+            pairs = [(t, student_state[n]) for n, t in self.model.state_dict(keep_vars=True).items()]
+            floats = [(t, s) for t, s in pairs if t.is_floating_point()]
+            others = [(t, s) for t, s in pairs if not t.is_floating_point()]
+            self._paired = (student, [t for t, _ in floats], [s for _, s in floats],
+                            [t for t, _ in others], [s for _, s in others])
+        return self._paired[1:]
+
     @torch.no_grad()
     def update(self, student: nn.Module) -> None:
-        """One optimizer step was taken: move the teacher towards the student."""
-        student_state = student.state_dict()
-        pairs = [(t, student_state[n]) for n, t in self.model.state_dict().items()]
-        if self.mode in ("ema", "anneal"):
-            m = self.momentum()
-            for t, s in pairs:
-                if t.is_floating_point():
-                    t.mul_(m).add_(s, alpha=1 - m)
-                else:
-                    t.copy_(s)
-        elif self.mode == "swa" and (self.task_step + 1) % self.swa_every == 0:
-            n = self.n_averaged
-            for t, s in pairs:
-                if t.is_floating_point():
-                    t.mul_(n).add_(s).div_(n + 1)
-                else:
-                    t.copy_(s)
-            self.n_averaged += 1
+        """One optimizer step was taken: move the teacher towards the student.
+
+        One ``torch._foreach_*`` call per arithmetic step over all tensors, not a Python loop of small ops per
+        tensor. On the CPU a foreach op applies the same per-tensor op in turn, so the teacher is the per-tensor
+        formula's bit for bit: m·t then + (1−m)·s (``ema``, ``anneal``), n·t then + s then ÷ (n+1) (``swa``).
+        """
+        averaging = self.mode in ("ema", "anneal") or \
+            (self.mode == "swa" and (self.task_step + 1) % self.swa_every == 0)
+        if averaging:
+            teacher_floats, student_floats, teacher_rest, student_rest = self.paired_tensors(student)
+            if teacher_floats and self.mode == "swa":
+                n = self.n_averaged
+                torch._foreach_mul_(teacher_floats, n)
+                torch._foreach_add_(teacher_floats, student_floats)
+                torch._foreach_div_(teacher_floats, n + 1)
+            elif teacher_floats:
+                m = self.momentum()
+                torch._foreach_mul_(teacher_floats, m)
+                torch._foreach_add_(teacher_floats, student_floats, alpha=1 - m)
+            if teacher_rest:  # integer buffers (BatchNorm's batch count) follow the student
+                torch._foreach_copy_(teacher_rest, student_rest)
+            if self.mode == "swa":
+                self.n_averaged += 1
         self.task_step += 1
 
     def state_dict(self) -> dict[str, Any]:

@@ -30,18 +30,21 @@ class LwF(Method):
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)
         self.old_model: torch.nn.Module | None = None
+        self.old_classes: torch.Tensor | None = None  # seen_classes as an index on the device, built per task
 
     def before_task(self, task: TaskData, generator: torch.Generator) -> None:
         super().before_task(task, generator)
-        self.old_model = None
+        self.old_model, self.old_classes = None, None
         if self.seen_classes:
             self.old_model = frozen_copy(self.model)
+            # Once per task: a host list turned into a device tensor at every step is a blocking copy per step.
+            self.old_classes = torch.as_tensor(self.seen_classes, device=self.device)
 
     def loss(self, x, y, logits):
         task_loss = F.cross_entropy(logits, y)
         if self.old_model is None:
             return task_loss
-        old = torch.as_tensor(self.seen_classes, device=logits.device)
+        old = self.old_classes
         with torch.no_grad():
             old_logits = self.old_model(x)[:, old]
         distill = distillation_loss(logits[:, old], old_logits, self.params["temperature"])

@@ -76,8 +76,13 @@ class BalancedBuffer:
         self.task = torch.cat(keep_t)
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        pick = torch.randint(len(self.y), (n,), generator=generator).to(self.y.device)
-        return take(self.x, pick), self.y[pick]
+        """``n`` stored samples drawn uniformly with repeats. The indices are drawn on the generator's device (the
+        task's CPU generator: the same draws on every device) and moved to each stored tensor's device once,
+        without waiting for the device (``non_blocking``: a pageable host tensor is staged by the driver)."""
+        pick = torch.randint(len(self.y), (n,), generator=generator, device=generator.device)
+        pick_y = pick.to(self.y.device, non_blocking=True)
+        pick_x = pick_y if self.x.device == pick_y.device else pick.to(self.x.device, non_blocking=True)
+        return self.x[pick_x], self.y[pick_y]
 
     def state_dict(self) -> dict[str, Any]:
         return {"size": self.size, "x": self.x, "y": self.y, "task": self.task}
@@ -148,12 +153,20 @@ class ReservoirBuffer:
             self.fields[name] = kept
 
     def sample(self, n: int, generator: torch.Generator, replace: bool = True) -> dict[str, torch.Tensor]:
-        """``n`` stored samples drawn uniformly (at most ``len(self)`` of them when ``replace`` is False)."""
+        """``n`` stored samples drawn uniformly (at most ``len(self)`` of them when ``replace`` is False).
+
+        The indices are drawn on the generator's device (the task's CPU generator: the same draws on every device)
+        and moved once per device the fields live on, without waiting for it (``non_blocking``).
+        """
         if replace:
-            pick = torch.randint(len(self), (n,), generator=generator)
+            pick = torch.randint(len(self), (n,), generator=generator, device=generator.device)
         else:
-            pick = torch.randperm(len(self), generator=generator)[:n]
-        return {name: values[pick.to(values.device)] for name, values in self.fields.items()}
+            pick = torch.randperm(len(self), generator=generator, device=generator.device)[:n]
+        picks = {pick.device: pick}
+        for values in self.fields.values():
+            if values.device not in picks:
+                picks[values.device] = pick.to(values.device, non_blocking=True)
+        return {name: values[picks[values.device]] for name, values in self.fields.items()}
 
     def state_dict(self) -> dict[str, Any]:
         # Copies: ``add`` overwrites slots in place, and a state taken earlier must not change under its holder.

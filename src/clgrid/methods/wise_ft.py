@@ -48,6 +48,7 @@ class WiSEFT(Method):
             raise ValueError(f"unknown wise_ft mode '{self.params['mode']}'; valid: {', '.join(MODES)}")
         self.start_weights: dict[str, torch.Tensor] = {}  # θ_start, within one task
         self.average_weights: dict[str, torch.Tensor] = {}  # θ_avg, mode moving_average, within one task
+        self._paired: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # (θ_avg, θ) tensors, per task
 
     def _float_weights(self) -> dict[str, torch.Tensor]:
         return {n: t.detach().clone() for n, t in self.model.state_dict().items() if t.is_floating_point()}
@@ -57,21 +58,34 @@ class WiSEFT(Method):
         self.start_weights = self._float_weights()
         if self.params["mode"] == "moving_average":
             self.average_weights = self._float_weights()
+        self._paired = None
+
+    def _averaged_and_current(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """θ_avg's tensors and the model's, paired by name: built at the first step of a task (after the loop has
+        set the model's layout) and reused; ``keep_vars`` holds the ``Parameter`` objects, whose data a layout
+        change swaps in place, not views of their memory at the time."""
+        if self._paired is None:
+            current = self.model.state_dict(keep_vars=True)
+            self._paired = (list(self.average_weights.values()), [current[n] for n in self.average_weights])
+        return self._paired
 
     @torch.no_grad()
     def after_step(self) -> None:
-        if self.params["mode"] != "moving_average":
+        if self.params["mode"] != "moving_average" or not self.average_weights:
             return
+        # θ_avg ← β·θ_avg + (1 − β)·θ in two foreach calls over all tensors: on the CPU the same mul_ then add_ per
+        # tensor as a loop would run, so the same bits.
         beta = self.params["ema_decay"]
-        current = self.model.state_dict()
-        for n, avg in self.average_weights.items():
-            avg.mul_(beta).add_(current[n], alpha=1 - beta)
+        averages, current = self._averaged_and_current()
+        torch._foreach_mul_(averages, beta)
+        torch._foreach_add_(averages, current, alpha=1 - beta)
 
     def task_state(self) -> dict[str, Any]:
         return {"average_weights": self.average_weights}
 
     def load_task_state(self, state: dict[str, Any]) -> None:
         self.average_weights = self.on_device(state["average_weights"])
+        self._paired = None  # new tensors
 
     @torch.no_grad()
     def after_task(self, task: TaskData) -> None:
@@ -86,5 +100,5 @@ class WiSEFT(Method):
                 weight.copy_(self.average_weights[n])
             else:
                 weight.copy_((1 - alpha) * start + alpha * weight)
-        self.start_weights, self.average_weights = {}, {}
+        self.start_weights, self.average_weights, self._paired = {}, {}, None
         super().after_task(task)  # class means (NCM head) from the ensembled weights

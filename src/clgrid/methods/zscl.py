@@ -78,6 +78,7 @@ class ZSCL(Method):
             raise ValueError("zscl distils CLIP's image-text logits: use a backbone with arch: clip")
         self.text_model = getattr(head, "text", None)
         self.reference_x: torch.Tensor | None = None  # fixed reference images (uint8), chosen at the first task
+        self.reference_on_device: torch.Tensor | None = None  # the same, on the model's device during a task
         self.teacher_image: torch.Tensor | None = None  # norm(f₀(x_r)), one row per reference image
         self.teacher_text: torch.Tensor | None = None  # norm(g₀(r)), one row per reference sentence
         # Set by the training job when reference_dataset is given: (n, generator) -> n images of that dataset.
@@ -86,6 +87,7 @@ class ZSCL(Method):
         self.average_weights: dict[str, torch.Tensor] = {}
         self.ensemble_count = 0
         self.steps = 0
+        self._paired: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # (θ̄, θ) tensors, per task
 
     def _float_weights(self) -> dict[str, torch.Tensor]:
         return {n: t.detach().clone() for n, t in self.model.state_dict().items() if t.is_floating_point()}
@@ -125,12 +127,24 @@ class ZSCL(Method):
         self.start_weights = self._float_weights()
         self.average_weights = self._float_weights()
         self.ensemble_count, self.steps = 0, 0
+        self._paired = None
+        # Once per task, not a gather and a copy of a reference batch every step (the images are kept in host
+        # memory between tasks and saved from there).
+        self.reference_on_device = self.reference_x.to(self.teacher_image.device)
 
     def reference_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """A random batch of reference images and the teacher's features of them (drawn with the task generator)."""
+        """A random batch of reference images and the teacher's features of them (drawn with the task generator).
+
+        The indices are drawn on the host from the task's generator, on every device (the same draws as on the
+        CPU), and go to the device without waiting for it: a copy of a pageable host tensor with
+        ``non_blocking`` returns once the driver has staged it. The images are gathered there.
+        """
         n = len(self.reference_x)
         idx = torch.randint(n, (min(self.params["reference_batch_size"], n),), generator=self.generator, device="cpu")
-        return self.reference_x[idx].to(self.device), self.teacher_image[idx.to(self.teacher_image.device)]
+        on_device = idx.to(self.teacher_image.device, non_blocking=True)
+        if self.reference_on_device is None:  # called outside a task (no before_task): gathered on the host
+            return self.reference_x[idx].to(self.device), self.teacher_image[on_device]
+        return self.reference_on_device[on_device], self.teacher_image[on_device]
 
     def distillation(self, x_ref: torch.Tensor, teacher_image: torch.Tensor) -> torch.Tensor:
         """Both directions of image-text distillation on one reference batch (see the module docstring)."""
@@ -153,15 +167,28 @@ class ZSCL(Method):
             loss = loss + self.params["l2_weight"] * self.l2_to_start()
         return loss
 
+    def _averaged_and_current(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """θ̄'s tensors and the model's, paired by name: built at the first ensembling of a task and reused
+        (``keep_vars``: the ``Parameter`` objects, whose data a channels-last layout swaps in place)."""
+        if self._paired is None:
+            current = self.model.state_dict(keep_vars=True)
+            self._paired = (list(self.average_weights.values()), [current[n] for n in self.average_weights])
+        return self._paired
+
     @torch.no_grad()
     def after_step(self) -> None:
         self.steps += 1
         every = self.params["ensemble_every"]
         if every and self.steps % every == 0:
             self.ensemble_count += 1
-            current = self.model.state_dict()
-            for n, avg in self.average_weights.items():
-                avg.add_((current[n] - avg) / (self.ensemble_count + 1))
+            if not self.average_weights:
+                return
+            # θ̄ ← θ̄ + (θ − θ̄)/(k + 1) in three foreach calls over all tensors; on the CPU the same per-tensor ops
+            # (a difference, a division, an in-place add) as a loop, so the same bits.
+            averages, current = self._averaged_and_current()
+            step = torch._foreach_sub(current, averages)
+            torch._foreach_div_(step, self.ensemble_count + 1)
+            torch._foreach_add_(averages, step)
 
     @torch.no_grad()
     def after_task(self, task: TaskData) -> None:
@@ -169,7 +196,7 @@ class ZSCL(Method):
             for n, weight in self.model.state_dict().items():
                 if n in self.average_weights and not torch.equal(weight, self.start_weights[n]):
                     weight.copy_(self.average_weights[n])
-        self.start_weights, self.average_weights = {}, {}
+        self.start_weights, self.average_weights, self._paired, self.reference_on_device = {}, {}, None, None
         super().after_task(task)
 
     def task_state(self) -> dict[str, Any]:
@@ -177,6 +204,7 @@ class ZSCL(Method):
 
     def load_task_state(self, state: dict[str, Any]) -> None:
         self.average_weights = self.on_device(state["average_weights"])
+        self._paired = None  # new tensors
         self.ensemble_count, self.steps = int(state["ensemble_count"]), int(state["steps"])
 
     def state_dict(self) -> dict[str, Any]:
@@ -187,5 +215,7 @@ class ZSCL(Method):
         super().load_state_dict(state)
         if state.get("reference_x") is not None:
             self.reference_x = state["reference_x"]
+            if self.reference_on_device is not None:  # loaded within a task (a resumed one): the device copy too
+                self.reference_on_device = self.reference_x.to(self.device)
             self.teacher_image = state["teacher_image"].to(self.device)
             self.teacher_text = state["teacher_text"].to(self.device)
