@@ -453,7 +453,8 @@ def test_configure_device_autotunes_cudnn_unless_deterministic(monkeypatch):
     configure_device(torch.device("cuda"), {})
     assert torch.backends.cudnn.benchmark is True and calls == []
     configure_device(torch.device("cuda"), {"deterministic": True})
-    assert torch.backends.cudnn.benchmark is False and calls == [((True,), {"warn_only": True})]
+    # warn_only=False: an op without a deterministic kernel raises (fit_task names it) instead of running anyway
+    assert torch.backends.cudnn.benchmark is False and calls == [((True,), {"warn_only": False})]
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
 
 
@@ -519,3 +520,87 @@ def test_an_fp16_task_resumes_with_its_loss_scale():
     losses = fit_task(resumed, Method(resumed, {}, 4), data, cfg, task_generator(0, 0), resume=saved)
     assert losses == whole_losses
     assert all(torch.equal(p, q) for p, q in zip(resumed.parameters(), whole.parameters()))
+
+
+def test_a_job_trains_compiled_through_its_tasks_without_recompiling(default_config, tmp_path):
+    # The job path (jobs.train_tasks, inductor as a user gets it): the backbone's sample counter, a Python integer
+    # bumped by a forward pre-hook, made Dynamo guard on it and recompile at every step until its recompile limit
+    # (8), after which the rest of the job ran uncompiled. The counter now stays out of the graph: every graph is
+    # compiled in task 0 (full and short last batch) and the next tasks reuse them.
+    import copy
+
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from clgrid import config as cl
+    from clgrid import jobs
+
+    config = copy.deepcopy(default_config)
+    bench = config["benchmarks"]["split_digits"]
+    bench["train"] = {**bench["train"], "epochs": 1, "compile": True}
+    config["benchmarks"], config["device"] = {"split_digits": bench}, "cpu"
+    datasets = [str(tmp_path / "digits.npz")]
+    jobs.prepare_dataset(cl.dataset_spec(config, "digits"), datasets[0])
+    scenario = str(tmp_path / "scenario.json")
+    jobs.prepare_scenario(cl.scenario_spec(config, "split_digits"), datasets, scenario)
+    jobs.init_model(cl.init_spec(config, "split_digits", "mlp", 0), scenario, str(tmp_path / "init.pt"))
+    spec = cl.run_spec(config, "split_digits", "mlp", "naive", 0)
+    states, evals = [str(tmp_path / f"s{t}.pt") for t in range(5)], [str(tmp_path / f"e{t}.json") for t in range(5)]
+    torch._dynamo.reset()
+    counters.clear()
+    jobs.train_tasks(spec, scenario, datasets, str(tmp_path / "init.pt"), [0], states[:1], evals[:1])
+    after_first = dict(counters["frames"])
+    jobs.train_tasks(spec, scenario, datasets, states[0], [1, 2, 3, 4], states[1:], evals[1:])
+    assert after_first["total"] == after_first["ok"] > 0
+    assert dict(counters["frames"]) == after_first  # tasks 1-4: not one frame compiled again
+
+
+def test_deterministic_names_the_op_that_has_no_deterministic_kernel():
+    # torch.use_deterministic_algorithms(True, warn_only=True) let such an op run with a warning, so a run asked to
+    # repeat bit for bit silently did not; now torch raises and the loop says which op and what to do.
+    from clgrid.train import NondeterministicOp
+
+    class ScatterOnGpu(Method):
+        def forward(self, x):
+            raise RuntimeError("scatter_add_cuda_kernel does not have a deterministic implementation, but you set "
+                               "'torch.use_deterministic_algorithms(True)'. You can turn off determinism just for "
+                               "this operation, or you can use the 'warn_only=True' option, if that's acceptable")
+
+    with pytest.raises(NondeterministicOp, match="scatter_add_cuda_kernel has no deterministic implementation") as err:
+        _fit({**STEADY, "deterministic": True}, ScatterOnGpu)
+    assert "train.deterministic: false" in str(err.value) and "task 0" in str(err.value)
+
+
+def test_loader_workers_end_with_their_task():
+    # Persistent DataLoader workers outlived their task: 2, 4, 6 ... per task in one job, and forked workers
+    # inherited the old loaders ("can only test a child process" at exit). Each task's workers now stop with it.
+    import multiprocessing
+
+    model = tiny_model()
+    method = Method(model, {}, 4)
+    alive = []
+    for t in range(3):
+        data = task(t, [0, 1], n_per_class=20)
+        data.loader = {"num_workers": 2, "pin_memory": False}
+        fit_task(model, method, data, STEADY, task_generator(0, t))
+        alive.append(len(multiprocessing.active_children()))
+    assert alive == [0, 0, 0]
+
+
+def test_a_trainable_tensor_cast_out_of_fp32_is_named_before_the_optimizer_fails():
+    # A library that casts its weights to its inputs' dtype (as pytorch-metric-learning does with proxies) left
+    # them bf16 for good; the optimizer then failed with an error that named no tensor. The loop checks once.
+    class CastsItsProxy(Method):
+        def __init__(self, model, params, n_classes, **context):
+            super().__init__(model, params, n_classes, **context)
+            self.proxy = torch.nn.Parameter(torch.zeros(4))
+
+        def extra_parameters(self):
+            return [self.proxy]
+
+        def loss(self, x, y, logits):
+            self.proxy.data = self.proxy.data.to(logits.dtype)
+            return super().loss(x, y, logits) + (self.proxy.float() * 0).sum()
+
+    with pytest.raises(TypeError, match="trainable tensors left fp32 under precision bf16: a tensor of method"):
+        _fit({**STEADY, "precision": "bf16"}, CastsItsProxy)

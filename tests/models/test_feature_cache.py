@@ -168,3 +168,22 @@ def test_which_runs_use_the_cache(default_config):
     # Random init differs per seed; pretrained weights are the same in every seed, so seeds share one cache.
     assert cl.feature_seed(config, "mlp", 2) == 2
     assert cl.feature_seed(config, "clip", 2) == config["seeds"][0]
+
+
+def test_the_cache_is_computed_in_the_runs_precision(frozen_grid, tmp_path):
+    # The cache job's spec is the init spec, which had no train block: it computed in the device's default
+    # (autocast nowhere, bf16 on a GPU) whatever the runs' train.precision, so cached and uncached runs of one
+    # config trained on features of different arithmetic. It now carries the benchmark's precision.
+    config = copy.deepcopy(frozen_grid["config"])
+    config["benchmarks"]["split_digits"]["train"]["precision"] = "bf16"
+    init_spec = cl.init_spec(config, "split_digits", "cnn", 0)
+    assert init_spec["train"] == {"precision": "bf16"}
+    features = str(tmp_path / "features_bf16.pt")
+    jobs.extract_features(init_spec, frozen_grid["scenario"], [frozen_grid["data"]], frozen_grid["init"], features)
+    grid = {**frozen_grid, "config": config, "tmp": tmp_path}
+    _, uncached = _train_run(grid, "naive", "uncached", None)
+    _, cached = _train_run(grid, "naive", "cached", features)
+    assert cached["epoch_losses"] == pytest.approx(uncached["epoch_losses"], rel=1e-4, abs=1e-5)
+    assert cached["acc"] == pytest.approx(uncached["acc"], abs=0.5)
+    fp32 = load_torch(frozen_grid["features"])["test"][1]
+    assert not torch.equal(load_torch(features)["test"][1], fp32)  # bf16 arithmetic really ran
