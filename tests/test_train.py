@@ -602,5 +602,6 @@ def test_a_trainable_tensor_cast_out_of_fp32_is_named_before_the_optimizer_fails
             self.proxy.data = self.proxy.data.to(logits.dtype)
             return super().loss(x, y, logits) + (self.proxy.float() * 0).sum()
 
-    with pytest.raises(TypeError, match="trainable tensors left fp32 under precision bf16: a tensor of method"):
+    changed = r"changed dtype under precision bf16: a tensor of method 'naive' \(torch.float32 -> torch.bfloat16\)"
+    with pytest.raises(TypeError, match=changed):
         _fit({**STEADY, "precision": "bf16"}, CastsItsProxy)

@@ -153,6 +153,8 @@ class StepRunner:
         self.model, self.method = model, method
         self.precision = Precision(device, train_cfg.get("precision", "auto"))
         self.own = method.own_step_parameters()  # stepped by the method, but scaled and skipped like the optimizer's
+        # Each trainable tensor's dtype before the first forward: autocast must leave it as it is.
+        self.dtypes = {id(p): p.dtype for p in [*model.parameters(), *method.extra_parameters(), *self.own]}
         self.checked_dtypes = False
         self.scaler = self.precision.grad_scaler()
         self.clip = train_cfg.get("clip_grad_value")
@@ -200,20 +202,22 @@ class StepRunner:
         return True
 
     def _check_dtypes(self, optimizer) -> None:
-        """Once per task, after the first backward: every trainable tensor is still fp32. Autocast computes in
-        bf16/fp16 but must never change a parameter's dtype; a library that casts its weights to its inputs'
-        dtype (a loss with learnable proxies fed bf16 embeddings) would leave them there for good, and the
-        optimizer (or the GradScaler) would then fail with an error that names no parameter."""
+        """Once per task, after the first backward: every trainable tensor has the dtype it had before the first
+        forward (fp32 in a job). Autocast computes in bf16/fp16 but must never change a parameter's dtype; a
+        library that casts its weights to its inputs' dtype (a loss with learnable proxies fed bf16 embeddings)
+        would leave them there for good, and the optimizer (or the GradScaler) would then fail with an error that
+        names no parameter."""
         if self.checked_dtypes:
             return
         self.checked_dtypes = True
         names = {id(p): n for n, p in self.model.named_parameters()}
         tensors = [p for group in optimizer.param_groups for p in group["params"]] + list(self.own)
-        wrong = [f"{names.get(id(p), f'a tensor of method {self.method.name!r}')} ({p.dtype})" for p in tensors
-                 if p.is_floating_point() and p.dtype != torch.float32]
+        wrong = [f"{names.get(id(p), f'a tensor of method {self.method.name!r}')} ({self.dtypes[id(p)]} -> "
+                 f"{p.dtype})" for p in tensors if id(p) in self.dtypes and p.dtype != self.dtypes[id(p)]]
         if wrong:
-            raise TypeError(f"trainable tensors left fp32 under precision {self.precision.name}: {', '.join(wrong)}. "
-                            "Compute with such tensors outside autocast (in fp32); see clgrid.methods.base.Method")
+            raise TypeError(f"trainable tensors changed dtype under precision {self.precision.name}: "
+                            f"{', '.join(wrong)}. Compute with such tensors outside autocast (in fp32); see "
+                            "clgrid.methods.base.Method")
 
     def step(self, optimizer, trainable: list[torch.Tensor]) -> None:
         """Clip (``clip_grad_value``) and take the optimizer step."""
