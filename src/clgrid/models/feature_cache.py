@@ -72,9 +72,12 @@ class BackboneCounter:
         self.calls = 0
         self._handle = backbone.register_forward_pre_hook(self._count)
 
-    @torch.compiler.disable  # a Python counter in a compiled forward: Dynamo would guard on it, recompiling every
-    # step until its recompile limit, then run the job uncompiled; kept out of the graph instead
     def _count(self, module: nn.Module, args) -> None:
+        # Not inside a compiled forward (train.compile): Dynamo would guard on the counter, recompiling at every
+        # step until its recompile limit and then running the job uncompiled. Those samples go uncounted (the
+        # count is a log line, not a result); torch.compiler.disable would import torch._dynamo in every job.
+        if torch.compiler.is_compiling():
+            return
         self.calls += 1
         self.samples += int(args[0].shape[0]) if args and hasattr(args[0], "shape") else 0
 
