@@ -114,7 +114,9 @@ class Row:
 def first_error_line(err: BaseException) -> str:
     """``Type: first line of the message [at clgrid/file.py:line in function]``, the deepest frame inside clgrid."""
     lines = [line for line in str(err).splitlines() if line.strip()]
-    text = f"{type(err).__name__}: {lines[0].strip() if lines else ''}".rstrip(": ")
+    message = lines[0].strip() if lines else ""
+    message = message if len(message) <= 240 else message[:239] + "…"  # the traceback in the JSON has it all
+    text = f"{type(err).__name__}: {message}".rstrip(": ")
     package = str(Path(__file__).resolve().parent)
     where = None
     for frame in traceback.extract_tb(err.__traceback__):
@@ -197,7 +199,7 @@ def suite_config(device: str, precision: str, schema: Path, workdir: Path, metho
         "benchmarks": {BENCH: {"dataset": "digits", "scenario": "class_incremental", "n_tasks": N_TASKS,
                                "class_order": "sorted", "train": train}},
         "backbones": {"cnn": BACKBONES["cnn"], "mlp": BACKBONES["mlp"], "clip": clip},
-        "methods": sorted((set(methods) | set(RESUME_METHODS) | set(CACHE_METHODS)) - set(METHOD_TRAIN))
+        "methods": sorted((set(methods) | set(CACHE_METHODS)) - set(METHOD_TRAIN))
         + sorted(variants),
         "method_params": copy.deepcopy(METHOD_PARAMS),
         "variants": variants,
@@ -303,7 +305,7 @@ def _reap(before: set[int]) -> int:
     import gc
     import multiprocessing
 
-    deadline = time.monotonic() + 2.0
+    deadline = time.monotonic() + 1.0  # a loader shut down properly has joined its workers already
     while True:
         alive = [p for p in multiprocessing.active_children() if p.pid not in before]
         if not alive or time.monotonic() > deadline:
@@ -338,7 +340,7 @@ def cache_group(opts: Options, precision: str) -> list[Row]:
     from clgrid.io import load_torch
 
     rows = []
-    for method in CACHE_METHODS:
+    for method in [m for m in CACHE_METHODS if m in opts.methods] or [CACHE_METHODS[0]]:
         run = f"{method}_frozen"
         row = Row("cache", f"{method} freeze:all · {precision} · device · cnn",
                   key={"method": method, "precision": precision})
@@ -387,7 +389,7 @@ def resume_group(opts: Options, precision: str, placement: str) -> list[Row]:
 
     root = Path(opts.workdir) / f"resume-{precision}-{placement}"
     rows = []
-    for method in RESUME_METHODS:
+    for method in [m for m in RESUME_METHODS if m in opts.methods] or opts.methods[:1]:
         backbone = backbone_of(method)
         row = Row("resume", f"{method} · {precision} · {placement} · {backbone} · deterministic",
                   key={"method": method, "precision": precision, "placement": placement})
@@ -396,13 +398,17 @@ def resume_group(opts: Options, precision: str, placement: str) -> list[Row]:
             config = suite_config(opts.device, precision, Path(opts.schema), root, opts.methods,
                                   opts.samples_per_class, epochs=RESUME_EPOCHS, deterministic=True)
             datasets, scenario, init = _prepare(config, root, backbone)
-            spec = cl.run_spec(config, BENCH, backbone, method, SEED)
+            before = _children()
+            spec = cl.run_spec(config, BENCH, backbone, run_name(method), SEED)
             out = root / method
 
             def train(task: int, prev: str, name: str, every: float | None = None) -> tuple[Path, Path]:
                 state, ev = out / name / "state.pt", out / name / "eval.json"
-                jobs.train(spec, scenario, datasets, prev, task, str(state), str(ev), placement=placement,
-                           workers=opts.workers, checkpoint_every_s=every)
+                try:
+                    jobs.train(spec, scenario, datasets, prev, task, str(state), str(ev), placement=placement,
+                               workers=opts.workers, checkpoint_every_s=every)
+                finally:
+                    _reap(before)  # leaked loader workers (the method rows report them), and a killed task's
                 return state, ev
 
             prev, _ = train(0, init, "task0")
@@ -555,8 +561,10 @@ def _in_fresh_process(group: str, opts: Options, args: tuple) -> list[Row]:
         try:
             return pool.submit(_run_group, group, opts, args).result()
         except BrokenProcessPool as err:
-            return [Row(group, " · ".join(str(a) for a in args if not isinstance(a, list)) or group).fail(
-                f"the check's process died ({err}); rerun with --no-isolate -v to see where")]
+            setting = " · ".join(str(a) for a in args if not isinstance(a, list)) or group
+            return [Row(group, setting, key={"died": True}).fail(
+                f"the check's process died ({err}); its progress lines above show how far it got; rerun with "
+                "--no-isolate -v to see where")]
 
 
 def run_checks(opts: Options, isolate: bool = True) -> list[Row]:
@@ -567,13 +575,13 @@ def run_checks(opts: Options, isolate: bool = True) -> list[Row]:
         for precision in opts.precisions:
             for placement in opts.placements:
                 todo = list(opts.methods)
-                while todo:
+                while todo:  # a group stopped by a broken CUDA context goes on in a new process
                     got = run("methods", (precision, placement, todo))
                     rows += got
+                    if not got or any(r.key.get("died") for r in got):
+                        break  # the process died (no rows for the methods it ran): not retried
                     done = {r.key.get("method") for r in got}
                     todo = [m for m in todo if m not in done]
-                    if not got:
-                        break
     if "cache" in opts.checks:
         for precision in opts.precisions:
             rows += run("cache", (precision,))
@@ -669,7 +677,8 @@ def _numbers(row: Row) -> str:
                    + ("" if peak else " (unknown GPU or CPU: no fraction)")
         if "images_per_s" in n:
             frac = n.get("fraction_of_bf16_peak")
-            return (f"{n['images_per_s']:,.0f} images/s; {_fmt(n.get('tflops'), 2)} TFLOP/s; "
+            rate = n["images_per_s"]
+            return (f"{rate:,.0f}" if rate >= 100 else f"{rate:.1f}") + (f" images/s; {_fmt(n.get('tflops'), 2)} TFLOP/s; "
                     f"{'n/a' if frac is None else f'{100 * frac:.1f} %'} of bf16 peak")
     return ", ".join(f"{k} {_fmt(v)}" for k, v in n.items())
 
@@ -715,7 +724,7 @@ def format_table(rows: list[Row], opts: Options, env: dict[str, Any], wall_s: fl
         "|---|---|---|---|---|",
     ]
     body = [f"| {r.check} | {r.setting} | {'**FAIL**' if r.status == 'FAIL' else r.status} | "
-            f"{_numbers(r)} | {r.error.replace('|', '/') if r.error else ''} |" for r in rows]
+            f"{_numbers(r)} | {r.error.replace('|', '/')} |" for r in rows]
     return "\n".join(head + body) + "\n"
 
 
