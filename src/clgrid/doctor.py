@@ -183,7 +183,7 @@ def backbone_of(method: str) -> str:
 
 
 def suite_config(device: str, precision: str, schema: Path, workdir: Path, methods: list[str],
-                 samples_per_class: int | None = None, epochs: int = 1, deterministic: bool = False) -> dict[str, Any]:
+                 epochs: int = 1, deterministic: bool = False) -> dict[str, Any]:
     """The doctor's grid, validated (defaults filled) with the workflow's schema and checks, as Snakemake would."""
     from clgrid.config_errors import check
 
@@ -204,8 +204,6 @@ def suite_config(device: str, precision: str, schema: Path, workdir: Path, metho
         "method_params": copy.deepcopy(METHOD_PARAMS),
         "variants": variants,
     }
-    if samples_per_class:
-        config["datasets"] = {"digits": {"max_per_class_train": int(samples_per_class)}}
     return check(config, schema)
 
 
@@ -242,7 +240,6 @@ class Options:
     checks: list[str]
     workdir: str
     schema: str
-    samples_per_class: int | None = None
     tolerance: float = TOLERANCE
     throughput: dict[str, int] = field(default_factory=dict)
     cpu_compile: bool = False
@@ -265,8 +262,7 @@ def method_group(opts: Options, precision: str, placement: str, methods: list[st
                   key={"method": method, "precision": precision, "placement": placement, "backbone": backbone})
 
         def work(row: Row, method=method, backbone=backbone) -> None:
-            config = suite_config(opts.device, precision, Path(opts.schema), root, opts.methods,
-                                  opts.samples_per_class)
+            config = suite_config(opts.device, precision, Path(opts.schema), root, opts.methods)
             before = _children()
             metrics = run_cell(config, BENCH, backbone, run_name(method), SEED, root, placement=placement,
                                workers=opts.workers, checkpoint_every_s=None)
@@ -349,8 +345,7 @@ def cache_group(opts: Options, precision: str) -> list[Row]:
             results = {}
             for cached in (False, True):
                 root = Path(opts.workdir) / f"cache-{precision}-{'on' if cached else 'off'}"
-                config = suite_config(opts.device, precision, Path(opts.schema), root, opts.methods,
-                                      opts.samples_per_class)
+                config = suite_config(opts.device, precision, Path(opts.schema), root, opts.methods)
                 metrics = run_cell(config, BENCH, "cnn", run, SEED, root, placement="device", features=cached,
                                    checkpoint_every_s=None)
                 state = load_torch(root / "runs" / BENCH / "cnn" / run / f"s{SEED}" / f"task{N_TASKS - 1}" / "state.pt")
@@ -396,7 +391,7 @@ def resume_group(opts: Options, precision: str, placement: str) -> list[Row]:
 
         def work(row: Row, method=method, backbone=backbone) -> None:
             config = suite_config(opts.device, precision, Path(opts.schema), root, opts.methods,
-                                  opts.samples_per_class, epochs=RESUME_EPOCHS, deterministic=True)
+                                  epochs=RESUME_EPOCHS, deterministic=True)
             datasets, scenario, init = _prepare(config, root, backbone)
             before = _children()
             spec = cl.run_spec(config, BENCH, backbone, run_name(method), SEED)
@@ -708,7 +703,7 @@ def format_table(rows: list[Row], opts: Options, env: dict[str, Any], wall_s: fl
         f"{len(rows)} checks, {failed} failed, {sum(r.status == 'skip' for r in rows)} skipped, "
         f"{wall_s:.0f} s. Precisions {', '.join(opts.precisions)}; placements {', '.join(opts.placements)}.",
         "",
-        f"- **method**: {BENCH} (digits{f', {opts.samples_per_class} per class' if opts.samples_per_class else ''}) "
+        f"- **method**: {BENCH} (scikit-learn's 8x8 digits, 5 classes per task) "
         f"in {N_TASKS} tasks x 1 epoch, seed {SEED}, through the train jobs. ACC = final average class-IL accuracy "
         f"(%); Δ = ACC minus the same method's fp32 run with data on the {opts.placements[0]} (the reference row); "
         f"FAIL beyond ±{opts.tolerance:g} points: this catches a broken path (no learning, NaN, skipped steps), "
@@ -754,8 +749,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                    "removed afterwards)")
     p.add_argument("--keep", action="store_true", help="keep --workdir's files (a temporary one is removed)")
     p.add_argument("--schema", default=None, help="the workflow's config schema (default: found from the checkout)")
-    p.add_argument("--samples-per-class", type=int, default=None,
-                   help="training images per digit class (default: all, about 135)")
     p.add_argument("--tolerance", type=float, default=TOLERANCE,
                    help=f"points of ACC a run may differ from its fp32 reference (default {TOLERANCE:g})")
     p.add_argument("--throughput-steps", type=int, default=None, help="timed steps per throughput setting "
@@ -810,7 +803,7 @@ def run(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     opts = Options(device=device, precisions=list(dict.fromkeys(precisions)), placements=list(args.placements),
                    methods=methods, checks=list(args.checks), workdir=str(workdir), schema=str(schema),
-                   samples_per_class=args.samples_per_class, tolerance=args.tolerance, throughput=throughput,
+                   tolerance=args.tolerance, throughput=throughput,
                    cpu_compile=args.cpu_compile, workers=args.workers, verbose=getattr(args, "verbose", False))
     env = environment(device)
     _progress(f"checking {env.get('gpu') or 'the CPU'} with torch {env['torch']}: precisions {opts.precisions}, "
