@@ -703,11 +703,14 @@ def format_table(rows: list[Row], opts: Options, env: dict[str, Any], wall_s: fl
         f"{len(rows)} checks, {failed} failed, {sum(r.status == 'skip' for r in rows)} skipped, "
         f"{wall_s:.0f} s. Precisions {', '.join(opts.precisions)}; placements {', '.join(opts.placements)}.",
         "",
-        f"- **method**: {BENCH} (scikit-learn's 8x8 digits, 5 classes per task) "
-        f"in {N_TASKS} tasks x 1 epoch, seed {SEED}, through the train jobs. ACC = final average class-IL accuracy "
-        f"(%); Δ = ACC minus the same method's fp32 run with data on the {opts.placements[0]} (the reference row); "
-        f"FAIL beyond ±{opts.tolerance:g} points: this catches a broken path (no learning, NaN, skipped steps), "
-        "not small biases (one seed of a 1-epoch run moves by a few points when the arithmetic changes).",
+        f"- **method**: {BENCH} (scikit-learn's 8x8 digits, 5 classes per task) in {N_TASKS} tasks x 1 epoch "
+        f"(batch {TRAIN['batch_size']}), seed {SEED}, through the train jobs; CNN with BatchNorm, LoRA on an MLP, ZSCL on "
+        "a tiny random CLIP. ACC = final average class-IL accuracy (%); Δ = ACC minus the same method's fp32 run with "
+        f"data on the {opts.placements[0]} (the reference row, also trained with seed 1). FAIL beyond the bound: "
+        f"±{opts.tolerance:g} points, or twice what the seed alone moved the reference if more (dml's k-NN "
+        "retention swings by ~20). It catches a broken path (no learning, NaN, skipped steps, wrong dtypes), not "
+        "small biases. A host row must also match the device row (bit for bit on the CPU) and leave no DataLoader "
+        "worker running. ZSCL's random CLIP barely learns in one epoch: its row checks that the path runs.",
         f"- **cache**: frozen CNN (freeze: all) on the extract_features cache vs through the backbone; FAIL if a "
         f"task's final accuracy differs by more than {CACHE_TOLERANCE:g} point.",
         f"- **resume**: train.deterministic: true; task 1 ({RESUME_EPOCHS} epochs) interrupted right after an in-job "
