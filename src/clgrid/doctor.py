@@ -245,6 +245,7 @@ class Options:
     cpu_compile: bool = False
     workers: int = 2
     verbose: bool = False
+    start_method: str | None = None  # multiprocessing's default in the command's process, set again in each group's
 
 
 def method_group(opts: Options, precision: str, placement: str, methods: list[str]) -> list[Row]:
@@ -539,8 +540,14 @@ def _child_logging(verbose: bool) -> None:
 
 def _run_group(group: str, opts: Options, args: tuple) -> list[Row]:
     """Entry point of a group (in this process or a fresh one)."""
+    import multiprocessing
+
     _child_logging(opts.verbose)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if opts.start_method and multiprocessing.get_start_method() != opts.start_method:
+        # A spawned process defaults to spawning its own children; a train job started by Snakemake forks its
+        # DataLoader workers (Linux), and the host-placement rows must time and test that.
+        multiprocessing.set_start_method(opts.start_method, force=True)
     functions = {"methods": method_group, "cache": cache_group, "resume": resume_group,
                  "throughput": throughput_group}
     return functions[group](opts, *args)
@@ -781,6 +788,8 @@ def no_cuda_line(device: str) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """``clgrid doctor``: returns the exit code (0 all ok or no CUDA to check, 1 a check failed, 2 bad usage)."""
+    import multiprocessing
+
     from clgrid.methods import METHODS
     from clgrid.train import PRECISIONS, resolve_device, resolve_precision
 
@@ -807,7 +816,8 @@ def run(args: argparse.Namespace) -> int:
     opts = Options(device=device, precisions=list(dict.fromkeys(precisions)), placements=list(args.placements),
                    methods=methods, checks=list(args.checks), workdir=str(workdir), schema=str(schema),
                    tolerance=args.tolerance, throughput=throughput,
-                   cpu_compile=args.cpu_compile, workers=args.workers, verbose=getattr(args, "verbose", False))
+                   cpu_compile=args.cpu_compile, workers=args.workers, verbose=getattr(args, "verbose", False),
+                   start_method=multiprocessing.get_start_method())
     env = environment(device)
     _progress(f"checking {env.get('gpu') or 'the CPU'} with torch {env['torch']}: precisions {opts.precisions}, "
               f"placements {opts.placements}, {len(methods)} methods, checks {opts.checks}; files in {workdir}")
