@@ -533,8 +533,9 @@ def throughput_group(opts: Options) -> list[Row]:
 def _child_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
-    # clgrid's per-epoch lines and open_clip's model-building chatter (on the root logger) only with -v.
-    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
+    # clgrid's per-epoch lines and open_clip's model-building chatter (on the root logger: "No pretrained weights
+    # loaded" for the doctor's random CLIP) only with -v; clgrid's warnings always.
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.ERROR)
     logging.getLogger("clgrid").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
@@ -807,7 +808,11 @@ def run(args: argparse.Namespace) -> int:
     if problems:
         print(f"clgrid doctor: {'; '.join(problems)}", file=sys.stderr)
         return 2
-    schema = find_schema(args.schema)
+    try:
+        schema = find_schema(args.schema)
+    except FileNotFoundError as err:
+        print(f"clgrid doctor: {err}", file=sys.stderr)
+        return 2
     throughput = {k: v for k, v in (("steps", args.throughput_steps), ("batch", args.throughput_batch),
                                     ("warmup", args.throughput_warmup)) if v is not None}
     temporary = args.workdir is None
