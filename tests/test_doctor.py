@@ -83,7 +83,8 @@ def _options(**kw) -> Options:
 
 def _row(method, precision, placement, acc, **numbers):
     matrix = numbers.pop("matrix", [[acc]])
-    return Row("method", f"{method} · {precision} · {placement}", numbers={"acc": acc, "acc_matrix": matrix, **numbers},
+    return Row("method", f"{method} · {precision} · {placement}",
+               numbers={"acc": acc, "acc_matrix": matrix, **numbers},
                key={"method": method, "precision": precision, "placement": placement})
 
 

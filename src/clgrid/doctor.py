@@ -254,7 +254,7 @@ def method_group(opts: Options, precision: str, placement: str, methods: list[st
     its ACC widens that method's tolerance (``judge``)."""
     from clgrid.inprocess import run_cell
 
-    root = Path(opts.workdir) / f"methods-{precision}-{placement}"
+    root = _fresh(Path(opts.workdir) / f"methods-{precision}-{placement}")
     reference_group = precision == "fp32" and placement == opts.placements[0]
     rows = []
     for method in methods:
@@ -288,6 +288,12 @@ def method_group(opts: Options, precision: str, placement: str, methods: list[st
             row.error += " (the CUDA context is broken; the group restarts in a new process)"
             break
     return rows
+
+
+def _fresh(folder: Path) -> Path:
+    """``folder``, emptied: a check never reads what an earlier doctor run left in a reused ``--workdir``."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
 
 
 def _children() -> set[int]:
@@ -336,6 +342,8 @@ def cache_group(opts: Options, precision: str) -> list[Row]:
     from clgrid.inprocess import run_cell
     from clgrid.io import load_torch
 
+    for cached in ("on", "off"):
+        _fresh(Path(opts.workdir) / f"cache-{precision}-{cached}")
     rows = []
     for method in [m for m in CACHE_METHODS if m in opts.methods] or [CACHE_METHODS[0]]:
         run = f"{method}_frozen"
@@ -383,7 +391,7 @@ def resume_group(opts: Options, precision: str, placement: str) -> list[Row]:
     from clgrid import jobs
     from clgrid.io import load_torch, read_json
 
-    root = Path(opts.workdir) / f"resume-{precision}-{placement}"
+    root = _fresh(Path(opts.workdir) / f"resume-{precision}-{placement}")
     rows = []
     for method in [m for m in RESUME_METHODS if m in opts.methods] or opts.methods[:1]:
         backbone = backbone_of(method)
@@ -681,7 +689,8 @@ def _numbers(row: Row) -> str:
         if "images_per_s" in n:
             frac = n.get("fraction_of_bf16_peak")
             rate = n["images_per_s"]
-            return (f"{rate:,.0f}" if rate >= 100 else f"{rate:.1f}") + (f" images/s; {_fmt(n.get('tflops'), 2)} TFLOP/s; "
+            rate_text = f"{rate:,.0f}" if rate >= 100 else f"{rate:.1f}"
+            return (f"{rate_text} images/s; {_fmt(n.get('tflops'), 2)} TFLOP/s; "
                     f"{'n/a' if frac is None else f'{100 * frac:.1f} %'} of bf16 peak")
     return ", ".join(f"{k} {_fmt(v)}" for k, v in n.items())
 
@@ -712,10 +721,10 @@ def format_table(rows: list[Row], opts: Options, env: dict[str, Any], wall_s: fl
         f"{wall_s:.0f} s. Precisions {', '.join(opts.precisions)}; placements {', '.join(opts.placements)}.",
         "",
         f"- **method**: {BENCH} (scikit-learn's 8x8 digits, 5 classes per task) in {N_TASKS} tasks x 1 epoch "
-        f"(batch {TRAIN['batch_size']}), seed {SEED}, through the train jobs; CNN with BatchNorm, LoRA on an MLP, ZSCL on "
-        "a tiny random CLIP. ACC = final average class-IL accuracy (%); Δ = ACC minus the same method's fp32 run with "
-        f"data on the {opts.placements[0]} (the reference row, also trained with seed 1). FAIL beyond the bound: "
-        f"±{opts.tolerance:g} points, or twice what the seed alone moved the reference if more (dml's k-NN "
+        f"(batch {TRAIN['batch_size']}), seed {SEED}, through the train jobs; CNN with BatchNorm, LoRA on an MLP, "
+        "ZSCL on a tiny random CLIP. ACC = final average class-IL accuracy (%); Δ = ACC minus the same method's fp32 "
+        f"run with data on the {opts.placements[0]} (the reference row, also trained with seed 1). FAIL beyond the "
+        f"bound: ±{opts.tolerance:g} points, or twice what the seed alone moved the reference if more (dml's k-NN "
         "retention swings by ~20). It catches a broken path (no learning, NaN, skipped steps, wrong dtypes), not "
         "small biases. A host row must also match the device row (bit for bit on the CPU) and leave no DataLoader "
         "worker running. ZSCL's random CLIP barely learns in one epoch: its row checks that the path runs.",
@@ -758,10 +767,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                "tracebacks) as JSON beside it")
     p.add_argument("--workdir", default=None, help="folder for the checks' files (default: a temporary folder, "
                                                    "removed afterwards)")
-    p.add_argument("--keep", action="store_true", help="keep --workdir's files (a temporary one is removed)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder (a --workdir is never removed; "
+                                                       "each check starts its subfolder afresh)")
     p.add_argument("--schema", default=None, help="the workflow's config schema (default: found from the checkout)")
     p.add_argument("--tolerance", type=float, default=TOLERANCE,
-                   help=f"points of ACC a run may differ from its fp32 reference (default {TOLERANCE:g})")
+                   help=f"points of ACC a run may differ from its method's fp32 reference at least (default "
+                        f"{TOLERANCE:g}; twice what the seed alone moves the reference, where that is more)")
     p.add_argument("--throughput-steps", type=int, default=None, help="timed steps per throughput setting "
                    f"(default {THROUGHPUT_GPU['steps']} on a GPU, {THROUGHPUT_CPU['steps']} on the CPU)")
     p.add_argument("--throughput-batch", type=int, default=None, help="throughput batch size (default "
