@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh Linux machine with Python >= 3.11:
 #   make run    # install into .venv, then run the default grid (snakemake --cores all)
 #   make test   # install into .venv, then run the test suite and the real-SLURM test (what CI runs)
+# On a GPU node, before a big study: make gpu-check (clgrid doctor; exits non-zero if a check failed)
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 CORES ?= all
@@ -8,7 +9,7 @@ CORES ?= all
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install run test test-slurm report docs bench clean
+.PHONY: install run test test-slurm gpu-check report docs bench clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +31,12 @@ test: install
 # The real one-node SLURM test alone (root: installs slurm-wlm with apt-get, starts and stops its own daemons).
 test-slurm: install
 	bash tests/slurm/run.sh
+
+# The GPU self-check (README: "Before a GPU study: the self-check"): every method under the GPU's precision and fp32,
+# data on the device and on the host, the feature cache, deterministic resume, ResNet-18 throughput. Without CUDA it
+# says so in one line and exits 0.
+gpu-check: install
+	clgrid doctor --device cuda --out results/doctor/gpu_check.md
 
 report: run
 	snakemake --report report.html

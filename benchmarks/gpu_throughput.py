@@ -26,12 +26,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, machine  # noqa: E402
 
-# Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from the vendors' data sheets; the first name contained in
-# torch.cuda.get_device_name() wins, so the more specific names come first.
-PEAK_BF16_TFLOPS = [
-    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("GH200", 989.4), ("H200", 989.4), ("H100", 989.4),
-    ("B200", 2250.0), ("A100", 312.0), ("L40S", 362.1), ("L4", 121.0),
-]
+sys.path.insert(0, str(REPO / "src"))
+# One source for the peak table, the model and data builders, the FLOP count and clgrid's loop: `clgrid doctor`
+# measures its throughput rows with the same functions.
+from clgrid.throughput import PEAK_BF16_TFLOPS, peak_bf16_tflops  # noqa: E402,F401
+from clgrid import throughput as tp  # noqa: E402
 
 MODELS = {
     "resnet18_32px": {"backbone": {"arch": "resnet18"}, "input_shape": [3, 32, 32], "batch_size": 256,
@@ -43,49 +42,25 @@ N_CLASSES = 100
 TRAIN = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "epochs": 1}
 
 
-def peak_bf16_tflops(device_name: str) -> float | None:
-    return next((peak for name, peak in PEAK_BF16_TFLOPS if name in device_name), None)
-
-
 def build(name: str, device):
-    import torch
-
-    from clgrid.models import build_model
-
-    torch.manual_seed(0)
     spec = MODELS[name]
-    return build_model(spec["backbone"], spec["input_shape"], N_CLASSES).to(device)
+    return tp.build(spec["backbone"], spec["input_shape"], N_CLASSES, device)
 
 
 def batches(name: str, n_batches: int, device):
-    import torch
-
     spec = MODELS[name]
-    n = n_batches * spec["batch_size"]
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (n, *spec["input_shape"]), dtype=torch.uint8, generator=g)
-    return x.to(device), torch.randint(0, N_CLASSES, (n,), generator=g).to(device)
+    return tp.random_batches(spec["input_shape"], N_CLASSES, n_batches * spec["batch_size"], device)
 
 
 def step_flops(name: str, device) -> int:
     """FLOPs of one training step (forward, loss, backward) at the case's batch size."""
-    import torch.nn.functional as F
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model = build(name, device).train()
-    x, y = batches(name, 1, device)
-    with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(model(x), y).backward()
-    return counter.get_total_flops()
+    return tp.step_flops(build(name, device), *batches(name, 1, device))
 
 
 def clgrid_loop(model, x, y, batch: int, steps: int, precision: str) -> None:
-    from clgrid.methods import TaskData, get_method
-    from clgrid.train import fit_task, task_generator
+    from clgrid.methods import get_method
 
-    method = get_method("naive")(model, {}, N_CLASSES)
-    fit_task(model, method, TaskData(0, x, y, list(range(N_CLASSES))),
-             {**TRAIN, "batch_size": batch, "iterations": steps, "precision": precision}, task_generator(0, 0))
+    tp.fit_steps(model, get_method("naive")(model, {}, N_CLASSES), x, y, batch, steps, {"precision": precision})
 
 
 def plain_loop(model, x, y, batch: int, steps: int, precision: str) -> None:
@@ -147,7 +122,6 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("gpu_throughput.py measures a CUDA GPU, and torch sees none here (torch.cuda.is_available() is "
                  "False); nothing was written. Run it on a GPU machine.")
-    sys.path.insert(0, str(REPO / "src"))
     from clgrid.train import configure_device
 
     device = torch.device("cuda")

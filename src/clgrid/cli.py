@@ -145,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", nargs="+", required=True, help="figure PDFs to collect")
     p.add_argument("--out-dir", required=True)
 
+    p = verbs.add_parser("doctor", help="self-check of the training path on a device (a GPU node, a new torch): every "
+                         "method under each precision and data placement, the feature cache, bit-identical resume, "
+                         "ResNet-18 throughput; one table, exit 1 on a failure")
+    from clgrid.doctor import add_arguments as doctor_arguments
+
+    doctor_arguments(p)
+
     p = verbs.add_parser("install-profile", help="install a shipped cluster profile (profiles/<name>) where "
                          "'snakemake --profile <name>' finds it (~/.config/snakemake/<name>)")
     p.add_argument("name", nargs="?", default="slurm", help="shipped profile to install (default: slurm)")
@@ -278,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     from clgrid.io import CorruptFileError
 
+    if args.verb == "doctor":  # its own exit code: 1 when a check failed (each check's error is in its table row)
+        from clgrid.doctor import run as doctor
+
+        return doctor(args)
     try:
         dispatch(args)
     except (CorruptFileError, OSError, KeyError, ValueError, RuntimeError, FloatingPointError) as err:

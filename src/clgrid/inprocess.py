@@ -15,10 +15,18 @@ from clgrid import jobs
 from clgrid.io import read_json
 
 
-def run_cell(config: dict[str, Any], benchmark: str, backbone: str, method: str, seed: int, workdir: str | Path) -> dict[str, Any]:
+def run_cell(config: dict[str, Any], benchmark: str, backbone: str, method: str, seed: int, workdir: str | Path,
+             placement: str | None = None, features: bool = False, workers: int = 2,
+             checkpoint_every_s: float | None = 600.0) -> dict[str, Any]:
     """Train and evaluate every task of one run; returns its metrics.json content.
 
     ``config`` must be validated (defaults filled) already, as the Snakefile does.
+
+    ``placement`` (``auto``, ``device``, ``host``; None: the config's ``data_placement``, as the DAG passes it) and
+    ``workers`` are the train job's ``--placement`` and ``--workers``. ``features``: when the run qualifies for the
+    frozen-feature cache (``clgrid.config.uses_feature_cache``), compute it once as the ``extract_features`` job does
+    and train on it, as the DAG does; False (the default) trains through the backbone. ``checkpoint_every_s``: the
+    job's in-job checkpoint interval (None: none; 600 s, the train verb's default).
     """
     root = Path(workdir)
     datasets = []
@@ -36,11 +44,23 @@ def run_cell(config: dict[str, Any], benchmark: str, backbone: str, method: str,
         jobs.init_model(init_spec, str(scenario), str(init_dir / "model.pt"))
         jobs.evaluate(init_spec, str(scenario), datasets, str(init_dir / "model.pt"), str(init_dir / "eval.json"))
     spec = cl.run_spec(config, benchmark, backbone, method, seed)
+    cache = None
+    if features and cl.uses_feature_cache(config, benchmark, backbone, method):
+        feature_seed = cl.feature_seed(config, backbone, seed)
+        feature_init = root / "init" / benchmark / backbone / f"s{feature_seed}" / "model.pt"
+        if not feature_init.exists():
+            jobs.init_model(cl.init_spec(config, benchmark, backbone, feature_seed), str(scenario), str(feature_init))
+        cache = root / "features" / benchmark / backbone / f"s{feature_seed}" / "features.pt"
+        if not cache.exists():
+            jobs.extract_features(cl.init_spec(config, benchmark, backbone, feature_seed), str(scenario), datasets,
+                                  str(feature_init), str(cache))
     run_dir = root / "runs" / benchmark / backbone / method / f"s{seed}"
     tasks = list(range(cl.n_tasks(config, benchmark)))
     states = [str(run_dir / f"task{t}" / "state.pt") for t in tasks]
     evals = [str(run_dir / f"task{t}" / "eval.json") for t in tasks]
-    jobs.train_tasks(spec, str(scenario), datasets, str(init_dir / "model.pt"), tasks, states, evals)
+    jobs.train_tasks(spec, str(scenario), datasets, str(init_dir / "model.pt"), tasks, states, evals,
+                     placement=placement or config.get("data_placement", "auto"), workers=workers,
+                     checkpoint_every_s=checkpoint_every_s, features=str(cache) if cache else None)
     jobs.run_metrics(spec, str(init_dir / "eval.json"), evals, str(run_dir / "metrics.json"), states)
     return read_json(run_dir / "metrics.json")
 
