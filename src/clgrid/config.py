@@ -123,6 +123,7 @@ def check_config(config: dict[str, Any], validate: Callable[[dict[str, Any]], No
         _check_benchmark(config, name, bench)
     expand_sweeps(config)
     _check_variants(config, validate)
+    _check_precision_per_benchmark(config)
     for run_name in config["methods"]:
         _, params, _ = method_of(config, run_name)
         if params.get("reference_dataset"):
@@ -424,6 +425,22 @@ def _check_variants(config: dict[str, Any], validate) -> None:
             raise ConfigError(f"{variant['method']} rejects these settings: {err}", path=("variants", name),
                               value=variant) from None
         variant["resolved_params"] = trial["method_params"][variant["method"]]
+
+
+def _check_precision_per_benchmark(config: dict[str, Any]) -> None:
+    """``train.precision`` and ``deterministic`` belong to a benchmark: its initial evaluation (every run's FWT
+    baseline) and its frozen-feature cache are shared by all its runs and compute under them, so a variant or a
+    sweep point computing otherwise would be measured against a baseline of other arithmetic."""
+    for name, variant in (config.get("variants") or {}).items():
+        for key in PRECISION_KEYS:
+            if key in (variant.get("train") or {}):
+                raise ConfigError(
+                    f"sets train.{key} for one run, but it is a benchmark's setting: the initial evaluation (the FWT "
+                    "baseline) and the feature cache its runs share compute under the benchmark's",
+                    path=_param_path(config, name, "train", key), value=variant["train"][key],
+                    allowed=f"train.{key} under benchmarks.<name>.train only",
+                    fix=f"remove it here and set benchmarks.<name>.train.{key}; to compare precisions, define one "
+                        "benchmark per precision (the same dataset and scenario)")
 
 
 def _in_variant(config: dict[str, Any], name: str, err: ConfigError) -> ConfigError:
