@@ -212,8 +212,11 @@ def test_buffers_are_checked_against_the_training_data():
     config = _minimal(benchmarks={"p": permuted}, methods=["replay"], method_params={"replay": {"buffer_size": 6736}})
     assert _error(config).allowed == "an integer in [1, 6735]"
     # max_per_class_train caps each class; imported arrays have no known size, so nothing is checked
-    config = _minimal(methods=["gdumb"], method_params={"gdumb": {"memory_size": 201}},
-                      datasets={"digits": {"max_per_class_train": 20}})
+    # (digits takes no options: the cap is shown on MNIST)
+    split_mnist = {"dataset": "mnist", "scenario": "class_incremental", "n_tasks": 5,
+                   "train": {"lr": 0.05, "epochs": 1, "batch_size": 32}}
+    config = _minimal(benchmarks={"s": split_mnist}, methods=["gdumb"], method_params={"gdumb": {"memory_size": 201}},
+                      datasets={"mnist": {"max_per_class_train": 20}})
     assert _error(config).allowed == "an integer in [1, 200]"
 
 
@@ -228,11 +231,13 @@ def test_digits_training_size_in_the_registry_is_the_prepared_one(tmp_path):
 
 def test_a_dataset_folder_is_needed_only_until_it_is_prepared(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = _minimal(datasets={"digits": {"path": "raw/digits"}})
+    split_mnist = {"dataset": "mnist", "scenario": "class_incremental", "n_tasks": 5,
+                   "train": {"lr": 0.05, "epochs": 1, "batch_size": 32}}
+    config = _minimal(benchmarks={"s": split_mnist}, datasets={"mnist": {"path": "raw/mnist"}})
     err = _error(copy.deepcopy(config))
-    assert err.path == "datasets.digits.path" and err.problem.startswith("no such folder: raw/digits")
+    assert err.path == "datasets.mnist.path" and err.problem.startswith("no such folder: raw/mnist")
     (tmp_path / "results" / "data").mkdir(parents=True)
-    (tmp_path / "results" / "data" / "digits.npz").write_bytes(b"")
+    (tmp_path / "results" / "data" / "mnist.npz").write_bytes(b"")
     ce.check(config, SCHEMA)
 
 
