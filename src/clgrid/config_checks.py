@@ -584,9 +584,50 @@ def _run_index(config: dict[str, Any], run: str) -> int:
     return config["methods"].index(run)
 
 
+def check_array_files(config: dict[str, Any]) -> None:
+    """An imported array file a used dataset reads holds what ``clgrid.data.arrays.read_npz`` needs: labels of
+    both splits, images (or JPEG bytes) of both, class names and labels that agree with the class count. Reads the
+    file's member list and its label arrays only (not the images)."""
+    import numpy as np
+
+    cl = _config()
+    used = [d for b in config["benchmarks"] for d in cl.datasets_of(config, b)]
+    used += [cl.method_of(config, run)[1].get("reference_dataset") for run in config["methods"]]
+    for name in dict.fromkeys(n for n in used if n):
+        path = ((config.get("datasets") or {}).get(name) or {}).get("npz")
+        if not path or not os.path.isfile(path):
+            continue
+        where = ("datasets", name, "npz")
+        n_classes = cl.dataset_classes(config, name)
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                members = set(arrays.files)
+                problem = next((f"lacks y_{s}" for s in ("train", "test") if f"y_{s}" not in members), None)
+                problem = problem or next((f"lacks x_{s} (or x_{s}_jpeg and x_{s}_offsets)" for s in ("train", "test")
+                                           if f"x_{s}" not in members and f"x_{s}_jpeg" not in members), None)
+                if problem is None and "classes" in members and len(arrays["classes"]) != n_classes:
+                    problem = (f"names {len(arrays['classes'])} classes, and the config counts {n_classes}")
+                if problem is None:
+                    for split in ("train", "test"):
+                        y = arrays[f"y_{split}"]
+                        if len(y) and (y.min() < 0 or y.max() >= n_classes):
+                            problem = f"y_{split} holds labels {y.min()}..{y.max()}, not 0..{n_classes - 1}"
+                            break
+        except (OSError, ValueError, KeyError) as err:
+            problem = f"cannot be read as an .npz ({type(err).__name__}: {err})"
+        if problem:
+            counted = "n_classes" if name not in DATASETS else f"'{name}''s registered class count"
+            raise ConfigError(f"the array file {problem}", path=where, value=path,
+                              allowed="an .npz with x_train, y_train, x_test, y_test (labels 0..K-1) and optionally "
+                                      f"classes (K names), K = {n_classes} ({counted})",
+                              fix="point npz at a file that holds them" + (
+                                  ", or correct n_classes" if name not in DATASETS else ""))
+
+
 def check_runs(config: dict[str, Any]) -> None:
     """Each run's method against each backbone and benchmark it meets."""
     cl = _config()
+    check_array_files(config)
     clip_methods = methods_needing_clip()
     for run in config["methods"]:
         method, params, train = cl.method_of(config, run)
@@ -602,6 +643,10 @@ def check_runs(config: dict[str, Any]) -> None:
             _check_zscl(config, run, params, param_path)
         if method == "lora":
             _check_lora(run, params, param_path)
+            if params.get("target_modules") is not None or params.get("freeze", "none") != "none":
+                _check_lora_on_backbones(config, run, params, param_path)
+        if method == "dml" and params.get("loss") == "triplet" and params.get("m_per_class"):
+            _check_dml_batches(config, run, params, train, param_path)
         if method == "icarl":
             _check_icarl(config, run, params, param_path)
         if method == "dml" and params.get("embedding_skip"):
@@ -671,6 +716,86 @@ def _check_lora(run: str, params: dict[str, Any], param_path) -> None:
                                       "of names", fix="correct the expression (escape [ ] ( ) . with \\)") from None
 
 
+def _model_inputs(config: dict[str, Any], bench_name: str) -> tuple[list[int], int] | None:
+    """(input shape, class count) of a benchmark's model where known before its data is prepared."""
+    cl = _config()
+    bench = config["benchmarks"][bench_name]
+    names = cl.datasets_of(config, bench_name)
+    shape = dataset_shape(config, names[0])
+    if shape is None:
+        return None
+    if bench.get("channels"):
+        shape = [bench["channels"], *shape[1:]]
+    if bench.get("image_size"):
+        shape = [shape[0], bench["image_size"], bench["image_size"]]
+    if bench["scenario"] == "dataset_sequence":
+        n_classes = sum(cl.dataset_classes(config, d) for d in bench["datasets"])
+    else:
+        n_classes = cl.dataset_classes(config, names[0])
+    return shape, n_classes
+
+
+def _check_lora_on_backbones(config: dict[str, Any], run: str, params: dict[str, Any], param_path) -> None:
+    """LoRA's own injection (clgrid.methods.lora) on each backbone, built without weights: targets that match no
+    layer, layers peft cannot adapt, adapters inside frozen blocks or that would never act fail here, not in the
+    job. Only for runs that name target_modules or freeze blocks (it imports torch and peft)."""
+    try:
+        from clgrid.methods import get_method
+        from clgrid.models import build_model
+    except ImportError:
+        return
+    for name, backbone in config["backbones"].items():
+        inputs = next((i for i in (_model_inputs(config, b) for b in config["benchmarks"]) if i), None)
+        if inputs is None:
+            continue
+        try:
+            model = build_model(backbone, inputs[0], inputs[1], load_weights=False)
+        except Exception:  # noqa: BLE001 - a model that cannot be built here: other checks or the job say why
+            continue
+        targets = params.get("target_modules")
+        if isinstance(targets, list):
+            names = [n for n, _ in model.named_modules() if n]
+            for i, target in enumerate(targets):
+                # peft's rule (check_target_module_exists): the full name, or a name ending in .<target>
+                if not any(n == target or n.endswith("." + target) for n in names):
+                    raise ConfigError(f"backbone '{name}' has no layer '{target}'"
+                                      f"{did_you_mean(target, [n.split('.', 1)[-1] for n in names])}; peft adapts "
+                                      "the names that match and skips this one without a word",
+                                      path=(*param_path("target_modules"), i), value=target,
+                                      describe_as=("method_params", "lora", "target_modules"),
+                                      allowed="names of the model's layers, e.g. " + choices(
+                                          [n for n in names if n.count(".") <= 2][:10]),
+                                      fix="correct the name, or remove it")
+        try:
+            method = get_method("lora")(model, params, inputs[1])
+            method.inject()
+            method.merge()
+        except (ValueError, KeyError) as err:
+            targets = params.get("target_modules")
+            where = param_path("target_modules" if targets is not None else "freeze")
+            raise ConfigError(f"on backbone '{name}': {str(err).strip()}", path=where,
+                              value=targets if targets is not None else params.get("freeze"),
+                              describe_as=("method_params", "lora", "target_modules" if targets is not None
+                                           else "freeze"),
+                              allowed="names of layers of the backbone peft can adapt (nn.Linear, convolutions, "
+                                      "embeddings, attention), outside the frozen blocks",
+                              fix="correct target_modules (or freeze), as the problem says") from None
+
+
+def _check_dml_batches(config: dict[str, Any], run: str, params: dict[str, Any], train: dict[str, Any],
+                       param_path) -> None:
+    m = int(params["m_per_class"])
+    for bench_name, bench in config["benchmarks"].items():
+        batch = int({**bench["train"], **train}["batch_size"])
+        if batch <= m:
+            raise ConfigError(f"batches of {batch} samples drawn {m} per class hold one class each: a triplet "
+                              "needs a negative of another class, so the loss would be 0 and nothing would train",
+                              path=param_path("m_per_class"), value=m,
+                              describe_as=("method_params", "dml", "m_per_class"),
+                              allowed=f"an integer below the batch size {batch} (e.g. {max(1, batch // 8)}), or 0 "
+                                      "for plain shuffling", fix="lower m_per_class, or raise batch_size")
+
+
 def _check_icarl(config: dict[str, Any], run: str, params: dict[str, Any], param_path) -> None:
     cl = _config()
     size = params.get("memory_size")
@@ -690,17 +815,11 @@ def _check_icarl(config: dict[str, Any], run: str, params: dict[str, Any], param
 
 def _check_embedding_skip(config: dict[str, Any], run: str, params: dict[str, Any], param_path) -> None:
     """embedding_skip adds the features to the embedding: the two dimensions must agree (clgrid.methods.dml)."""
-    cl = _config()
     dim = params.get("embedding_dim", 512)
     for name, backbone in config["backbones"].items():
         for bench_name in config["benchmarks"]:
-            shapes = [dataset_shape(config, d) for d in cl.datasets_of(config, bench_name)]
-            bench = config["benchmarks"][bench_name]
-            if not shapes or shapes[0] is None:
-                continue
-            shape = [bench.get("channels") or shapes[0][0], *([bench["image_size"]] * 2 if bench.get("image_size")
-                                                              else shapes[0][1:])]
-            feature_dim = _feature_dim(backbone, shape)
+            inputs = _model_inputs(config, bench_name)
+            feature_dim = None if inputs is None else _feature_dim(backbone, inputs[0])
             if feature_dim is not None and feature_dim != dim:
                 raise ConfigError(f"embedding_skip adds the backbone's features to the embedding, and backbone "
                                   f"'{name}' gives {feature_dim}-d features on benchmark '{bench_name}'",
@@ -773,6 +892,11 @@ def check_ignored(config: dict[str, Any], schema: dict[str, Any]) -> None:
             uses.setdefault(path, []).append((run, why(params), params[key], ("method_params", method, key)))
         for bench_name, bench in config["benchmarks"].items():
             train = {**bench["train"], **train_overrides}
+            if "epochs" in train:
+                path = cl._param_path(config, run, "train", "epochs", bench_name)
+                why = (f"iterations ({train['iterations']}) overrides epochs" if train.get("iterations") else None)
+                uses.setdefault(path, []).append((run, why, train["epochs"], ("benchmarks", bench_name, "train",
+                                                                              "epochs")))
             if not train.get("momentum", 0):
                 continue
             path = cl._param_path(config, run, "train", "momentum", bench_name)
@@ -786,9 +910,14 @@ def check_ignored(config: dict[str, Any], schema: dict[str, Any]) -> None:
         if all(why for _, why, _, _ in records):
             run, why, value, field = records[0]
             runs = sorted({r for r, _, _, _ in records})
-            raise ConfigError(f"{why}, so {field[-1]} is ignored"
+            key = field[-1]
+            allowed, fix = {
+                "epochs": ("epochs left out while iterations is set, or iterations: null where epochs should count",
+                           "remove epochs, or add iterations: null beside it (a zero-shot variant: epochs: 0, "
+                           "iterations: null)"),
+                "momentum": ("0 (or leave it out) with optimizer adam", "remove momentum, or set optimizer: sgd"),
+            }.get(key, (f"{show(_default(schema, field))} (the default) or leave it out, unless the mode that reads "
+                        "it is chosen", f"remove {key}, or choose the mode that uses it"))
+            raise ConfigError(f"{why}, so {key} is ignored"
                               + (f" (in every run that reads it: {', '.join(runs)})" if len(runs) > 1 else ""),
-                              path=path, value=value, kind="ignored", describe_as=field,
-                              allowed=f"{show(_default(schema, field))} (the default) or leave it out, unless the "
-                                      "mode that reads it is chosen",
-                              fix=f"remove {field[-1]}, or choose the mode that uses it")
+                              path=path, value=value, kind="ignored", describe_as=field, allowed=allowed, fix=fix)

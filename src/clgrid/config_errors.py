@@ -569,9 +569,12 @@ def lint_yaml(path: str | Path) -> ConfigError | None:
                     continue
                 if isinstance(key, yaml.ScalarNode) and key.tag != _STR:
                     text = _scalar_text(key)
+                    comma = (" (in a {...} mapping a comma ends an entry: a decimal comma such as lr: 0,001 "
+                             "leaves the key 001; write decimals with a dot)"
+                             if key.tag == "tag:yaml.org,2002:int" and node.flow_style else "")
                     err = ConfigError(
                         f"YAML 1.1 reads the key {text or '(empty)'} as {show(_resolved(key))}, not as the name "
-                        f"'{text}'", path=(*parts, text), value=MISSING,
+                        f"'{text}'{comma}", path=(*parts, text), value=MISSING,
                         allowed="a name (quote a key YAML reads as true/false, null or a number: 'on', 'no', 'null')",
                         fix=f"write the key in quotes: '{text}':" if text else "write the key's name before the colon")
                     err.source = where(key)
@@ -668,7 +671,7 @@ def check(config: dict[str, Any], schema_path: str | Path, files: Sequence[str |
             err.description = describe(schema, err.describe_as)
         if not err.source and (err.parts or files):
             err.source = source_of(err.parts, files, overrides)
-        if err.kind == "type" and isinstance(err.value, bool) and not err.source.startswith("--config"):
+        if err.kind in ("type", "enum") and isinstance(err.value, bool) and not err.source.startswith("--config"):
             word = _bool_word(files, err.parts)
             if word:
                 err.problem += f" (YAML 1.1 reads {word} as {show(err.value)}; quote it, '{word}', to write the word)"
