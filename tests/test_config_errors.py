@@ -249,3 +249,82 @@ def test_shipped_configs_pass(monkeypatch):
         config = yaml.safe_load(path.read_text())
         if "benchmarks" in config:
             ce.check(config, SCHEMA, files=[path])
+
+
+# --- plan-time checks of what a job would refuse or misread (docs/config_checks.md) ---------------------------
+
+
+@pytest.mark.parametrize("text, path, problem", [
+    ("a: 1\nb: {c: 1, c: 2}\n", "b.c", "'c' is written twice in b (lines 2 and 2)"),
+    ("on: {x: 1}\n", "on", "YAML 1.1 reads the key on as true"),
+    ("a: {lr: 0,001}\n", "a.001", "a decimal comma"),
+    ("a: {batch_size: 032}\n", "a.batch_size", "YAML 1.1 reads 032 as the octal number 26"),
+    ("a: 10:00\n", "a", "base-60 number 600"),
+    ("a:\n  weights:\n", "a.weights", "empty value: YAML reads it as null"),
+    ("a: [1, '010', \"on\", 0, 0.5, 1e-3, 0x1F]\nb: 'no'\n", None, None),  # quoted, plain zero, floats, hex: fine
+])
+def test_yaml_habits_that_load_silently_are_named_with_file_and_line(tmp_path, text, path, problem):
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(text)
+    err = ce.lint_yaml(config_file)
+    if path is None:
+        assert err is None, str(err)
+        return
+    assert err.path == path and problem in err.problem and err.source.startswith(f"{config_file}, line "), str(err)
+
+
+def test_integer_fields_take_whole_numbers_only():
+    config = _minimal(backbones={"mlp": {"arch": "mlp", "hidden": [32.0]}})
+    err = _error(config)
+    assert err.path == "backbones.mlp.hidden[0]" and "(write 32)" in err.problem
+    config = _minimal()
+    config["benchmarks"]["split_digits"]["train"]["lr"] = 1  # a number field takes an integer
+    ce.check(config, SCHEMA)
+
+
+def test_a_setting_shared_by_several_runs_is_refused_only_when_no_run_uses_it():
+    variants = {"kd_anneal": {"method": "kd_ema", "params": {"teacher": "anneal"}},
+                "kd_swa": {"method": "kd_ema", "params": {"teacher": "swa"}}}
+    config = _minimal(methods=["kd_anneal", "kd_swa"], variants=copy.deepcopy(variants),
+                      method_params={"kd_ema": {"anneal_steps": 50}})
+    ce.check(config, SCHEMA)  # kd_anneal reads it
+    config = _minimal(methods=["kd_swa"], variants=copy.deepcopy(variants), method_params={"kd_ema": {"anneal_steps": 50}})
+    err = _error(config)
+    assert err.path == "method_params.kd_ema.anneal_steps" and err.kind == "ignored"
+    # a variant that switches the benchmark's SGD to Adam drops the benchmark's momentum knowingly
+    config = _minimal(methods=["naive", "adam"], variants={"adam": {"method": "naive", "train": {"optimizer": "adam"}}})
+    config["benchmarks"]["split_digits"]["train"]["momentum"] = 0.9
+    ce.check(config, SCHEMA)
+
+
+def test_methods_needing_clip_are_read_from_the_method_sources():
+    from clgrid import config_checks
+    from clgrid.methods import METHODS
+
+    assert config_checks.methods_needing_clip() == {n for n, cls in METHODS.items() if getattr(cls, "needs_clip", False)}
+    assert "zscl" in config_checks.methods_needing_clip()
+
+
+def test_open_clip_facts_read_from_its_files_are_open_clips_own():
+    # The plan reads open_clip's model configs and pretrained tags without importing it (5 s with torch); this is
+    # what open_clip itself answers.
+    open_clip = pytest.importorskip("open_clip")
+    from clgrid import config_checks
+
+    models, tags_of = config_checks._open_clip_files()
+    assert sorted(models) == sorted(open_clip.list_models())
+    for model in models:
+        assert sorted(tags_of(model)) == sorted(open_clip.list_pretrained_tags_by_model(model)), model
+
+
+def test_dataset_shapes_known_before_preparation_are_the_prepared_ones(tmp_path):
+    import numpy as np
+
+    from clgrid import config_checks
+    from clgrid.data.datasets import prepare_digits
+
+    prepare_digits(str(tmp_path / "digits.npz"))
+    assert config_checks.dataset_shape({}, "digits") == list(np.load(tmp_path / "digits.npz")["x_train"].shape[1:])
+    assert config_checks.dataset_shape({"datasets": {"mnist": {"image_size": 224}}}, "mnist") == [1, 224, 224]
+    assert config_checks.dataset_shape({}, "cub200") == [3, 224, 224]
+    assert config_checks.dataset_shape({"datasets": {"mnist": {"npz": "x.npz"}}}, "mnist") is None

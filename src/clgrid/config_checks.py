@@ -179,7 +179,7 @@ def _check_eval_sets(config: dict[str, Any], name: str, bench: dict[str, Any]) -
                               "(or, for *_task_il, never summarises): the numbers would be overwritten or dropped",
                               path=where, value=set_cfg, kind="bad_name",
                               allowed="a name other than task_il and top5, not ending in _task_il",
-                              fix=f"rename the eval set (e.g. {set_name.replace('task_il', 'set')}_set)")
+                              fix=f"rename the eval set (e.g. {set_name.removesuffix('_task_il')}_set)")
         n_set = cl.dataset_classes(config, set_cfg["dataset"], (*where, "dataset"))
         for dname in dict.fromkeys(trained):
             n_task = cl.dataset_classes(config, dname)
@@ -212,8 +212,10 @@ def _check_transform(config: dict[str, Any], name: str, bench: dict[str, Any]) -
     if channels and len(mean) not in (1, channels):
         raise ConfigError(f"the inputs have {channels} channel{'s' if channels > 1 else ''}, and mean lists {len(mean)}",
                           path=(*where, "normalize", "mean"), value=mean,
-                          allowed=f"{channels} numbers (one per channel), or 1 for all channels",
-                          fix=f"give {channels} means and stds, or normalize: auto")
+                          allowed="1 number (one channel)" if channels == 1 else
+                          f"{channels} numbers (one per channel), or 1 for all channels",
+                          fix=f"give {channels} mean{'s' if channels > 1 else ''} and std{'s' if channels > 1 else ''}, "
+                              "or normalize: auto")
 
 
 # --- backbones -----------------------------------------------------------------------------------------------
@@ -547,9 +549,9 @@ def _check_vit_config(where: tuple, backbone: dict[str, Any]) -> None:
         raise ConfigError("weights are ViT-B/16's own; vit_config changes its shape so they would not fit",
                           path=(*where, "vit_config"), value=given, allowed="null when weights are set",
                           fix="remove vit_config, or remove weights to train a smaller ViT from scratch")
-    for key, of, what in (("image_size", "patch_size", "whole patches"), ("hidden_dim", "num_heads", "attention heads")):
+    for key, of, what in (("image_size", "patch_size", "whole patches"), ("hidden_dim", "num_heads", "equal heads")):
         if settings[key] % settings[of]:
-            raise ConfigError(f"{key} {settings[key]} does not split into {what} of {of} {settings[of]}",
+            raise ConfigError(f"{key} {settings[key]} is not a multiple of {of} {settings[of]} (no {what})",
                               path=(*where, "vit_config", key if key in given else of),
                               value=given.get(key, given.get(of)), allowed=f"{key} a multiple of {of}",
                               fix=f"make {key} a multiple of {of}")
@@ -655,8 +657,9 @@ def check_runs(config: dict[str, Any]) -> None:
             for name, backbone in config["backbones"].items():
                 mode = backbone.get("train_mode", "whole")
                 if backbone["arch"] == "clip" and mode in ("image", "image_fc_fixed") and _trains(config, train):
-                    raise ConfigError(f"with freeze: all and backbone '{name}''s train_mode {mode} (a fixed head), "
-                                      "nothing is left to train: the training job would stop", path=param_path("freeze"),
+                    raise ConfigError(f"freeze: all on backbone '{name}', whose train_mode {mode} keeps CLIP's head "
+                                      "fixed, leaves nothing to train: the training job would stop",
+                                      path=param_path("freeze"),
                                       value="all", describe_as=("method_params", method, "freeze"),
                                       allowed="none or first_k on this backbone, or train_mode fc / image_fc / text",
                                       fix="set train_mode fc to train only CLIP's head, or freeze less")
@@ -674,8 +677,9 @@ def _check_zscl(config: dict[str, Any], run: str, params: dict[str, Any], param_
     for name, backbone in config["backbones"].items():
         mode = backbone.get("train_mode", "whole")
         if backbone["arch"] == "clip" and mode not in ("whole", "text"):
-            raise ConfigError(f"zscl distils CLIP's text encoder on the reference sentences; backbone '{name}''s "
-                              f"train_mode {mode} keeps no text encoder", path=("backbones", name, "train_mode"),
+            raise ConfigError(f"zscl distils CLIP's text encoder on the reference sentences, and backbone '{name}' "
+                              f"has train_mode {mode}, which keeps no text encoder",
+                              path=("backbones", name, "train_mode"),
                               value=mode, allowed="whole or text (with zscl among the methods)",
                               fix="set train_mode: whole, or run zscl in another config")
     sentences = params.get("reference_sentences")

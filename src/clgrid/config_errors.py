@@ -669,6 +669,8 @@ def check(config: dict[str, Any], schema_path: str | Path, files: Sequence[str |
     except ConfigError as err:
         if err.description is None:
             err.description = describe(schema, err.describe_as)
+            if err.description is None and err.describe_as and isinstance(err.describe_as[-1], int):
+                err.description = describe(schema, err.describe_as[:-1])  # an item means what its list means
         if not err.source and (err.parts or files):
             err.source = source_of(err.parts, files, overrides)
         if err.kind in ("type", "enum") and isinstance(err.value, bool) and not err.source.startswith("--config"):
