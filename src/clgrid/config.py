@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -403,6 +404,15 @@ def expand_sweeps(config: dict[str, Any]) -> None:
         axes += [("train", k, v) for k, v in sorted(sweep.get("train", {}).items())]
         for part, key, values in axes:
             spelled = [sweep_value(v) for v in values]
+            unnamable = next((j for j, text in enumerate(spelled) if not re.fullmatch(r"[A-Za-z0-9_.+-]+", text)), None)
+            if unnamable is not None:
+                raise ConfigError(
+                    f"a swept value is spelled into the run's name and folder ({base}~{key}=...), and "
+                    f"{spelled[unnamable]!r} cannot be", path=("sweeps", base, part, key, unnamable),
+                    value=values[unnamable], allowed="numbers, true/false, null, or words of letters, digits and "
+                    "_ . + - (no lists, spaces, commas, slashes)",
+                    fix=f"define one variant per value under variants (e.g. {base}_{unnamable}: {{method: ..., "
+                        f"{part}: {{{key}: ...}}}}) and list them in methods")
             repeated = next((j for j, text in enumerate(spelled) if text in spelled[:j]), None)
             if repeated is not None:
                 raise ConfigError(

@@ -221,10 +221,21 @@ def _check_transform(config: dict[str, Any], name: str, bench: dict[str, Any]) -
 # --- backbones -----------------------------------------------------------------------------------------------
 
 
+NULL_WORDS = ("none", "null", "nil", "~")
+"""Strings that spell null (``pretrained: None``, ``weights: 'null'``): YAML reads them as text, not as null."""
+
+
 def check_backbones(config: dict[str, Any]) -> None:
     for name, backbone in config["backbones"].items():
         where = ("backbones", name)
         arch = backbone["arch"]
+        for key in ("pretrained", "weights", "model_config", "cache_dir"):
+            value = backbone.get(key)
+            if isinstance(value, str) and value.strip().lower() in NULL_WORDS:
+                raise ConfigError(f"'{value}' is text (YAML reads only null, Null, NULL and ~ unquoted as null), so it "
+                                  f"would be looked up as a name or path", path=(*where, key), value=value,
+                                  allowed="null written unquoted, or a real name or path",
+                                  fix=f"write {key}: null")
         if arch == "clip" and backbone.get("head", "linear") != "linear":
             raise _ignored((*where, "head"), backbone["head"], "CLIP classifies with its own head (the class "
                            "embeddings of the prompts; see train_mode), so head is ignored", "linear or leave it out",
