@@ -239,7 +239,8 @@ def _check_dataset_files(config: dict[str, Any]) -> None:
                 wrong = os.path.isdir(location) if key == "npz" else not os.path.isdir(location)
                 if wrong and not (key == "path" and prepared):
                     raise ConfigError(
-                        f"{location} is a {'folder' if key == 'npz' else 'file'}, not {'an array file' if key == 'npz' else 'a folder'}",
+                        f"{location} is a folder, not an array file" if key == "npz"
+                        else f"{location} is a file, not a folder",
                         path=("datasets", name, key), value=location,
                         allowed="an .npz file (x_train, y_train, x_test, y_test)" if key == "npz"
                         else "a folder in the dataset's raw layout (ImageNet: train/ and val/ of class folders)",

@@ -26,7 +26,6 @@ from typing import Any, Iterable
 from clgrid.config_errors import MISSING, ConfigError, choices, did_you_mean, field_schemas, show
 from clgrid.data.datasets import DATASETS
 
-CLASS_SPLIT = ("class_incremental", "task_incremental")
 DOMAIN = ("permuted", "rotated")
 
 
@@ -164,8 +163,8 @@ def _check_input_shapes(config: dict[str, Any], name: str, bench: dict[str, Any]
                           "to resize every task to one", path=("benchmarks", name, "image_size"), kind="missing",
                           allowed="an integer >= 4 (every task resized to it), e.g. the largest: "
                                   f"{max(s[1] for s in shapes.values())}",
-                          fix=f"add image_size: <pixels> (and channels: 3 to mix grey and RGB) under benchmarks.{name}, "
-                              "or give each dataset the same image_size under datasets")
+                          fix=f"add image_size: <pixels> (and channels: 3 to mix grey and RGB) under "
+                              f"benchmarks.{name}, or give each dataset the same image_size under datasets")
 
 
 def _check_eval_sets(config: dict[str, Any], name: str, bench: dict[str, Any]) -> None:
@@ -210,12 +209,12 @@ def _check_transform(config: dict[str, Any], name: str, bench: dict[str, Any]) -
     shapes = [dataset_shape(config, d) for d in _config().datasets_of(config, name)[:1]]
     channels = bench.get("channels") or (shapes[0][0] if shapes and shapes[0] else None)
     if channels and len(mean) not in (1, channels):
-        raise ConfigError(f"the inputs have {channels} channel{'s' if channels > 1 else ''}, and mean lists {len(mean)}",
+        plural = "s" if channels > 1 else ""
+        raise ConfigError(f"the inputs have {channels} channel{plural}, and mean lists {len(mean)}",
                           path=(*where, "normalize", "mean"), value=mean,
                           allowed="1 number (one channel)" if channels == 1 else
                           f"{channels} numbers (one per channel), or 1 for all channels",
-                          fix=f"give {channels} mean{'s' if channels > 1 else ''} and std{'s' if channels > 1 else ''}, "
-                              "or normalize: auto")
+                          fix=f"give {channels} mean{plural} and std{plural}, or normalize: auto")
 
 
 # --- backbones -----------------------------------------------------------------------------------------------
@@ -319,6 +318,9 @@ def _open_clip_knows(model: str, pretrained: str | None) -> tuple[bool, bool, li
     return model in models, bool(pretrained) and pretrained in tags, models, tags
 
 
+DEFAULT_TAG = " (openai is also what pretrained is when left out)"
+
+
 def _check_clip(where: tuple, backbone: dict[str, Any]) -> None:
     model, pretrained = backbone.get("model", "ViT-B-16"), backbone.get("pretrained", "openai")
     _check_templates(where, backbone.get("templates", "auto"))
@@ -355,17 +357,17 @@ def _check_clip(where: tuple, backbone: dict[str, Any]) -> None:
     if model.startswith("hf-hub:"):
         _check_repo_id(model[len("hf-hub:"):], (*where, "model"), model, "hf-hub:<namespace>/<model>")
         if pretrained and not os.path.isfile(pretrained):
-            raise ConfigError(f"a Hub model (hf-hub:) brings its own weights and has no pretrained tags"
-                              + (" (pretrained defaults to openai)" if "pretrained" not in backbone else ""),
-                              path=(*where, "pretrained"), value=pretrained if "pretrained" in backbone else MISSING,
+            raise ConfigError("a Hub model (hf-hub:) brings its own weights and has no pretrained tags"
+                              + (DEFAULT_TAG if pretrained == "openai" else ""),
+                              path=(*where, "pretrained"), value=pretrained,
                               allowed="null (the Hub model's weights), or a weights file that exists",
                               fix="set pretrained: null")
         return
     if registered is not None:
         if pretrained and not os.path.isfile(pretrained):
-            raise ConfigError(f"a model registered from model_config has no pretrained tags"
-                              + (" (pretrained defaults to openai)" if "pretrained" not in backbone else ""),
-                              path=(*where, "pretrained"), value=pretrained if "pretrained" in backbone else MISSING,
+            raise ConfigError("a model registered from model_config has no pretrained tags"
+                              + (DEFAULT_TAG if pretrained == "openai" else ""),
+                              path=(*where, "pretrained"), value=pretrained,
                               allowed="null (random weights) or a weights file that exists",
                               fix="set pretrained: null, or the path of a weights file")
         return
@@ -382,8 +384,7 @@ def _check_clip(where: tuple, backbone: dict[str, Any]) -> None:
                                                                else f" (relative to {os.getcwd()})")
         else:
             problem = f"'{pretrained}' is not a pretrained tag of {model}{did_you_mean(pretrained, tags)}"
-        raise ConfigError(problem, path=(*where, "pretrained"),
-                          value=pretrained if "pretrained" in backbone else MISSING,
+        raise ConfigError(problem, path=(*where, "pretrained"), value=pretrained,
                           allowed=f"a tag of {model} ({choices(tags) or 'none'}), a weights file that exists, or null",
                           fix="correct the tag or the path (open_clip.list_pretrained_tags_by_model"
                               f"('{model}') lists the tags)")
@@ -431,7 +432,12 @@ def _check_repo_id(repo: str, path: tuple, value: str, allowed: str) -> None:
 def _flava_layers(pretrained: str | None, flava_config: dict | None, cache_dir: str | None) -> int | None:
     """The FLAVA image encoder's layer count where known before a job: config, saved folder or the Hub cache."""
     if not pretrained:
-        return (flava_config or {}).get("num_hidden_layers") or _flava_defaults().get("num_hidden_layers")
+        if (flava_config or {}).get("num_hidden_layers"):
+            return flava_config["num_hidden_layers"]
+        try:
+            return _flava_defaults().get("num_hidden_layers")
+        except ImportError:
+            return None
     path = os.path.join(pretrained, "config.json") if os.path.isdir(pretrained) else None
     if path is None:
         try:
@@ -491,11 +497,15 @@ def _check_flava(where: tuple, backbone: dict[str, Any]) -> None:
                               path=(*where, "flava_config"), value=flava_config,
                               allowed="null when pretrained is set", fix="remove flava_config, or set pretrained: null")
     if flava_config:
-        defaults = _flava_defaults()
+        try:
+            defaults = _flava_defaults()
+        except ImportError:  # no transformers here: the jobs' environment decides
+            return
         for key, value in flava_config.items():
             if key not in defaults:
                 raise ConfigError(f"FlavaImageConfig has no option '{key}'{did_you_mean(key, defaults)}: "
-                                  "transformers would keep it as an unused attribute", path=(*where, "flava_config", key),
+                                  "transformers would keep it as an unused attribute",
+                                  path=(*where, "flava_config", key),
                                   value=value, allowed="options of transformers.FlavaImageConfig: "
                                   + choices(k for k in defaults if k in ("hidden_size", "num_hidden_layers",
                                             "num_attention_heads", "intermediate_size", "image_size", "patch_size",
@@ -531,7 +541,8 @@ def _check_torchvision(where: tuple, backbone: dict[str, Any]) -> None:
                                   "from the torchvision model, or null (random)",
                           fix="write imagenet, or correct the path")
     if arch in ("resnet18", "resnet50") and weights:
-        for key, ok in (("cifar_stem", backbone.get("cifar_stem") is not True), ("width", backbone.get("width", 64) == 64)):
+        for key, ok in (("cifar_stem", backbone.get("cifar_stem") is not True),
+                        ("width", backbone.get("width", 64) == 64)):
             if not ok:
                 raise ConfigError(f"weights {weights} are torchvision's {arch} itself: its ImageNet stem at width 64",
                                   path=(*where, key), value=backbone[key],
@@ -544,9 +555,12 @@ def _check_torchvision(where: tuple, backbone: dict[str, Any]) -> None:
 def _check_vit_config(where: tuple, backbone: dict[str, Any]) -> None:
     import inspect
 
-    from torchvision.models.vision_transformer import VisionTransformer
+    try:
+        from torchvision.models.vision_transformer import VisionTransformer
 
-    from clgrid.models.vit import VIT_B_16
+        from clgrid.models.vit import VIT_B_16
+    except ImportError:  # no torchvision here: the jobs' environment decides
+        return
 
     given = backbone["vit_config"]
     options = [n for n in inspect.signature(VisionTransformer.__init__).parameters if n != "self"]
@@ -626,10 +640,10 @@ def check_array_files(config: dict[str, Any]) -> None:
                         if len(y) and (y.min() < 0 or y.max() >= n_classes):
                             problem = f"y_{split} holds labels {y.min()}..{y.max()}, not 0..{n_classes - 1}"
                             break
-        except (OSError, ValueError, KeyError) as err:
+        except Exception as err:  # noqa: BLE001 - not a zip, truncated, a Git LFS pointer: all the same to a job
             problem = f"cannot be read as an .npz ({type(err).__name__}: {err})"
         if problem:
-            counted = "n_classes" if name not in DATASETS else f"'{name}''s registered class count"
+            counted = "n_classes" if name not in DATASETS else f"the registered count of '{name}'"
             raise ConfigError(f"the array file {problem}", path=where, value=path,
                               allowed="an .npz with x_train, y_train, x_test, y_test (labels 0..K-1) and optionally "
                                       f"classes (K names), K = {n_classes} ({counted})",
@@ -823,7 +837,8 @@ def _check_icarl(config: dict[str, Any], run: str, params: dict[str, Any], param
             groups = trained * (int(bench["n_tasks"]) if kind in DOMAIN else 1)
         if isinstance(size, int) and size < groups:
             raise ConfigError(f"iCaRL keeps at least one exemplar of each class of each task, and benchmark '{name}' "
-                              f"has {groups} by its last task: the training job would stop", path=param_path("memory_size"),
+                              f"has {groups} by its last task: the training job would stop",
+                              path=param_path("memory_size"),
                               value=size, describe_as=("method_params", "icarl", "memory_size"),
                               allowed=f"an integer >= {groups}", fix=f"raise memory_size to at least {groups}")
 
@@ -895,7 +910,8 @@ def _default(schema: dict[str, Any], parts: Iterable[str | int]) -> Any:
 def check_ignored(config: dict[str, Any], schema: dict[str, Any]) -> None:
     """Refuse a changed setting that no run reading it uses (see the module's doc)."""
     cl = _config()
-    uses: dict[tuple, list[tuple[str, str | None, Any, tuple]]] = {}  # field -> [(run, why ignored, value, schema field)]
+    # field -> [(run, why it is ignored or None where used, value, the schema field)]
+    uses: dict[tuple, list[tuple[str, str | None, Any, tuple]]] = {}
     for run in config["methods"]:
         method, params, train_overrides = cl.method_of(config, run)
         for methods, key, why in IGNORED_PARAMS:
