@@ -651,10 +651,43 @@ def check_array_files(config: dict[str, Any]) -> None:
                                   ", or correct n_classes" if name not in DATASETS else ""))
 
 
+def _no_training_split(name: str) -> bool:
+    """A registered dataset with test images only (CIFAR-10.1): its registry entry says so in ``split``."""
+    info = DATASETS.get(name)
+    return info is not None and (info.n_train == 0 or info.split.startswith("test split only"))
+
+
+def check_training_data(config: dict[str, Any]) -> None:
+    """The datasets tasks train on, and ZSCL's reference images, have training images."""
+    cl = _config()
+    for bench_name, bench in config["benchmarks"].items():
+        where = ("benchmarks", bench_name)
+        fields = ([((*where, "datasets", i), d) for i, d in enumerate(bench["datasets"])]
+                  if bench["scenario"] == "dataset_sequence" else [((*where, "dataset"), bench["dataset"])])
+        for field, name in fields:
+            if _no_training_split(name) and "npz" not in ((config.get("datasets") or {}).get(name) or {}):
+                raise ConfigError(f"'{name}' holds test images only ({DATASETS[name].split}): its tasks would have "
+                                  "nothing to train on", path=field, value=name,
+                                  allowed="a dataset with a training split; a test-only set belongs under eval_sets",
+                                  fix=f"train on the dataset it shifts (e.g. cifar10) and add eval_sets: {{shifted: "
+                                      f"{{dataset: {name}}}}}")
+    for run in config["methods"]:
+        method, params, _ = cl.method_of(config, run)
+        name = params.get("reference_dataset")
+        if name and _no_training_split(name) and "npz" not in ((config.get("datasets") or {}).get(name) or {}):
+            raise ConfigError(f"'{name}' holds test images only: zscl draws its reference images from a training "
+                              "split, and would draw none", path=cl._param_path(config, run, "params",
+                                                                               "reference_dataset"),
+                              value=name, describe_as=("method_params", method, "reference_dataset"),
+                              allowed="a dataset with a training split (e.g. imagenet, cifar100), or null",
+                              fix="name a dataset with training images")
+
+
 def check_runs(config: dict[str, Any]) -> None:
     """Each run's method against each backbone and benchmark it meets."""
     cl = _config()
     check_array_files(config)
+    check_training_data(config)
     clip_methods = methods_needing_clip()
     for run in config["methods"]:
         method, params, train = cl.method_of(config, run)
@@ -670,8 +703,8 @@ def check_runs(config: dict[str, Any]) -> None:
             _check_zscl(config, run, params, param_path)
         if method == "lora":
             _check_lora(run, params, param_path)
-            if params.get("target_modules") is not None or params.get("freeze", "none") != "none":
-                _check_lora_on_backbones(config, run, params, param_path)
+            full = params.get("target_modules") is not None or params.get("freeze", "none") != "none"
+            _check_lora_on_backbones(config, run, params, param_path, full)
         if method == "dml" and params.get("loss") == "triplet" and params.get("m_per_class"):
             _check_dml_batches(config, run, params, train, param_path)
         if method == "icarl":
@@ -764,16 +797,28 @@ def _model_inputs(config: dict[str, Any], bench_name: str) -> tuple[list[int], i
     return shape, n_classes
 
 
-def _check_lora_on_backbones(config: dict[str, Any], run: str, params: dict[str, Any], param_path) -> None:
-    """LoRA's own injection (clgrid.methods.lora) on each backbone, built without weights: targets that match no
-    layer, layers peft cannot adapt, adapters inside frozen blocks or that would never act fail here, not in the
-    job. Only for runs that name target_modules or freeze blocks (it imports torch and peft)."""
+# Backbones made of nn.Linear layers (mlp blocks; attention and MLP blocks of the transformers), which LoRA targets
+# by default: with the defaults (no target_modules, no freeze) they are not built at planning (torch, and for the
+# transformers open_clip or transformers and a large model). Any other arch (cnn and resnet have no nn.Linear) is.
+LORA_DEFAULT_TARGETS_PRESENT = ("mlp", "clip", "flava", "vit_b_16")
+
+
+def _check_lora_on_backbones(config: dict[str, Any], run: str, params: dict[str, Any], param_path,
+                             full: bool = True) -> None:
+    """LoRA's own checks (clgrid.methods.lora) on each backbone, built without weights: a backbone with no layer
+    to adapt by default (a cnn or resnet has no nn.Linear), and with ``full`` (target_modules named or blocks
+    frozen) its injection: targets that match no layer, layers peft cannot adapt, adapters inside frozen blocks or
+    that would never act. They fail here, not in the job. Imports torch (and peft with ``full``)."""
+    backbones = {name: backbone for name, backbone in config["backbones"].items()
+                 if full or backbone["arch"] not in LORA_DEFAULT_TARGETS_PRESENT}
+    if not backbones:
+        return
     try:
         from clgrid.methods import get_method
         from clgrid.models import build_model
     except ImportError:
         return
-    for name, backbone in config["backbones"].items():
+    for name, backbone in backbones.items():
         inputs = next((i for i in (_model_inputs(config, b) for b in config["benchmarks"]) if i), None)
         if inputs is None:
             continue
@@ -797,15 +842,14 @@ def _check_lora_on_backbones(config: dict[str, Any], run: str, params: dict[str,
                                       fix="correct the name, or remove it")
         try:
             method = get_method("lora")(model, params, inputs[1])
-            method.inject()
-            method.merge()
+            if full:
+                method.inject()
+                method.merge()
         except (ValueError, KeyError) as err:
             targets = params.get("target_modules")
-            where = param_path("target_modules" if targets is not None else "freeze")
-            raise ConfigError(f"on backbone '{name}': {str(err).strip()}", path=where,
-                              value=targets if targets is not None else params.get("freeze"),
-                              describe_as=("method_params", "lora", "target_modules" if targets is not None
-                                           else "freeze"),
+            key = "target_modules" if targets is not None or params.get("freeze", "none") == "none" else "freeze"
+            raise ConfigError(f"on backbone '{name}': {str(err).strip()}", path=param_path(key), value=params.get(key),
+                              describe_as=("method_params", "lora", key),
                               allowed="names of layers of the backbone peft can adapt (nn.Linear, convolutions, "
                                       "embeddings, attention), outside the frozen blocks",
                               fix="correct target_modules (or freeze), as the problem says") from None
