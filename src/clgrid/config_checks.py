@@ -16,6 +16,7 @@ of them uses it.
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import os
 import re
@@ -823,7 +824,7 @@ def _check_lora_on_backbones(config: dict[str, Any], run: str, params: dict[str,
         if inputs is None:
             continue
         try:
-            model = build_model(backbone, inputs[0], inputs[1], load_weights=False)
+            model = build_model(copy.deepcopy(backbone), inputs[0], inputs[1], load_weights=False)
         except Exception:  # noqa: BLE001 - a model that cannot be built here: other checks or the job say why
             continue
         targets = params.get("target_modules")
@@ -841,7 +842,7 @@ def _check_lora_on_backbones(config: dict[str, Any], run: str, params: dict[str,
                                           [n for n in names if n.count(".") <= 2][:10]),
                                       fix="correct the name, or remove it")
         try:
-            method = get_method("lora")(model, params, inputs[1])
+            method = get_method("lora")(model, copy.deepcopy(params), inputs[1])
             if full:
                 method.inject()
                 method.merge()
@@ -907,7 +908,7 @@ def _feature_dim(backbone: dict[str, Any], shape: list[int]) -> int | None:
     try:
         from clgrid.models import build_model
 
-        return int(build_model(backbone, shape, 2, load_weights=False).feature_dim)
+        return int(build_model(copy.deepcopy(backbone), shape, 2, load_weights=False).feature_dim)
     except Exception:  # noqa: BLE001 - a model that cannot be built here: its own checks or the job say why
         return None
 
