@@ -319,7 +319,7 @@ def _open_clip_knows(model: str, pretrained: str | None) -> tuple[bool, bool, li
     return model in models, bool(pretrained) and pretrained in tags, models, tags
 
 
-DEFAULT_TAG = " (openai is also what pretrained is when left out)"
+DEFAULT_TAG = " (pretrained is openai when left out)"
 
 
 def _check_clip(where: tuple, backbone: dict[str, Any]) -> None:

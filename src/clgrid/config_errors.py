@@ -11,9 +11,12 @@ Every config error, whether the schema (``workflow/schemas/config.schema.yaml``)
       meaning: <the field's description in the schema>
       fix:     <what to change, where the check knows>
 
-``check`` is what the workflow runs before any job: it reads scientific notation written without a dot
-(``lr: 1e-3``, a string to PyYAML) as the number it means, refuses non-finite numbers, validates against the
-schema while filling its defaults (as ``snakemake.utils.validate`` does), then runs the cross-field checks.
+``check`` is what the workflow runs before any job: it reads each config file for YAML that loads without an
+error but not as written (``lint_yaml``: a key written twice, ``on:`` as a key, ``010``, ``10:00``, an empty value),
+reads scientific notation written without a dot (``lr: 1e-3``, a string to PyYAML) as the number it means, refuses
+non-finite numbers, validates against the schema while filling its defaults (as ``snakemake.utils.validate`` does,
+except that an integer field takes no ``32.0``), then runs the cross-field checks (``clgrid.config.check_config``,
+``clgrid.config_checks``).
 """
 
 from __future__ import annotations
