@@ -212,8 +212,11 @@ def test_buffers_are_checked_against_the_training_data():
     config = _minimal(benchmarks={"p": permuted}, methods=["replay"], method_params={"replay": {"buffer_size": 6736}})
     assert _error(config).allowed == "an integer in [1, 6735]"
     # max_per_class_train caps each class; imported arrays have no known size, so nothing is checked
-    config = _minimal(methods=["gdumb"], method_params={"gdumb": {"memory_size": 201}},
-                      datasets={"digits": {"max_per_class_train": 20}})
+    # (digits takes no options: the cap is shown on MNIST)
+    split_mnist = {"dataset": "mnist", "scenario": "class_incremental", "n_tasks": 5,
+                   "train": {"lr": 0.05, "epochs": 1, "batch_size": 32}}
+    config = _minimal(benchmarks={"s": split_mnist}, methods=["gdumb"], method_params={"gdumb": {"memory_size": 201}},
+                      datasets={"mnist": {"max_per_class_train": 20}})
     assert _error(config).allowed == "an integer in [1, 200]"
 
 
@@ -228,11 +231,13 @@ def test_digits_training_size_in_the_registry_is_the_prepared_one(tmp_path):
 
 def test_a_dataset_folder_is_needed_only_until_it_is_prepared(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = _minimal(datasets={"digits": {"path": "raw/digits"}})
+    split_mnist = {"dataset": "mnist", "scenario": "class_incremental", "n_tasks": 5,
+                   "train": {"lr": 0.05, "epochs": 1, "batch_size": 32}}
+    config = _minimal(benchmarks={"s": split_mnist}, datasets={"mnist": {"path": "raw/mnist"}})
     err = _error(copy.deepcopy(config))
-    assert err.path == "datasets.digits.path" and err.problem.startswith("no such folder: raw/digits")
+    assert err.path == "datasets.mnist.path" and err.problem.startswith("no such folder: raw/mnist")
     (tmp_path / "results" / "data").mkdir(parents=True)
-    (tmp_path / "results" / "data" / "digits.npz").write_bytes(b"")
+    (tmp_path / "results" / "data" / "mnist.npz").write_bytes(b"")
     ce.check(config, SCHEMA)
 
 
@@ -244,3 +249,82 @@ def test_shipped_configs_pass(monkeypatch):
         config = yaml.safe_load(path.read_text())
         if "benchmarks" in config:
             ce.check(config, SCHEMA, files=[path])
+
+
+# --- plan-time checks of what a job would refuse or misread (docs/config_checks.md) ---------------------------
+
+
+@pytest.mark.parametrize("text, path, problem", [
+    ("a: 1\nb: {c: 1, c: 2}\n", "b.c", "'c' is written twice in b (lines 2 and 2)"),
+    ("on: {x: 1}\n", "on", "YAML 1.1 reads the key on as true"),
+    ("a: {lr: 0,001}\n", "a.001", "a decimal comma"),
+    ("a: {batch_size: 032}\n", "a.batch_size", "YAML 1.1 reads 032 as the octal number 26"),
+    ("a: 10:00\n", "a", "base-60 number 600"),
+    ("a:\n  weights:\n", "a.weights", "empty value: YAML reads it as null"),
+    ("a: [1, '010', \"on\", 0, 0.5, 1e-3, 0x1F]\nb: 'no'\n", None, None),  # quoted, plain zero, floats, hex: fine
+])
+def test_yaml_habits_that_load_silently_are_named_with_file_and_line(tmp_path, text, path, problem):
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(text)
+    err = ce.lint_yaml(config_file)
+    if path is None:
+        assert err is None, str(err)
+        return
+    assert err.path == path and problem in err.problem and err.source.startswith(f"{config_file}, line "), str(err)
+
+
+def test_integer_fields_take_whole_numbers_only():
+    config = _minimal(backbones={"mlp": {"arch": "mlp", "hidden": [32.0]}})
+    err = _error(config)
+    assert err.path == "backbones.mlp.hidden[0]" and "(write 32)" in err.problem
+    config = _minimal()
+    config["benchmarks"]["split_digits"]["train"]["lr"] = 1  # a number field takes an integer
+    ce.check(config, SCHEMA)
+
+
+def test_a_setting_shared_by_several_runs_is_refused_only_when_no_run_uses_it():
+    variants = {"kd_anneal": {"method": "kd_ema", "params": {"teacher": "anneal"}},
+                "kd_swa": {"method": "kd_ema", "params": {"teacher": "swa"}}}
+    config = _minimal(methods=["kd_anneal", "kd_swa"], variants=copy.deepcopy(variants),
+                      method_params={"kd_ema": {"anneal_steps": 50}})
+    ce.check(config, SCHEMA)  # kd_anneal reads it
+    config = _minimal(methods=["kd_swa"], variants=copy.deepcopy(variants), method_params={"kd_ema": {"anneal_steps": 50}})
+    err = _error(config)
+    assert err.path == "method_params.kd_ema.anneal_steps" and err.kind == "ignored"
+    # a variant that switches the benchmark's SGD to Adam drops the benchmark's momentum knowingly
+    config = _minimal(methods=["naive", "adam"], variants={"adam": {"method": "naive", "train": {"optimizer": "adam"}}})
+    config["benchmarks"]["split_digits"]["train"]["momentum"] = 0.9
+    ce.check(config, SCHEMA)
+
+
+def test_methods_needing_clip_are_read_from_the_method_sources():
+    from clgrid import config_checks
+    from clgrid.methods import METHODS
+
+    assert config_checks.methods_needing_clip() == {n for n, cls in METHODS.items() if getattr(cls, "needs_clip", False)}
+    assert "zscl" in config_checks.methods_needing_clip()
+
+
+def test_open_clip_facts_read_from_its_files_are_open_clips_own():
+    # The plan reads open_clip's model configs and pretrained tags without importing it (5 s with torch); this is
+    # what open_clip itself answers.
+    open_clip = pytest.importorskip("open_clip")
+    from clgrid import config_checks
+
+    models, tags_of = config_checks._open_clip_files()
+    assert sorted(models) == sorted(open_clip.list_models())
+    for model in models:
+        assert sorted(tags_of(model)) == sorted(open_clip.list_pretrained_tags_by_model(model)), model
+
+
+def test_dataset_shapes_known_before_preparation_are_the_prepared_ones(tmp_path):
+    import numpy as np
+
+    from clgrid import config_checks
+    from clgrid.data.datasets import prepare_digits
+
+    prepare_digits(str(tmp_path / "digits.npz"))
+    assert config_checks.dataset_shape({}, "digits") == list(np.load(tmp_path / "digits.npz")["x_train"].shape[1:])
+    assert config_checks.dataset_shape({"datasets": {"mnist": {"image_size": 224}}}, "mnist") == [1, 224, 224]
+    assert config_checks.dataset_shape({}, "cub200") == [3, 224, 224]
+    assert config_checks.dataset_shape({"datasets": {"mnist": {"npz": "x.npz"}}}, "mnist") is None

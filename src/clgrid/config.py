@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -101,13 +102,18 @@ def train_samples(config: dict[str, Any], benchmark: str) -> int | None:
     return total
 
 
-def check_config(config: dict[str, Any], validate: Callable[[dict[str, Any]], None] | None = None) -> None:
+def check_config(config: dict[str, Any], validate: Callable[[dict[str, Any]], None] | None = None,
+                 schema: dict[str, Any] | None = None) -> None:
     """Cross-field checks the schema cannot express; each error names the field, its value, what is allowed.
 
     ``validate`` (the workflow's schema validation) is used to check and fill each
     variant's parameters and training overrides against the method's own schema block.
     Checks that need the backbone's blocks import ``clgrid.models`` (torch) only when the config asks for them.
+    ``schema`` (the loaded schema) gives the defaults that tell a setting the user changed from one left alone:
+    without it the checks of settings a chosen mode ignores (``clgrid.config_checks.check_ignored``) are skipped.
     """
+    from clgrid import config_checks
+
     for name, options in config.get("datasets", {}).items():
         if name not in DATASETS and "npz" not in options:
             raise ConfigError(
@@ -119,8 +125,11 @@ def check_config(config: dict[str, Any], validate: Callable[[dict[str, Any]], No
             raise ConfigError("an imported dataset that is not registered needs its class count",
                               path=("datasets", name, "n_classes"), allowed="an integer >= 2", kind="missing",
                               fix=f"add n_classes: <K> under datasets.{name}")
+    config_checks.check_datasets(config)
     for name, bench in config["benchmarks"].items():
         _check_benchmark(config, name, bench)
+        config_checks.check_benchmark(config, name, bench)
+    config_checks.check_backbones(config)
     expand_sweeps(config)
     _check_variants(config, validate)
     _check_precision_per_benchmark(config)
@@ -138,8 +147,15 @@ def check_config(config: dict[str, Any], validate: Callable[[dict[str, Any]], No
                                   path=("analysis", "cross_run_pairs", i, j), value=name,
                                   allowed="runs in methods: " + choices(config["methods"]),
                                   fix="name two runs of methods (or of a sweep's runs), or add the run to methods")
+        if len(pair) == 2 and pair[0] == pair[1]:
+            raise ConfigError(f"compares the run '{pair[0]}' with itself (CKA 1 everywhere)",
+                              path=("analysis", "cross_run_pairs", i), value=pair,
+                              allowed="two different runs of methods", fix="name the second run to compare it with")
     _check_buffers(config)
     _check_backbone_fit(config)
+    config_checks.check_runs(config)
+    if schema is not None:
+        config_checks.check_ignored(config, schema)
 
 
 def _dataset_refs(bench_name: str, bench: dict[str, Any]) -> list[tuple[tuple, str]]:
@@ -174,8 +190,9 @@ def _check_benchmark(config: dict[str, Any], name: str, bench: dict[str, Any]) -
                                   kind="missing", fix=f"add {key}: <value> under benchmarks.{name}")
     for field, dname in _dataset_refs(name, bench):
         dataset_classes(config, dname, field)
-    if kind not in ("class_incremental", "task_incremental"):
+    if kind == "dataset_sequence":
         return
+    # Domain-incremental scenarios (permuted, rotated) hold out classes and read class_order as the class split does.
     dataset = bench["dataset"]
     n_classes = dataset_classes(config, dataset, (*where, "dataset"))
     holdout = int(bench.get("holdout_classes", 0))
@@ -184,7 +201,7 @@ def _check_benchmark(config: dict[str, Any], name: str, bench: dict[str, Any]) -
                           "to train on", path=(*where, "holdout_classes"), value=holdout,
                           allowed=f"an integer in [0, {n_classes - 1}]", fix="lower holdout_classes")
     trained = n_classes - holdout
-    if trained % bench["n_tasks"]:
+    if kind in ("class_incremental", "task_incremental") and trained % bench["n_tasks"]:
         valid = [k for k in range(1, trained + 1) if trained % k == 0]
         held = f" ({n_classes} minus holdout_classes {holdout})" if holdout else ""
         raise ConfigError(
@@ -215,13 +232,26 @@ def _check_dataset_files(config: dict[str, Any]) -> None:
     used += [method_of(config, run)[1].get("reference_dataset") for run in config["methods"]]
     for name in dict.fromkeys(n for n in used if n):
         options = config.get("datasets", {}).get(name, {})
+        info = DATASETS.get(name)
+        prepared = os.path.exists(PREPARED_DATASET.format(dataset=name))
         for key, what in (("npz", "file"), ("path", "folder")):
             location = options.get(key)
-            if location is None or os.path.exists(location):
+            if location is not None and os.path.exists(location):
+                wrong = os.path.isdir(location) if key == "npz" else not os.path.isdir(location)
+                if wrong and not (key == "path" and prepared):
+                    raise ConfigError(
+                        f"{location} is a folder, not an array file" if key == "npz"
+                        else f"{location} is a file, not a folder",
+                        path=("datasets", name, key), value=location,
+                        allowed="an .npz file (x_train, y_train, x_test, y_test)" if key == "npz"
+                        else "a folder in the dataset's raw layout (ImageNet: train/ and val/ of class folders)",
+                        fix=f"point datasets.{name}.{key} at the {what}" + (
+                            ", or use npz: for an array file" if key == "path" else ", or use path: for a raw folder"))
                 continue
-            if key == "path" and os.path.exists(PREPARED_DATASET.format(dataset=name)):
+            if location is None:
+                continue
+            if key == "path" and prepared:
                 continue  # prepared already: the raw folder is read only to prepare it
-            info = DATASETS.get(name)
             if info is not None and info.no_download:
                 fix = f"correct datasets.{name}.{key}; {info.no_download}"
             elif info is not None and info.url:
@@ -374,6 +404,25 @@ def expand_sweeps(config: dict[str, Any]) -> None:
                                   fix="sweep one of the allowed hyperparameters (training settings go under train)")
         axes = [("params", k, v) for k, v in sorted(sweep.get("params", {}).items())]
         axes += [("train", k, v) for k, v in sorted(sweep.get("train", {}).items())]
+        for part, key, values in axes:
+            spelled = [sweep_value(v) for v in values]
+            unnamable = next((j for j, text in enumerate(spelled) if not re.fullmatch(r"[A-Za-z0-9_.+-]+", text)), None)
+            if unnamable is not None:
+                raise ConfigError(
+                    f"a swept value is spelled into the run's name and folder ({base}~{key}=...), and "
+                    f"{spelled[unnamable]!r} cannot be", path=("sweeps", base, part, key, unnamable),
+                    value=values[unnamable], allowed="numbers, true/false, null, or words of letters, digits and "
+                    "_ . + - (no lists, spaces, commas, slashes)",
+                    fix=f"define one variant per value under variants (e.g. {base}_{unnamable}: {{method: ..., "
+                        f"{part}: {{{key}: ...}}}}) and list them in methods")
+            repeated = next((j for j, text in enumerate(spelled) if text in spelled[:j]), None)
+            if repeated is not None:
+                raise ConfigError(
+                    f"the value {spelled[repeated]} is swept twice (items {spelled.index(spelled[repeated])} and "
+                    f"{repeated}), so two runs would share the name and folder of "
+                    f"{base}~...{key}={spelled[repeated]}", path=("sweeps", base, part, key, repeated),
+                    value=values[repeated], allowed="each value once per list (1 and 1.0 are the same value)",
+                    fix="remove the repeated value")
         names = []
         for point in itertools.product(*(values for _, _, values in axes)):
             values = {key: value for (_, key, _), value in zip(axes, point)}

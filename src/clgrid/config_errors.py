@@ -11,9 +11,12 @@ Every config error, whether the schema (``workflow/schemas/config.schema.yaml``)
       meaning: <the field's description in the schema>
       fix:     <what to change, where the check knows>
 
-``check`` is what the workflow runs before any job: it reads scientific notation written without a dot
-(``lr: 1e-3``, a string to PyYAML) as the number it means, refuses non-finite numbers, validates against the
-schema while filling its defaults (as ``snakemake.utils.validate`` does), then runs the cross-field checks.
+``check`` is what the workflow runs before any job: it reads each config file for YAML that loads without an
+error but not as written (``lint_yaml``: a key written twice, ``on:`` as a key, ``010``, ``10:00``, an empty value),
+reads scientific notation written without a dot (``lr: 1e-3``, a string to PyYAML) as the number it means, refuses
+non-finite numbers, validates against the schema while filling its defaults (as ``snakemake.utils.validate`` does,
+except that an integer field takes no ``32.0``), then runs the cross-field checks (``clgrid.config.check_config``,
+``clgrid.config_checks``).
 """
 
 from __future__ import annotations
@@ -197,6 +200,10 @@ def _default_filling_validator():
     from jsonschema import Draft202012Validator, validators
 
     validate_properties = Draft202012Validator.VALIDATORS["properties"]
+    # JSON Schema counts 32.0 as an integer; the jobs do not (nn.Linear(8, 32.0) and a dataset's image_size: 224.0
+    # fail there), so an integer field takes whole numbers written without a fraction part.
+    types = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool))
 
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
@@ -205,7 +212,7 @@ def _default_filling_validator():
                     instance.setdefault(name, copy.deepcopy(subschema["default"]))
         yield from validate_properties(validator, properties, instance, schema)
 
-    return validators.extend(Draft202012Validator, {"properties": set_defaults})
+    return validators.extend(Draft202012Validator, {"properties": set_defaults}, type_checker=types)
 
 
 def validate(config: dict[str, Any], schema_path: str | Path) -> None:
@@ -434,6 +441,8 @@ def from_schema_error(error, root: dict[str, Any], config: Any) -> ConfigError:
         problem = f"wrong type: {_type_name(instance)}"
         if isinstance(instance, str) and re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)\s*", instance):
             problem += " (remove the quotes to write a number)"
+        elif isinstance(instance, float) and instance.is_integer() and "integer" in str(schema.get("type")):
+            problem += f" with a fraction part; this field takes whole numbers (write {int(instance)})"
     elif keyword == "enum":
         problem = f"not one of the choices{did_you_mean(instance, error.validator_value) if isinstance(instance, str) else ''}"
     elif keyword in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
@@ -520,6 +529,125 @@ def _display(path: str | Path) -> str:
     return rel if not rel.startswith("..") else str(path)
 
 
+# --- what YAML makes of the text: habits that load without an error but not as the writer meant -------------
+
+_STR = "tag:yaml.org,2002:str"
+_OCTAL = re.compile(r"^[-+]?0[0-7_]+$")  # YAML 1.1: 010 is 8
+_BOOL_WORDS = ("yes", "no", "on", "off", "y", "n")
+
+
+def _scalar_text(node) -> str:
+    return node.value if isinstance(node.value, str) else ""
+
+
+def _resolved(node) -> Any:
+    """The Python value PyYAML makes of a scalar node (as snakemake's loader does)."""
+    import yaml
+
+    return yaml.SafeLoader("").construct_object(node, deep=True) if node.tag != _STR else node.value
+
+
+def lint_yaml(path: str | Path) -> ConfigError | None:
+    """The first YAML habit in a config file that loads silently as something else than written, or None.
+
+    A key written twice (PyYAML keeps the last and drops the first without a word), a key YAML 1.1 reads as a
+    boolean, number or null (``on:``, ``no:``, ``1:``), a number with a leading zero (``010`` is octal 8), one with a
+    colon (``1:30`` is sexagesimal 90), an empty value (null, e.g. ``pretrained:`` means random weights).
+    """
+    import yaml
+
+    try:
+        root = yaml.compose(Path(path).read_text(), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None  # unreadable: the loader that read the config has said so already
+
+    def where(node) -> str:
+        return f"{_display(path)}, line {node.start_mark.line + 1}"
+
+    def walk(node, parts: tuple) -> ConfigError | None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key, value in node.value:
+                if key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                if isinstance(key, yaml.ScalarNode) and key.tag != _STR:
+                    text = _scalar_text(key)
+                    comma = (" (in a {...} mapping a comma ends an entry: a decimal comma such as lr: 0,001 "
+                             "leaves the key 001; write decimals with a dot)"
+                             if key.tag == "tag:yaml.org,2002:int" and node.flow_style else "")
+                    err = ConfigError(
+                        f"YAML 1.1 reads the key {text or '(empty)'} as {show(_resolved(key))}, not as the name "
+                        f"'{text}'{comma}", path=(*parts, text), value=MISSING,
+                        allowed="a name (quote a key YAML reads as true/false, null or a number: 'on', 'no', 'null')",
+                        fix=f"write the key in quotes: '{text}':" if text else "write the key's name before the colon")
+                    err.source = where(key)
+                    return err
+                name = key.value if isinstance(key, yaml.ScalarNode) else id(key)
+                if name in seen:
+                    err = ConfigError(
+                        f"'{name}' is written twice in {field_path(parts) or 'the top level'} (lines "
+                        f"{seen[name].start_mark.line + 1} and {key.start_mark.line + 1}); YAML keeps the last and "
+                        "drops the first without a word", path=(*parts, name), value=MISSING,
+                        allowed="each key once per mapping", kind="duplicate",
+                        fix="merge the two into one entry (or delete the one you do not mean)")
+                    err.source = where(key)
+                    return err
+                seen[name] = key
+                found = walk(value, (*parts, name))
+                if found:
+                    return found
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                found = walk(item, (*parts, i))
+                if found:
+                    return found
+        elif isinstance(node, yaml.ScalarNode) and node.style is None and parts:
+            text = node.value
+            err = None
+            if node.tag == "tag:yaml.org,2002:null" and text == "":
+                err = ConfigError("empty value: YAML reads it as null", path=parts, value=None,
+                                  allowed="a value; null (or ~) written out where null is meant",
+                                  fix=f"write the value after '{parts[-1]}:', or null if you mean null"
+                                  if isinstance(parts[-1], str) else "write the item, or remove the empty '-'")
+            elif node.tag == "tag:yaml.org,2002:int" and _OCTAL.match(text):
+                err = ConfigError(f"YAML 1.1 reads {text} as the octal number {_resolved(node)}", path=parts,
+                                  value=_resolved(node), allowed="a number without leading zeros",
+                                  fix=f"write {int(text.replace('_', ''), 10)} (or quote it, '{text}', for text)")
+            elif node.tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") and ":" in text:
+                err = ConfigError(f"YAML 1.1 reads {text} as the base-60 number {_resolved(node)}", path=parts,
+                                  value=_resolved(node), allowed="a number without colons",
+                                  fix=f"write the number you mean (or quote it, '{text}', for text)")
+            if err:
+                err.source = where(node)
+                return err
+        return None
+
+    return walk(root, ())
+
+
+def _bool_word(files: Sequence[str | Path], parts: Sequence[str | int]) -> str | None:
+    """The word (yes, no, on, off) that YAML read as a boolean at ``parts``, in the last file that sets it."""
+    import yaml
+
+    for path in reversed(list(files)):
+        try:
+            node = yaml.compose(Path(path).read_text(), Loader=yaml.SafeLoader)
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            continue
+        for part in parts:
+            if isinstance(node, yaml.MappingNode):
+                node = next((v for k, v in reversed(node.value) if k.value == str(part)), None)
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                node = node.value[part]
+            else:
+                node = None
+            if node is None:
+                break
+        if isinstance(node, yaml.ScalarNode) and node.style is None and node.value.lower() in _BOOL_WORDS:
+            return node.value
+    return None
+
+
 # --- the whole check ---------------------------------------------------------------------------------------
 
 
@@ -533,15 +661,25 @@ def check(config: dict[str, Any], schema_path: str | Path, files: Sequence[str |
 
     schema = load_schema(str(schema_path))
     try:
+        for path in files:
+            habit = lint_yaml(path)
+            if habit is not None:
+                raise habit
         coerce_numbers(config)
         check_finite(config)
         validate(config, schema_path)
-        check_config(config, validate=lambda trial: validate(trial, schema_path))
+        check_config(config, validate=lambda trial: validate(trial, schema_path), schema=schema)
     except ConfigError as err:
         if err.description is None:
             err.description = describe(schema, err.describe_as)
-        if err.parts or files:
+            if err.description is None and err.describe_as and isinstance(err.describe_as[-1], int):
+                err.description = describe(schema, err.describe_as[:-1])  # an item means what its list means
+        if not err.source and (err.parts or files):
             err.source = source_of(err.parts, files, overrides)
+        if err.kind in ("type", "enum") and isinstance(err.value, bool) and not err.source.startswith("--config"):
+            word = _bool_word(files, err.parts)
+            if word:
+                err.problem += f" (YAML 1.1 reads {word} as {show(err.value)}; quote it, '{word}', to write the word)"
         if err.source.startswith("--config"):  # no quotes to remove: Snakemake's --config parsed it as text
             err.problem = err.problem.replace("remove the quotes to write a number", "--config passed it as text")
         raise
