@@ -155,9 +155,13 @@ def _check_input_shapes(config: dict[str, Any], name: str, bench: dict[str, Any]
     if any(s is None for s in shapes.values()):
         return
     first = next(iter(shapes.values()))
-    # Only the image size: a channel count that differs is not yet refused here, because
-    # config/experiments/mtil_clip.yaml (grey MNIST among RGB datasets, no channels) would stop planning.
     differ = {d: s for d, s in shapes.items() if s[1:] != first[1:]}
+    if not differ and not bench.get("channels") and any(s[0] != first[0] for s in shapes.values()):
+        counts = ", ".join(f"{d} {s[0]}" for d, s in shapes.items())
+        raise ConfigError(f"the datasets have different channel counts ({counts}), and the benchmark sets no "
+                          "channels to convert every task to one (prepare_scenario refuses different input shapes)",
+                          path=("benchmarks", name, "channels"), kind="missing", allowed="1 or 3",
+                          fix=f"add channels: 3 under benchmarks.{name} (grey images become RGB)")
     if differ:
         sizes = ", ".join(f"{d} {s[1]}x{s[2]}" for d, s in shapes.items())
         raise ConfigError(f"the datasets have different image sizes ({sizes}), and the benchmark sets no image_size "
