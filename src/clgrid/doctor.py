@@ -182,25 +182,31 @@ def backbone_of(method: str) -> str:
     return METHOD_BACKBONE.get(method, "cnn")
 
 
-def suite_config(device: str, precision: str, schema: Path, workdir: Path, methods: list[str],
+def suite_config(device: str, precision: str, schema: Path, workdir: Path, methods: list[str], backbone: str,
                  epochs: int = 1, deterministic: bool = False) -> dict[str, Any]:
-    """The doctor's grid, validated (defaults filled) with the workflow's schema and checks, as Snakemake would."""
+    """The doctor's grid on ``backbone`` (the methods of ``methods`` that run on it, and the feature cache's frozen
+    variants on the CNN), validated (defaults filled) with the workflow's schema and checks, as Snakemake would: a
+    config a user could write and plan, so the plan-time checks hold for it as for theirs."""
     from clgrid.config_errors import check
 
     train = {**TRAIN, "epochs": epochs, "precision": precision}
     if deterministic:
         train["deterministic"] = True
-    clip = {**BACKBONES["clip"], "model_config": str(write_tiny_clip(workdir))}
-    variants = {f"{m}_frozen": {"method": m, "params": {"freeze": "all"}} for m in CACHE_METHODS}
-    variants.update({run_name(m): {"method": m, "train": METHOD_TRAIN[m]} for m in METHOD_TRAIN})
+    backbone_cfg = BACKBONES[backbone]
+    if backbone == "clip":
+        backbone_cfg = {**backbone_cfg, "model_config": str(write_tiny_clip(workdir))}
+    here = sorted(m for m in set(methods) | ({*CACHE_METHODS} if backbone == "cnn" else set())
+                  if backbone_of(m) == backbone)
+    variants = {f"{m}_frozen": {"method": m, "params": {"freeze": "all"}} for m in CACHE_METHODS
+                if backbone == "cnn"}
+    variants.update({run_name(m): {"method": m, "train": METHOD_TRAIN[m]} for m in METHOD_TRAIN if m in here})
     config = {
         "device": device,
         "seeds": [SEED, SEED + 1],
         "benchmarks": {BENCH: {"dataset": "digits", "scenario": "class_incremental", "n_tasks": N_TASKS,
                                "class_order": "sorted", "train": train}},
-        "backbones": {"cnn": BACKBONES["cnn"], "mlp": BACKBONES["mlp"], "clip": clip},
-        "methods": sorted((set(methods) | set(CACHE_METHODS)) - set(METHOD_TRAIN))
-        + sorted(variants),
+        "backbones": {backbone: backbone_cfg},
+        "methods": sorted(set(here) - set(METHOD_TRAIN)) + sorted(variants),
         "method_params": copy.deepcopy(METHOD_PARAMS),
         "variants": variants,
     }
@@ -263,7 +269,7 @@ def method_group(opts: Options, precision: str, placement: str, methods: list[st
                   key={"method": method, "precision": precision, "placement": placement, "backbone": backbone})
 
         def work(row: Row, method=method, backbone=backbone) -> None:
-            config = suite_config(opts.device, precision, Path(opts.schema), root, opts.methods)
+            config = suite_config(opts.device, precision, Path(opts.schema), root, opts.methods, backbone)
             before = _children()
             metrics = run_cell(config, BENCH, backbone, run_name(method), SEED, root, placement=placement,
                                workers=opts.workers, checkpoint_every_s=None)
@@ -354,7 +360,7 @@ def cache_group(opts: Options, precision: str) -> list[Row]:
             results = {}
             for cached in (False, True):
                 root = Path(opts.workdir) / f"cache-{precision}-{'on' if cached else 'off'}"
-                config = suite_config(opts.device, precision, Path(opts.schema), root, opts.methods)
+                config = suite_config(opts.device, precision, Path(opts.schema), root, opts.methods, "cnn")
                 metrics = run_cell(config, BENCH, "cnn", run, SEED, root, placement="device", features=cached,
                                    checkpoint_every_s=None)
                 state = load_torch(root / "runs" / BENCH / "cnn" / run / f"s{SEED}" / f"task{N_TASKS - 1}" / "state.pt")
@@ -399,7 +405,7 @@ def resume_group(opts: Options, precision: str, placement: str) -> list[Row]:
                   key={"method": method, "precision": precision, "placement": placement})
 
         def work(row: Row, method=method, backbone=backbone) -> None:
-            config = suite_config(opts.device, precision, Path(opts.schema), root, opts.methods,
+            config = suite_config(opts.device, precision, Path(opts.schema), root, opts.methods, backbone,
                                   epochs=RESUME_EPOCHS, deterministic=True)
             datasets, scenario, init = _prepare(config, root, backbone)
             before = _children()
