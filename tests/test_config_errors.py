@@ -308,13 +308,22 @@ def test_methods_needing_clip_are_read_from_the_method_sources():
 def test_open_clip_facts_read_from_its_files_are_open_clips_own():
     # The plan reads open_clip's model configs and pretrained tags without importing it (5 s with torch); this is
     # what open_clip itself answers.
-    open_clip = pytest.importorskip("open_clip")
+    # Asked in a fresh process: other tests register configs of their own (the tiny CLIP) in this one's open_clip.
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("open_clip")
     from clgrid import config_checks
 
+    ask = ("import json, open_clip; print(json.dumps({m: open_clip.list_pretrained_tags_by_model(m) "
+           "for m in open_clip.list_models()}))")
+    answer = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True, check=True)
+    own = json.loads(answer.stdout.strip().splitlines()[-1])
     models, tags_of = config_checks._open_clip_files()
-    assert sorted(models) == sorted(open_clip.list_models())
+    assert sorted(models) == sorted(own)
     for model in models:
-        assert sorted(tags_of(model)) == sorted(open_clip.list_pretrained_tags_by_model(model)), model
+        assert sorted(tags_of(model)) == sorted(own[model]), model
 
 
 def test_dataset_shapes_known_before_preparation_are_the_prepared_ones(tmp_path):
