@@ -34,8 +34,9 @@ def configure_device(device: torch.device, train_cfg: dict[str, Any]) -> None:
     runs may pick different algorithms and differ in the last bits), unless ``train.deterministic: true`` asks
     for deterministic kernels (``torch.use_deterministic_algorithms``), so a GPU run repeats bit for bit. An op
     with no deterministic kernel then raises (not a warning that lets it through): ``fit_task`` names it in a
-    ``NondeterministicOp`` error, so ``deterministic: true`` either holds or says which op broke it. CPU kernels are deterministic at a fixed thread count already: nothing to set, and the
-    deterministic flag (which imports ``torch._inductor``, about 1.9 s) is not paid for.
+    ``NondeterministicOp`` error, so ``deterministic: true`` either holds or says which op broke it. CPU kernels
+    are deterministic at a fixed thread count already: nothing to set, and the deterministic flag (which imports
+    ``torch._inductor``, about 1.9 s) is not paid for.
     """
     if device.type != "cuda":
         return

@@ -33,10 +33,12 @@ from clgrid.methods.base import Method, TaskData, register, stored, take
 
 
 class GreedyClassBalancedMemory:
-    """At most ``size`` (x, y) samples, filled by GDumb's greedy class-balancing sampler."""
+    """At most ``size`` (x, y) samples, filled by GDumb's greedy class-balancing sampler; loaded inputs go to
+    ``inputs_device`` (where the task's inputs live; None: the labels' device)."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, inputs_device: torch.device | None = None):
         self.size = size
+        self.inputs_device = inputs_device
         self.x: torch.Tensor | None = None
         self.y = torch.empty(0, dtype=torch.long)
 
@@ -70,10 +72,10 @@ class GreedyClassBalancedMemory:
     def state_dict(self) -> dict[str, Any]:
         return {"size": self.size, "x": self.x, "y": self.y}
 
-    def load_state_dict(self, state: dict[str, Any], device: torch.device, inputs_device: torch.device) -> None:
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         """Inputs where the task's inputs live (the memory is GDumb's training data), labels on ``device``."""
         self.size = state["size"]
-        self.x = None if state["x"] is None else stored(state["x"]).to(inputs_device)
+        self.x = None if state["x"] is None else stored(state["x"]).to(self.inputs_device or device)
         self.y = state["y"].to(device)
 
 
@@ -83,7 +85,7 @@ class GDumb(Method):
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)
-        self.memory = GreedyClassBalancedMemory(int(self.params["memory_size"]))
+        self.memory = GreedyClassBalancedMemory(int(self.params["memory_size"]), self.inputs_device)
         self.initial_weights: dict[str, torch.Tensor] | None = None
 
     def _stream_generator(self, task_id: int) -> torch.Generator:
@@ -123,5 +125,5 @@ class GDumb(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.memory.load_state_dict(state["memory"], self.device, self.inputs_device)
+        self.memory.load_state_dict(state["memory"], self.device)
         self.initial_weights = self.on_device(state["initial_weights"])

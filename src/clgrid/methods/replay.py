@@ -37,12 +37,14 @@ from clgrid.methods.base import Method, TaskData, register, stored, take
 class BalancedBuffer:
     """Up to ``size`` stored (x, y, task) samples, balanced over (task, class) groups.
 
-    Inputs ``x`` stay where the task's inputs live (host memory for a host-placed dataset); labels and task ids
-    on the training device, as the task's labels (``Method``'s placement rule).
+    Inputs ``x`` stay where the task's inputs live, ``inputs_device`` (host memory for a host-placed dataset; None:
+    wherever they come from); labels and task ids on the training device, as the task's labels (``Method``'s
+    placement rule).
     """
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, inputs_device: torch.device | None = None):
         self.size = size
+        self.inputs_device = inputs_device
         self.x: torch.Tensor | None = None
         self.y = torch.empty(0, dtype=torch.long)
         self.task = torch.empty(0, dtype=torch.long)
@@ -87,9 +89,9 @@ class BalancedBuffer:
     def state_dict(self) -> dict[str, Any]:
         return {"size": self.size, "x": self.x, "y": self.y, "task": self.task}
 
-    def load_state_dict(self, state: dict[str, Any], device: torch.device, inputs_device: torch.device) -> None:
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         self.size = state["size"]
-        self.x = None if state["x"] is None else stored(state["x"]).to(inputs_device)
+        self.x = None if state["x"] is None else stored(state["x"]).to(self.inputs_device or device)
         self.y = state["y"].to(device)
         self.task = state["task"].to(device)
 
@@ -195,7 +197,7 @@ class Replay(Method):
         if policy not in BUFFER_POLICIES:
             raise ValueError(f"unknown buffer_policy '{policy}'; valid: {', '.join(BUFFER_POLICIES)}")
         size = int(self.params["buffer_size"])
-        self.replay_buffer = BalancedBuffer(size) if policy == "class_balanced" else \
+        self.replay_buffer = BalancedBuffer(size, self.inputs_device) if policy == "class_balanced" else \
             ReservoirBuffer(size, {"x": self.inputs_device})
         self.online = policy == "reservoir_online"
         self.pending: dict[str, torch.Tensor] | None = None
@@ -237,7 +239,4 @@ class Replay(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        if isinstance(self.replay_buffer, BalancedBuffer):
-            self.replay_buffer.load_state_dict(state["replay_buffer"], self.device, self.inputs_device)
-        else:
-            self.replay_buffer.load_state_dict(state["replay_buffer"], self.device)
+        self.replay_buffer.load_state_dict(state["replay_buffer"], self.device)
