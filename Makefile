@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh Linux machine with Python >= 3.11:
 #   make run    # install into .venv, then run the default grid (snakemake --cores all)
-#   make test   # install into .venv, then run the test suite and the real-SLURM test (what CI runs)
+#   make test   # install into .venv, then build the docs strictly, run the test suite and the real-SLURM test (what CI runs)
 # On a GPU node, before a big study: make gpu-check (clgrid doctor; exits non-zero if a check failed)
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
@@ -9,7 +9,7 @@ CORES ?= all
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install run test test-slurm gpu-check report docs bench clean
+.PHONY: install run test test-slurm gpu-check report docs docs-site bench clean
 
 install: $(VENV)/.installed
 
@@ -18,13 +18,15 @@ $(VENV)/.installed: pyproject.toml
 	# torch and torchvision must be a matching pair (torchvision's compiled ops are built against one torch):
 	# the pair this project is tested with first, else any matching pair pip resolves.
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q "torch>=2.4,<3" "torchvision>=0.19"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,docs]"
 	touch $@
 
 run: install
 	snakemake --cores $(CORES)
 
+# The docs build goes first: it takes seconds, so a broken link fails CI before the 15-minute suite runs.
 test: install
+	$(PY) -m mkdocs build --strict --quiet --site-dir site
 	$(PY) -m pytest
 	bash tests/slurm/run.sh
 
@@ -32,7 +34,7 @@ test: install
 test-slurm: install
 	bash tests/slurm/run.sh
 
-# The GPU self-check (README: "Before a GPU study: the self-check"): every method under the GPU's precision and fp32,
+# The GPU self-check (docs/gpu-check.md): every method under the GPU's precision and fp32,
 # data on the device and on the host, the feature cache, deterministic resume, ResNet-18 throughput. Without CUDA it
 # says so in one line and exits 0.
 gpu-check: install
@@ -46,6 +48,11 @@ docs: run
 	for b in split_digits permuted_digits; do for f in acc_matrix acc_curve forgetting summary cka_curves cka_layers rankme probe_vs_head; do \
 	  cp results/figures/$$b/mlp/$$f.png docs/figures/$${b}_$$f.png; done; done
 	cp results/paper/tables.md docs/results.md
+
+# The user guide as a site in site/ (open site/index.html). --strict: a broken link, a missing page or a page left
+# out of the nav fails; the config reference and the methods page are generated from the schema and the methods.
+docs-site: install
+	$(PY) -m mkdocs build --strict --site-dir site
 
 bench: install
 	$(PY) benchmarks/job_overhead.py

@@ -1,6 +1,6 @@
-"""Write the README's speed tables from benchmarks/results/*.json (between its speed:begin / speed:end markers).
+"""Write the speed tables of the user guide's Speed page (docs/speed.md) from benchmarks/results/*.json.
 
-    python benchmarks/summarize.py            # rewrites the block in README.md; --print shows it instead
+    python benchmarks/summarize.py    # rewrites docs/speed.md's speed:begin / speed:end block; --print shows it
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+SPEED_PAGE = REPO / "docs" / "speed.md"
 BEGIN, END = "<!-- speed:begin (benchmarks/summarize.py writes this block) -->", "<!-- speed:end -->"
 
 
@@ -113,18 +114,17 @@ def block() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--print", action="store_true", help="print the block instead of writing README.md")
+    parser.add_argument("--print", action="store_true", help="print the block instead of writing docs/speed.md")
     args = parser.parse_args()
     text = block()
     if args.print:
         print(text)
         return
-    readme = REPO / "README.md"
-    content = readme.read_text()
+    content = SPEED_PAGE.read_text()
     if BEGIN not in content or END not in content:
-        sys.exit(f"README.md has no {BEGIN} ... {END} block")
-    readme.write_text(re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: text, content, flags=re.S))
-    print(f"rewrote the speed block of {readme}")
+        sys.exit(f"{SPEED_PAGE.relative_to(REPO)} has no {BEGIN} ... {END} block")
+    SPEED_PAGE.write_text(re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: text, content, flags=re.S))
+    print(f"rewrote the speed block of {SPEED_PAGE}")
 
 
 if __name__ == "__main__":

@@ -29,9 +29,10 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 SEEDS = (0, 1, 2)
 TOLERANCE = 5.0
 """Points of ACC the mean over seeds under bf16 or fp16 may differ from fp32's: less than the spread between two
-fp32 seeds of the regularisation methods here (sample std up to 3 points in the README's table). Low precision
-parts a run's trajectory from fp32's after a few steps, like a different seed would; a broken precision path
-(a buffer in the wrong dtype, an unscaled gradient) costs tens of points or fails."""
+fp32 seeds of the regularisation methods here (sample std up to 3 points in the default grid's table,
+docs/getting-started.md). Low precision parts a run's trajectory from fp32's after a few steps, like a different
+seed would; a broken precision path (a buffer in the wrong dtype, an unscaled gradient) costs tens of points or
+fails."""
 
 
 def run(config, benchmark: str, method: str, precision: str, placement: str, root: Path, seed: int) -> float:
