@@ -10,6 +10,7 @@ import pytest
 
 from clgrid import cli, doctor
 from clgrid.doctor import Options, Row
+from clgrid.doctor.checks import children, reap
 from tests.conftest import SCHEMA
 
 
@@ -120,11 +121,11 @@ def _sleeper():
 
 
 def test_reap_counts_and_ends_children_left_running():
-    before = doctor._children()
-    assert doctor._reap(before) == 0
+    before = children()
+    assert reap(before) == 0
     proc = multiprocessing.get_context("fork").Process(target=_sleeper)
     proc.start()
-    assert doctor._reap(before) == 1
+    assert reap(before) == 1
     assert not proc.is_alive()
 
 

@@ -15,13 +15,11 @@ rule analyze_run:
         spec=analysis_spec,
     threads: 1
     log:
-        "results/runs/{benchmark}/{backbone}/{method}/s{seed}/analysis.log",
+        log_beside(RUN_ANALYSIS, "analysis"),
     benchmark:
-        "results/runs/{benchmark}/{backbone}/{method}/s{seed}/analysis.bench.tsv"
+        bench_beside(RUN_ANALYSIS, "analysis")
     resources:
-        gpu=analysis_resource("gpu"),
-        mem_mb=analysis_resource("mem_mb"),
-        runtime=analysis_resource("runtime"),
+        **job_resources(analysis_resource),
     conda:
         ENV
     shell:
@@ -44,13 +42,11 @@ rule compare_runs:
         other=other_spec,
     threads: 1
     log:
-        "results/compare/{benchmark}/{backbone}/{method}__vs__{other}/s{seed}/cka.log",
+        log_beside(RUN_COMPARISON, "cka"),
     benchmark:
-        "results/compare/{benchmark}/{backbone}/{method}__vs__{other}/s{seed}/cka.bench.tsv"
+        bench_beside(RUN_COMPARISON, "cka")
     resources:
-        gpu=analysis_resource("gpu"),
-        mem_mb=analysis_resource("mem_mb"),
-        runtime=analysis_resource("runtime"),
+        **job_resources(analysis_resource),
     conda:
         ENV
     shell:

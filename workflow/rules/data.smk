@@ -7,11 +7,11 @@ rule download_dataset:
     output:
         RAW_DONE,
     log:
-        "results/logs/download_dataset/{dataset}.log",
+        rule_log("download_dataset", "{dataset}"),
     benchmark:
-        "results/benchmarks/download_dataset/{dataset}.tsv"
+        rule_bench("download_dataset", "{dataset}")
     params:
-        raw_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        raw_dir=dir_of(0),
     resources:
         runtime=120,
     conda:
@@ -31,9 +31,9 @@ rule prepare_dataset:
         spec=dataset_spec,
         raw_dir=raw_dir_arg,
     log:
-        "results/logs/prepare_dataset/{dataset}.log",
+        rule_log("prepare_dataset", "{dataset}"),
     benchmark:
-        "results/benchmarks/prepare_dataset/{dataset}.tsv"
+        rule_bench("prepare_dataset", "{dataset}")
     resources:
         mem_mb=8000,
         runtime=120,
@@ -51,9 +51,9 @@ rule prepare_scenario:
     params:
         spec=scenario_spec,
     log:
-        "results/logs/prepare_scenario/{benchmark}.log",
+        rule_log("prepare_scenario", "{benchmark}"),
     benchmark:
-        "results/benchmarks/prepare_scenario/{benchmark}.tsv"
+        rule_bench("prepare_scenario", "{benchmark}")
     conda:
         ENV
     shell:
@@ -68,7 +68,7 @@ rule download_weights:
     params:
         spec=lambda wildcards: as_json(config["backbones"][wildcards.backbone]),
     log:
-        "results/logs/download_weights/{backbone}.log",
+        rule_log("download_weights", "{backbone}"),
     conda:
         ENV
     shell:

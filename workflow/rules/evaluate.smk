@@ -13,13 +13,11 @@ rule evaluate_init:
         spec=init_spec,
     threads: 1
     log:
-        "results/init/{benchmark}/{backbone}/s{seed}/eval.log",
+        log_beside(INIT_EVAL, "eval"),
     benchmark:
-        "results/init/{benchmark}/{backbone}/s{seed}/eval.bench.tsv"
+        bench_beside(INIT_EVAL, "eval")
     resources:
-        gpu=init_resource("gpu"),
-        mem_mb=init_resource("mem_mb"),
-        runtime=init_resource("runtime"),
+        **job_resources(init_resource),
     conda:
         ENV
     shell:
@@ -39,9 +37,9 @@ rule run_metrics:
     params:
         spec=run_spec,
     log:
-        "results/runs/{benchmark}/{backbone}/{method}/s{seed}/metrics.log",
+        log_beside(RUN_METRICS, "metrics"),
     benchmark:
-        "results/runs/{benchmark}/{backbone}/{method}/s{seed}/metrics.bench.tsv"
+        bench_beside(RUN_METRICS, "metrics")
     conda:
         ENV
     shell:

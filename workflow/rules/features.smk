@@ -13,13 +13,11 @@ rule extract_features:
         spec=init_spec,
     threads: 1
     log:
-        "results/features/{benchmark}/{backbone}/s{seed}/features.log",
+        log_beside(FEATURES, "features"),
     benchmark:
-        "results/features/{benchmark}/{backbone}/s{seed}/features.bench.tsv"
+        bench_beside(FEATURES, "features")
     resources:
-        gpu=init_resource("gpu"),
-        mem_mb=init_resource("mem_mb"),
-        runtime=init_resource("runtime"),
+        **job_resources(init_resource),
     conda:
         ENV
     shell:

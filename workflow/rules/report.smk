@@ -8,18 +8,14 @@ rule tables:
         runs="results/tables/runs.csv",
         cells="results/tables/acc_matrix.csv",
         summary="results/tables/summary.csv",
-        markdown=report(
-            "results/tables/summary.md",
-            caption="../report/summary_table.rst",
-            category="Tables",
-        ),
+        markdown=table_report("results/tables/summary.md", "summary_table"),
         latex="results/tables/summary.tex",
     params:
-        out_dir=lambda wildcards, output: os.path.dirname(output.runs),
+        out_dir=dir_of("runs"),
     log:
-        "results/logs/tables.log",
+        rule_log("tables"),
     benchmark:
-        "results/benchmarks/tables.tsv"
+        rule_bench("tables")
     conda:
         ENV
     shell:
@@ -31,41 +27,13 @@ rule figures:
         runs="results/tables/runs.csv",
         cells="results/tables/acc_matrix.csv",
     output:
-        acc_matrix=report(
-            "results/figures/{benchmark}/{backbone}/acc_matrix.png",
-            caption="../report/acc_matrix.rst",
-            category="{benchmark}",
-            subcategory="{backbone}",
-            labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "accuracy matrix"},
-        ),
-        acc_curve=report(
-            "results/figures/{benchmark}/{backbone}/acc_curve.png",
-            caption="../report/acc_curve.rst",
-            category="{benchmark}",
-            subcategory="{backbone}",
-            labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "accuracy on seen tasks"},
-        ),
-        forgetting=report(
-            "results/figures/{benchmark}/{backbone}/forgetting.png",
-            caption="../report/forgetting.rst",
-            category="{benchmark}",
-            subcategory="{backbone}",
-            labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "forgetting"},
-        ),
-        summary=report(
-            "results/figures/{benchmark}/{backbone}/summary.png",
-            caption="../report/summary.rst",
-            category="{benchmark}",
-            subcategory="{backbone}",
-            labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "summary"},
-        ),
-        pdf=expand("results/figures/{{benchmark}}/{{backbone}}/{figure}.pdf", figure=FIGURES),
+        **figure_outputs(FIGURES),
     params:
-        out_dir=lambda wildcards, output: os.path.dirname(output.acc_matrix),
+        out_dir=dir_of("acc_matrix"),
     log:
-        "results/logs/figures/{benchmark}/{backbone}.log",
+        rule_log("figures", "{benchmark}/{backbone}"),
     benchmark:
-        "results/benchmarks/figures/{benchmark}/{backbone}.tsv"
+        rule_bench("figures", "{benchmark}/{backbone}")
     conda:
         ENV
     shell:
@@ -77,42 +45,14 @@ rule analysis_figures:
     input:
         analyses_of,
     output:
-        cka_curves=report(
-            "results/figures/{benchmark}/{backbone}/cka_curves.png",
-            caption="../report/cka_curves.rst",
-            category="{benchmark}",
-            subcategory="{backbone}",
-            labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "CKA vs task"},
-        ),
-        cka_layers=report(
-            "results/figures/{benchmark}/{backbone}/cka_layers.png",
-            caption="../report/cka_layers.rst",
-            category="{benchmark}",
-            subcategory="{backbone}",
-            labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "CKA layer x layer"},
-        ),
-        rankme=report(
-            "results/figures/{benchmark}/{backbone}/rankme.png",
-            caption="../report/rankme.rst",
-            category="{benchmark}",
-            subcategory="{backbone}",
-            labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "RankMe"},
-        ),
-        probe=report(
-            "results/figures/{benchmark}/{backbone}/probe_vs_head.png",
-            caption="../report/probe_vs_head.rst",
-            category="{benchmark}",
-            subcategory="{backbone}",
-            labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "probe vs head"},
-        ),
-        pdf=expand("results/figures/{{benchmark}}/{{backbone}}/{figure}.pdf", figure=ANALYSIS_FIGURES),
+        **figure_outputs(ANALYSIS_FIGURES),
     params:
         methods=" ".join(config["methods"]),
-        out_dir=lambda wildcards, output: os.path.dirname(output.rankme),
+        out_dir=dir_of("rankme"),
     log:
-        "results/logs/analysis_figures/{benchmark}/{backbone}.log",
+        rule_log("analysis_figures", "{benchmark}/{backbone}"),
     benchmark:
-        "results/benchmarks/analysis_figures/{benchmark}/{backbone}.tsv"
+        rule_bench("analysis_figures", "{benchmark}/{backbone}")
     conda:
         ENV
     shell:
@@ -126,14 +66,14 @@ rule paper:
         summary="results/tables/summary.csv",
         figures=figure_pdfs,
     output:
-        latex=report("results/paper/tables.tex", caption="../report/paper_tables.rst", category="Tables"),
-        markdown=report("results/paper/tables.md", caption="../report/paper_tables.rst", category="Tables"),
+        latex=table_report("results/paper/tables.tex", "paper_tables"),
+        markdown=table_report("results/paper/tables.md", "paper_tables"),
     params:
-        out_dir=lambda wildcards, output: os.path.dirname(output.latex),
+        out_dir=dir_of("latex"),
     log:
-        "results/logs/paper.log",
+        rule_log("paper"),
     benchmark:
-        "results/benchmarks/paper.tsv"
+        rule_bench("paper")
     conda:
         ENV
     shell:
@@ -145,21 +85,15 @@ rule sweep_figure:
     input:
         runs="results/tables/runs.csv",
     output:
-        png=report(
-            "results/figures/{benchmark}/{backbone}/sweep.png",
-            caption="../report/sweep.rst",
-            category="{benchmark}",
-            subcategory="{backbone}",
-            labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "figure": "sweep"},
-        ),
-        pdf="results/figures/{benchmark}/{backbone}/sweep.pdf",
+        png=figure_report("sweep"),
+        pdf=figure_file("sweep", "pdf"),
     params:
         sweeps=lambda wildcards: as_json(cl.sweep_points(config)),
-        out_dir=lambda wildcards, output: os.path.dirname(output.png),
+        out_dir=dir_of("png"),
     log:
-        "results/logs/sweep_figure/{benchmark}/{backbone}.log",
+        rule_log("sweep_figure", "{benchmark}/{backbone}"),
     benchmark:
-        "results/benchmarks/sweep_figure/{benchmark}/{backbone}.tsv"
+        rule_bench("sweep_figure", "{benchmark}/{backbone}")
     conda:
         ENV
     shell:
@@ -173,15 +107,15 @@ rule published:
         summary="results/tables/summary.csv",
     output:
         csv="results/tables/published.csv",
-        markdown=report("results/tables/published.md", caption="../report/published.rst", category="Tables"),
+        markdown=table_report("results/tables/published.md", "published"),
         latex="results/tables/published.tex",
     params:
         published=lambda wildcards: as_json(config["published"]),
-        out_dir=lambda wildcards, output: os.path.dirname(output.csv),
+        out_dir=dir_of("csv"),
     log:
-        "results/logs/published.log",
+        rule_log("published"),
     benchmark:
-        "results/benchmarks/published.tsv"
+        rule_bench("published")
     conda:
         ENV
     shell:

@@ -10,13 +10,11 @@ rule init_model:
     params:
         spec=init_spec,
     log:
-        "results/init/{benchmark}/{backbone}/s{seed}/init.log",
+        log_beside(INIT_MODEL, "init"),
     benchmark:
-        "results/init/{benchmark}/{backbone}/s{seed}/init.bench.tsv"
+        bench_beside(INIT_MODEL, "init")
     resources:
-        gpu=init_resource("gpu"),
-        mem_mb=init_resource("mem_mb"),
-        runtime=init_resource("runtime"),
+        **job_resources(init_resource),
     conda:
         ENV
     shell:
@@ -43,28 +41,23 @@ rule train_task:
         state=TASK_STATE,
         acc=TASK_EVAL,
     params:
-        spec=run_spec,
-        placement=config["data_placement"],
-        checkpoint=config["checkpoint_every_s"],
-        features=features_arg,
+        **train_params(),
     threads: 1
     log:
-        "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/train.log",
+        log_beside(TASK_STATE, "train"),
     benchmark:
-        "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/train.bench.tsv"
+        bench_beside(TASK_STATE, "train")
     resources:
-        gpu=train_resource("gpu"),
-        mem_mb=train_resource("mem_mb"),
-        runtime=train_resource("runtime"),
+        **job_resources(train_resource),
     wildcard_constraints:
         benchmark=one_of(PER_TASK_BENCHMARKS),
     conda:
         ENV
     shell:
-        "clgrid train --spec {params.spec:q} --scenario {input.scenario} --data {input.data}"
-        " --prev {input.prev} --task {wildcards.task} --threads {threads} --placement {params.placement}"
-        " --checkpoint-every {params.checkpoint} {params.features}"
-        " --out-state {output.state} --out-eval {output.acc} > {log} 2>&1"
+        "clgrid train --spec {params.spec:q} --scenario {input.scenario} --data {input.data} --prev {input.prev}"
+        " --task {wildcards.task} --threads {threads} --placement {params.placement}"
+        " --checkpoint-every {params.checkpoint} {params.features} --out-state {output.state} --out-eval {output.acc}"
+        " > {log} 2>&1"
 
 
 for _bench, _chunks in TRAIN_CHUNKS.items():
@@ -82,30 +75,23 @@ for _bench, _chunks in TRAIN_CHUNKS.items():
                 data=run_dataset_files,
                 prev=chunk_previous_state(_first),
             output:
-                states=[TASK_STATE.replace("{task}", str(t)) for t in _tasks],
-                evals=[TASK_EVAL.replace("{task}", str(t)) for t in _tasks],
+                states=task_files(TASK_STATE, _tasks),
+                evals=task_files(TASK_EVAL, _tasks),
             params:
-                spec=run_spec,
-                placement=config["data_placement"],
-                checkpoint=config["checkpoint_every_s"],
-                features=features_arg,
-                tasks=" ".join(map(str, _tasks)),
+                **train_params(_tasks),
             threads: 1
             log:
-                job=f"results/runs/{{benchmark}}/{{backbone}}/{{method}}/s{{seed}}/train_tasks{_first}to{_last}.log",
-                tasks=[f"results/runs/{{benchmark}}/{{backbone}}/{{method}}/s{{seed}}/task{t}/train.log" for t in _tasks],
+                **chunk_logs(_tasks),
             benchmark:
-                f"results/runs/{{benchmark}}/{{backbone}}/{{method}}/s{{seed}}/train_tasks{_first}to{_last}.bench.tsv"
+                bench_beside(RUN_METRICS, f"train_tasks{_first}to{_last}")
             resources:
-                gpu=train_resource("gpu", len(_tasks)),
-                mem_mb=train_resource("mem_mb", len(_tasks)),
-                runtime=train_resource("runtime", len(_tasks)),
+                **job_resources(train_resource, len(_tasks)),
             wildcard_constraints:
                 benchmark=one_of([_bench]),
             conda:
                 ENV
             shell:
-                "clgrid train --spec {params.spec:q} --scenario {input.scenario} --data {input.data}"
-                " --prev {input.prev} --task {params.tasks} --threads {threads} --placement {params.placement}"
-                " --checkpoint-every {params.checkpoint} {params.features}"
-                " --out-state {output.states} --out-eval {output.evals} --task-logs {log.tasks} > {log.job} 2>&1"
+                "clgrid train --spec {params.spec:q} --scenario {input.scenario} --data {input.data} --prev {input.prev}"
+                " --task {params.tasks} --threads {threads} --placement {params.placement}"
+                " --checkpoint-every {params.checkpoint} {params.features} --out-state {output.states}"
+                " --out-eval {output.evals} --task-logs {log.tasks} > {log.job} 2>&1"

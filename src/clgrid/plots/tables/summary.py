@@ -1,0 +1,151 @@
+"""Metric names and their table order, and the frames of every run and of their mean ± std over seeds."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from clgrid.io import read_json
+
+KEYS = ["benchmark", "backbone", "method"]
+
+# Column order of every table; acc_<setname> keys follow, sorted.
+METRIC_ORDER = [
+    "acc", "acc_task_il", "avg_inc_acc", "avg_inc_acc_task_il", "forgetting", "forgetting_task_il",
+    "bwt", "bwt_task_il", "fwt", "mtil_transfer", "mtil_avg", "mtil_last", "mtil_transfer_top5", "mtil_avg_top5",
+    "mtil_last_top5", "unseen_acc", "unseen_drop",
+    "p_at_1_seen", "p_at_1_unseen", "p_at_1_drop", "recall_at_8_seen", "map_at_r_seen", "map_at_r_unseen", "nmi_seen",
+    "nmi_unseen",
+]
+METRIC_LABELS = {
+    "acc": "ACC",
+    "avg_inc_acc": "Avg. inc. ACC",
+    "forgetting": "Forgetting",
+    "bwt": "BWT",
+    "fwt": "FWT",
+    "mtil_transfer": "Transfer",
+    "mtil_avg": "Avg",
+    "mtil_last": "Last",
+    "mtil_transfer_top5": "Transfer (top-5)",
+    "mtil_avg_top5": "Avg (top-5)",
+    "mtil_last_top5": "Last (top-5)",
+    "unseen_acc": "Unseen ACC",
+    "unseen_drop": "Unseen drop",
+    "p_at_1_seen": "P@1 seen",
+    "p_at_1_unseen": "P@1 unseen",
+    "p_at_1_drop": "P@1 drop",
+    "recall_at_8_seen": "R@8 seen",
+    "map_at_r_seen": "MAP@R seen",
+    "map_at_r_unseen": "MAP@R unseen",
+    "nmi_seen": "NMI seen",
+    "nmi_unseen": "NMI unseen",
+}
+TASK_IL = "_task_il"
+# Metrics that exist in a class-IL and a task-IL flavour: labelled "(class-IL)"/"(task-IL)" when both are shown.
+SCENARIO_METRICS = ("acc", "avg_inc_acc", "forgetting", "bwt")
+
+# Which direction is better, for bolding the best mean of each column; acc_<setname> is higher-is-better.
+HIGHER_IS_BETTER = {
+    "acc": True, "acc_task_il": True, "avg_inc_acc": True, "avg_inc_acc_task_il": True,
+    "forgetting": False, "forgetting_task_il": False, "bwt": True, "bwt_task_il": True, "fwt": True,
+    "mtil_transfer": True, "mtil_avg": True, "mtil_last": True, "mtil_transfer_top5": True, "mtil_avg_top5": True,
+    "mtil_last_top5": True, "unseen_acc": True, "unseen_drop": False, "p_at_1_drop": False,
+}
+
+
+def is_metric(key: str) -> bool:
+    """True for a metric this module tabulates: one of ``METRIC_ORDER`` or ``acc_<setname>``."""
+    return key in METRIC_ORDER or (key.startswith("acc_") and len(key) > len("acc_"))
+
+
+def ordered_metrics(keys) -> list[str]:
+    """The metrics among ``keys`` in table order: ``METRIC_ORDER``, then ``acc_<setname>`` sorted."""
+    keys = set(keys)
+    fixed = [k for k in METRIC_ORDER if k in keys]
+    return fixed + sorted(k for k in keys if k not in METRIC_ORDER and is_metric(k))
+
+
+def higher_is_better(key: str) -> bool:
+    return HIGHER_IS_BETTER.get(key, True)
+
+
+def metric_label(key: str, task_il_shown: bool = False) -> str:
+    """Column label of a metric; class-IL and task-IL are told apart when ``task_il_shown``."""
+    if key.endswith(TASK_IL) and key[: -len(TASK_IL)] in SCENARIO_METRICS:
+        return f"{METRIC_LABELS[key[: -len(TASK_IL)]]} (task-IL)"
+    if key in SCENARIO_METRICS and task_il_shown:
+        return f"{METRIC_LABELS[key]} (class-IL)"
+    if key in METRIC_LABELS:
+        return METRIC_LABELS[key]
+    if key.startswith("acc_"):
+        return f"ACC on {key[len('acc_'):]}"
+    return key
+
+
+def collect(metrics_files: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per run (scalar metrics) and one row per accuracy-matrix cell, in input order."""
+    run_rows, cell_rows = [], []
+    for path in metrics_files:
+        m = read_json(path)
+        ident = {k: m[k] for k in (*KEYS, "seed")}
+        prov = m["provenance"]
+        run_rows.append({**ident, **m["metrics"], "n_tasks": len(m["acc_matrix"]),
+                         "diverged_task": m["diverged_at"]["task"] if m.get("diverged") else None,
+                         "config_hash": prov["config_hash"], "git_commit": prov["git_commit"], "device": prov["device"]})
+        for t, row in enumerate(m["acc_matrix"]):
+            for i, acc in enumerate(row):
+                cell_rows.append({**ident, "after_task": t, "task": i, "acc": acc})
+    return pd.DataFrame(run_rows), pd.DataFrame(cell_rows)
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std (ddof=1) and seed count of each metric per benchmark × backbone × method, and how many of
+    those seeds diverged (``diverged_task`` set; their metrics are NaN, so the mean is of the others).
+
+    Every metric present in any run gets columns; runs that lack it (another benchmark) count as NaN.
+    """
+    order = {k: list(dict.fromkeys(runs[k])) for k in KEYS}
+    metrics = ordered_metrics(runs.columns)
+    values = runs[KEYS].join(runs[metrics].apply(pd.to_numeric, errors="coerce").astype(float))
+    out = values.groupby(KEYS, sort=False)[metrics].agg(["mean", "std"])
+    out[("seeds", "n")] = runs.groupby(KEYS, sort=False)["seed"].count()
+    if "diverged_task" in runs:
+        out[("diverged", "n")] = runs.groupby(KEYS, sort=False)["diverged_task"].count()
+    out = out.reset_index()
+    for k in KEYS:
+        out[k] = pd.Categorical(out[k], categories=order[k], ordered=True)
+    return out.sort_values(KEYS).reset_index(drop=True)
+
+
+def summary_metrics(summary: pd.DataFrame) -> list[str]:
+    """The metrics a summary has columns for, in table order."""
+    return ordered_metrics(c[0] for c in summary.columns if c[1] == "mean")
+
+
+def flatten(summary: pd.DataFrame) -> pd.DataFrame:
+    """Summary columns as in summary.csv: ``acc_mean``, ``acc_task_il_std``, ``seeds_n``."""
+    flat = summary.copy()
+    flat.columns = [a if not b else f"{a}_{b}" for a, b in flat.columns]
+    return flat
+
+
+def unflatten(flat: pd.DataFrame) -> pd.DataFrame:
+    """Inverse of ``flatten``: the (metric, statistic) columns and ordered categorical keys back.
+
+    Only the last underscore separates a statistic (mean, std, n), so ``acc_task_il_mean`` is
+    (``acc_task_il``, ``mean``).
+    """
+    columns = []
+    for c in flat.columns:
+        head, _, tail = c.rpartition("_")
+        columns.append((head, tail) if c not in KEYS and head and tail in ("mean", "std", "n") else (c, ""))
+    summary = flat.copy()
+    summary.columns = pd.MultiIndex.from_tuples(columns)
+    for k in KEYS:
+        summary[k] = pd.Categorical(flat[k].astype(str), categories=list(dict.fromkeys(flat[k].astype(str))),
+                                    ordered=True)
+    return summary
+
+
+def read_summary(summary_csv: str) -> pd.DataFrame:
+    """summary.csv from ``write_tables``, as the summary ``summarise`` returned."""
+    return unflatten(pd.read_csv(summary_csv))
