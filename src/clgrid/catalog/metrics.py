@@ -56,9 +56,11 @@ ACC = Metric("acc", "ACC", True, "mean over tasks of the final accuracy (Lopez-P
 AVG_INC_ACC = Metric("avg_inc_acc", "Avg. inc. ACC", True, "mean over t of the accuracy on the tasks seen after "
                      "task t (Rebuffi et al. 2017, iCaRL)", "every run", "average_incremental_accuracy", "run")
 FORGETTING = Metric("forgetting", "Forgetting", False, "mean over tasks but the last of the best accuracy before "
-                    "the last task minus the final one (Chaudhry et al. 2018)", "every run", "average_forgetting", "run")
+                    "the last task minus the final one (Chaudhry et al. 2018)", "every run", "average_forgetting",
+                    "run")
 BWT = Metric("bwt", "BWT", True, "mean over tasks but the last of the final accuracy minus the accuracy just after "
-             "learning it; negative means forgetting (Lopez-Paz & Ranzato 2017)", "every run", "backward_transfer", "run")
+             "learning it; negative means forgetting (Lopez-Paz & Ranzato 2017)", "every run", "backward_transfer",
+             "run")
 FWT = Metric("fwt", "FWT", True, "mean over tasks after the first of the accuracy before learning it minus the "
              "initial model's (Lopez-Paz & Ranzato 2017)", "every run", "forward_transfer", "run", needs_init_acc=True)
 MTIL_TRANSFER = Metric("mtil_transfer", "Transfer", True, "zero-shot accuracy a dataset keeps while the datasets "
