@@ -30,7 +30,7 @@ BAD = {
                          "npz: path/to/file.npz"]),
     "unknown backbone": (lambda c: c["backbones"]["mlp"].update(arch="resnet9000"),
                          ["field:   backbones.mlp.arch", "value:   'resnet9000'",
-                          "allowed: one of: mlp, cnn, resnet18, resnet50, vit_b_16, clip, flava"]),
+                          "allowed: one of: clip, cnn, flava, mlp, resnet18, resnet50, vit_b_16"]),
     "negative learning rate": (lambda c: c["benchmarks"]["split_digits"]["train"].update(lr=-0.1),
                                ["field:   benchmarks.split_digits.train.lr", "value:   -0.1",
                                 "allowed: a number > 0", "meaning: learning rate"]),

@@ -1,8 +1,8 @@
 """Experiment config → the grid of runs and the resolved spec each job receives.
 
-The Snakemake layer runs ``clgrid.config_errors.check``: it validates the YAML against
-``workflow/schemas/config.schema.yaml`` (which also fills defaults) and then calls
-``check_config`` for the rules a schema cannot express; both raise ``ConfigError``.
+The Snakemake layer runs ``clgrid.validation.check``: it validates the YAML against
+``workflow/schemas/config.schema.yaml`` (which also fills defaults) and then runs this module's checks and
+``clgrid.config_checks``' for the rules a schema cannot express; both raise ``ConfigError``.
 A run is (benchmark, backbone, run name, seed); its folder
 is ``results/runs/{benchmark}/{backbone}/{method}/s{seed}``, where the run name
 is a registered method (``ewc``) or a *variant* defined under ``variants``
@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from clgrid.catalog import archs
 from clgrid.config_errors import MISSING, ConfigError, choices, did_you_mean, field_path, get_path
 from clgrid.data.datasets import DATASETS
 
@@ -102,18 +103,8 @@ def train_samples(config: dict[str, Any], benchmark: str) -> int | None:
     return total
 
 
-def check_config(config: dict[str, Any], validate: Callable[[dict[str, Any]], None] | None = None,
-                 schema: dict[str, Any] | None = None) -> None:
-    """Cross-field checks the schema cannot express; each error names the field, its value, what is allowed.
-
-    ``validate`` (the workflow's schema validation) is used to check and fill each
-    variant's parameters and training overrides against the method's own schema block.
-    Checks that need the backbone's blocks import ``clgrid.models`` (torch) only when the config asks for them.
-    ``schema`` (the loaded schema) gives the defaults that tell a setting the user changed from one left alone:
-    without it the checks of settings a chosen mode ignores (``clgrid.config_checks.check_ignored``) are skipped.
-    """
-    from clgrid import config_checks
-
+def check_dataset_names(config: dict[str, Any]) -> None:
+    """Each dataset under ``datasets`` is registered, or imported from arrays with its class count."""
     for name, options in config.get("datasets", {}).items():
         if name not in DATASETS and "npz" not in options:
             raise ConfigError(
@@ -125,11 +116,13 @@ def check_config(config: dict[str, Any], validate: Callable[[dict[str, Any]], No
             raise ConfigError("an imported dataset that is not registered needs its class count",
                               path=("datasets", name, "n_classes"), allowed="an integer >= 2", kind="missing",
                               fix=f"add n_classes: <K> under datasets.{name}")
-    config_checks.check_datasets(config)
-    for name, bench in config["benchmarks"].items():
-        _check_benchmark(config, name, bench)
-        config_checks.check_benchmark(config, name, bench)
-    config_checks.check_backbones(config)
+
+
+def check_grid(config: dict[str, Any], validate: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """The runs, their variants and sweeps (expanded here), buffers, analyses and published numbers against the
+    benchmarks and backbones (checked before); ``validate`` checks and fills each variant's parameters and
+    training overrides against the method's own schema block. Checks that need the backbone's blocks import
+    ``clgrid.models`` (torch) only when the config asks for them."""
     expand_sweeps(config)
     _check_variants(config, validate)
     _check_precision_per_benchmark(config)
@@ -153,9 +146,16 @@ def check_config(config: dict[str, Any], validate: Callable[[dict[str, Any]], No
                               allowed="two different runs of methods", fix="name the second run to compare it with")
     _check_buffers(config)
     _check_backbone_fit(config)
-    config_checks.check_runs(config)
-    if schema is not None:
-        config_checks.check_ignored(config, schema)
+
+
+def __getattr__(name: str) -> Any:
+    """``check_config`` runs this module's checks and ``clgrid.config_checks``' (which read this module) in
+    order: it lives in ``clgrid.validation``, and is found here too for the callers that name it here."""
+    if name == "check_config":
+        from clgrid.validation import check_config
+
+        return check_config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _dataset_refs(bench_name: str, bench: dict[str, Any]) -> list[tuple[tuple, str]]:
@@ -169,7 +169,8 @@ def _dataset_refs(bench_name: str, bench: dict[str, Any]) -> list[tuple[tuple, s
     return refs
 
 
-def _check_benchmark(config: dict[str, Any], name: str, bench: dict[str, Any]) -> None:
+def check_benchmark_fields(config: dict[str, Any], name: str, bench: dict[str, Any]) -> None:
+    """A benchmark's datasets, task count, held-out classes and class order, against its scenario."""
     where = ("benchmarks", name)
     kind = bench["scenario"]
     if kind == "dataset_sequence":
@@ -322,11 +323,6 @@ def _check_buffers(config: dict[str, Any]) -> None:
                         fix=f"lower {key}, or run {run_name} on a benchmark with more training data")
 
 
-BACKBONE_CHILDREN_WITHOUT_WEIGHTS = {"mlp": ("flatten",), "cnn": ("pool",), "resnet18": ("pool",),
-                                     "resnet50": ("pool",), "vit_b_16": ("cls",)}
-"""Backbone children that hold no weights (so ``declared_blocks`` leaves them out) but are valid CKA layers."""
-
-
 def _check_backbone_fit(config: dict[str, Any]) -> None:
     """freeze_k within the backbone's blocks; analysis layers that the backbone has."""
     layers = (config.get("analysis") or {}).get("layers") or []
@@ -345,7 +341,8 @@ def _check_backbone_fit(config: dict[str, Any]) -> None:
                     config, run_name, "freeze_k", f"backbone '{backbone}' ({arch}) has only {len(blocks)} blocks "
                     f"with weights: {', '.join(blocks)}", k, allowed=f"an integer in [1, {len(blocks)}]",
                     fix=f"set freeze_k to at most {len(blocks)}, or freeze: all to freeze the whole backbone")
-        children = [*blocks, *BACKBONE_CHILDREN_WITHOUT_WEIGHTS.get(arch, ())]
+        # Children without weights (declared_blocks leaves them out) are still valid CKA layers.
+        children = [*blocks, *archs.get(arch).children_without_weights]
         for i, layer in enumerate(layers):
             parts = layer.split(".")
             if parts[0] in ("head", "preprocess") or (parts[0] == "backbone" and (len(parts) == 1
@@ -575,31 +572,17 @@ def uses_feature_cache(config: dict[str, Any], benchmark: str, backbone: str, me
     if method_name in FEATURE_CACHE_UNSUPPORTED:
         return False
     backbone_cfg = config["backbones"][backbone]
-    clip_frozen = backbone_cfg["arch"] == "clip" and backbone_cfg.get("train_mode", "whole") in ("fc", "text")
-    return params.get("freeze", "none") == "all" or clip_frozen
+    return params.get("freeze", "none") == "all" or archs.get(backbone_cfg["arch"]).frozen(backbone_cfg)
 
 
 def backbone_is_seeded(backbone_cfg: dict[str, Any]) -> bool:
     """Whether a backbone's initial weights depend on the seed (random init) or come from pretrained weights."""
-    arch = backbone_cfg["arch"]
-    if arch == "clip":
-        return not backbone_cfg.get("pretrained", "openai")
-    if arch == "flava":
-        return not backbone_cfg.get("pretrained", "facebook/flava-full")
-    return not backbone_cfg.get("weights")
+    return not archs.get(backbone_cfg["arch"]).weights(backbone_cfg)
 
 
 def needs_download(backbone_cfg: dict[str, Any]) -> bool:
     """Whether a backbone names pretrained weights to fetch (a tag, hub name or ``imagenet``), not a local path."""
-    import os
-
-    arch = backbone_cfg["arch"]
-    if arch == "clip":
-        name = backbone_cfg.get("pretrained", "openai")
-    elif arch == "flava":
-        name = backbone_cfg.get("pretrained", "facebook/flava-full")
-    else:
-        name = backbone_cfg.get("weights")
+    name = archs.get(backbone_cfg["arch"]).weights(backbone_cfg)
     return bool(name) and not os.path.exists(name)
 
 

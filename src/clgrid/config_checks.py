@@ -1,6 +1,6 @@
 """Plan-time checks of settings a job would refuse hours later, or read as something else than the user meant.
 
-``clgrid.config.check_config`` calls these after the schema has filled the defaults; each raises a
+``clgrid.validation.check_config`` calls these after the schema has filled the defaults; each raises a
 ``ConfigError`` in the one form. Facts come from where they live: open_clip's model configs and pretrained tags
 (read from its files, without importing the package and torch: about 0.2 s instead of 5 s; a name they lack is
 confirmed against ``open_clip`` itself before it is refused), the dataset registry, ``transformers``' FLAVA image
@@ -24,16 +24,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+from clgrid import config as cl
+from clgrid.catalog import archs
 from clgrid.config_errors import MISSING, ConfigError, choices, did_you_mean, field_schemas, show
 from clgrid.data.datasets import DATASETS
 
 DOMAIN = ("permuted", "rotated")
-
-
-def _config():
-    from clgrid import config as cl  # clgrid.config imports this module inside check_config
-
-    return cl
 
 
 # --- datasets ------------------------------------------------------------------------------------------------
@@ -173,7 +169,6 @@ def _check_input_shapes(config: dict[str, Any], name: str, bench: dict[str, Any]
 
 
 def _check_eval_sets(config: dict[str, Any], name: str, bench: dict[str, Any]) -> None:
-    cl = _config()
     sets = bench.get("eval_sets") or {}
     trained = bench["datasets"] if bench["scenario"] == "dataset_sequence" else [bench["dataset"]]
     for set_name, set_cfg in sets.items():
@@ -211,7 +206,7 @@ def _check_transform(config: dict[str, Any], name: str, bench: dict[str, Any]) -
         raise ConfigError(f"{len(mean)} means and {len(std)} standard deviations", path=(*where, "normalize", "std"),
                           value=std, allowed=f"{len(mean)} numbers, one per channel as in mean",
                           fix="give one mean and one std per input channel")
-    shapes = [dataset_shape(config, d) for d in _config().datasets_of(config, name)[:1]]
+    shapes = [dataset_shape(config, d) for d in cl.datasets_of(config, name)[:1]]
     channels = bench.get("channels") or (shapes[0][0] if shapes and shapes[0] else None)
     if channels and len(mean) not in (1, channels):
         plural = "s" if channels > 1 else ""
@@ -240,7 +235,7 @@ def check_backbones(config: dict[str, Any]) -> None:
                                   f"would be looked up as a name or path", path=(*where, key), value=value,
                                   allowed="null written unquoted, or a real name or path",
                                   fix=f"write {key}: null")
-        if arch == "clip" and backbone.get("head", "linear") != "linear":
+        if archs.get(arch).build_net and backbone.get("head", "linear") != "linear":
             raise _ignored((*where, "head"), backbone["head"], "CLIP classifies with its own head (the class "
                            "embeddings of the prompts; see train_mode), so head is ignored", "linear or leave it out",
                            "remove head; train_mode image_fc gives CLIP a trained linear head")
@@ -252,7 +247,7 @@ def check_backbones(config: dict[str, Any]) -> None:
             _check_clip(where, backbone)
         elif arch == "flava":
             _check_flava(where, backbone)
-        elif arch in ("resnet18", "resnet50", "vit_b_16"):
+        elif archs.get(arch).torchvision_weights:
             _check_torchvision(where, backbone)
 
 
@@ -622,7 +617,6 @@ def check_array_files(config: dict[str, Any]) -> None:
     file's member list and its label arrays only (not the images)."""
     import numpy as np
 
-    cl = _config()
     used = [d for b in config["benchmarks"] for d in cl.datasets_of(config, b)]
     used += [cl.method_of(config, run)[1].get("reference_dataset") for run in config["methods"]]
     for name in dict.fromkeys(n for n in used if n):
@@ -664,7 +658,6 @@ def _no_training_split(name: str) -> bool:
 
 def check_training_data(config: dict[str, Any]) -> None:
     """The datasets tasks train on, and ZSCL's reference images, have training images."""
-    cl = _config()
     for bench_name, bench in config["benchmarks"].items():
         where = ("benchmarks", bench_name)
         fields = ([((*where, "datasets", i), d) for i, d in enumerate(bench["datasets"])]
@@ -690,7 +683,6 @@ def check_training_data(config: dict[str, Any]) -> None:
 
 def check_runs(config: dict[str, Any]) -> None:
     """Each run's method against each backbone and benchmark it meets."""
-    cl = _config()
     check_array_files(config)
     check_training_data(config)
     clip_methods = methods_needing_clip()
@@ -785,7 +777,6 @@ def _check_lora(run: str, params: dict[str, Any], param_path) -> None:
 
 def _model_inputs(config: dict[str, Any], bench_name: str) -> tuple[list[int], int] | None:
     """(input shape, class count) of a benchmark's model where known before its data is prepared."""
-    cl = _config()
     bench = config["benchmarks"][bench_name]
     names = cl.datasets_of(config, bench_name)
     shape = dataset_shape(config, names[0])
@@ -802,20 +793,16 @@ def _model_inputs(config: dict[str, Any], bench_name: str) -> tuple[list[int], i
     return shape, n_classes
 
 
-# Backbones made of nn.Linear layers (mlp blocks; attention and MLP blocks of the transformers), which LoRA targets
-# by default: with the defaults (no target_modules, no freeze) they are not built at planning (torch, and for the
-# transformers open_clip or transformers and a large model). Any other arch (cnn and resnet have no nn.Linear) is.
-LORA_DEFAULT_TARGETS_PRESENT = ("mlp", "clip", "flava", "vit_b_16")
-
-
 def _check_lora_on_backbones(config: dict[str, Any], run: str, params: dict[str, Any], param_path,
                              full: bool = True) -> None:
     """LoRA's own checks (clgrid.methods.lora) on each backbone, built without weights: a backbone with no layer
     to adapt by default (a cnn or resnet has no nn.Linear), and with ``full`` (target_modules named or blocks
     frozen) its injection: targets that match no layer, layers peft cannot adapt, adapters inside frozen blocks or
     that would never act. They fail here, not in the job. Imports torch (and peft with ``full``)."""
+    # An arch with the nn.Linear layers LoRA adapts by default (its family declares lora_default_targets) is not
+    # built here with the defaults (torch, and for the transformers open_clip or transformers and a large model).
     backbones = {name: backbone for name, backbone in config["backbones"].items()
-                 if full or backbone["arch"] not in LORA_DEFAULT_TARGETS_PRESENT}
+                 if full or not archs.get(backbone["arch"]).lora_default_targets}
     if not backbones:
         return
     try:
@@ -875,7 +862,6 @@ def _check_dml_batches(config: dict[str, Any], run: str, params: dict[str, Any],
 
 
 def _check_icarl(config: dict[str, Any], run: str, params: dict[str, Any], param_path) -> None:
-    cl = _config()
     size = params.get("memory_size")
     for name, bench in config["benchmarks"].items():
         kind = bench["scenario"]
@@ -958,7 +944,6 @@ def _default(schema: dict[str, Any], parts: Iterable[str | int]) -> Any:
 
 def check_ignored(config: dict[str, Any], schema: dict[str, Any]) -> None:
     """Refuse a changed setting that no run reading it uses (see the module's doc)."""
-    cl = _config()
     # field -> [(run, why it is ignored or None where used, value, the schema field)]
     uses: dict[tuple, list[tuple[str, str | None, Any, tuple]]] = {}
     for run in config["methods"]:

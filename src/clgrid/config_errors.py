@@ -1,7 +1,7 @@
 """Config errors a person can act on: the file and field, the value, what is allowed, what the field means.
 
 Every config error, whether the schema (``workflow/schemas/config.schema.yaml``) or a cross-field check
-(``clgrid.config.check_config``) finds it, is a ``ConfigError`` printed in one form::
+(``clgrid.validation.check_config``) finds it, is a ``ConfigError`` printed in one form::
 
     Config error in config/config.yaml, line 12:
       field:   benchmarks.split_digits.train.lr
@@ -11,12 +11,10 @@ Every config error, whether the schema (``workflow/schemas/config.schema.yaml``)
       meaning: <the field's description in the schema>
       fix:     <what to change, where the check knows>
 
-``check`` is what the workflow runs before any job: it reads each config file for YAML that loads without an
-error but not as written (``lint_yaml``: a key written twice, ``on:`` as a key, ``010``, ``10:00``, an empty value),
-reads scientific notation written without a dot (``lr: 1e-3``, a string to PyYAML) as the number it means, refuses
-non-finite numbers, validates against the schema while filling its defaults (as ``snakemake.utils.validate`` does,
-except that an integer field takes no ``32.0``), then runs the cross-field checks (``clgrid.config.check_config``,
-``clgrid.config_checks``).
+This module is a leaf of clgrid's config layer (it imports none of ``clgrid.config``, ``clgrid.config_checks``):
+the error, the schema (loaded with what the code declares filled in), validation that fills defaults, and the
+message. ``clgrid.validation.check``, on top, runs the checks in order (``check_schema`` here, then the
+cross-field checks) and completes an error with ``explain``; ``check`` is found here too.
 """
 
 from __future__ import annotations
@@ -30,6 +28,8 @@ import textwrap
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Union
+
+from clgrid.catalog.archs import HEAD_OPTIONS, archs
 
 
 class _Missing:
@@ -186,9 +186,29 @@ def check_finite(node: Any, parts: tuple[str | int, ...] = ()) -> None:
 
 @lru_cache(maxsize=8)
 def load_schema(schema_path: str) -> dict[str, Any]:
+    """The schema file with what the code declares filled in (so it is written once): each arch's options."""
     import yaml
 
-    return yaml.safe_load(Path(schema_path).read_text())
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    add_arch_options(schema)
+    return schema
+
+
+def add_arch_options(schema: dict[str, Any]) -> None:
+    """Each arch of ``clgrid.catalog.archs``, in the backbone schema: the ``arch`` enum, and a rule per arch that
+    fills its declared defaults and refuses another family's options. An option the schema does not describe
+    (a lab's own family) is accepted with any value."""
+    backbone = schema["$defs"]["backbone"]
+    declared = archs()
+    backbone["properties"]["arch"]["enum"] = list(declared)
+    for name, arch in declared.items():
+        for option in arch.defaults:
+            backbone["properties"].setdefault(option, {"description": f"{name}: an option of {arch.module}"})
+    backbone["allOf"] = [*backbone.get("allOf", []), *(
+        {"if": {"properties": {"arch": {"const": name}}},
+         "then": {"propertyNames": {"enum": ["arch", *arch.defaults, *HEAD_OPTIONS]},
+                  "properties": {option: {"default": default} for option, default in arch.defaults.items()}}}
+        for name, arch in declared.items())]
 
 
 @lru_cache(maxsize=1)
@@ -651,36 +671,40 @@ def _bool_word(files: Sequence[str | Path], parts: Sequence[str | int]) -> str |
 # --- the whole check ---------------------------------------------------------------------------------------
 
 
-def check(config: dict[str, Any], schema_path: str | Path, files: Sequence[str | Path] = (),
-          overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Make ``config`` the validated, default-filled grid description in place, or raise ConfigError.
+def check_schema(config: dict[str, Any], schema_path: str | Path, files: Sequence[str | Path] = ()) -> None:
+    """The checks before the cross-field ones: YAML habits in ``files``, numbers, the schema (filling defaults)."""
+    for path in files:
+        habit = lint_yaml(path)
+        if habit is not None:
+            raise habit
+    coerce_numbers(config)
+    check_finite(config)
+    validate(config, schema_path)
 
-    ``files`` are the config files it was read from (for the message), ``overrides`` Snakemake's ``--config``.
-    """
-    from clgrid.config import check_config
 
-    schema = load_schema(str(schema_path))
-    try:
-        for path in files:
-            habit = lint_yaml(path)
-            if habit is not None:
-                raise habit
-        coerce_numbers(config)
-        check_finite(config)
-        validate(config, schema_path)
-        check_config(config, validate=lambda trial: validate(trial, schema_path), schema=schema)
-    except ConfigError as err:
-        if err.description is None:
-            err.description = describe(schema, err.describe_as)
-            if err.description is None and err.describe_as and isinstance(err.describe_as[-1], int):
-                err.description = describe(schema, err.describe_as[:-1])  # an item means what its list means
-        if not err.source and (err.parts or files):
-            err.source = source_of(err.parts, files, overrides)
-        if err.kind in ("type", "enum") and isinstance(err.value, bool) and not err.source.startswith("--config"):
-            word = _bool_word(files, err.parts)
-            if word:
-                err.problem += f" (YAML 1.1 reads {word} as {show(err.value)}; quote it, '{word}', to write the word)"
-        if err.source.startswith("--config"):  # no quotes to remove: Snakemake's --config parsed it as text
-            err.problem = err.problem.replace("remove the quotes to write a number", "--config passed it as text")
-        raise
-    return config
+def explain(err: ConfigError, schema: dict[str, Any], files: Sequence[str | Path] = (),
+            overrides: Mapping[str, Any] | None = None) -> None:
+    """Complete ``err`` in place with what its raiser did not know: the field's description in the schema, the
+    file and line (or ``--config``) it came from, and the YAML word behind a boolean."""
+    if err.description is None:
+        err.description = describe(schema, err.describe_as)
+        if err.description is None and err.describe_as and isinstance(err.describe_as[-1], int):
+            err.description = describe(schema, err.describe_as[:-1])  # an item means what its list means
+    if not err.source and (err.parts or files):
+        err.source = source_of(err.parts, files, overrides)
+    if err.kind in ("type", "enum") and isinstance(err.value, bool) and not err.source.startswith("--config"):
+        word = _bool_word(files, err.parts)
+        if word:
+            err.problem += f" (YAML 1.1 reads {word} as {show(err.value)}; quote it, '{word}', to write the word)"
+    if err.source.startswith("--config"):  # no quotes to remove: Snakemake's --config parsed it as text
+        err.problem = err.problem.replace("remove the quotes to write a number", "--config passed it as text")
+
+
+def __getattr__(name: str) -> Any:
+    """``check`` runs the cross-field checks of ``clgrid.config``, which sit above this module: it lives in
+    ``clgrid.validation``, and is found here too for the Snakefile and the callers that name it here."""
+    if name == "check":
+        from clgrid.validation import check
+
+        return check
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

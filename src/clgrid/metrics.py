@@ -4,12 +4,15 @@
 task t, for every i including tasks not yet trained (t, i = 0..T-1 here; the
 papers count from 1). ``init_acc[i]`` is the accuracy of the initial model on
 task i (the b_i of Lopez-Paz & Ranzato 2017). Definitions and sources are in
-each docstring and in ``shared/notes/definitions.md``.
+each docstring and in ``shared/notes/definitions.md``. Names, directions and labels are those of
+``clgrid.catalog.metrics``, which says which function computes each metric.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from clgrid.catalog import metrics as catalog
 
 
 def _square(acc_matrix) -> np.ndarray:
@@ -93,21 +96,21 @@ def mtil_last(acc_matrix) -> float:
     return average_accuracy(acc_matrix)
 
 
+def _computed(group: str, acc_matrix, init_acc=None) -> dict[str, float]:
+    """The catalog's metrics of ``group``, each by the function of this module it names."""
+    functions = globals()
+    return {metric.name: functions[metric.computed_by](acc_matrix, *([init_acc] if metric.needs_init_acc else []))
+            for metric in catalog.in_group(group)}
+
+
 def mtil_metrics(acc_matrix) -> dict[str, float]:
     """Transfer, Avg and Last as the ZSCL paper's MTIL table reports them."""
-    return {"mtil_transfer": mtil_transfer(acc_matrix), "mtil_avg": mtil_avg(acc_matrix),
-            "mtil_last": mtil_last(acc_matrix)}
+    return _computed("mtil", acc_matrix)
 
 
 def all_metrics(acc_matrix, init_acc) -> dict[str, float]:
-    """Every scalar metric of one run, keyed by the names used in tables."""
-    return {
-        "acc": average_accuracy(acc_matrix),
-        "avg_inc_acc": average_incremental_accuracy(acc_matrix),
-        "forgetting": average_forgetting(acc_matrix),
-        "bwt": backward_transfer(acc_matrix),
-        "fwt": forward_transfer(acc_matrix, init_acc),
-    }
+    """Every scalar metric of one run (ACC, Avg. inc. ACC, Forgetting, BWT, FWT), keyed by the names used in tables."""
+    return _computed("run", acc_matrix, init_acc)
 
 
 def recall_at_k(neighbour_labels, query_labels, k: int) -> float:

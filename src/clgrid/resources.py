@@ -12,6 +12,7 @@ import math
 import os
 from typing import Any
 
+from .catalog import archs
 from .config import datasets_of, method_of, n_tasks
 from .data.datasets import DATASETS
 
@@ -24,18 +25,10 @@ TRAIN_SIZE = {
 }
 TEST_SIZE_FRACTION = 0.25  # test arrays are at most about this fraction of the train arrays (memory estimate)
 
-# CPU seconds per training sample per epoch (forward + backward) at 32×32 inputs, measured order of magnitude
-# on one core (docs/split_cifar10_cpu.md: ResNet-18, 5,000 sample-epochs in 105-122 s, about 22 ms/sample with
-# evaluation); convolutional costs scale with pixels.
-CPU_SECONDS_PER_SAMPLE = {"mlp": 5e-5, "cnn": 1e-3, "resnet18": 3e-2, "resnet50": 8e-2,
-                          # CLIP ViT-B/32 at its own 224 px whatever the data's size, both towers forward + backward:
-                          # 2.4 s per batch of 8 on 2 cores (../shared/notes/foundation-stack.md)
-                          "clip": 0.3, "flava": 0.4,
-                          # ViT-B/16 at 224 px whatever the data's size: about 3x CLIP ViT-B/32's image tower
-                          "vit_b_16": 0.5}
+# Per arch, its family declares (clgrid.catalog.archs) the CPU seconds per training sample per epoch (forward +
+# backward) at 32×32 inputs on one core, measured order of magnitude, whether that grows with the pixels
+# (convolutions) or not (models that resize to their own size), and its parameter count.
 GPU_SPEEDUP = 20.0
-PARAMETERS = {"mlp": 1e6, "cnn": 1e6, "resnet18": 11.2e6, "resnet50": 23.5e6, "clip": 150e6, "flava": 86e6,
-              "vit_b_16": 86e6}
 SAFETY = 3.0  # limit = SAFETY × estimate
 BASE_MEM_MB = 1500  # Python + torch + CUDA context
 MIN_RUNTIME_MIN = 10  # start-up, evaluation and the checkpoint write
@@ -93,16 +86,16 @@ def _task_samples(config: dict[str, Any], benchmark: str, method: str) -> float:
     return per_task * 2  # rehearsal and distillation methods process about one extra batch per step
 
 
-def _arch(config: dict[str, Any], backbone: str) -> str:
-    return config["backbones"][backbone].get("arch", "mlp")
+def _arch(config: dict[str, Any], backbone: str) -> archs.Arch:
+    return archs.get(config["backbones"][backbone].get("arch", "mlp"))
 
 
 def _cost_seconds(config: dict[str, Any], benchmark: str, backbone: str, samples: float, epochs: float,
                   gpu: bool) -> float:
     arch = _arch(config, backbone)
     pixels = max(_image_pixels(config, d) for d in datasets_of(config, benchmark))
-    scale = 1.0 if arch in ("mlp", "clip", "flava", "vit_b_16") else pixels / (3 * 32 * 32)
-    seconds = samples * epochs * CPU_SECONDS_PER_SAMPLE.get(arch, 3e-2) * scale
+    scale = pixels / (3 * 32 * 32) if arch.cost_scales_with_pixels else 1.0
+    seconds = samples * epochs * arch.cpu_seconds_per_sample * scale
     return seconds / GPU_SPEEDUP if gpu else seconds
 
 
@@ -110,7 +103,7 @@ def _mem_mb(config: dict[str, Any], benchmark: str, backbone: str) -> int:
     """Base + every dataset of the benchmark as uint8 in memory (plus its test split) + weights, grads and copies."""
     data_bytes = sum(_image_pixels(config, d) * _train_size(config, d) * (1 + TEST_SIZE_FRACTION)
                      for d in datasets_of(config, benchmark))
-    model_bytes = PARAMETERS.get(_arch(config, backbone), 25e6) * 4 * 6  # weights, grads, momentum, teacher, ...
+    model_bytes = _arch(config, backbone).parameters * 4 * 6  # weights, grads, momentum, teacher, ...
     mb = BASE_MEM_MB + 2 * (data_bytes + model_bytes) / 2**20
     return int(math.ceil(mb / 500) * 500)
 

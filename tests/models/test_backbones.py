@@ -224,17 +224,21 @@ def test_unknown_options_name_the_valid_ones():
         build_model({"arch": "resnet9000"}, CIFAR_SHAPE, 10)
 
 
-def test_schema_lists_the_registry_and_fills_its_defaults():
+def test_schema_lists_the_registry_and_fills_its_defaults(tmp_path):
+    # The schema as loaded (the arch options added from the families' declarations), given to Snakemake's validate.
     from snakemake.utils import validate
 
-    schema = yaml.safe_load(SCHEMA.read_text())
-    assert sorted(schema["$defs"]["backbone"]["properties"]["arch"]["enum"]) == sorted(BACKBONES)
+    from clgrid.config_errors import load_schema
+
+    schema = tmp_path / "schema.yaml"
+    schema.write_text(yaml.safe_dump(load_schema(str(SCHEMA))))
+    assert sorted(load_schema(str(SCHEMA))["$defs"]["backbone"]["properties"]["arch"]["enum"]) == sorted(BACKBONES)
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     config["backbones"] = {arch: {"arch": arch} for arch in BACKBONES}
-    validate(config, str(SCHEMA))
+    validate(config, str(schema))
     for arch, filled in config["backbones"].items():
         assert filled == {"arch": arch, "head": "linear", "head_hidden": [256], **BACKBONES[arch].defaults}, arch
     # A family's options are rejected on another arch, and the default mlp keeps exactly its old keys.
     config["backbones"] = {"mlp": {"arch": "mlp", "width": 32}}
     with pytest.raises(Exception, match="'width' is not one of"):
-        validate(config, str(SCHEMA))
+        validate(config, str(schema))

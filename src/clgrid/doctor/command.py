@@ -11,7 +11,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import clgrid.doctor
 from clgrid.doctor.runner import run_checks
 from clgrid.doctor.suite import (CACHE_TOLERANCE, THROUGHPUT_CPU, THROUGHPUT_GPU, TOLERANCE, Options, find_schema,
                                   progress)
@@ -130,8 +129,14 @@ def run(args: argparse.Namespace) -> int:
     return 1 if any(r.status == "FAIL" for r in rows) else 0
 
 
+def _package_summary() -> str:
+    import clgrid.doctor  # the package's docstring opens with the command's one-line summary
+
+    return clgrid.doctor.__doc__.splitlines()[0]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="clgrid doctor", description=clgrid.doctor.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="clgrid doctor", description=_package_summary())
     parser.add_argument("-v", "--verbose", action="store_true")
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -1,12 +1,15 @@
 """Backbones and heads: a registry from architecture names to constructors, and the ``Net`` that joins them.
 
-Each family has its module (``mlp``, ``cnn``, ``resnet``) and returns ``(backbone, feature_dim)``. A backbone
+Each family has its module (``mlp``, ``cnn``, ``resnet``, ``vit``, ``flava``, ``clip``, or a lab's own registered
+under the ``clgrid.backbones`` entry point), which declares its facts in an ``ARCHS`` literal (read without torch
+by ``clgrid.catalog.archs``) and holds the builder returning ``(backbone, feature_dim)``. A backbone
 is an ``nn.Sequential`` whose named children are its blocks (``block1``, ``block2``, …; ResNets add ``stem``
 and ``pool``): ``freeze: first_k``, the CKA layers and the feature cache rely on those names.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
@@ -14,12 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from clgrid.models.cnn import cnn_backbone, cnn_blocks
-from clgrid.models.flava import BLOCKS as FLAVA_BLOCKS
-from clgrid.models.flava import flava_backbone
-from clgrid.models.mlp import mlp_backbone, mlp_blocks
-from clgrid.models.resnet import RESNET_BLOCKS, resnet_backbone
-from clgrid.models.vit import vit_backbone, vit_blocks
+from clgrid.catalog import archs as catalog
 
 
 class Preprocess(nn.Module):
@@ -92,38 +90,41 @@ class Net(nn.Module):
 
 @dataclass(frozen=True)
 class Arch:
-    """One backbone family in the registry."""
+    """One backbone family in the registry: its declared facts (``clgrid.catalog.archs``) and its code."""
 
-    build: Callable[..., tuple[nn.Module, int]]
-    """``build(input_shape, **options) -> (backbone, feature_dim)``."""
+    build: Callable[..., Any]
+    """``build(input_shape, **options) -> (backbone, feature_dim)``; for an arch that builds its whole net (CLIP),
+    ``build(options, class_names, load_weights, dataset) -> Net``."""
     defaults: dict[str, Any]
-    """Every option and its default; the schema's ``$defs/backbone`` repeats them (a test checks they agree)."""
+    """Every option and its default, as the family module declares them (the schema is filled from the same)."""
     blocks: Callable[..., list[str]]
     """``blocks(**options)``: names of the backbone's children with weights, known without building it."""
+    facts: catalog.Arch
+    """Everything else the family declares (weights option, costs, ...)."""
 
 
-BACKBONES: dict[str, Arch] = {
-    "mlp": Arch(mlp_backbone, {"hidden": [256, 256]}, lambda hidden: mlp_blocks(hidden)),
-    "cnn": Arch(cnn_backbone, {"channels": [32, 64], "batch_norm": True, "global_pool": False},
-                lambda channels, **_: cnn_blocks(channels)),
-    "resnet18": Arch(partial(resnet_backbone, depth=18), {"cifar_stem": None, "width": 64, "weights": None},
-                     lambda **_: list(RESNET_BLOCKS)),
-    "resnet50": Arch(partial(resnet_backbone, depth=50), {"cifar_stem": None, "width": 64, "weights": None},
-                     lambda **_: list(RESNET_BLOCKS)),
-    "vit_b_16": Arch(vit_backbone, {"weights": None, "vit_config": None},
-                     lambda vit_config=None, **_: vit_blocks(vit_config)),
-    "flava": Arch(flava_backbone, {"pretrained": "facebook/flava-full", "flava_config": None, "output": "pooled",
-                                   "frozen_layers": 0, "cache_dir": None},
-                  lambda **_: list(FLAVA_BLOCKS)),
-    # CLIP builds its own Net (ClipNet: image encoder + zero-shot head), see build_model; blocks of open_clip's
-    # VisionTransformer that hold weights, for freeze first_k.
-    "clip": Arch(None, {"model": "ViT-B-16", "pretrained": "openai", "train_mode": "whole", "templates": "auto",
-                        "model_config": None, "cache_dir": None},
-                 lambda **_: ["conv1", "ln_pre", "transformer", "ln_post"]),
-}
+def _named_blocks(names: tuple[str, ...], **_) -> list[str]:
+    return list(names)
 
-HEAD_OPTIONS = ("head", "head_hidden")
-"""Options of ``Net``'s head, valid with every arch."""
+
+def _code(facts: catalog.Arch) -> Arch:
+    """The registry entry of a declared arch: its builder and blocks function taken from its family module."""
+    module = importlib.import_module(facts.module)
+    if facts.build_net:
+        build = getattr(module, facts.build_net)
+    else:
+        build = partial(getattr(module, facts.build), **facts.build_options)
+    if isinstance(facts.blocks, str):
+        blocks = getattr(module, facts.blocks)
+    else:
+        blocks = partial(_named_blocks, facts.blocks)
+    return Arch(build, facts.defaults, blocks, facts)
+
+
+BACKBONES: dict[str, Arch] = {name: _code(facts) for name, facts in catalog.archs().items()}
+"""Every arch (clgrid's families and those installed packages register) with its builder."""
+
+HEAD_OPTIONS = catalog.HEAD_OPTIONS
 
 
 def backbone_options(backbone_cfg: dict[str, Any]) -> dict[str, Any]:
@@ -159,16 +160,15 @@ def build_model(backbone_cfg: dict[str, Any], input_shape: list[int], n_classes:
     their weights only with ``load_weights`` (the init job; later jobs load a checkpoint over them).
     """
     options = backbone_options(backbone_cfg)
-    if backbone_cfg["arch"] == "clip":
-        from clgrid.models.clip import build_clip_net
-
+    arch = BACKBONES[backbone_cfg["arch"]]
+    if arch.facts.build_net:
         names = class_names or [str(c) for c in range(n_classes)]
-        return build_clip_net(options, names[:n_classes], load_weights, dataset)
+        return arch.build(options, names[:n_classes], load_weights, dataset)
     if input_norm is not None and len(input_norm["mean"]) not in (1, input_shape[0]):
         raise ValueError(f"input_norm has {len(input_norm['mean'])} channel means for input_shape {list(input_shape)}; "
                          f"expected {input_shape[0]} (or 1 for all channels)")
-    if backbone_cfg["arch"] in ("flava", "resnet18", "resnet50", "vit_b_16"):
+    if arch.facts.weights_option:
         options["load_weights"] = load_weights  # pretrained weights: only the init job reads them
-    backbone, feature_dim = BACKBONES[backbone_cfg["arch"]].build(tuple(input_shape), **options)
+    backbone, feature_dim = arch.build(tuple(input_shape), **options)
     return Net(backbone, feature_dim, n_classes, backbone_cfg.get("head", "linear"), backbone_cfg.get("head_hidden"),
                input_norm=input_norm)

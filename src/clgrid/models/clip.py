@@ -27,6 +27,24 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+# This family's facts, read without importing this module (clgrid.catalog.archs): see that module for each key.
+# CLIP builds its own Net (ClipNet: image encoder + zero-shot head); its blocks are those of open_clip's
+# VisionTransformer that hold weights (for freeze first_k). CPU seconds: ViT-B/32 at its own 224 px whatever the
+# data's size, both towers forward + backward: 2.4 s per batch of 8 on 2 cores (../shared/notes/foundation-stack.md).
+ARCHS = {
+    "clip": {
+        "build_net": "build_clip_net",
+        "blocks": ["conv1", "ln_pre", "transformer", "ln_post"],
+        "defaults": {"model": "ViT-B-16", "pretrained": "openai", "train_mode": "whole", "templates": "auto",
+                     "model_config": None, "cache_dir": None},
+        "weights_option": "pretrained",
+        "frozen_when": {"train_mode": ["fc", "text"]},
+        "cpu_seconds_per_sample": 0.3,
+        "cost_scales_with_pixels": False,
+        "parameters": 150e6,
+        "lora_default_targets": True,
+    },
+}
 TRAIN_MODES = ("whole", "image", "text", "image_fc", "image_fc_fixed", "fc")
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 

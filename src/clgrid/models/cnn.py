@@ -17,6 +17,20 @@ from collections import OrderedDict
 
 from torch import nn
 
+# This family's facts, read without importing this module (clgrid.catalog.archs): see that module for each key.
+ARCHS = {
+    "cnn": {
+        "build": "cnn_backbone",
+        "blocks": "cnn_blocks",
+        "defaults": {"channels": [32, 64], "batch_norm": True, "global_pool": False},
+        "children_without_weights": ["pool"],
+        "cpu_seconds_per_sample": 1e-3,
+        "cost_scales_with_pixels": True,
+        "parameters": 1e6,
+        "lora_default_targets": False,
+    },
+}
+
 
 def cnn_backbone(input_shape: tuple[int, ...], channels: list[int], batch_norm: bool = True,
                  global_pool: bool = False) -> tuple[nn.Module, int]:
@@ -45,6 +59,6 @@ def cnn_backbone(input_shape: tuple[int, ...], channels: list[int], batch_norm: 
     return nn.Sequential(OrderedDict(layers)), feature_dim
 
 
-def cnn_blocks(channels: list[int]) -> list[str]:
+def cnn_blocks(channels: list[int], **_) -> list[str]:
     """The blocks with weights a CNN of these widths has (``pool`` has none)."""
     return [f"block{i}" for i in range(1, len(channels) + 1)]

@@ -25,7 +25,21 @@ from torch.nn import functional as F
 
 from clgrid.models.clip import OPENAI_MEAN, OPENAI_STD, weights_missing
 
-BLOCKS = ["embeddings", "encoder", "layernorm", "pooler"]
+# This family's facts, read without importing this module (clgrid.catalog.archs): see that module for each key.
+# CPU seconds: at its own 224 px whatever the data's size.
+ARCHS = {
+    "flava": {
+        "build": "flava_backbone",
+        "blocks": ["embeddings", "encoder", "layernorm", "pooler"],
+        "defaults": {"pretrained": "facebook/flava-full", "flava_config": None, "output": "pooled", "frozen_layers": 0,
+                     "cache_dir": None},
+        "weights_option": "pretrained",
+        "cpu_seconds_per_sample": 0.4,
+        "cost_scales_with_pixels": False,
+        "parameters": 86e6,
+        "lora_default_targets": True,
+    },
+}
 
 
 def load_flava_image_model(pretrained: str | None, flava_config: dict[str, Any] | None,

@@ -12,7 +12,10 @@ import os
 
 import torch
 
-ENUMS = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weights", "vit_b_16": "ViT_B_16_Weights"}
+from clgrid.catalog.archs import archs
+
+ENUMS = {name: arch.torchvision_weights for name, arch in archs().items() if arch.torchvision_weights}
+"""torchvision's weights enum of each arch, as its family declares it (``torchvision_weights``)."""
 
 
 class TorchvisionWeightsMissing(FileNotFoundError):

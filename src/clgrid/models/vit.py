@@ -20,6 +20,22 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+# This family's facts, read without importing this module (clgrid.catalog.archs): see that module for each key.
+# CPU seconds: at 224 px whatever the data's size, about 3x CLIP ViT-B/32's image tower.
+ARCHS = {
+    "vit_b_16": {
+        "build": "vit_backbone",
+        "blocks": "vit_blocks",
+        "defaults": {"weights": None, "vit_config": None},
+        "weights_option": "weights",
+        "torchvision_weights": "ViT_B_16_Weights",
+        "children_without_weights": ["cls"],
+        "cpu_seconds_per_sample": 0.5,
+        "cost_scales_with_pixels": False,
+        "parameters": 86e6,
+        "lora_default_targets": True,
+    },
+}
 VIT_B_16 = {"image_size": 224, "patch_size": 16, "num_layers": 12, "num_heads": 12, "hidden_dim": 768, "mlp_dim": 3072}
 
 
@@ -49,7 +65,7 @@ class ClassToken(nn.Module):
         return tokens[:, 0]
 
 
-def vit_blocks(vit_config: dict[str, Any] | None = None) -> list[str]:
+def vit_blocks(vit_config: dict[str, Any] | None = None, **_) -> list[str]:
     layers = {**VIT_B_16, **(vit_config or {})}["num_layers"]
     return ["patch_embed", *(f"layer{i}" for i in range(layers)), "norm"]
 

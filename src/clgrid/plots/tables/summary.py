@@ -4,57 +4,22 @@ from __future__ import annotations
 
 import pandas as pd
 
+from clgrid.catalog import metrics as metric_catalog
 from clgrid.io import read_json
 
 KEYS = ["benchmark", "backbone", "method"]
 
-# Column order of every table; acc_<setname> keys follow, sorted.
-METRIC_ORDER = [
-    "acc", "acc_task_il", "avg_inc_acc", "avg_inc_acc_task_il", "forgetting", "forgetting_task_il",
-    "bwt", "bwt_task_il", "fwt", "mtil_transfer", "mtil_avg", "mtil_last", "mtil_transfer_top5", "mtil_avg_top5",
-    "mtil_last_top5", "unseen_acc", "unseen_drop",
-    "p_at_1_seen", "p_at_1_unseen", "p_at_1_drop", "recall_at_8_seen", "map_at_r_seen", "map_at_r_unseen", "nmi_seen",
-    "nmi_unseen",
-]
-METRIC_LABELS = {
-    "acc": "ACC",
-    "avg_inc_acc": "Avg. inc. ACC",
-    "forgetting": "Forgetting",
-    "bwt": "BWT",
-    "fwt": "FWT",
-    "mtil_transfer": "Transfer",
-    "mtil_avg": "Avg",
-    "mtil_last": "Last",
-    "mtil_transfer_top5": "Transfer (top-5)",
-    "mtil_avg_top5": "Avg (top-5)",
-    "mtil_last_top5": "Last (top-5)",
-    "unseen_acc": "Unseen ACC",
-    "unseen_drop": "Unseen drop",
-    "p_at_1_seen": "P@1 seen",
-    "p_at_1_unseen": "P@1 unseen",
-    "p_at_1_drop": "P@1 drop",
-    "recall_at_8_seen": "R@8 seen",
-    "map_at_r_seen": "MAP@R seen",
-    "map_at_r_unseen": "MAP@R unseen",
-    "nmi_seen": "NMI seen",
-    "nmi_unseen": "NMI unseen",
-}
-TASK_IL = "_task_il"
+# Column order, labels and directions of every metric: clgrid.catalog.metrics (acc_<setname> keys follow, sorted).
+METRIC_ORDER = list(metric_catalog.METRICS)
+METRIC_LABELS = {name: metric.label for name, metric in metric_catalog.METRICS.items()}
+TASK_IL = metric_catalog.TASK_IL
 # Metrics that exist in a class-IL and a task-IL flavour: labelled "(class-IL)"/"(task-IL)" when both are shown.
-SCENARIO_METRICS = ("acc", "avg_inc_acc", "forgetting", "bwt")
-
-# Which direction is better, for bolding the best mean of each column; acc_<setname> is higher-is-better.
-HIGHER_IS_BETTER = {
-    "acc": True, "acc_task_il": True, "avg_inc_acc": True, "avg_inc_acc_task_il": True,
-    "forgetting": False, "forgetting_task_il": False, "bwt": True, "bwt_task_il": True, "fwt": True,
-    "mtil_transfer": True, "mtil_avg": True, "mtil_last": True, "mtil_transfer_top5": True, "mtil_avg_top5": True,
-    "mtil_last_top5": True, "unseen_acc": True, "unseen_drop": False, "p_at_1_drop": False,
-}
+SCENARIO_METRICS = tuple(name for name in metric_catalog.METRICS if metric_catalog.has_task_il(name))
 
 
 def is_metric(key: str) -> bool:
     """True for a metric this module tabulates: one of ``METRIC_ORDER`` or ``acc_<setname>``."""
-    return key in METRIC_ORDER or (key.startswith("acc_") and len(key) > len("acc_"))
+    return key in METRIC_ORDER or metric_catalog.is_extra_set(key)
 
 
 def ordered_metrics(keys) -> list[str]:
@@ -65,7 +30,7 @@ def ordered_metrics(keys) -> list[str]:
 
 
 def higher_is_better(key: str) -> bool:
-    return HIGHER_IS_BETTER.get(key, True)
+    return metric_catalog.higher_is_better(key)
 
 
 def metric_label(key: str, task_il_shown: bool = False) -> str:
