@@ -186,9 +186,13 @@ def check_finite(node: Any, parts: tuple[str | int, ...] = ()) -> None:
 
 @lru_cache(maxsize=8)
 def load_schema(schema_path: str) -> dict[str, Any]:
+    """The workflow's schema with its method parts built from the methods' own declarations (``method_params``:
+    each method's ``PARAMS``, read from its module's source by ``clgrid.catalog.methods``, torch-free)."""
     import yaml
 
-    return yaml.safe_load(Path(schema_path).read_text())
+    from clgrid.catalog import methods
+
+    return methods.insert_into_schema(yaml.safe_load(Path(schema_path).read_text()))
 
 
 @lru_cache(maxsize=1)

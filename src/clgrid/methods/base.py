@@ -39,10 +39,6 @@ def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x[index.to(x.device)]
 
 
-COMMON_DEFAULTS: dict[str, Any] = {"freeze": "none", "freeze_k": 1, "lr_scale": 1.0}
-"""Options every method takes (schema: ``$defs/common_method_params``)."""
-
-
 def freeze_backbone(model: nn.Module, mode: str, k: int = 1) -> list[str]:
     """Stop gradients to the backbone: ``all`` of it, or its ``first_k`` children that hold parameters.
 
@@ -185,7 +181,37 @@ class Method:
     """
 
     name = "naive"
-    defaults: dict[str, Any] = {}
+    # Options every method takes: the config schema's ``$defs/common_method_params``, built from this declaration.
+    PARAMS: dict[str, dict[str, Any]] = {
+        "freeze": {
+            "description": ("keep backbone weights fixed: none; all (the whole backbone, e.g. a pretrained encoder with"
+                            " a trained head); first_k (the first freeze_k blocks of the backbone that hold weights)"),
+            "enum": ["none", "all", "first_k"], "default": "none",
+        },
+        "freeze_k": {
+            "description": "number of leading backbone blocks frozen by freeze first_k",
+            "type": "integer", "minimum": 1, "default": 1,
+        },
+        "lr_scale": {
+            "description": ("factor on the benchmark's learning rate for this method (methods differ in the step size "
+                            "they tolerate, e.g. LoRA's B·A product diverges at a step plain fine-tuning takes)"),
+            "type": "number", "exclusiveMinimum": 0, "default": 1.0,
+        },
+    }
+    FACTS: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}  # the class's own hyperparameters' defaults (those of PARAMS it adds), derived
+    needs_clip = False
+    retrieval = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Derive ``defaults`` and the facts the job reads (``needs_clip``, ``retrieval``) from the declarations,
+        merged along the class's bases as ``clgrid.catalog.methods`` merges them without importing the module."""
+        super().__init_subclass__(**kwargs)
+        cls.defaults = {key: field["default"] for key, field in declared_params(cls).items()
+                         if key not in Method.PARAMS}
+        facts = declared_facts(cls)
+        cls.needs_clip = bool(facts.get("needs_clip", False))
+        cls.retrieval = bool(facts.get("retrieval", False))
 
     def __init__(self, model: nn.Module, params: dict[str, Any], n_classes: int,
                  inputs_device: torch.device | str | None = None, precision: Any = None):
@@ -355,6 +381,26 @@ def nearest_mean_scores(features: torch.Tensor, means: dict[int, torch.Tensor], 
     scores[:, classes] = -torch.cdist(features.float(), centres.float())  # fp32 whatever the forward's autocast
     return scores
 
+
+def _merged(cls: type, attribute: str) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(klass.__dict__.get(attribute, {}))
+    return merged
+
+
+def declared_params(cls: type[Method]) -> dict[str, dict[str, Any]]:
+    """Every hyperparameter ``cls`` takes, with its schema fragment: ``PARAMS`` merged from the base classes down."""
+    return _merged(cls, "PARAMS")
+
+
+def declared_facts(cls: type[Method]) -> dict[str, Any]:
+    """``FACTS`` merged from the base classes down (a variant inherits its base's facts unless it restates one)."""
+    return _merged(cls, "FACTS")
+
+
+COMMON_DEFAULTS: dict[str, Any] = {key: field["default"] for key, field in Method.PARAMS.items()}
+"""Options every method takes (schema: ``$defs/common_method_params``, built from ``Method.PARAMS``)."""
 
 METHODS: dict[str, type[Method]] = {}
 

@@ -189,7 +189,29 @@ BUFFER_POLICIES = ("class_balanced", "reservoir", "reservoir_online")
 
 @register("replay")
 class Replay(Method):
-    defaults = {"buffer_size": 200, "replay_batch_size": None, "buffer_policy": "class_balanced"}
+    PARAMS: dict[str, dict[str, Any]] = {
+        "buffer_size": {
+            "description": "samples kept across all tasks",
+            "type": "integer", "minimum": 1, "default": 200,
+        },
+        "replay_batch_size": {
+            "description": "buffer samples added to each batch (null = the batch size)",
+            "type": ["integer", "null"], "minimum": 1, "default": None,
+        },
+        "buffer_policy": {
+            "description": ("how the buffer is filled: class_balanced (an equal share per (task, class) group, refilled"
+                            " after each task) or reservoir (Vitter's reservoir sampling; each task's samples are "
+                            "offered once, in random order, at the end of the task, so every sample seen is kept with "
+                            "probability buffer_size / samples seen), or reservoir_online (Experience Replay as in the "
+                            "DER paper's code: every training batch is offered to a reservoir after its optimizer step,"
+                            " and replay starts within the first task)"),
+            "enum": ["class_balanced", "reservoir", "reservoir_online"], "default": "class_balanced",
+        },
+    }
+    FACTS: dict[str, Any] = {
+        "paper": "Chaudhry et al. 2019, arXiv (On Tiny Episodic Memories)",
+        "buffer_params": ["buffer_size"],
+    }
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)
