@@ -136,7 +136,9 @@ def test_online_reservoir_replays_within_the_first_task_and_stores_unaugmented_b
     from clgrid.train import fit_task
 
     model = tiny_model()
-    method = Replay(model, {"buffer_size": 15, "buffer_policy": "reservoir_online", "replay_batch_size": 4}, 4)
+    shift = lambda x: x + 1000.0  # noqa: E731 - the augmentation, given to the method (its replays) and the loop
+    method = Replay(model, {"buffer_size": 15, "buffer_policy": "reservoir_online", "replay_batch_size": 4}, 4,
+                    augment=shift)
     data = task(0, [0, 1], n_per_class=20)
     replay_sizes = []
     original_loss = Replay.loss
@@ -149,7 +151,7 @@ def test_online_reservoir_replays_within_the_first_task_and_stores_unaugmented_b
     try:
         fit_task(model, method, data, {"optimizer": "sgd", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0,
                                        "epochs": 1, "batch_size": 5}, task_generator(0, 0),
-                 augment=lambda x: x + 1000.0)
+                 augment=shift)
     finally:
         Replay.loss = original_loss
     assert replay_sizes[0] == 0 and replay_sizes[1] == 5 and replay_sizes[-1] == 15  # replay from the 2nd batch

@@ -170,8 +170,10 @@ class Method:
     ``features_of`` (many stored inputs, in batches). Stored floating-point values (logits, means, Fisher) are
     fp32 whatever the autocast they were computed under (``stored``), so a state moves between precisions.
 
-    Both come with the job (``inputs_device``, ``precision``): subclasses take them as ``**context`` and pass them
-    on to this constructor unchanged.
+    What a method needs from the job comes with it at construction (``inputs_device``, ``precision``, the
+    benchmark's training ``augment``ation, a ``reference_images(n, generator)`` sampler of another dataset's
+    training images): subclasses take them as ``**context`` and pass them on to this constructor unchanged. Nothing
+    outside a method sets its attributes.
 
     One precision per run: the loop runs ``loss`` under the run's autocast (``precision``, a
     ``clgrid.train.Precision``; None: fp32) and evaluation runs ``predict`` under it; forward passes a method
@@ -214,7 +216,9 @@ class Method:
         cls.retrieval = bool(facts.get("retrieval", False))
 
     def __init__(self, model: nn.Module, params: dict[str, Any], n_classes: int,
-                 inputs_device: torch.device | str | None = None, precision: Any = None):
+                 inputs_device: torch.device | str | None = None, precision: Any = None,
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 reference_images: Callable[[int, torch.Generator], torch.Tensor] | None = None):
         self.model = model
         self.inputs_device = torch.device(inputs_device) if inputs_device is not None else self.device
         self.precision = precision
@@ -226,14 +230,20 @@ class Method:
         # Nearest-class-mean head (backbone option ``head: ncm``): class -> mean feature.
         self.class_means: dict[int, torch.Tensor] = {}
         self.class_counts: dict[int, int] = {}  # samples behind each mean, so a class met again is pooled
-        # Set by the training loop: the benchmark's training augmentation (buffer methods augment their draws
-        # like the current batch) and the current batch before augmentation (what buffers store).
-        self.augment: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
-        self.raw_batch: torch.Tensor | None = None
+        # The benchmark's training augmentation (buffer methods augment their draws like the current batch).
+        self.augment: Callable[[torch.Tensor], torch.Tensor] = augment if augment is not None else _unchanged
+        # Draws training images of a dataset the method names (ZSCL's reference_dataset): (n, generator) -> images.
+        self.reference_images = reference_images
+        self._unaugmented: torch.Tensor | None = None  # the current batch before augmentation (unaugmented_batch)
+
+    def unaugmented_batch(self, inputs: torch.Tensor | None) -> None:
+        """The loop passes each batch as drawn, before the benchmark's augmentation, ahead of ``loss`` (and None
+        once the batch's step is done; never when the benchmark does not augment): what a buffer stores."""
+        self._unaugmented = inputs
 
     def batch_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """The current batch before augmentation (the loop sets it), else ``x``: what a buffer should store."""
-        return self.raw_batch if self.raw_batch is not None else x
+        """The current batch before augmentation (``unaugmented_batch``), else ``x``: what a buffer should store."""
+        return self._unaugmented if self._unaugmented is not None else x
 
     @property
     def device(self) -> torch.device:
@@ -364,6 +374,10 @@ class Method:
         self.seen_classes = list(state.get("seen_classes", []))
         self.class_means = {int(c): stored(m) for c, m in self.on_device(state.get("class_means", {})).items()}
         self.class_counts = {int(c): int(n) for c, n in state.get("class_counts", {}).items()}
+
+
+def _unchanged(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def stored(values: torch.Tensor) -> torch.Tensor:

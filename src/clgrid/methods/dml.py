@@ -193,6 +193,11 @@ class DeepMetricLearning(Method):
                                                 use_gpu=device.type == "cuda"), k=int(p["knn_k"]))
         self.tasks_trained = 0
 
+    def approximate_index(self):
+        """The k-NN index when it is approximate (ivf, hnsw), so the evaluation can measure its recall against
+        exact search; None for the exact (flat) index."""
+        return self.index if self.index.spec.kind != "flat" else None
+
     def extra_parameters(self) -> list[torch.Tensor]:
         return list(self.embedder.parameters()) + list(self.loss_fn.parameters())
 

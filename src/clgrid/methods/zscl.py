@@ -123,8 +123,6 @@ class ZSCL(Method):
         self.reference_on_device: torch.Tensor | None = None  # the same, on the model's device during a task
         self.teacher_image: torch.Tensor | None = None  # norm(f₀(x_r)), one row per reference image
         self.teacher_text: torch.Tensor | None = None  # norm(g₀(r)), one row per reference sentence
-        # Set by the training job when reference_dataset is given: (n, generator) -> n images of that dataset.
-        self.reference_images = None
         self.start_weights: dict[str, torch.Tensor] = {}
         self.average_weights: dict[str, torch.Tensor] = {}
         self.ensemble_count = 0
