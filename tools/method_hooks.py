@@ -2,14 +2,19 @@
 
     python tools/method_hooks.py            # the table (docs/evidence/method_interface.md holds its output)
 
-A hook is a public function of ``clgrid.methods.base.Method`` (the loop's and the job's interface); a family base
-class (e.g. ``RetrievalMethod``) adds the hooks its family needs, listed with the family. A method "uses" a hook when
-its class, or a base class between it and ``Method``, defines it.
+A hook is a public function of ``clgrid.methods.base.Method`` that code outside ``clgrid/methods`` calls on a method
+(``method.<name>``: the training loop, the job); the other public functions are helpers methods call on themselves.
+A base class below ``Method`` that registers no method itself (a family base) is listed with the functions it adds.
+A method "uses" a function when its class, or a base class between it and ``Method``, defines it.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
+from pathlib import Path
+
+import clgrid
 
 from clgrid.methods import METHODS
 from clgrid.methods.base import Method
@@ -27,6 +32,14 @@ def overridden(cls: type, interface: list[str]) -> list[str]:
     return [h for h in interface if any(h in vars(k) for k in below)]
 
 
+def called_from_outside(names: list[str]) -> list[str]:
+    """Those of ``names`` that clgrid's modules outside ``clgrid/methods`` call as ``method.<name>``."""
+    package = Path(clgrid.__file__).parent
+    text = "\n".join(p.read_text() for p in package.rglob("*.py") if "methods" not in p.relative_to(package).parts)
+    used = set(re.findall(r"\bmethod\.([a-z_]+)", text))
+    return [n for n in names if n in used]
+
+
 def families() -> dict[type, list[str]]:
     """Family base classes (a ``Method`` subclass that registers no method but other methods derive from) and the
     hooks each adds to ``Method``'s."""
@@ -42,7 +55,9 @@ def families() -> dict[type, list[str]]:
 
 
 def table() -> str:
-    interface = hooks(Method)
+    public = hooks(Method)
+    interface = called_from_outside(public)
+    helpers = [h for h in public if h not in interface]
     extra = families()
     columns = interface + [h for own in extra.values() for h in own]
     lines = ["| method | " + " | ".join(f"`{h}`" for h in columns) + " |",
@@ -52,7 +67,8 @@ def table() -> str:
         lines.append(f"| {name} | " + " | ".join("x" if h in used else "" for h in columns) + " |")
     counts = {h: sum(h in overridden(cls, columns) for cls in METHODS.values()) for h in columns}
     lines.append("| **methods using it** | " + " | ".join(str(counts[h]) for h in columns) + " |")
-    head = [f"`Method`: {len(interface)} public functions ({', '.join(interface)})"]
+    head = [f"`Method`: {len(interface)} hooks the loop and the job call ({', '.join(interface)})",
+            f"`Method`: {len(helpers)} helpers methods call on themselves ({', '.join(helpers)})"]
     head += [f"`{family.__name__}` ({family.__module__}) adds: {', '.join(own)}" for family, own in extra.items()]
     return "\n".join(["- " + line for line in head] + ["", *lines])
 

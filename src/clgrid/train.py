@@ -391,7 +391,7 @@ def fit_task(
     """
     method.before_task(data, generator)
     trainable = [p for p in model.parameters() if p.requires_grad] + method.extra_parameters()
-    if not method.trains_on(data):
+    if not data.trains:
         trainable = []  # an index-only task (e.g. metric learning adding classes without training)
     elif not trainable:
         raise ValueError(f"nothing to train at task {data.task_id}: every parameter is frozen (freeze: all with a "
@@ -430,7 +430,7 @@ def fit_task(
     try:
         for epoch in range(first_epoch, n_epochs):
             if order is None:
-                order = method.epoch_order(data.y, generator)
+                order = data.order(generator)
                 loss_total.zero_()
                 batches = 0
             for step, idx, x in stream.epoch(order, first=skip):

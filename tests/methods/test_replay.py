@@ -6,7 +6,8 @@ import collections
 import pytest
 import torch
 
-from clgrid.methods.replay import BalancedBuffer, Replay, ReservoirBuffer
+from clgrid.methods.parts.buffers import BalancedBuffer, ReservoirBuffer
+from clgrid.methods.replay import Replay
 from clgrid.train import task_generator
 from tests.methods.helpers import assert_same_weights, task, tiny_model, train_tasks_with_reload
 

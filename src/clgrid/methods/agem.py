@@ -28,7 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import FlatLayout, Method, TaskData, register, take
+from clgrid.methods.base import Method, TaskData, register, take
+from clgrid.methods.parts.flat import FlatLayout
 
 
 def project_gradient(grad: torch.Tensor, grad_ref: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -11,6 +10,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from clgrid.methods.parts.ncm import fold_class_means, nearest_mean_scores
 
 
 @dataclass
@@ -27,6 +28,17 @@ class TaskData:
     y: torch.Tensor
     classes: list[int]
     loader: dict[str, Any] | None = None  # {"num_workers": n, "pin_memory": bool} for host-resident inputs
+    # How a method's ``training_data`` schedules the task (defaults: every sample once per epoch in a random order):
+    # the order of the samples in one epoch, batched in turn (dml: class-balanced batches), and whether the loop
+    # takes any step on it at all (False: an index-only task; ``before_task`` and ``after_task`` still run).
+    epoch_order: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    trains: bool = True
+
+    def order(self, generator: torch.Generator) -> torch.Tensor:
+        """One epoch's order of the samples: ``epoch_order`` when the method set one, else a random permutation."""
+        if self.epoch_order is not None:
+            return self.epoch_order(self.y, generator)
+        return torch.randperm(len(self.y), generator=generator)
 
     def with_samples(self, x: torch.Tensor, y: torch.Tensor, classes: list[int]) -> "TaskData":
         """The same task and placement (loader) with other samples: what a method's ``training_data`` returns, so
@@ -64,94 +76,6 @@ def freeze_backbone(model: nn.Module, mode: str, k: int = 1) -> list[str]:
         for p in module.parameters():
             p.requires_grad_(False)
     return [n for n, _ in frozen]
-
-
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A deep copy in eval mode with gradients off: the old model or teacher that distillation compares against."""
-    copy_ = copy.deepcopy(model).eval()
-    for p in copy_.parameters():
-        p.requires_grad_(False)
-    return copy_
-
-
-def trainable_copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Detached copies of the weights the optimizer can change (the anchors of quadratic penalties)."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-class FlatLayout:
-    """Named tensors of fixed shapes laid end to end in one flat vector.
-
-    Penalties, path integrals and gradient projections then cost a few whole-vector ops per step instead of a
-    Python loop of small ops per parameter. ``named_views`` gives back the per-name tensors that states (and the
-    checkpoint format) hold, sharing the flat vector's memory.
-    """
-
-    def __init__(self, named: list[tuple[str, torch.Tensor]]):
-        self.names = [n for n, _ in named]
-        self.shapes = [t.shape for _, t in named]
-        self.sizes = [t.numel() for _, t in named]
-        self.numel = sum(self.sizes)
-
-    @staticmethod
-    def flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
-        """One new vector holding ``tensors`` end to end (a detached copy under ``torch.no_grad``)."""
-        return torch.cat([t.reshape(-1) for t in tensors])
-
-    def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        """The per-tensor pieces of ``flat`` (of shape ``(numel,)``), in their shapes, sharing its memory."""
-        return [piece.view(shape) for piece, shape in zip(flat.split(self.sizes), self.shapes)]
-
-    def named_views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(zip(self.names, self.views(flat)))
-
-    def flatten_named(self, named: dict[str, torch.Tensor], what: str = "state") -> torch.Tensor:
-        """``named`` (one tensor per name, e.g. a loaded state's dict) as one flat vector in this layout's order."""
-        if set(named) != set(self.names):
-            missing, extra = sorted(set(self.names) - set(named)), sorted(set(named) - set(self.names))
-            raise ValueError(f"the {what} holds other parameters than this model trains (missing {missing}, "
-                             f"unexpected {extra}); keep the same backbone and freeze settings across a run's tasks")
-        return self.flatten([named[n] for n in self.names])
-
-
-class _SquaredDistance(torch.autograd.Function):
-    """``scale · Σ_k Σ_j w_kj (θ_j − a_kj)²`` over flat weights, with the gradient written out.
-
-    The backward repeats autograd's arithmetic for the per-parameter formula ``Σ_k (w_k * (p - a_k) ** 2).sum()``:
-    each term's gradient is ``(g·w_k) · (2(θ − a_k))``, summed from the last term to the first, the order in which
-    autograd's engine accumulates them when the penalty is built after the model's forward (as every ``loss``
-    hook does), so the gradients are the same bit for bit.
-    """
-
-    @staticmethod
-    def forward(ctx, layout, scale, weights, anchors, *params):
-        theta = FlatLayout.flatten(params)
-        diffs = [theta - a for a in anchors]
-        value = theta.new_zeros(())
-        for w, d in zip(weights, diffs):
-            value = value + torch.dot(d if w is None else w * d, d)
-        ctx.layout, ctx.scale, ctx.weights, ctx.diffs = layout, scale, weights, diffs
-        return value * scale
-
-    @staticmethod
-    def backward(ctx, grad_value):
-        g = grad_value * ctx.scale
-        slope = None
-        for w, d in reversed(list(zip(ctx.weights, ctx.diffs))):
-            part = (g if w is None else g * w) * (2 * d)
-            slope = part if slope is None else slope + part
-        return (None, None, None, None, *ctx.layout.views(slope))
-
-
-def squared_distance(layout: FlatLayout, params: list[torch.Tensor], anchors: list[torch.Tensor],
-                     weights: list[torch.Tensor | None] | None = None, scale: float = 1.0) -> torch.Tensor:
-    """``scale · Σ_k Σ_j w_kj (θ_j − a_kj)²``: θ the flat ``params``, a_k and w_k flat (``None``: unit weights).
-
-    The quadratic penalty of EWC, SI and L2: one concatenation, a few vector ops and a dot product per anchor
-    (and one multiply-add per anchor backward), whatever the number of parameter tensors.
-    """
-    weights = [None] * len(anchors) if weights is None else list(weights)
-    return _SquaredDistance.apply(layout, scale, weights, list(anchors), *params)
 
 
 class Method:
@@ -279,7 +203,8 @@ class Method:
         return feats
 
     def training_data(self, task: TaskData, load_task: Callable[[int], TaskData]) -> TaskData:
-        """The data to train on for ``task``; ``load_task(i)`` gives any earlier task's training split."""
+        """The data to train on for ``task``, and how (``TaskData.epoch_order``, ``TaskData.trains``);
+        ``load_task(i)`` gives any earlier task's training split."""
         return task
 
     def before_task(self, task: TaskData, generator: torch.Generator) -> None:
@@ -298,14 +223,6 @@ class Method:
         token with its own learning rate). The loop treats their gradients as the optimizer's: cleared before each
         backward, unscaled under fp16 loss scaling, and a step whose gradients overflowed is skipped for them too."""
         return []
-
-    def trains_on(self, task: TaskData) -> bool:
-        """False: the loop runs no step on this task (``before_task`` and ``after_task`` still run)."""
-        return True
-
-    def epoch_order(self, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The order of the training samples in one epoch, batched in turn: a random permutation."""
-        return torch.randperm(len(y), generator=generator)
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
@@ -332,23 +249,7 @@ class Method:
     def after_task(self, task: TaskData) -> None:
         self.seen_classes = sorted(set(self.seen_classes) | set(task.classes))
         if getattr(self.model, "head_kind", "linear") == "ncm":
-            self.update_class_means(task.x, task.y)
-
-    @torch.no_grad()
-    def update_class_means(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Fold the features of each class in ``y`` into its mean (the NCM head's prototypes).
-
-        A class seen in an earlier task (domain-incremental streams) keeps one prototype, the mean over all
-        its samples so far, rather than the latest task's: the stored part is not recomputed, as the old
-        samples are gone.
-        """
-        feats = stored(self.features_of(x))
-        for c in y.unique().tolist():
-            members = feats[y == c]
-            n_old = self.class_counts.get(int(c), 0)
-            old_sum = self.class_means[int(c)] * n_old if n_old else 0.0
-            self.class_counts[int(c)] = n_old + len(members)
-            self.class_means[int(c)] = (old_sum + members.sum(0)) / self.class_counts[int(c)]
+            fold_class_means(self.class_means, self.class_counts, stored(self.features_of(task.x)), task.y)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -385,15 +286,6 @@ def stored(values: torch.Tensor) -> torch.Tensor:
     buffer filled under one precision can be written under another), other dtypes (uint8 images, labels) as
     they are."""
     return values.float() if values.is_floating_point() and values.dtype != torch.float32 else values
-
-
-def nearest_mean_scores(features: torch.Tensor, means: dict[int, torch.Tensor], n_classes: int) -> torch.Tensor:
-    """Scores for nearest-class-mean classification: −‖f − μ_c‖ per class, −inf for classes without a mean."""
-    scores = torch.full((len(features), n_classes), float("-inf"), device=features.device)
-    classes = sorted(means)
-    centres = torch.stack([means[c] for c in classes])
-    scores[:, classes] = -torch.cdist(features.float(), centres.float())  # fp32 whatever the forward's autocast
-    return scores
 
 
 def _merged(cls: type, attribute: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from clgrid.methods.base import Method, register
-from clgrid.methods.replay import ReservoirBuffer
+from clgrid.methods.parts.buffers import ReservoirBuffer
 
 
 @register("der")

@@ -23,7 +23,8 @@ class) as these losses need pairs of the same class in a batch.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -201,12 +202,12 @@ class DeepMetricLearning(Method):
     def extra_parameters(self) -> list[torch.Tensor]:
         return list(self.embedder.parameters()) + list(self.loss_fn.parameters())
 
-    def trains_on(self, task: TaskData) -> bool:
-        return self.params["train_tasks"] == "all" or self.tasks_trained == 0
-
-    def epoch_order(self, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        m = self.params["m_per_class"]
-        return class_balanced_order(y, int(m), generator) if m else super().epoch_order(y, generator)
+    def training_data(self, task: TaskData, load_task: Callable[[int], TaskData]) -> TaskData:
+        """The task, in class-balanced batches (``m_per_class``), trained only while ``train_tasks`` says so."""
+        m = int(self.params["m_per_class"])
+        order = (lambda y, generator: class_balanced_order(y, m, generator)) if m else None
+        trains = self.params["train_tasks"] == "all" or self.tasks_trained == 0
+        return dataclasses.replace(task, epoch_order=order, trains=trains)
 
     def train_mode(self) -> None:
         super().train_mode()
@@ -251,7 +252,7 @@ class DeepMetricLearning(Method):
 
     def after_task(self, task: TaskData) -> None:
         super().after_task(task)
-        if self.trains_on(task):
+        if task.trains:
             self.tasks_trained += 1
         self.index.add(self.embed(task.x).cpu(), task.y.cpu())
 

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import FlatLayout, Method, TaskData, register, squared_distance, take
+from clgrid.methods.base import Method, TaskData, register, take
+from clgrid.methods.parts.flat import FlatLayout, squared_distance
 
 
 def empirical_fisher_diag(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,

@@ -42,7 +42,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, frozen_copy, nearest_mean_scores, register, stored, take
+from clgrid.methods.base import Method, TaskData, register, stored, take
+from clgrid.methods.parts.distillation import frozen_copy
+from clgrid.methods.parts.ncm import nearest_mean_scores
 
 
 def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:

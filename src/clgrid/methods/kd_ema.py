@@ -49,8 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clgrid.methods.base import Method, TaskData, frozen_copy, register
-from clgrid.methods.lwf import distillation_loss
+from clgrid.methods.base import Method, TaskData, register
+from clgrid.methods.parts.distillation import distillation_loss, frozen_copy
 
 TEACHER_MODES = ("ema", "anneal", "swa", "frozen")
 

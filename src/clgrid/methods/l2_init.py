@@ -26,7 +26,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import FlatLayout, Method, TaskData, register, squared_distance
+from clgrid.methods.base import Method, TaskData, register
+from clgrid.methods.parts.flat import FlatLayout, squared_distance
 
 ANCHORS = ("init", "task_start")
 

@@ -15,14 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, frozen_copy, register
-
-
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T² · KL(softmax(teacher/T) ‖ softmax(student/T)), averaged over the batch."""
-    log_student = F.log_softmax(student_logits / temperature, dim=-1)
-    log_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
-    return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature**2
+from clgrid.methods.base import Method, TaskData, register
+from clgrid.methods.parts.distillation import distillation_loss, frozen_copy
 
 
 @register("lwf")

@@ -34,7 +34,8 @@ from typing import Any
 
 import torch
 
-from clgrid.methods.base import FlatLayout, Method, TaskData, register, take
+from clgrid.methods.base import Method, TaskData, register, take
+from clgrid.methods.parts.flat import FlatLayout
 
 RESIDUAL_TOLERANCE = 1e-4
 """A Gram–Schmidt residual shorter than this fraction of its vector is rounding noise, not a new direction."""
