@@ -109,7 +109,7 @@ def measure(data: dict, backbone: str, name: str, setup: dict) -> dict:
 
     def batches():
         while True:
-            yield from method.epoch_order(data1.y, generator).split(TRAIN["batch_size"])
+            yield from data1.order(generator).split(TRAIN["batch_size"])
 
     stream = batches()
 

@@ -72,16 +72,16 @@ def test_non_finite_numbers_are_refused_with_their_path():
 
 def test_validation_fills_the_same_defaults_as_snakemake(tmp_path):
     # Snakemake's validate is the reference: the workflow used it before, and users read its defaults in the schema.
-    # It reads the schema as loaded (with what the code declares added: the arch options).
+    # It reads a file: the schema as loaded, with what the code declares added (arch options, method blocks).
     from snakemake.utils import validate as snakemake_validate
 
-    loaded = tmp_path / "schema.yaml"
-    loaded.write_text(yaml.safe_dump(ce.load_schema(str(SCHEMA))))
+    built = tmp_path / "config.schema.yaml"
+    built.write_text(yaml.safe_dump(ce.load_schema(str(SCHEMA)), allow_unicode=True))
     for path in SHIPPED:
         config = yaml.safe_load(path.read_text())
         ours, theirs = copy.deepcopy(config), copy.deepcopy(config)
         ce.validate(ours, SCHEMA)
-        snakemake_validate(theirs, str(loaded))
+        snakemake_validate(theirs, str(built))
         assert ours == theirs, path.name
 
 

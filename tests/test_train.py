@@ -84,7 +84,7 @@ def test_iterations_count_optimizer_steps_across_epochs():
     sizes = []
     model = tiny_model()
     method = Method(model, {}, 4)
-    method.after_step = lambda: sizes.append(len(method.raw_batch))
+    method.after_step = lambda: sizes.append(len(method.batch_inputs(None)))  # the step's unaugmented batch
     losses = fit_task(model, method, data, {**TRAIN, "lr": 0.01, "batch_size": 16, "epochs": 99, "iterations": 7},
                       task_generator(0, 0), augment=lambda x: x)
     assert sizes == [16, 16, 8, 16, 16, 8, 16] and len(losses) == 3

@@ -165,18 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def list_methods() -> str:
-    """Each registered method: name, the first paragraph of its docstring (class, else module), its defaults."""
-    import inspect
+    """Each registered method (clgrid's and installed packages'): name, the first paragraph of its docstring, its
+    paper and its defaults, all read from the methods' declarations (no torch import)."""
+    from clgrid.catalog import methods as catalog
 
-    from clgrid.methods import METHODS
-    from clgrid.methods.base import COMMON_DEFAULTS
-
-    lines = [f"every method also takes {COMMON_DEFAULTS}"]
-    for name, cls in sorted(METHODS.items()):
-        doc = cls.__dict__.get("__doc__") or inspect.getmodule(cls).__doc__ or ""
-        summary = " ".join(doc.strip().split("\n\n")[0].split())
-        summary = summary if len(summary) <= 100 else summary[:97] + "..."
-        lines.append(f"{name:<11} {summary}\n{'':<11} defaults: {cls.defaults}")
+    common = {key: field["default"] for key, field in catalog.common_params().items()}
+    lines = [f"every method also takes {common}"]
+    for name, method in catalog.catalog().items():
+        summary = method.doc if len(method.doc) <= 100 else method.doc[:97] + "..."
+        defaults = {key: field["default"] for key, field in method.params.items()}
+        paper = f"\n{'':<11} paper: {method.facts['paper']}" if method.facts.get("paper") else ""
+        lines.append(f"{name:<11} {summary}{paper}\n{'':<11} defaults: {defaults}")
     return "\n".join(lines)
 
 

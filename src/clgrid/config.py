@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from clgrid.catalog import archs
+from clgrid.catalog import methods as method_catalog
 from clgrid.config_errors import MISSING, ConfigError, choices, did_you_mean, field_path, get_path
 from clgrid.data.datasets import DATASETS
 
@@ -60,8 +61,14 @@ def run_datasets(config: dict[str, Any], benchmark: str, method: str) -> list[st
     """The datasets a run's training jobs read: the benchmark's, then any its method draws from (ZSCL's reference
     images)."""
     names = datasets_of(config, benchmark)
-    reference = method_of(config, method)[1].get("reference_dataset")
-    return names + [reference] if reference and reference not in names else names
+    return names + [name for name in method_datasets(config, method) if name not in names]
+
+
+def method_datasets(config: dict[str, Any], run_name: str) -> list[str]:
+    """The datasets a run's method names in its hyperparameters (its ``dataset_params`` fact: ZSCL's
+    ``reference_dataset``), unset ones left out."""
+    method, params, _ = method_of(config, run_name)
+    return [params[key] for key in method_catalog.fact(method, "dataset_params", []) if params.get(key)]
 
 
 def dataset_classes(config: dict[str, Any], name: str, where: tuple = ()) -> int:
@@ -230,7 +237,7 @@ def _ids(ids: list[int]) -> str:
 def _check_dataset_files(config: dict[str, Any]) -> None:
     """The files and folders a used dataset is imported from exist (a folder only until it has been prepared)."""
     used = [d for b in config["benchmarks"] for d in datasets_of(config, b)]
-    used += [method_of(config, run)[1].get("reference_dataset") for run in config["methods"]]
+    used += [name for run in config["methods"] for name in method_datasets(config, run)]
     for name in dict.fromkeys(n for n in used if n):
         options = config.get("datasets", {}).get(name, {})
         info = DATASETS.get(name)
@@ -302,18 +309,14 @@ def _param_error(config: dict[str, Any], run_name: str, key: str, problem: str, 
                        describe_as=("method_params", method, key), **fields)
 
 
-BUFFER_KEYS = ("buffer_size", "memory_size")
-"""Hyperparameters that count stored training samples (replay, der, derpp: buffer_size; gdumb, icarl: memory_size)."""
-
-
 def _check_buffers(config: dict[str, Any]) -> None:
     for benchmark in config["benchmarks"]:
         available = train_samples(config, benchmark)
         if available is None:
             continue
         for run_name in config["methods"]:
-            _, params, _ = method_of(config, run_name)
-            for key in BUFFER_KEYS:
+            method, params, _ = method_of(config, run_name)
+            for key in method_catalog.fact(method, "buffer_params", []):  # hyperparameters that count stored samples
                 size = params.get(key)
                 if isinstance(size, int) and size > available:
                     raise _param_error(
@@ -551,13 +554,6 @@ def cross_run_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
-FEATURE_CACHE_UNSUPPORTED = {
-    "lora": "it adds adapters inside the backbone",
-    "zscl": "it distils the image encoder on reference images",
-}
-"""Methods that need the backbone itself even when it is frozen: their runs never use the feature cache."""
-
-
 def uses_feature_cache(config: dict[str, Any], benchmark: str, backbone: str, method: str) -> bool:
     """Whether a run trains on cached features: its backbone is frozen, inputs are not augmented, the method allows it.
 
@@ -569,7 +565,7 @@ def uses_feature_cache(config: dict[str, Any], benchmark: str, backbone: str, me
     if (config["benchmarks"][benchmark].get("transform") or {}).get("augment", "none") != "none":
         return False
     method_name, params, _ = method_of(config, method)
-    if method_name in FEATURE_CACHE_UNSUPPORTED:
+    if method_catalog.fact(method_name, "feature_cache_unsupported"):  # it needs the backbone itself
         return False
     backbone_cfg = config["backbones"][backbone]
     return params.get("freeze", "none") == "all" or archs.get(backbone_cfg["arch"]).frozen(backbone_cfg)

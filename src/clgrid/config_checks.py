@@ -5,7 +5,8 @@
 (read from its files, without importing the package and torch: about 0.2 s instead of 5 s; a name they lack is
 confirmed against ``open_clip`` itself before it is refused), the dataset registry, ``transformers``' FLAVA image
 config and torchvision's ``VisionTransformer`` (imported only when a config sets ``flava_config`` / ``vit_config``),
-the methods' sources (``needs_clip``, read without importing torch) and the schema's defaults.
+the methods' declared facts (``clgrid.catalog.methods``: ``needs_clip`` and the rest, read without importing
+torch) and the schema's defaults.
 
 Settings a chosen mode ignores (``check_ignored``): a value that differs from the schema's default is a setting the
 user made, so when no run that reads it uses it (``miner: hard`` with ``loss: arcface``), it is refused rather than
@@ -15,7 +16,6 @@ of them uses it.
 
 from __future__ import annotations
 
-import ast
 import copy
 import json
 import os
@@ -26,6 +26,7 @@ from typing import Any, Iterable
 
 from clgrid import config as cl
 from clgrid.catalog import archs
+from clgrid.catalog import methods as method_catalog
 from clgrid.config_errors import MISSING, ConfigError, choices, did_you_mean, field_schemas, show
 from clgrid.data.datasets import DATASETS
 
@@ -585,26 +586,9 @@ def _check_vit_config(where: tuple, backbone: dict[str, Any]) -> None:
 # --- runs: methods on backbones and benchmarks --------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
 def methods_needing_clip() -> frozenset[str]:
-    """Registered methods whose class says ``needs_clip = True``, read from clgrid/methods/*.py without importing
-    them (torch)."""
-    found = set()
-    for path in (Path(__file__).parent / "methods").glob("*.py"):
-        try:
-            tree = ast.parse(path.read_text())
-        except (OSError, SyntaxError):
-            continue
-        for node in tree.body:
-            if not isinstance(node, ast.ClassDef):
-                continue
-            names = [d.args[0].value for d in node.decorator_list if isinstance(d, ast.Call) and d.args
-                     and isinstance(d.args[0], ast.Constant) and getattr(d.func, "id", "") == "register"]
-            flagged = any(isinstance(s, ast.Assign) and any(getattr(t, "id", "") == "needs_clip" for t in s.targets)
-                          and isinstance(s.value, ast.Constant) and s.value.value is True for s in node.body)
-            if flagged:
-                found.update(names)
-    return frozenset(found)
+    """Registered methods whose ``FACTS`` say ``needs_clip``, read from their sources without importing them (torch)."""
+    return frozenset(method_catalog.with_fact("needs_clip"))
 
 
 def _run_index(config: dict[str, Any], run: str) -> int:
@@ -618,7 +602,7 @@ def check_array_files(config: dict[str, Any]) -> None:
     import numpy as np
 
     used = [d for b in config["benchmarks"] for d in cl.datasets_of(config, b)]
-    used += [cl.method_of(config, run)[1].get("reference_dataset") for run in config["methods"]]
+    used += [name for run in config["methods"] for name in cl.method_datasets(config, run)]
     for name in dict.fromkeys(n for n in used if n):
         path = ((config.get("datasets") or {}).get(name) or {}).get("npz")
         if not path or not os.path.isfile(path):
@@ -708,7 +692,7 @@ def check_runs(config: dict[str, Any]) -> None:
             _check_icarl(config, run, params, param_path)
         if method == "dml" and params.get("embedding_skip"):
             _check_embedding_skip(config, run, params, param_path)
-        if params.get("freeze") == "all" and method not in ("dml", "lora"):
+        if params.get("freeze") == "all" and not method_catalog.fact(method, "trains_when_backbone_frozen"):
             for name, backbone in config["backbones"].items():
                 mode = backbone.get("train_mode", "whole")
                 if backbone["arch"] == "clip" and mode in ("image", "image_fc_fixed") and _trains(config, train):

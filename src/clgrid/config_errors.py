@@ -186,12 +186,15 @@ def check_finite(node: Any, parts: tuple[str | int, ...] = ()) -> None:
 
 @lru_cache(maxsize=8)
 def load_schema(schema_path: str) -> dict[str, Any]:
-    """The schema file with what the code declares filled in (so it is written once): each arch's options."""
+    """The schema file with what the code declares filled in (so it is written once): each arch's options, and
+    ``method_params`` built from each method's ``PARAMS`` (``clgrid.catalog.methods``, torch-free)."""
     import yaml
+
+    from clgrid.catalog import methods
 
     schema = yaml.safe_load(Path(schema_path).read_text())
     add_arch_options(schema)
-    return schema
+    return methods.insert_into_schema(schema)
 
 
 def add_arch_options(schema: dict[str, Any]) -> None:

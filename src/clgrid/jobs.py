@@ -353,8 +353,8 @@ def _eval_record(spec, ctx, predict, task_id: int, method=None) -> dict[str, Any
              f", unseen classes {record['unseen_acc']:.1f}" if "unseen_acc" in record else "")
     if method is not None and (getattr(method, "retrieval", False) or spec["benchmark_cfg"].get("retrieval")):
         record["retrieval"] = _retrieval_record(ctx, method.embed, task_id)
-        index = getattr(method, "index", None)
-        if index is not None and index.spec.kind != "flat":  # an approximate index: its recall against exact search
+        index = method.approximate_index() if hasattr(method, "approximate_index") else None
+        if index is not None:  # an approximate index: its recall against exact search
             queries = torch.cat([method.embed(x).cpu() for x, _, _ in ctx.test_sets()["tasks"][: task_id + 1]])
             record["retrieval"]["index_recall_at_10_vs_exact"] = index.recall_vs_exact(queries, 10)
         seen, unseen = record["retrieval"]["seen"], record["retrieval"].get("unseen")
@@ -493,13 +493,16 @@ def _train_task(spec: dict[str, Any], ctx: _Context, model, previous: dict[str, 
     from clgrid.methods import get_method
     from clgrid.train import TrainingDiverged, fit_task, task_generator
 
+    generator = task_generator(spec["seed"], task_id)
+    transform_cfg = spec["benchmark_cfg"].get("transform", {})
+    augment = make_augment(transform_cfg, generator) if transform_cfg.get("augment", "none") != "none" else None
+    reference = spec["method_params"].get("reference_dataset")
+    sampler = (lambda n, gen: ctx.sample_images(reference, n, gen)) if reference else None
     method = get_method(spec["method_name"])(model, spec["method_params"], ctx.scenario["n_classes"],
-                                             inputs_device=ctx.inputs_device, precision=ctx.precision)
+                                             inputs_device=ctx.inputs_device, precision=ctx.precision,
+                                             augment=augment, reference_images=sampler)
     if "method" in previous:
         method.load_state_dict(previous["method"])
-    reference = spec["method_params"].get("reference_dataset")
-    if reference:
-        method.reference_images = lambda n, generator: ctx.sample_images(reference, n, generator)
 
     def load_task(i: int):
         return ctx.task_data(i, "train")
@@ -507,9 +510,6 @@ def _train_task(spec: dict[str, Any], ctx: _Context, model, previous: dict[str, 
     data = method.training_data(load_task(task_id), load_task)
     log.info("run %s/%s/%s/s%d task %d: %d training samples on %s",
              spec["benchmark"], spec["backbone"], spec["method"], spec["seed"], task_id, len(data.y), ctx.device)
-    generator = task_generator(spec["seed"], task_id)
-    transform_cfg = spec["benchmark_cfg"].get("transform", {})
-    augment = make_augment(transform_cfg, generator) if transform_cfg.get("augment", "none") != "none" else None
     resume_path = Path(out_state + ".resume.pt")
     resume = _load_resume(resume_path, spec, task_id)
 

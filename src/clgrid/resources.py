@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from .catalog import archs
+from .catalog import methods as method_catalog
 from .config import datasets_of, method_of, n_tasks
 from .data.datasets import DATASETS
 
@@ -80,8 +81,7 @@ def _task_samples(config: dict[str, Any], benchmark: str, method: str) -> float:
         per_task = sizes[0]
     else:
         per_task = sizes[0] / tasks
-    method_name = method_of(config, method)[0]
-    if method_name == "joint":
+    if method_catalog.fact(method_of(config, method)[0], "trains_on_seen_tasks"):  # joint: all tasks so far
         return per_task * tasks
     return per_task * 2  # rehearsal and distillation methods process about one extra batch per step
 

@@ -374,7 +374,8 @@ def fit_task(
 
     ``data.x`` is the task's inputs on the training device (uint8 images or floats); batches are taken by
     index and, when ``augment`` is given, augmented on the device. The method sees the augmented batch; the
-    batch before augmentation is ``method.raw_batch`` (what replay buffers store).
+    batch before augmentation goes to ``method.unaugmented_batch`` (what replay buffers store); the method got the
+    same ``augment`` at construction (to augment what it replays).
 
     How a step computes on the device (``StepRunner``): ``train_cfg``'s ``precision`` (autocast; fp16 with loss
     scaling), ``channels_last`` and ``compile``; on the CPU with their defaults, the plain fp32 step.
@@ -388,11 +389,9 @@ def fit_task(
     A non-finite loss raises ``TrainingDiverged`` (a ``FloatingPointError``) naming the step, the learning rate
     and the method; the model keeps the weights of the last step taken.
     """
-    if augment is not None:
-        method.augment = augment
     method.before_task(data, generator)
     trainable = [p for p in model.parameters() if p.requires_grad] + method.extra_parameters()
-    if not method.trains_on(data):
+    if not data.trains:
         trainable = []  # an index-only task (e.g. metric learning adding classes without training)
     elif not trainable:
         raise ValueError(f"nothing to train at task {data.task_id}: every parameter is frozen (freeze: all with a "
@@ -431,7 +430,7 @@ def fit_task(
     try:
         for epoch in range(first_epoch, n_epochs):
             if order is None:
-                order = method.epoch_order(data.y, generator)
+                order = data.order(generator)
                 loss_total.zero_()
                 batches = 0
             for step, idx, x in stream.epoch(order, first=skip):
@@ -439,7 +438,7 @@ def fit_task(
                     break
                 y = data.y[idx]
                 if augment is not None:
-                    method.raw_batch = x
+                    method.unaugmented_batch(x)
                     x = augment(x)
                 loss = runner.loss(x, y)
                 if not torch.isfinite(loss.detach()):  # the one wait for the device per step: no step on a NaN
@@ -453,7 +452,8 @@ def fit_task(
                     method.after_step()
                 loss_total += loss.detach()
                 batches += 1
-                method.raw_batch = None
+                if augment is not None:
+                    method.unaugmented_batch(None)
                 if checkpoint is not None and checkpoint_every_s is not None and \
                         time.monotonic() - last_checkpoint >= checkpoint_every_s:
                     checkpoint({"epoch": epoch, "batches_done": batches, "order": order,

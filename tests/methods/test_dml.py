@@ -36,6 +36,12 @@ def make(params, seed=0, n_classes=8):
     return model, get_method("dml")(model, {"embedding_dim": 16, **params}, n_classes)
 
 
+def fit(model, method, task, train_cfg, t):
+    """Train task ``t`` as a job does: what the method's ``training_data`` makes of it (class-balanced batches,
+    ``train_tasks``), with the task's generator."""
+    return fit_task(model, method, method.training_data(task, None), train_cfg, task_generator(0, t))
+
+
 def p_at_1(method, x, y):
     return float((method.predict(x).argmax(1) == y).float().mean())
 
@@ -57,7 +63,7 @@ def test_each_loss_decreases_and_separates_a_clustered_set(params):
     method.index.add(method.embed(x), y)
     before = p_at_1(method, x_test, y_test)
     model, method = make(params)
-    losses = fit_task(model, method, TaskData(0, x, y, classes), TRAIN, task_generator(0, 0))
+    losses = fit(model, method, TaskData(0, x, y, classes), TRAIN, 0)
     assert losses[-1] < 0.7 * losses[0], losses
     after = p_at_1(method, x_test, y_test)
     assert after >= 0.9 and after > before + 0.25, (before, after)
@@ -70,15 +76,15 @@ def test_index_holds_only_added_classes_and_state_survives_a_job_boundary():
     train = {**TRAIN, "epochs": 2}
     model, method = make({})
     assert len(method.index) == 0
-    fit_task(model, method, tasks[0], train, task_generator(0, 0))
+    fit(model, method, tasks[0], train, 0)
     assert method.index.classes() == [0, 1, 2, 3]  # task 1's classes are not in the index before they are added
     saved = save_and_load(model, method, weights_only=True)
-    fit_task(model, method, tasks[1], train, task_generator(0, 1))
+    fit(model, method, tasks[1], train, 1)
     assert method.index.classes() == list(range(8)) and len(method.index) == 160
     model2, method2 = make({}, seed=5)  # another init, overwritten by the checkpoint
     model2.load_state_dict(saved["model"])
     method2.load_state_dict(saved["method"])
-    fit_task(model2, method2, tasks[1], train, task_generator(0, 1))
+    fit(model2, method2, tasks[1], train, 1)
     for a, b in zip(list(model.parameters()) + method.extra_parameters(),
                     list(model2.parameters()) + method2.extra_parameters()):
         assert torch.equal(a, b)
@@ -89,9 +95,9 @@ def test_train_first_task_only_grows_the_index_afterwards():
     x0, y0 = clustered([0, 1], 20, seed=0)
     x1, y1 = clustered([2, 3], 20, seed=1)
     model, method = make({"train_tasks": "first"})
-    fit_task(model, method, TaskData(0, x0, y0, [0, 1]), TRAIN, task_generator(0, 0))
+    fit(model, method, TaskData(0, x0, y0, [0, 1]), TRAIN, 0)
     after_first = [p.detach().clone() for p in list(model.parameters()) + method.extra_parameters()]
-    losses = fit_task(model, method, TaskData(1, x1, y1, [2, 3]), TRAIN, task_generator(0, 1))
+    losses = fit(model, method, TaskData(1, x1, y1, [2, 3]), TRAIN, 1)
     assert losses == []
     assert all(torch.equal(a, b) for a, b in zip(after_first, list(model.parameters()) + method.extra_parameters()))
     assert method.index.classes() == [0, 1, 2, 3]
@@ -105,7 +111,7 @@ def test_frozen_bn_keeps_batch_norm_statistics_and_weights():
     assert before
     x = torch.randint(0, 255, (32, 1, 8, 8), dtype=torch.uint8)
     y = torch.arange(4).repeat(8)
-    fit_task(model, method, TaskData(0, x, y, [0, 1, 2, 3]), {**TRAIN, "epochs": 1}, task_generator(0, 0))
+    fit(model, method, TaskData(0, x, y, [0, 1, 2, 3]), {**TRAIN, "epochs": 1}, 0)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 

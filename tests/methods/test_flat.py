@@ -5,7 +5,7 @@ views share the flat vector's memory and a state over other parameters is refuse
 import pytest
 import torch
 
-from clgrid.methods.base import FlatLayout, squared_distance
+from clgrid.methods.parts.flat import FlatLayout, squared_distance
 from clgrid.methods.ewc import EWC, OnlineEWC, ewc_penalty
 from clgrid.methods.l2_init import L2Init
 from clgrid.methods.si import SynapticIntelligence

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from clgrid.methods.kd_ema import KDEMA
-from clgrid.methods.lwf import distillation_loss
+from clgrid.methods.parts.distillation import distillation_loss
 from clgrid.methods.masked_kd import MaskedKD, mask_features, sample_channel_mask
 from clgrid.train import fit_task, task_generator
 from tests.methods.helpers import TRAIN, assert_same_weights, task, tiny_model, train_tasks_with_reload

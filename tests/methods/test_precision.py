@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from clgrid.methods import GENERIC_METHODS, METHODS, get_method
-from clgrid.methods.replay import ReservoirBuffer
+from clgrid.methods.parts.buffers import ReservoirBuffer
 from clgrid.train import Precision, fit_task, task_generator
 from tests.methods.helpers import TRAIN, task, tiny_model
 

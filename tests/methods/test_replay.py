@@ -6,7 +6,8 @@ import collections
 import pytest
 import torch
 
-from clgrid.methods.replay import BalancedBuffer, Replay, ReservoirBuffer
+from clgrid.methods.parts.buffers import BalancedBuffer, ReservoirBuffer
+from clgrid.methods.replay import Replay
 from clgrid.train import task_generator
 from tests.methods.helpers import assert_same_weights, task, tiny_model, train_tasks_with_reload
 
@@ -136,7 +137,9 @@ def test_online_reservoir_replays_within_the_first_task_and_stores_unaugmented_b
     from clgrid.train import fit_task
 
     model = tiny_model()
-    method = Replay(model, {"buffer_size": 15, "buffer_policy": "reservoir_online", "replay_batch_size": 4}, 4)
+    shift = lambda x: x + 1000.0  # noqa: E731 - the augmentation, given to the method (its replays) and the loop
+    method = Replay(model, {"buffer_size": 15, "buffer_policy": "reservoir_online", "replay_batch_size": 4}, 4,
+                    augment=shift)
     data = task(0, [0, 1], n_per_class=20)
     replay_sizes = []
     original_loss = Replay.loss
@@ -149,7 +152,7 @@ def test_online_reservoir_replays_within_the_first_task_and_stores_unaugmented_b
     try:
         fit_task(model, method, data, {"optimizer": "sgd", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0,
                                        "epochs": 1, "batch_size": 5}, task_generator(0, 0),
-                 augment=lambda x: x + 1000.0)
+                 augment=shift)
     finally:
         Replay.loss = original_loss
     assert replay_sizes[0] == 0 and replay_sizes[1] == 5 and replay_sizes[-1] == 15  # replay from the 2nd batch

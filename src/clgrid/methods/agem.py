@@ -28,7 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import FlatLayout, Method, TaskData, register, take
+from clgrid.methods.base import Method, TaskData, register, take
+from clgrid.methods.parts.flat import FlatLayout
 
 
 def project_gradient(grad: torch.Tensor, grad_ref: torch.Tensor) -> torch.Tensor:
@@ -41,7 +42,19 @@ def project_gradient(grad: torch.Tensor, grad_ref: torch.Tensor) -> torch.Tensor
 
 @register("agem")
 class AGEM(Method):
-    defaults: dict[str, Any] = {"samples_per_class": 25, "mem_batch_size": 256}
+    PARAMS: dict[str, dict[str, Any]] = {
+        "samples_per_class": {
+            "description": ("episodic-memory samples kept per class of each task (A-GEM code, facebookresearch/agem, "
+                            "uses 25)"),
+            "type": "integer", "minimum": 1, "default": 25,
+        },
+        "mem_batch_size": {
+            "description": ("memory samples (drawn without repeats) for the reference gradient g_ref (A-GEM code uses "
+                            "256)"),
+            "type": "integer", "minimum": 1, "default": 256,
+        },
+    }
+    FACTS: dict[str, Any] = {"paper": "Chaudhry et al. 2019, ICLR"}
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -11,6 +10,8 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from clgrid.methods.parts.ncm import fold_class_means, nearest_mean_scores
 
 
 @dataclass
@@ -27,6 +28,17 @@ class TaskData:
     y: torch.Tensor
     classes: list[int]
     loader: dict[str, Any] | None = None  # {"num_workers": n, "pin_memory": bool} for host-resident inputs
+    # How a method's ``training_data`` schedules the task (defaults: every sample once per epoch in a random order):
+    # the order of the samples in one epoch, batched in turn (dml: class-balanced batches), and whether the loop
+    # takes any step on it at all (False: an index-only task; ``before_task`` and ``after_task`` still run).
+    epoch_order: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    trains: bool = True
+
+    def order(self, generator: torch.Generator) -> torch.Tensor:
+        """One epoch's order of the samples: ``epoch_order`` when the method set one, else a random permutation."""
+        if self.epoch_order is not None:
+            return self.epoch_order(self.y, generator)
+        return torch.randperm(len(self.y), generator=generator)
 
     def with_samples(self, x: torch.Tensor, y: torch.Tensor, classes: list[int]) -> "TaskData":
         """The same task and placement (loader) with other samples: what a method's ``training_data`` returns, so
@@ -37,10 +49,6 @@ class TaskData:
 def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``x[index]`` wherever the two live: inputs may sit in host memory while indices come from device labels."""
     return x[index.to(x.device)]
-
-
-COMMON_DEFAULTS: dict[str, Any] = {"freeze": "none", "freeze_k": 1, "lr_scale": 1.0}
-"""Options every method takes (schema: ``$defs/common_method_params``)."""
 
 
 def freeze_backbone(model: nn.Module, mode: str, k: int = 1) -> list[str]:
@@ -70,94 +78,6 @@ def freeze_backbone(model: nn.Module, mode: str, k: int = 1) -> list[str]:
     return [n for n, _ in frozen]
 
 
-def frozen_copy(model: nn.Module) -> nn.Module:
-    """A deep copy in eval mode with gradients off: the old model or teacher that distillation compares against."""
-    copy_ = copy.deepcopy(model).eval()
-    for p in copy_.parameters():
-        p.requires_grad_(False)
-    return copy_
-
-
-def trainable_copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Detached copies of the weights the optimizer can change (the anchors of quadratic penalties)."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-class FlatLayout:
-    """Named tensors of fixed shapes laid end to end in one flat vector.
-
-    Penalties, path integrals and gradient projections then cost a few whole-vector ops per step instead of a
-    Python loop of small ops per parameter. ``named_views`` gives back the per-name tensors that states (and the
-    checkpoint format) hold, sharing the flat vector's memory.
-    """
-
-    def __init__(self, named: list[tuple[str, torch.Tensor]]):
-        self.names = [n for n, _ in named]
-        self.shapes = [t.shape for _, t in named]
-        self.sizes = [t.numel() for _, t in named]
-        self.numel = sum(self.sizes)
-
-    @staticmethod
-    def flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
-        """One new vector holding ``tensors`` end to end (a detached copy under ``torch.no_grad``)."""
-        return torch.cat([t.reshape(-1) for t in tensors])
-
-    def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        """The per-tensor pieces of ``flat`` (of shape ``(numel,)``), in their shapes, sharing its memory."""
-        return [piece.view(shape) for piece, shape in zip(flat.split(self.sizes), self.shapes)]
-
-    def named_views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(zip(self.names, self.views(flat)))
-
-    def flatten_named(self, named: dict[str, torch.Tensor], what: str = "state") -> torch.Tensor:
-        """``named`` (one tensor per name, e.g. a loaded state's dict) as one flat vector in this layout's order."""
-        if set(named) != set(self.names):
-            missing, extra = sorted(set(self.names) - set(named)), sorted(set(named) - set(self.names))
-            raise ValueError(f"the {what} holds other parameters than this model trains (missing {missing}, "
-                             f"unexpected {extra}); keep the same backbone and freeze settings across a run's tasks")
-        return self.flatten([named[n] for n in self.names])
-
-
-class _SquaredDistance(torch.autograd.Function):
-    """``scale · Σ_k Σ_j w_kj (θ_j − a_kj)²`` over flat weights, with the gradient written out.
-
-    The backward repeats autograd's arithmetic for the per-parameter formula ``Σ_k (w_k * (p - a_k) ** 2).sum()``:
-    each term's gradient is ``(g·w_k) · (2(θ − a_k))``, summed from the last term to the first, the order in which
-    autograd's engine accumulates them when the penalty is built after the model's forward (as every ``loss``
-    hook does), so the gradients are the same bit for bit.
-    """
-
-    @staticmethod
-    def forward(ctx, layout, scale, weights, anchors, *params):
-        theta = FlatLayout.flatten(params)
-        diffs = [theta - a for a in anchors]
-        value = theta.new_zeros(())
-        for w, d in zip(weights, diffs):
-            value = value + torch.dot(d if w is None else w * d, d)
-        ctx.layout, ctx.scale, ctx.weights, ctx.diffs = layout, scale, weights, diffs
-        return value * scale
-
-    @staticmethod
-    def backward(ctx, grad_value):
-        g = grad_value * ctx.scale
-        slope = None
-        for w, d in reversed(list(zip(ctx.weights, ctx.diffs))):
-            part = (g if w is None else g * w) * (2 * d)
-            slope = part if slope is None else slope + part
-        return (None, None, None, None, *ctx.layout.views(slope))
-
-
-def squared_distance(layout: FlatLayout, params: list[torch.Tensor], anchors: list[torch.Tensor],
-                     weights: list[torch.Tensor | None] | None = None, scale: float = 1.0) -> torch.Tensor:
-    """``scale · Σ_k Σ_j w_kj (θ_j − a_kj)²``: θ the flat ``params``, a_k and w_k flat (``None``: unit weights).
-
-    The quadratic penalty of EWC, SI and L2: one concatenation, a few vector ops and a dot product per anchor
-    (and one multiply-add per anchor backward), whatever the number of parameter tensors.
-    """
-    weights = [None] * len(anchors) if weights is None else list(weights)
-    return _SquaredDistance.apply(layout, scale, weights, list(anchors), *params)
-
-
 class Method:
     """Naive fine-tuning; every other method overrides a few of these hooks.
 
@@ -174,8 +94,10 @@ class Method:
     ``features_of`` (many stored inputs, in batches). Stored floating-point values (logits, means, Fisher) are
     fp32 whatever the autocast they were computed under (``stored``), so a state moves between precisions.
 
-    Both come with the job (``inputs_device``, ``precision``): subclasses take them as ``**context`` and pass them
-    on to this constructor unchanged.
+    What a method needs from the job comes with it at construction (``inputs_device``, ``precision``, the
+    benchmark's training ``augment``ation, a ``reference_images(n, generator)`` sampler of another dataset's
+    training images): subclasses take them as ``**context`` and pass them on to this constructor unchanged. Nothing
+    outside a method sets its attributes.
 
     One precision per run: the loop runs ``loss`` under the run's autocast (``precision``, a
     ``clgrid.train.Precision``; None: fp32) and evaluation runs ``predict`` under it; forward passes a method
@@ -185,10 +107,42 @@ class Method:
     """
 
     name = "naive"
-    defaults: dict[str, Any] = {}
+    # Options every method takes: the config schema's ``$defs/common_method_params``, built from this declaration.
+    PARAMS: dict[str, dict[str, Any]] = {
+        "freeze": {
+            "description": ("keep backbone weights fixed: none; all (the whole backbone, e.g. a pretrained encoder with"
+                            " a trained head); first_k (the first freeze_k blocks of the backbone that hold weights)"),
+            "enum": ["none", "all", "first_k"], "default": "none",
+        },
+        "freeze_k": {
+            "description": "number of leading backbone blocks frozen by freeze first_k",
+            "type": "integer", "minimum": 1, "default": 1,
+        },
+        "lr_scale": {
+            "description": ("factor on the benchmark's learning rate for this method (methods differ in the step size "
+                            "they tolerate, e.g. LoRA's B·A product diverges at a step plain fine-tuning takes)"),
+            "type": "number", "exclusiveMinimum": 0, "default": 1.0,
+        },
+    }
+    FACTS: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}  # the class's own hyperparameters' defaults (those of PARAMS it adds), derived
+    needs_clip = False
+    retrieval = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Derive ``defaults`` and the facts the job reads (``needs_clip``, ``retrieval``) from the declarations,
+        merged along the class's bases as ``clgrid.catalog.methods`` merges them without importing the module."""
+        super().__init_subclass__(**kwargs)
+        cls.defaults = {key: field["default"] for key, field in declared_params(cls).items()
+                         if key not in Method.PARAMS}
+        facts = declared_facts(cls)
+        cls.needs_clip = bool(facts.get("needs_clip", False))
+        cls.retrieval = bool(facts.get("retrieval", False))
 
     def __init__(self, model: nn.Module, params: dict[str, Any], n_classes: int,
-                 inputs_device: torch.device | str | None = None, precision: Any = None):
+                 inputs_device: torch.device | str | None = None, precision: Any = None,
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 reference_images: Callable[[int, torch.Generator], torch.Tensor] | None = None):
         self.model = model
         self.inputs_device = torch.device(inputs_device) if inputs_device is not None else self.device
         self.precision = precision
@@ -200,14 +154,20 @@ class Method:
         # Nearest-class-mean head (backbone option ``head: ncm``): class -> mean feature.
         self.class_means: dict[int, torch.Tensor] = {}
         self.class_counts: dict[int, int] = {}  # samples behind each mean, so a class met again is pooled
-        # Set by the training loop: the benchmark's training augmentation (buffer methods augment their draws
-        # like the current batch) and the current batch before augmentation (what buffers store).
-        self.augment: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
-        self.raw_batch: torch.Tensor | None = None
+        # The benchmark's training augmentation (buffer methods augment their draws like the current batch).
+        self.augment: Callable[[torch.Tensor], torch.Tensor] = augment if augment is not None else _unchanged
+        # Draws training images of a dataset the method names (ZSCL's reference_dataset): (n, generator) -> images.
+        self.reference_images = reference_images
+        self._unaugmented: torch.Tensor | None = None  # the current batch before augmentation (unaugmented_batch)
+
+    def unaugmented_batch(self, inputs: torch.Tensor | None) -> None:
+        """The loop passes each batch as drawn, before the benchmark's augmentation, ahead of ``loss`` (and None
+        once the batch's step is done; never when the benchmark does not augment): what a buffer stores."""
+        self._unaugmented = inputs
 
     def batch_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """The current batch before augmentation (the loop sets it), else ``x``: what a buffer should store."""
-        return self.raw_batch if self.raw_batch is not None else x
+        """The current batch before augmentation (``unaugmented_batch``), else ``x``: what a buffer should store."""
+        return self._unaugmented if self._unaugmented is not None else x
 
     @property
     def device(self) -> torch.device:
@@ -243,7 +203,8 @@ class Method:
         return feats
 
     def training_data(self, task: TaskData, load_task: Callable[[int], TaskData]) -> TaskData:
-        """The data to train on for ``task``; ``load_task(i)`` gives any earlier task's training split."""
+        """The data to train on for ``task``, and how (``TaskData.epoch_order``, ``TaskData.trains``);
+        ``load_task(i)`` gives any earlier task's training split."""
         return task
 
     def before_task(self, task: TaskData, generator: torch.Generator) -> None:
@@ -262,14 +223,6 @@ class Method:
         token with its own learning rate). The loop treats their gradients as the optimizer's: cleared before each
         backward, unscaled under fp16 loss scaling, and a step whose gradients overflowed is skipped for them too."""
         return []
-
-    def trains_on(self, task: TaskData) -> bool:
-        """False: the loop runs no step on this task (``before_task`` and ``after_task`` still run)."""
-        return True
-
-    def epoch_order(self, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The order of the training samples in one epoch, batched in turn: a random permutation."""
-        return torch.randperm(len(y), generator=generator)
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
@@ -296,23 +249,7 @@ class Method:
     def after_task(self, task: TaskData) -> None:
         self.seen_classes = sorted(set(self.seen_classes) | set(task.classes))
         if getattr(self.model, "head_kind", "linear") == "ncm":
-            self.update_class_means(task.x, task.y)
-
-    @torch.no_grad()
-    def update_class_means(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Fold the features of each class in ``y`` into its mean (the NCM head's prototypes).
-
-        A class seen in an earlier task (domain-incremental streams) keeps one prototype, the mean over all
-        its samples so far, rather than the latest task's: the stored part is not recomputed, as the old
-        samples are gone.
-        """
-        feats = stored(self.features_of(x))
-        for c in y.unique().tolist():
-            members = feats[y == c]
-            n_old = self.class_counts.get(int(c), 0)
-            old_sum = self.class_means[int(c)] * n_old if n_old else 0.0
-            self.class_counts[int(c)] = n_old + len(members)
-            self.class_means[int(c)] = (old_sum + members.sum(0)) / self.class_counts[int(c)]
+            fold_class_means(self.class_means, self.class_counts, stored(self.features_of(task.x)), task.y)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -340,6 +277,10 @@ class Method:
         self.class_counts = {int(c): int(n) for c, n in state.get("class_counts", {}).items()}
 
 
+def _unchanged(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 def stored(values: torch.Tensor) -> torch.Tensor:
     """``values`` as a method keeps them: floating point in fp32 (outputs of a bf16 or fp16 forward included, so a
     buffer filled under one precision can be written under another), other dtypes (uint8 images, labels) as
@@ -347,14 +288,25 @@ def stored(values: torch.Tensor) -> torch.Tensor:
     return values.float() if values.is_floating_point() and values.dtype != torch.float32 else values
 
 
-def nearest_mean_scores(features: torch.Tensor, means: dict[int, torch.Tensor], n_classes: int) -> torch.Tensor:
-    """Scores for nearest-class-mean classification: −‖f − μ_c‖ per class, −inf for classes without a mean."""
-    scores = torch.full((len(features), n_classes), float("-inf"), device=features.device)
-    classes = sorted(means)
-    centres = torch.stack([means[c] for c in classes])
-    scores[:, classes] = -torch.cdist(features.float(), centres.float())  # fp32 whatever the forward's autocast
-    return scores
+def _merged(cls: type, attribute: str) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(klass.__dict__.get(attribute, {}))
+    return merged
 
+
+def declared_params(cls: type[Method]) -> dict[str, dict[str, Any]]:
+    """Every hyperparameter ``cls`` takes, with its schema fragment: ``PARAMS`` merged from the base classes down."""
+    return _merged(cls, "PARAMS")
+
+
+def declared_facts(cls: type[Method]) -> dict[str, Any]:
+    """``FACTS`` merged from the base classes down (a variant inherits its base's facts unless it restates one)."""
+    return _merged(cls, "FACTS")
+
+
+COMMON_DEFAULTS: dict[str, Any] = {key: field["default"] for key, field in Method.PARAMS.items()}
+"""Options every method takes (schema: ``$defs/common_method_params``, built from ``Method.PARAMS``)."""
 
 METHODS: dict[str, type[Method]] = {}
 

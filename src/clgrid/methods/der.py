@@ -33,12 +33,28 @@ import torch
 import torch.nn.functional as F
 
 from clgrid.methods.base import Method, register
-from clgrid.methods.replay import ReservoirBuffer
+from clgrid.methods.parts.buffers import ReservoirBuffer
 
 
 @register("der")
 class DER(Method):
-    defaults: dict[str, Any] = {"buffer_size": 200, "replay_batch_size": None, "der_alpha": 0.2}
+    PARAMS: dict[str, dict[str, Any]] = {
+        "buffer_size": {
+            "description": ("samples in the reservoir buffer, filled from the training batches (Buzzega et al. 2020 use"
+                            " 200, 500, 5120)"),
+            "type": "integer", "minimum": 1, "default": 200,
+        },
+        "replay_batch_size": {
+            "description": "buffer samples drawn for each replay term (null = the batch size)",
+            "type": ["integer", "null"], "minimum": 1, "default": None,
+        },
+        "der_alpha": {
+            "description": ("α of Buzzega et al. 2020, weight of the MSE between current and stored logits (0.2: their "
+                            "Seq-MNIST, buffer 200)"),
+            "type": "number", "minimum": 0, "default": 0.2,
+        },
+    }
+    FACTS: dict[str, Any] = {"paper": "Buzzega et al. 2020, NeurIPS", "buffer_params": ["buffer_size"]}
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)
@@ -80,7 +96,13 @@ class DER(Method):
 
 @register("derpp")
 class DERpp(DER):
-    defaults: dict[str, Any] = {**DER.defaults, "der_alpha": 0.2, "der_beta": 1.0}
+    PARAMS: dict[str, dict[str, Any]] = {
+        "der_beta": {
+            "description": ("β of Buzzega et al. 2020, weight of the cross-entropy on a second buffer batch (1.0: their"
+                            " Seq-MNIST, buffer 200)"),
+            "type": "number", "minimum": 0, "default": 1.0,
+        },
+    }
 
     def replay_terms(self, n: int) -> torch.Tensor:
         logit_term = super().replay_terms(n)

@@ -23,7 +23,8 @@ class) as these losses need pairs of the same class in a batch.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -107,11 +108,68 @@ def make_loss(params: dict[str, Any], n_classes: int, embedding_dim: int) -> tup
 
 @register("dml")
 class DeepMetricLearning(Method):
-    defaults = {"loss": "triplet", "miner": "epshn", "distance": "euclidean", "normalize": True, "margin": None,
-                "scale": 64.0, "sub_centers": 3, "embedding_dim": 512, "embedding_bn": False,
-                "embedding_skip": False, "m_per_class": 4, "knn_k": 1, "index": "flat", "freeze_bn": False,
-                "train_tasks": "all"}
-    retrieval = True
+    PARAMS: dict[str, dict[str, Any]] = {
+        "loss": {
+            "description": ("triplet (Schroff et al. 2015), proxy_nca (Movshovitz-Attias et al. 2017), arcface (Deng et"
+                            " al. 2019), subcenter_arcface (Deng et al. 2020)"),
+            "enum": ["triplet", "proxy_nca", "arcface", "subcenter_arcface"], "default": "triplet",
+        },
+        "miner": {
+            "description": ("triplet mining: epshn (easy positive, semi-hard negative; Xuan et al. 2020), semihard, "
+                            "hard, all"),
+            "enum": ["epshn", "semihard", "hard", "all"], "default": "epshn",
+        },
+        "distance": {
+            "description": ("euclidean (L2, on normalised embeddings when normalize) or cosine; the loss and the k-NN "
+                            "index use it"),
+            "enum": ["euclidean", "cosine"], "default": "euclidean",
+        },
+        "normalize": {"description": "L2-normalise embeddings (always for cosine)", "type": "boolean", "default": True},
+        "margin": {
+            "description": "triplet margin (null: 0.2), or ArcFace's angular margin in degrees (null: 28.6 = 0.5 rad)",
+            "type": ["number", "null"], "minimum": 0, "default": None,
+        },
+        "scale": {"description": "ArcFace's logit scale s", "type": "number", "exclusiveMinimum": 0, "default": 64.0},
+        "sub_centers": {
+            "description": "sub-centres per class (subcenter_arcface)",
+            "type": "integer", "minimum": 1, "default": 3,
+        },
+        "embedding_dim": {"description": "embedding dimension", "type": "integer", "minimum": 1, "default": 512},
+        "embedding_bn": {
+            "description": "1-D batch norm after the embedding layer",
+            "type": "boolean", "default": False,
+        },
+        "embedding_skip": {
+            "description": "add the backbone's features to the embedding (needs embedding_dim = feature dimension)",
+            "type": "boolean", "default": False,
+        },
+        "m_per_class": {
+            "description": "class-balanced batches of m samples per class (0 = plain shuffling)",
+            "type": "integer", "minimum": 0, "default": 4,
+        },
+        "knn_k": {
+            "description": "neighbours that vote (1 = precision@1)",
+            "type": "integer", "minimum": 1, "default": 1,
+        },
+        "index": {
+            "description": "FAISS index, flat (exact) or approximate ivf / hnsw",
+            "enum": ["flat", "ivf", "hnsw"], "default": "flat",
+        },
+        "freeze_bn": {
+            "description": "keep the backbone's BatchNorm statistics and affine weights fixed (frozen BN)",
+            "type": "boolean", "default": False,
+        },
+        "train_tasks": {
+            "description": ("all, or first (train on the first task only; later tasks only add their embeddings to the "
+                            "index)"),
+            "enum": ["all", "first"], "default": "all",
+        },
+    }
+    FACTS: dict[str, Any] = {
+        "paper": "Musgrave et al. 2020, ECCV (pytorch-metric-learning losses)",
+        "retrieval": True,
+        "trains_when_backbone_frozen": True,
+    }
 
     def __init__(self, model: nn.Module, params: dict[str, Any], n_classes: int, **context):
         super().__init__(model, params, n_classes, **context)
@@ -136,15 +194,20 @@ class DeepMetricLearning(Method):
                                                 use_gpu=device.type == "cuda"), k=int(p["knn_k"]))
         self.tasks_trained = 0
 
+    def approximate_index(self):
+        """The k-NN index when it is approximate (ivf, hnsw), so the evaluation can measure its recall against
+        exact search; None for the exact (flat) index."""
+        return self.index if self.index.spec.kind != "flat" else None
+
     def extra_parameters(self) -> list[torch.Tensor]:
         return list(self.embedder.parameters()) + list(self.loss_fn.parameters())
 
-    def trains_on(self, task: TaskData) -> bool:
-        return self.params["train_tasks"] == "all" or self.tasks_trained == 0
-
-    def epoch_order(self, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        m = self.params["m_per_class"]
-        return class_balanced_order(y, int(m), generator) if m else super().epoch_order(y, generator)
+    def training_data(self, task: TaskData, load_task: Callable[[int], TaskData]) -> TaskData:
+        """The task, in class-balanced batches (``m_per_class``), trained only while ``train_tasks`` says so."""
+        m = int(self.params["m_per_class"])
+        order = (lambda y, generator: class_balanced_order(y, m, generator)) if m else None
+        trains = self.params["train_tasks"] == "all" or self.tasks_trained == 0
+        return dataclasses.replace(task, epoch_order=order, trains=trains)
 
     def train_mode(self) -> None:
         super().train_mode()
@@ -189,7 +252,7 @@ class DeepMetricLearning(Method):
 
     def after_task(self, task: TaskData) -> None:
         super().after_task(task)
-        if self.trains_on(task):
+        if task.trains:
             self.tasks_trained += 1
         self.index.add(self.embed(task.x).cpu(), task.y.cpu())
 

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import FlatLayout, Method, TaskData, register, squared_distance, take
+from clgrid.methods.base import Method, TaskData, register, take
+from clgrid.methods.parts.flat import FlatLayout, squared_distance
 
 
 def empirical_fisher_diag(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -111,7 +112,23 @@ class _FlatEWC(Method):
 
 @register("ewc")
 class EWC(_FlatEWC):
-    defaults = {"ewc_lambda": 100.0, "fisher_samples": None, "fisher_weighting": "none"}
+    PARAMS: dict[str, dict[str, Any]] = {
+        "ewc_lambda": {
+            "description": "λ of Kirkpatrick et al. 2017, eq. 3",
+            "type": "number", "minimum": 0, "default": 100,
+        },
+        "fisher_samples": {
+            "description": "training samples used for the Fisher diagonal (null = all)",
+            "type": ["integer", "null"], "minimum": 1, "default": None,
+        },
+        "fisher_weighting": {
+            "description": ("none (the empirical Fisher: mean squared gradient of log p(y|x)) or true_class_prob (each "
+                            "sample's squared gradient weighted by p(y|x), as the DER paper's code computes online "
+                            "EWC's Fisher)"),
+            "enum": ["none", "true_class_prob"], "default": "none",
+        },
+    }
+    FACTS: dict[str, Any] = {"paper": "Kirkpatrick et al. 2017, PNAS"}
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)
@@ -169,7 +186,28 @@ class OnlineEWC(_FlatEWC):
     Memory is one Fisher and one anchor, whatever the number of tasks.
     """
 
-    defaults = {"ewc_lambda": 100.0, "gamma": 1.0, "fisher_samples": None, "fisher_weighting": "none"}
+    PARAMS: dict[str, dict[str, Any]] = {
+        "ewc_lambda": {
+            "description": "λ of the penalty (λ/2) Σ γF*(θ − θ*)² (Schwarz et al. 2018); project default as ewc",
+            "type": "number", "minimum": 0, "default": 100,
+        },
+        "gamma": {
+            "description": ("decay γ of the running Fisher F* ← γF* + F_t (1 = sum of Fishers; van de Ven et al. "
+                            "reference code)"),
+            "type": "number", "minimum": 0, "maximum": 1, "default": 1,
+        },
+        "fisher_samples": {
+            "description": "training samples used for each task's Fisher diagonal (null = all)",
+            "type": ["integer", "null"], "minimum": 1, "default": None,
+        },
+        "fisher_weighting": {
+            "description": ("none (the empirical Fisher: mean squared gradient of log p(y|x)) or true_class_prob (each "
+                            "sample's squared gradient weighted by p(y|x), as the DER paper's code computes online "
+                            "EWC's Fisher)"),
+            "enum": ["none", "true_class_prob"], "default": "none",
+        },
+    }
+    FACTS: dict[str, Any] = {"paper": "Schwarz et al. 2018, ICML"}
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)

@@ -81,7 +81,14 @@ class GreedyClassBalancedMemory:
 
 @register("gdumb")
 class GDumb(Method):
-    defaults: dict[str, Any] = {"memory_size": 300}
+    PARAMS: dict[str, dict[str, Any]] = {
+        "memory_size": {
+            "description": ("samples in GDumb's class-balanced memory, the only training data (Prabhu et al. 2020, "
+                            "MNIST with an MLP, k = 300)"),
+            "type": "integer", "minimum": 1, "default": 300,
+        },
+    }
+    FACTS: dict[str, Any] = {"paper": "Prabhu, Torr & Dokania 2020, ECCV", "buffer_params": ["memory_size"]}
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)

@@ -42,7 +42,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, frozen_copy, nearest_mean_scores, register, stored, take
+from clgrid.methods.base import Method, TaskData, register, stored, take
+from clgrid.methods.parts.distillation import frozen_copy
+from clgrid.methods.parts.ncm import nearest_mean_scores
 
 
 def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
@@ -97,7 +99,15 @@ def icarl_loss(
 
 @register("icarl")
 class ICaRL(Method):
-    defaults = {"memory_size": 200}
+    PARAMS: dict[str, dict[str, Any]] = {
+        "memory_size": {
+            "description": ("exemplars kept across all classes, K of Rebuffi et al. 2017 (2000 for CIFAR-100's 100 "
+                            "classes, 20 per class; 200 gives the same 20 per class on 10 classes and equals replay's "
+                            "buffer_size)"),
+            "type": "integer", "minimum": 1, "default": 200,
+        },
+    }
+    FACTS: dict[str, Any] = {"paper": "Rebuffi et al. 2017, CVPR", "buffer_params": ["memory_size"]}
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)

@@ -16,6 +16,8 @@ from clgrid.methods.base import Method, TaskData, register
 
 @register("joint")
 class Joint(Method):
+    FACTS: dict[str, Any] = {"paper": None, "trains_on_seen_tasks": True}
+
     def training_data(self, task: TaskData, load_task: Callable[[int], TaskData]) -> TaskData:
         parts = [load_task(i) for i in range(task.task_id)] + [task]
         classes = sorted({c for part in parts for c in part.classes})

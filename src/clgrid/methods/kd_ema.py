@@ -49,8 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clgrid.methods.base import Method, TaskData, frozen_copy, register
-from clgrid.methods.lwf import distillation_loss
+from clgrid.methods.base import Method, TaskData, register
+from clgrid.methods.parts.distillation import distillation_loss, frozen_copy
 
 TEACHER_MODES = ("ema", "anneal", "swa", "frozen")
 
@@ -152,16 +152,47 @@ def teacher_from_params(student: nn.Module, params: dict[str, Any]) -> AveragedT
 
 @register("kd_ema")
 class KDEMA(Method):
-    defaults = {
-        "teacher": "ema",
-        "ema_ratio": 0.999,
-        "anneal_start": 0.99,
-        "anneal_steps": 100,
-        "swa_every": 1,
-        "kd_weight": 1.0,
-        "temperature": 2.0,
-        "cls_only": False,
+    PARAMS: dict[str, dict[str, Any]] = {
+        "teacher": {
+            "description": ("how the teacher follows the student after each optimizer step: ema (momentum ema_ratio), "
+                            "anneal (momentum rises from anneal_start to ema_ratio on BYOL's cosine schedule over "
+                            "anneal_steps, per task), swa (running mean of a snapshot every swa_every steps), frozen "
+                            "(the student at task start)"),
+            "enum": ["ema", "anneal", "swa", "frozen"], "default": "ema",
+        },
+        "ema_ratio": {
+            "description": ("EMA momentum m in θ_T ← m·θ_T + (1−m)·θ_S (0.999: Tarvainen & Valpola 2017); anneal's end "
+                            "value"),
+            "type": "number", "minimum": 0, "maximum": 1, "default": 0.999,
+        },
+        "anneal_start": {
+            "description": "anneal's momentum at the first step of each task (0.99: mean teacher's ramp-up value)",
+            "type": "number", "minimum": 0, "maximum": 1, "default": 0.99,
+        },
+        "anneal_steps": {
+            "description": "optimizer steps K over which anneal's momentum rises to ema_ratio (then held)",
+            "type": "integer", "minimum": 1, "default": 100,
+        },
+        "swa_every": {
+            "description": "swa takes a snapshot of the student every this many optimizer steps of a task",
+            "type": "integer", "minimum": 1, "default": 1,
+        },
+        "kd_weight": {
+            "description": ("weight λ of the distillation term T²·KL(teacher ‖ student); masked_kd: student on masked "
+                            "features"),
+            "type": "number", "minimum": 0, "default": 1.0,
+        },
+        "temperature": {
+            "description": "distillation temperature T (2 as in Li & Hoiem 2017)",
+            "type": "number", "exclusiveMinimum": 0, "default": 2.0,
+        },
+        "cls_only": {
+            "description": ("distil the head only, KL(head_T(f) ‖ head_S(f)) on the student's features f with gradient "
+                            "stopped"),
+            "type": "boolean", "default": False,
+        },
     }
+    FACTS: dict[str, Any] = {"paper": "Tarvainen & Valpola 2017, NeurIPS"}
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)

@@ -26,14 +26,26 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import FlatLayout, Method, TaskData, register, squared_distance
+from clgrid.methods.base import Method, TaskData, register
+from clgrid.methods.parts.flat import FlatLayout, squared_distance
 
 ANCHORS = ("init", "task_start")
 
 
 @register("l2_init")
 class L2Init(Method):
-    defaults = {"l2_lambda": 0.01, "anchor": "init"}
+    PARAMS: dict[str, dict[str, Any]] = {
+        "l2_lambda": {
+            "description": "λ of the penalty (λ/2)‖θ − θ₀‖² (α of L2-SP, Li et al. 2018; untuned project default)",
+            "type": "number", "minimum": 0, "default": 0.01,
+        },
+        "anchor": {
+            "description": ("θ₀: init (the weights when the run's first task started, e.g. pretrained; L2-SP) or "
+                            "task_start (the weights when the current task started)"),
+            "enum": ["init", "task_start"], "default": "init",
+        },
+    }
+    FACTS: dict[str, Any] = {"paper": "Li, Grandvalet & Davoine 2018, ICML"}
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)

@@ -42,6 +42,8 @@ peft's default (the GLUE table lists no adapter dropout).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -131,8 +133,41 @@ def redraw_lora_a(model: nn.Module, generator: torch.Generator) -> None:
 
 @register("lora")
 class LoRA(Method):
-    defaults = {"rank": 8, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": None,
-                "shared": False, "shared_split_qkvo": False}
+    PARAMS: dict[str, dict[str, Any]] = {
+        "rank": {
+            "description": "rank r of the adapters B·A (Hu et al. 2022 use 8 on GLUE, Table 9)",
+            "type": "integer", "minimum": 1, "default": 8,
+        },
+        "lora_alpha": {
+            "description": "α: the update is scaled by α/r (Hu et al. 2022, Sec. 4.1; α = 8 on GLUE, Table 9)",
+            "type": "number", "exclusiveMinimum": 0, "default": 8,
+        },
+        "lora_dropout": {
+            "description": "dropout on the adapter input (peft's default 0)",
+            "type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.0,
+        },
+        "target_modules": {
+            "description": ("layers to adapt: null = every nn.Linear of the backbone; a list of names, each matching a "
+                            "module whose full name equals it or ends in .name (e.g. [block1.0, block2.0]; add head to "
+                            "adapt the head instead of training it fully); or one string, a regular expression matched "
+                            "against the full module name"),
+            "type": ["array", "string", "null"], "items": {"type": "string"}, "minItems": 1, "default": None,
+        },
+        "shared": {
+            "description": "layers of the same type and shape share one A/B pair (one master per type, in, out)",
+            "type": "boolean", "default": False,
+        },
+        "shared_split_qkvo": {
+            "description": ("with shared, layers named q/k/v/o (or q_proj, k_proj, v_proj, o_proj, out_proj) get one "
+                            "master per projection"),
+            "type": "boolean", "default": False,
+        },
+    }
+    FACTS: dict[str, Any] = {
+        "paper": "Hu et al. 2022, ICLR",
+        "feature_cache_unsupported": "it adds adapters inside the backbone",
+        "trains_when_backbone_frozen": True,
+    }
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)

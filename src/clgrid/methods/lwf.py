@@ -10,22 +10,28 @@ soft cross-entropy makes the term exactly zero when the two models agree.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
-from clgrid.methods.base import Method, TaskData, frozen_copy, register
-
-
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T² · KL(softmax(teacher/T) ‖ softmax(student/T)), averaged over the batch."""
-    log_student = F.log_softmax(student_logits / temperature, dim=-1)
-    log_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
-    return F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature**2
+from clgrid.methods.base import Method, TaskData, register
+from clgrid.methods.parts.distillation import distillation_loss, frozen_copy
 
 
 @register("lwf")
 class LwF(Method):
-    defaults = {"lwf_alpha": 1.0, "temperature": 2.0}  # Li & Hoiem 2017, sec. 3: λ_o = 1, T = 2
+    PARAMS: dict[str, dict[str, Any]] = {
+        "lwf_alpha": {
+            "description": "weight of the distillation term (Li & Hoiem 2017 use 1)",
+            "type": "number", "minimum": 0, "default": 1,
+        },
+        "temperature": {
+            "description": "distillation temperature T (Li & Hoiem 2017 use 2)",
+            "type": "number", "exclusiveMinimum": 0, "default": 2,
+        },
+    }
+    FACTS: dict[str, Any] = {"paper": "Li & Hoiem 2017, TPAMI"}
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)

@@ -74,13 +74,28 @@ def mask_features(features: torch.Tensor, mask: torch.Tensor, token: torch.Tenso
 
 @register("masked_kd")
 class MaskedKD(KDEMA):
-    defaults = {
-        **KDEMA.defaults,
-        "mask_ratio": 0.5,
-        "token_mode": "scalar",
-        "token_lr": 0.05,
-        "inverse": "none",
+    PARAMS: dict[str, dict[str, Any]] = {
+        "mask_ratio": {
+            "description": ("share of feature channels replaced by the mask token, per sample (0.5: MGD, Yang et al. "
+                            "2022, classification)"),
+            "type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
+        },
+        "token_mode": {
+            "description": ("mask token: scalar (one learnable value), vector (one learnable value per channel), "
+                            "scalar_frozen / vector_frozen (zero, never trained); learnable tokens start at zero"),
+            "enum": ["scalar", "vector", "scalar_frozen", "vector_frozen"], "default": "scalar",
+        },
+        "token_lr": {
+            "description": "learning rate of the method's own SGD step on a learnable mask token",
+            "type": "number", "minimum": 0, "default": 0.05,
+        },
+        "inverse": {
+            "description": ("branch through the complementary mask, gradient stopped: none; v1 adds its logits to the "
+                            "masked student's logits; v2 subtracts them from the teacher's logits (the target)"),
+            "enum": ["none", "v1", "v2"], "default": "none",
+        },
     }
+    FACTS: dict[str, Any] = {"paper": "Yang et al. 2022, ECCV (MGD)"}
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)

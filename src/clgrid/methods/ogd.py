@@ -34,7 +34,8 @@ from typing import Any
 
 import torch
 
-from clgrid.methods.base import FlatLayout, Method, TaskData, register, take
+from clgrid.methods.base import Method, TaskData, register, take
+from clgrid.methods.parts.flat import FlatLayout
 
 RESIDUAL_TOLERANCE = 1e-4
 """A Gram–Schmidt residual shorter than this fraction of its vector is rounding noise, not a new direction."""
@@ -118,7 +119,16 @@ def ground_truth_logit_gradients(model: torch.nn.Module, x: torch.Tensor, y: tor
 
 @register("ogd")
 class OGD(Method):
-    defaults = {"ogd_samples": 200}
+    PARAMS: dict[str, dict[str, Any]] = {
+        "ogd_samples": {
+            "description": ("training points per task whose ground-truth-logit gradients join the basis (Farajtabar et "
+                            "al. 2020 store 200 per task); also the cap on new directions per task; null = every "
+                            "training point. Memory 4 bytes x trainable parameters per direction, kept in every "
+                            "checkpoint"),
+            "type": ["integer", "null"], "minimum": 1, "default": 200,
+        },
+    }
+    FACTS: dict[str, Any] = {"paper": "Farajtabar et al. 2020, AISTATS"}
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)

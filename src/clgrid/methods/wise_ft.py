@@ -40,7 +40,22 @@ MODES = ("end_of_task", "moving_average")
 
 @register("wise_ft")
 class WiSEFT(Method):
-    defaults = {"alpha": 0.5, "mode": "end_of_task", "ema_decay": 0.999}
+    PARAMS: dict[str, dict[str, Any]] = {
+        "alpha": {
+            "description": "mixing α in θ ← (1 − α)θ_start + αθ_ft at each task's end (Wortsman et al. 2022 use 0.5)",
+            "type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
+        },
+        "mode": {
+            "description": ("end_of_task (interpolate start and fine-tuned weights with alpha) or moving_average (load "
+                            "the EMA of the weights along the task's training path; alpha unused)"),
+            "enum": ["end_of_task", "moving_average"], "default": "end_of_task",
+        },
+        "ema_decay": {
+            "description": "β of θ_avg ← βθ_avg + (1 − β)θ after each step (mode moving_average)",
+            "type": "number", "minimum": 0, "maximum": 1, "default": 0.999,
+        },
+    }
+    FACTS: dict[str, Any] = {"paper": "Wortsman et al. 2022, CVPR"}
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)

@@ -66,10 +66,52 @@ def read_sentences(source: Any) -> list[str]:
 
 @register("zscl")
 class ZSCL(Method):
-    needs_clip = True
-    defaults = {"label_smoothing": 0.2, "temperature": 2.0, "distill_weight": 1.0, "l2_weight": 0.0,
-                "ensemble_every": 10, "reference_size": 1000, "reference_batch_size": 64,
-                "reference_dataset": None, "reference_sentences": None}
+    PARAMS: dict[str, dict[str, Any]] = {
+        "label_smoothing": {
+            "description": "label smoothing of the task loss (ZSCL code uses 0.2)",
+            "type": "number", "minimum": 0, "maximum": 1, "default": 0.2,
+        },
+        "temperature": {
+            "description": "distillation temperature T, loss scaled by T² (ZSCL uses 2)",
+            "type": "number", "exclusiveMinimum": 0, "default": 2.0,
+        },
+        "distill_weight": {
+            "description": "weight of the image-text distillation on reference images (both directions)",
+            "type": "number", "minimum": 0, "default": 1.0,
+        },
+        "l2_weight": {
+            "description": "weight of ‖θ − θ_start‖² toward the weights at the task's start (0 = off)",
+            "type": "number", "minimum": 0, "default": 0.0,
+        },
+        "ensemble_every": {
+            "description": "optimizer steps between weight-ensembling updates of the running mean (0 = no ensembling)",
+            "type": "integer", "minimum": 0, "default": 10,
+        },
+        "reference_size": {
+            "description": "reference images, drawn once (from reference_dataset, else the first task's training data)",
+            "type": "integer", "minimum": 1, "default": 1000,
+        },
+        "reference_batch_size": {
+            "description": "reference images per step",
+            "type": "integer", "minimum": 1, "default": 64,
+        },
+        "reference_dataset": {
+            "description": ("registered (or imported) dataset whose training images are the reference images, e.g. the "
+                            "paper's ImageNet subset or cifar100 (null = the first task's training data); its prepared "
+                            "file becomes an input of the run's training jobs"),
+            "type": ["string", "null"], "default": None,
+        },
+        "reference_sentences": {
+            "description": "reference captions, a list or a text file with one per line (null = a built-in list of 20)",
+            "type": ["array", "string", "null"], "items": {"type": "string"}, "minItems": 1, "default": None,
+        },
+    }
+    FACTS: dict[str, Any] = {
+        "paper": "Zheng et al. 2023, ICCV",
+        "needs_clip": True,
+        "feature_cache_unsupported": "it distils the image encoder on reference images",
+        "dataset_params": ["reference_dataset"],
+    }
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)
@@ -81,8 +123,6 @@ class ZSCL(Method):
         self.reference_on_device: torch.Tensor | None = None  # the same, on the model's device during a task
         self.teacher_image: torch.Tensor | None = None  # norm(f₀(x_r)), one row per reference image
         self.teacher_text: torch.Tensor | None = None  # norm(g₀(r)), one row per reference sentence
-        # Set by the training job when reference_dataset is given: (n, generator) -> n images of that dataset.
-        self.reference_images = None
         self.start_weights: dict[str, torch.Tensor] = {}
         self.average_weights: dict[str, torch.Tensor] = {}
         self.ensemble_count = 0
