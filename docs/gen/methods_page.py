@@ -1,22 +1,17 @@
 """The methods page, generated from the registered methods, so that each method is described where it is coded.
 
-All reading of the methods goes through `method_rows()`: today it reads the registry (`clgrid.methods.METHODS`:
-each class's defaults and docstrings, as `clgrid methods` prints them) and the ranges and one-line docs of the
-schema's `method_params.<name>` block. Once the methods declare their hyperparameters in a torch-free catalog,
-`method_rows()` is the one function to point at it; the rendering below does not change.
+All reading of the methods goes through `method_rows()`, which reads the torch-free method catalog
+(`clgrid.catalog.methods`): each method class's `PARAMS` (default, type, range, one-line doc) and `FACTS`, and its
+docstrings, from the method's own module.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schema_md import cell, literal, range_text, resolve, type_text
-
-COMMON_REF = "#/$defs/common_method_params"
-"""The options every method takes: documented once at the top of the page, not under each method."""
+from schema_md import cell, literal, range_text, type_text
 
 
 @dataclass(frozen=True)
@@ -43,37 +38,27 @@ def first_paragraph(doc: str | None) -> str:
 
 
 def method_rows(schema: dict[str, Any]) -> list[MethodRow]:
-    """Every registered method, sorted by name, with what the page shows of it. The one place methods are read."""
-    from clgrid.methods import METHODS
+    """Every registered method, sorted by name, with what the page shows of it. The one place methods are read:
+    ``clgrid.catalog.methods``, which reads each method's ``PARAMS``/``FACTS`` declarations from its source
+    (torch-free); ``schema`` is unused since the schema's method blocks are built from the same declarations."""
+    import ast
 
-    blocks = schema["properties"]["method_params"]["properties"]
+    from clgrid.catalog import methods as catalog
+    from clgrid.catalog.declared import module_file
+
     rows = []
-    for name, cls in sorted(METHODS.items()):
-        paper = first_paragraph(inspect.getmodule(cls).__doc__)
-        summary = first_paragraph(cls.__dict__.get("__doc__")) or paper
-        documented = _documented_keys(blocks.get(name, {}), schema)
-        names = list(cls.defaults) + [key for key in documented if key not in cls.defaults]
-        hyperparameters = tuple(_hyperparameter(key, cls.defaults, documented.get(key, {})) for key in names)
-        rows.append(MethodRow(name, f"{cls.__module__}.{cls.__qualname__}", paper, summary,
-                              bool(getattr(cls, "needs_clip", False)), hyperparameters))
+    for name, info in catalog.catalog().items():
+        paper = first_paragraph(ast.get_docstring(ast.parse(module_file(info.module).read_text())))
+        hyperparameters = tuple(_hyperparameter(key, node) for key, node in info.params.items())
+        rows.append(MethodRow(name, f"{info.module}.{info.cls}", paper, info.doc or paper,
+                              bool(info.facts.get("needs_clip")), hyperparameters))
     return rows
 
 
-def _hyperparameter(name: str, defaults: dict[str, Any], node: dict[str, Any]) -> Hyperparameter:
-    """One hyperparameter: its default from the class, its type, range and doc from the schema's block."""
-    default = defaults[name] if name in defaults else node.get("default")
-    return Hyperparameter(name, default, type_text(node), range_text(node), first_paragraph(node.get("description")))
-
-
-def _documented_keys(block: dict[str, Any], schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A method's keys in the schema: its own and those of shared blocks it uses (kd_params), not the common ones."""
-    parts = [block, *block.get("allOf", [])]
-    keys: dict[str, dict[str, Any]] = {}
-    for part in parts:
-        if part.get("$ref") not in (None, COMMON_REF):
-            keys.update(resolve({"$ref": part["$ref"]}, schema).get("properties", {}))
-        keys.update(part.get("properties", {}))
-    return keys
+def _hyperparameter(name: str, node: dict[str, Any]) -> Hyperparameter:
+    """One hyperparameter, all from its declaration: default, type, range and one-line doc."""
+    return Hyperparameter(name, node.get("default"), type_text(node), range_text(node),
+                          first_paragraph(node.get("description")))
 
 
 def common_options(schema: dict[str, Any]) -> list[str]:
