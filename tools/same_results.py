@@ -197,8 +197,20 @@ def run_workflow(code: Code, wf: Workflow, run_dir: Path, keep: Path, logs: Path
 
 # --- 1. comparing results ---------------------------------------------------------------------------------------
 
-def is_log_or_timing(rel: str) -> bool:
-    return rel.endswith(".log") or rel.endswith(".bench.tsv")
+def log_or_timing(rel: str) -> str | None:
+    """"log" for a job's log, "timing" for a Snakemake ``benchmark:`` file (``*.bench.tsv`` beside a run's outputs,
+    or under results/benchmarks/), else None."""
+    if rel.endswith(".log"):
+        return "log"
+    return "timing" if rel.endswith(".bench.tsv") or rel.startswith("benchmarks/") and rel.endswith(".tsv") else None
+
+
+PDF_DATE = re.compile(rb"/CreationDate \(D:\d{14}Z?\)")
+
+
+def without_pdf_date(data: bytes) -> bytes:
+    """A PDF with matplotlib's ``/CreationDate`` (the wall clock when the figure was saved) blanked, same length."""
+    return PDF_DATE.sub(lambda m: b"/CreationDate (D:" + b"0" * (len(m.group()) - 19) + b"Z)", data)
 
 
 def without_commit(data: bytes, commit: str) -> bytes:
@@ -257,8 +269,10 @@ def classify(rel: str, before: Path, after: Path, codes: tuple[Code, Code], verd
     a, b = before.read_bytes(), after.read_bytes()
     if a == b:
         return "identical", ""
-    if is_log_or_timing(rel):
-        return "normalised", "timing" if rel.endswith(".bench.tsv") else "log"
+    if log_or_timing(rel):
+        return "normalised", log_or_timing(rel)
+    if rel.endswith(".pdf") and without_pdf_date(a) == without_pdf_date(b):
+        return "normalised", "PDF creation date"
     if rel.endswith(".pt"):
         where = checkpoint_differs(before, after)
         return ("normalised", "git commit (checkpoint)") if where is None else ("different", where)
@@ -355,6 +369,24 @@ def shipped_configs(code: Code) -> list[str]:
                                           for p in (code.path / "config" / "experiments").glob("*.yaml"))]
 
 
+def stand_in_folders(root: Path, config: str) -> list[str]:
+    """For a config that names dataset folders (``datasets.<name>.path``, e.g. ImageNet, which has no download):
+    empty stand-ins (train/, val/) in ``root`` and a config file pointing there, laid over the config; the same for
+    both codes. [] when the config names none."""
+    import yaml
+
+    datasets = (yaml.safe_load((root / config).read_text()) or {}).get("datasets") or {}
+    folders = {name: f"stand_in_data/{name}" for name, options in datasets.items() if "path" in (options or {})}
+    for folder in folders.values():
+        for split in ("train", "val"):
+            (root / folder / split).mkdir(parents=True, exist_ok=True)
+    if not folders:
+        return []
+    overlay = root / f"stand_in_{Path(config).stem}.yaml"
+    overlay.write_text(json.dumps({"datasets": {n: {"path": f} for n, f in folders.items()}}) + "\n")
+    return [overlay.name]
+
+
 def plan_all(code: Code, work: Path, plans: Path, logs: Path) -> dict[str, dict]:
     """Every shipped config of ``code`` planned with ``--dry-run --forceall`` by that code: jobs by output."""
     root = work / f"plan_{code.label}"
@@ -366,15 +398,23 @@ def plan_all(code: Code, work: Path, plans: Path, logs: Path) -> dict[str, dict]
     for config in shipped_configs(code):
         name = Path(config).stem
         jsonl = plans / f"{name}.jsonl"
-        args = [] if config == "config/config.yaml" else ["--configfile", config]
+        stand_ins = stand_in_folders(root, config)
+        args = [] if config == "config/config.yaml" else ["--configfile", config, *stand_ins]
         proc = subprocess.run([sys.executable, __file__, "--plan-worker", str(jsonl), "--", "--dry-run", "--forceall",
                                "--cores", "1", *args], cwd=root, env=code.env(), capture_output=True, text=True)
         (logs / f"plan_{code.label}_{name}.log").write_text(proc.stdout + proc.stderr)
         jobs = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
-        result[name] = {"exit_status": proc.returncode, "jobs": jobs,
+        result[name] = {"exit_status": proc.returncode, "jobs": jobs, "stand_ins": stand_ins,
                         "error": None if proc.returncode == 0 else (proc.stdout + proc.stderr)[-2000:]}
     shutil.rmtree(root, ignore_errors=True)
     return result
+
+
+def where_strings_differ(before: str, after: str, context: int = 60) -> str:
+    """The two strings around their first differing character: '...before...' -> '...after...'."""
+    i = next((i for i, (x, y) in enumerate(zip(before, after)) if x != y), min(len(before), len(after)))
+    cut = lambda s: ("..." if i > context else "") + s[max(0, i - context): i + context]  # noqa: E731
+    return f"{cut(before)!r} -> {cut(after)!r}"
 
 
 def compare_plans(before: dict, after: dict) -> dict:
@@ -398,9 +438,10 @@ def compare_plans(before: dict, after: dict) -> dict:
                 if jobs_b[k][fld] != jobs_a[k].get(fld):
                     shell_same &= fld != "shell"
                     params_same &= not fld.startswith("params")
-                    diff.append(f"{' '.join(k)[:120]}: {fld}: {str(jobs_b[k][fld])[:300]} -> "
-                                f"{str(jobs_a[k].get(fld))[:300]}")
+                    diff.append(f"{' '.join(k)[:120]}: {fld}: "
+                                f"{where_strings_differ(str(jobs_b[k][fld]), str(jobs_a[k].get(fld)))}")
         rows[name] = {"jobs_before": len(b["jobs"]), "jobs_after": len(a["jobs"]), "identical": not diff,
+                      "stand_ins": sorted(set(b.get("stand_ins", [])) | set(a.get("stand_ins", []))),
                       "shell_identical": shell_same, "params_identical": params_same, "diff": diff[:40],
                       "n_differences": len(diff)}
     return rows
@@ -408,42 +449,44 @@ def compare_plans(before: dict, after: dict) -> dict:
 
 # --- the whole proof ---------------------------------------------------------------------------------------------
 
-def before_side(code: Code, names: list[str], store: Path, logs: Path) -> dict:
-    """Runs and plans with the before code, each made once per store (``--reuse-before``) and reused after."""
+def before_run(code: Code, name: str, store: Path, logs: Path) -> dict:
+    """The before code's run of one workflow, made once per store (``--reuse-before``) and reused after."""
     meta_path = store / "before.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"commit": code.commit, "runs": {}}
     if meta["commit"] != code.commit:
         sys.exit(f"{store} holds results of {meta['commit']}, not of the before code {code.commit}")
-    for name in names:
-        if name not in meta["runs"] or not (store / "before" / name / "results").is_dir():
-            print(f"before: running {name}", flush=True)
-            meta["runs"][name] = run_workflow(code, WORKFLOWS[name], store / "run" / name, store / "before" / name,
-                                              logs)
-            meta_path.write_text(json.dumps(meta, indent=1) + "\n")
-        else:
-            print(f"before: reusing {name} from {store / 'before' / name}", flush=True)
+    if name in meta["runs"] and (store / "before" / name / "results").is_dir():
+        print(f"before: reusing {name} from {store / 'before' / name}", flush=True)
+        return meta["runs"][name]
+    print(f"before: running {name}", flush=True)
+    meta["runs"][name] = run_workflow(code, WORKFLOWS[name], store / "run" / name, store / "before" / name, logs)
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+    return meta["runs"][name]
+
+
+def before_plans(code: Code, store: Path, logs: Path) -> dict:
+    """The before code's plans of every shipped config, made once per store and reused after."""
     plans = store / "plans_before.json"
     if not plans.exists():
         print("before: planning every shipped config", flush=True)
         plans.write_text(json.dumps(plan_all(code, store, store / "plans" / "before", logs)))
-    return {"runs": meta["runs"], "plans": json.loads(plans.read_text())}
+    return json.loads(plans.read_text())
 
 
-def after_side(code: Code, before_code: Code, names: list[str], store: Path, logs: Path, before: dict) -> dict:
-    outputs, replans, runs = {}, {}, {}
-    for name in names:
-        wf = WORKFLOWS[name]
-        print(f"after: replanning {name}'s before folder", flush=True)
-        replans[name] = replan(store / "before" / name, code, wf, store / "run" / name, logs)
-        print(f"after: running {name}", flush=True)
-        runs[name] = run_workflow(code, wf, store / "run" / name, store / "after" / name, logs)
-        outputs[name] = compare_results(store / "before" / name / "results", store / "after" / name / "results",
-                                        (before_code, code))
-        print(f"  {name}: {outputs[name]['files']} files, {outputs[name]['identical']} identical, "
-              f"{outputs[name]['normalised']} normalised only, {outputs[name]['different']} different", flush=True)
-    print("after: planning every shipped config", flush=True)
-    plans = compare_plans(before["plans"], plan_all(code, store, store / "plans" / "after", logs))
-    return {"runs": runs, "outputs": outputs, "replans": replans, "plans": plans}
+def one_workflow(codes: tuple[Code, Code], name: str, store: Path, logs: Path, result: dict) -> None:
+    """Before run (or reused), replan of its folder with the after code, after run, and the comparison."""
+    before_code, after_code = codes
+    wf = WORKFLOWS[name]
+    result["runs_before"][name] = before_run(before_code, name, store, logs)
+    print(f"after: replanning {name}'s before folder", flush=True)
+    result["replans"][name] = replan(store / "before" / name, after_code, wf, store / "run" / name, logs)
+    print(f"after: running {name}", flush=True)
+    result["runs_after"][name] = run_workflow(after_code, wf, store / "run" / name, store / "after" / name, logs)
+    row = compare_results(store / "before" / name / "results", store / "after" / name / "results", codes)
+    result["outputs"][name] = row
+    print(f"  {name}: {row['files']} files, {row['identical']} identical, {row['normalised']} normalised only, "
+          f"{row['different']} different; replan: nothing to be done: {result['replans'][name]['nothing_to_be_done']}",
+          flush=True)
 
 
 def markdown(result: dict) -> str:
@@ -479,17 +522,31 @@ def markdown(result: dict) -> str:
               "configs need (they are not on this machine); each job's rule, inputs, outputs, params, shell "
               "command, log, benchmark, threads, resources and conda env are taken from Snakemake's job objects "
               "and compared, job by job (keyed by outputs).", "",
+              "Configs that name a dataset folder (`datasets.<name>.path`: ImageNet, which has no download) are "
+              "planned with an empty stand-in folder laid over that path, the same for both codes (column "
+              "stand-in).", "",
               "| config | jobs before | jobs after | shell commands identical | params identical | "
-              "every field identical |", "|---|---|---|---|---|---|"]
+              "every field identical | stand-in |", "|---|---|---|---|---|---|---|"]
     yes = lambda flag: "yes" if flag else "NO"  # noqa: E731
     for name, row in result["plans"].items():
         lines.append(f"| {name} | {row['jobs_before']} | {row['jobs_after']} | {yes(row['shell_identical'])} | "
-                     f"{yes(row['params_identical'])} | {yes(row['identical'])} |")
+                     f"{yes(row['params_identical'])} | {yes(row['identical'])} | "
+                     f"{', '.join(row.get('stand_ins', [])) or '-'} |")
     diffs = [(n, r) for n, r in result["plans"].items() if r["diff"]]
     for name, row in diffs:
         lines += ["", f"### {name}: differences (first {len(row['diff'])})", "", "```", *row["diff"], "```"]
     lines += ["", f"Verdict: **{'everything identical' if result['all_same'] else 'DIFFERENCES FOUND'}**.", ""]
     return "\n".join(lines)
+
+
+def write(result: dict, args: argparse.Namespace, final: bool) -> None:
+    """The JSON and the Markdown, after every workflow (marked unfinished) and at the end."""
+    result["finished"] = final
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    text = markdown(result) if final else "**Unfinished: a run in progress.**\n\n" + markdown(result)
+    Path(args.md).write_text(text)
+    if final:
+        print(text)
 
 
 def parse_args() -> argparse.Namespace:
@@ -515,32 +572,33 @@ def main() -> None:
     for code in (before_code, after_code):
         print(f"{code.label}: {code.commit} at {code.path}, jobs import {imported_from(code)}", flush=True)
     started = time.perf_counter()
-    before = before_side(before_code, args.workflows, store, logs)
-    after = after_side(after_code, before_code, args.workflows, store, logs, before)
-    all_same = (all(r["different"] == 0 for r in after["outputs"].values())
-                and all(r["nothing_to_be_done"] for r in after["replans"].values())
-                and all(r["identical"] for r in after["plans"].values()))
-    dirty = args.after == "worktree" and bool(git("status", "--porcelain", "--", "src", "workflow", "Snakefile",
-                                                  "config", cwd=after_code.path))
-    result = {
+    result: dict = {
         "command": "python tools/same_results.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-        "seconds": round(time.perf_counter() - started, 1),
         "before": {"rev": args.before, "commit": before_code.commit, "path": str(before_code.path)},
-        "after": {"rev": args.after, "commit": after_code.commit, "path": str(after_code.path), "dirty": dirty},
-        "runs_before": before["runs"], "runs_after": after["runs"], "outputs": after["outputs"],
-        "replans": after["replans"], "plans": after["plans"], "all_same": all_same,
+        "after": {"rev": args.after, "commit": after_code.commit, "path": str(after_code.path),
+                  "dirty": args.after == "worktree" and bool(git("status", "--porcelain", "--", "src", "workflow",
+                                                                  "Snakefile", "config", cwd=after_code.path))},
+        "runs_before": {}, "runs_after": {}, "outputs": {}, "replans": {}, "plans": {}, "all_same": False,
     }
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    Path(args.md).write_text(markdown(result))
-    print(markdown(result))
+    for name in args.workflows:
+        one_workflow((before_code, after_code), name, store, logs, result)
+        write(result, args, final=False)
+    print("after: planning every shipped config", flush=True)
+    result["plans"] = compare_plans(before_plans(before_code, store, logs),
+                                    plan_all(after_code, store, store / "plans" / "after", logs))
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    result["all_same"] = (all(r["different"] == 0 for r in result["outputs"].values())
+                          and all(r["nothing_to_be_done"] for r in result["replans"].values())
+                          and all(r["identical"] for r in result["plans"].values()))
+    write(result, args, final=True)
     kept = [before_code.path] if args.reuse_before else []
     for code in (before_code, after_code):
         if code.made_here and code.path not in kept:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(code.path)],
                            capture_output=True)
     shutil.rmtree(tmp, ignore_errors=True)
-    sys.exit(0 if all_same else 1)
+    sys.exit(0 if result["all_same"] else 1)
 
 
 if __name__ == "__main__":
