@@ -73,9 +73,9 @@ class Workflow:
 WORKFLOWS = {
     wf.name: wf for wf in (
         Workflow("default"),
+        Workflow("dml", ("tests/fixtures/dml_digits.yaml",), needs_fixtures=True),
         Workflow("der_split_mnist_small", ("config/experiments/der_split_mnist.yaml", "same_results_mnist.yaml",
                                            "same_results_der_small.yaml"), setup="der_small_inputs"),
-        Workflow("dml", ("tests/fixtures/dml_digits.yaml",), needs_fixtures=True),
         Workflow("clip", ("tests/fixtures/clip_tiny.yaml",), needs_fixtures=True),
         Workflow("flava", ("tests/fixtures/flava_tiny.yaml",), needs_fixtures=True),
         Workflow("clip_mtil", ("tests/fixtures/clip_mtil_tiny.yaml",), needs_fixtures=True, setup="mtil_inputs"),
@@ -553,7 +553,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default=DEFAULT_BEFORE, help="git rev of the code before (default: %(default)s)")
     parser.add_argument("--after", default="worktree", help="git rev of the code after, or 'worktree' (default)")
-    parser.add_argument("--workflows", nargs="+", choices=list(WORKFLOWS), default=list(WORKFLOWS))
+    parser.add_argument("--workflows", nargs="+", choices=list(WORKFLOWS), default=list(WORKFLOWS),
+                        help="the workflows to run with both codes, in this order (default: all)")
     parser.add_argument("--reuse-before", metavar="DIR",
                         help="keep the before runs and plans in DIR and reuse those already there")
     parser.add_argument("--md", default=str(REPO / "docs/evidence/same_results.md"))
@@ -581,12 +582,13 @@ def main() -> None:
                                                                   "Snakefile", "config", cwd=after_code.path))},
         "runs_before": {}, "runs_after": {}, "outputs": {}, "replans": {}, "plans": {}, "all_same": False,
     }
+    before = before_plans(before_code, store, logs)
+    print("after: planning every shipped config", flush=True)
+    result["plans"] = compare_plans(before, plan_all(after_code, store, store / "plans" / "after", logs))
+    write(result, args, final=False)
     for name in args.workflows:
         one_workflow((before_code, after_code), name, store, logs, result)
         write(result, args, final=False)
-    print("after: planning every shipped config", flush=True)
-    result["plans"] = compare_plans(before_plans(before_code, store, logs),
-                                    plan_all(after_code, store, store / "plans" / "after", logs))
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["all_same"] = (all(r["different"] == 0 for r in result["outputs"].values())
                           and all(r["nothing_to_be_done"] for r in result["replans"].values())
