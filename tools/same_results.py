@@ -2,13 +2,16 @@
 compares every file under results/, replans a results folder made before with the code after, and plans every
 shipped config with both codes.
 
+0. Plans first (minutes), then one workflow at a time; the JSON and Markdown are rewritten after each.
 1. Outputs. For each workflow (the default grid, a reduced der_split_mnist, the DML and CLIP test workflows), a
    fresh copy of each code's workflow runs ``snakemake --cores 2`` with ``PYTHONPATH=<code>/src`` (so the jobs import
    that code), both at the same path (so nothing differs by where it ran), and every file under results/ is compared
    byte for byte. The only differences allowed are normalised explicitly and listed: the recorded git commit
    (text files with the commit replaced; checkpoints loaded with torch, every tensor compared bit for bit and every
-   other field after removing ``git_commit``; a checkpoint's ``.sha256`` when it differs only because its file
-   does), and the jobs' logs (``*.log``) and Snakemake ``benchmark:`` timings (``*.bench.tsv``).
+   other field after removing ``git_commit``; a sha256 recorded in a text file, such as a ``.sha256`` sidecar or
+   metrics.json's checkpoint hashes, when it hashes a file that differs only by what is normalised), matplotlib's
+   PDF ``/CreationDate`` (wall clock: it differs between two runs of the same code), the jobs' logs (``*.log``) and
+   Snakemake ``benchmark:`` timings (``*.bench.tsv``, results/benchmarks/).
 2. Replan. The "before" results folder, with the "after" Snakefile, rules, configs and test fixtures copied over
    it, is planned with ``snakemake -n`` and the after code: it must say "Nothing to be done".
 3. Plans. Every shipped config (config/config.yaml, config/experiments/*.yaml) is planned with
@@ -213,10 +216,6 @@ def without_pdf_date(data: bytes) -> bytes:
     return PDF_DATE.sub(lambda m: b"/CreationDate (D:" + b"0" * (len(m.group()) - 19) + b"Z)", data)
 
 
-def without_commit(data: bytes, commit: str) -> bytes:
-    return data.replace(commit.encode(), COMMIT_MARK.encode())
-
-
 def drop_commit(obj):
     """``obj`` with every ``git_commit`` entry removed, at any depth."""
     if isinstance(obj, dict):
@@ -257,14 +256,25 @@ def checkpoint_differs(before: Path, after: Path) -> str | None:
     return same_object(load(before), load(after))
 
 
-def sidecar_matches(sidecar: Path) -> bool:
-    """Whether a ``<file>.sha256`` records the sha256 of the file beside it."""
-    target = sidecar.with_name(sidecar.name[: -len(".sha256")])
-    recorded = sidecar.read_text().split()
-    return bool(recorded) and target.exists() and recorded[0] == hashlib.sha256(target.read_bytes()).hexdigest()
+HEX64 = re.compile(rb"\b[0-9a-f]{64}\b")
 
 
-def classify(rel: str, before: Path, after: Path, codes: tuple[Code, Code], verdicts: dict) -> tuple[str, str]:
+@dataclass
+class Normaliser:
+    """What one side's text files are compared without: its commit, and the sha256 of every file found to differ
+    only by what is normalised (a checkpoint's commit, a PDF's date), each replaced by a name for that file, so a
+    ``.sha256`` sidecar or a record of checkpoint hashes (metrics.json) compares equal when its files do."""
+
+    commit: str
+    digests: dict[bytes, bytes] = field(default_factory=dict)
+
+    def text(self, data: bytes) -> tuple[bytes, bytes]:
+        """(``data`` with the commit replaced, then also with known digests replaced)."""
+        data = data.replace(self.commit.encode(), COMMIT_MARK.encode())
+        return data, HEX64.sub(lambda m: self.digests.get(m.group(), m.group()), data)
+
+
+def classify(rel: str, before: Path, after: Path, sides: tuple[Normaliser, Normaliser]) -> tuple[str, str]:
     """(verdict, why) for one file present on both sides: identical, normalised (the kind) or different."""
     a, b = before.read_bytes(), after.read_bytes()
     if a == b:
@@ -276,14 +286,12 @@ def classify(rel: str, before: Path, after: Path, codes: tuple[Code, Code], verd
     if rel.endswith(".pt"):
         where = checkpoint_differs(before, after)
         return ("normalised", "git commit (checkpoint)") if where is None else ("different", where)
-    if rel.endswith(".sha256"):
-        target = rel[: -len(".sha256")]
-        ok = verdicts.get(target, ("",))[0] == "normalised" and sidecar_matches(before) and sidecar_matches(after)
-        return ("normalised", "sha256 of a checkpoint that differs only by its commit") if ok else (
-            "different", "checksum of a file that differs")
-    if without_commit(a, codes[0].commit) == without_commit(b, codes[1].commit):
+    (a_commit, a_all), (b_commit, b_all) = sides[0].text(a), sides[1].text(b)
+    if a_commit == b_commit:
         return "normalised", "git commit (text)"
-    return "different", first_text_difference(a, b)
+    if a_all == b_all:
+        return "normalised", "sha256 of files that differ only as above (text)"
+    return "different", first_text_difference(a_all, b_all)
 
 
 def first_text_difference(a: bytes, b: bytes) -> str:
@@ -295,22 +303,30 @@ def first_text_difference(a: bytes, b: bytes) -> str:
 
 
 def compare_results(before: Path, after: Path, codes: tuple[Code, Code]) -> dict:
-    """Every file under both results/ folders, classified; sidecars after the file they check."""
+    """Every file under both results/ folders, classified. Checkpoints first; a file that records hashes is
+    classified again once the files it hashes are (until nothing changes)."""
     files = lambda root: {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}  # noqa: E731
     names_before, names_after = files(before), files(after)
-    verdicts: dict[str, tuple[str, str]] = {}
-    for rel in sorted(names_before | names_after, key=lambda r: (r.endswith(".sha256"), r)):
-        if rel not in names_after or rel not in names_before:
-            verdicts[rel] = ("different", "only before" if rel in names_before else "only after")
-        else:
-            verdicts[rel] = classify(rel, before / rel, after / rel, codes, verdicts)
+    verdicts = {rel: ("different", "only before" if rel in names_before else "only after")
+                for rel in names_before ^ names_after}
+    sides = (Normaliser(codes[0].commit), Normaliser(codes[1].commit))
+    pending = sorted(names_before & names_after, key=lambda r: (not r.endswith(".pt"), r))
+    while pending:
+        for rel in pending:
+            verdicts[rel] = classify(rel, before / rel, after / rel, sides)
+            if verdicts[rel][0] == "normalised" and not log_or_timing(rel):
+                for side, root in zip(sides, (before, after)):
+                    side.digests[hashlib.sha256((root / rel).read_bytes()).hexdigest().encode()] = \
+                        f"<sha256 of {rel}>".encode()
+        retry = [rel for rel in pending if verdicts[rel][0] == "different"]
+        pending = retry if len(retry) < len(pending) else []  # again only while a pass learnt new digests
     counts = {v: sum(1 for verdict, _ in verdicts.values() if verdict == v) for v in ("identical", "normalised",
                                                                                           "different")}
     kinds: dict[str, int] = {}
     for verdict, why in verdicts.values():
         if verdict == "normalised":
             kinds[why] = kinds.get(why, 0) + 1
-    different = {rel: why for rel, (verdict, why) in verdicts.items() if verdict == "different"}
+    different = {rel: why for rel, (verdict, why) in sorted(verdicts.items()) if verdict == "different"}
     return {"files": len(verdicts), **counts, "normalised_kinds": kinds, "different_files": different}
 
 
@@ -500,9 +516,12 @@ def markdown(result: dict) -> str:
         f"- after: `{a['rev']}` = {a['commit']}{' + uncommitted changes' if a['dirty'] else ''} ({a['path']})", "",
         "Normalised, and only these: the recorded git commit (text files compared with each side's commit replaced "
         f"by `{COMMIT_MARK}`; checkpoints loaded with torch, every tensor compared bit for bit and every other field "
-        "after removing `git_commit`; a checkpoint's `.sha256` when it matches its own file and that file differs "
-        "only by its commit), jobs' logs (`*.log`) and Snakemake `benchmark:` timings (`*.bench.tsv`). The jobs "
-        "run with `GIT_DIR` at their code's checkout, so provenance records that code's commit.", "",
+        "after removing `git_commit`; a sha256 recorded in a text file (`.sha256` sidecars, metrics.json's "
+        "checkpoint hashes) when it is the hash of a file on the same side that differs only by what is normalised "
+        "here), matplotlib's `/CreationDate` in PDFs (the wall clock at saving: it differs between two runs of the "
+        "same code), jobs' logs (`*.log`) and Snakemake `benchmark:` timings (`*.bench.tsv`, "
+        "`results/benchmarks/`). The jobs run with `GIT_DIR` at their code's checkout, so provenance records that "
+        "code's commit.", "",
         "## 1. Every output file under results/", "",
         "| workflow | jobs | files compared | identical | normalised only | different | first differing paths |",
         "|---|---|---|---|---|---|---|",
@@ -535,7 +554,9 @@ def markdown(result: dict) -> str:
     diffs = [(n, r) for n, r in result["plans"].items() if r["diff"]]
     for name, row in diffs:
         lines += ["", f"### {name}: differences (first {len(row['diff'])})", "", "```", *row["diff"], "```"]
-    lines += ["", f"Verdict: **{'everything identical' if result['all_same'] else 'DIFFERENCES FOUND'}**.", ""]
+    verdict = ("unfinished" if not result.get("finished") else
+               "everything identical" if result["all_same"] else "DIFFERENCES FOUND")
+    lines += ["", f"Verdict: **{verdict}** ({result.get('seconds', '?')} s).", ""]
     return "\n".join(lines)
 
 
