@@ -578,13 +578,33 @@ def parse_args() -> argparse.Namespace:
                         help="the workflows to run with both codes, in this order (default: all)")
     parser.add_argument("--reuse-before", metavar="DIR",
                         help="keep the before runs and plans in DIR and reuse those already there")
+    parser.add_argument("--compare-only", action="store_true",
+                        help="compare the last report's folders kept in the --reuse-before DIR again, running nothing")
     parser.add_argument("--md", default=str(REPO / "docs/evidence/same_results.md"))
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/same_results.json"))
     return parser.parse_args()
 
 
+def compare_kept(args: argparse.Namespace) -> None:
+    """``--compare-only``: the last report's workflows compared again from the before and after folders kept in the
+    ``--reuse-before`` DIR (e.g. after a change to this script); runs, replans and plans stay as recorded."""
+    store = Path(args.reuse_before).resolve()
+    result = json.loads(Path(args.out).read_text())
+    codes = (Code("before", store, result["before"]["commit"]), Code("after", store, result["after"]["commit"]))
+    for name in result["runs_after"]:
+        result["outputs"][name] = compare_results(store / "before" / name / "results",
+                                                  store / "after" / name / "results", codes)
+    result["command"] += f"; compared again by python tools/same_results.py {' '.join(sys.argv[1:])}"
+    result["all_same"] = (all(r["different"] == 0 for r in result["outputs"].values())
+                          and all(r["nothing_to_be_done"] for r in result["replans"].values())
+                          and all(r["identical"] for r in result["plans"].values()))
+    write(result, args, final=result.get("finished", False))
+
+
 def main() -> None:
     args = parse_args()
+    if args.compare_only:
+        return compare_kept(args)
     tmp = Path(tempfile.mkdtemp(prefix="same_results."))
     store = Path(args.reuse_before).resolve() if args.reuse_before else tmp
     logs = store / "logs"
