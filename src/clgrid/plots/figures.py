@@ -24,6 +24,18 @@ FORMATS = ("png", "pdf")
 MAX_COLUMNS = 6  # heatmaps per row; a grid of many methods wraps instead of growing one long row
 
 
+
+@contextlib.contextmanager
+def _seeded_jitter(seed: int = 0):
+    """seaborn's strip-plot jitter draws from NumPy's global generator: seed it for this plot only, so the same
+    results always give the same figure bytes, and restore the caller's state."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
 def method_palette(methods: list[str]) -> dict[str, tuple]:
     """A fixed, distinct colour per method, in the grid's method order (tab10, tab20 beyond 10, husl beyond 20)."""
     n = max(len(methods), 1)
@@ -103,7 +115,8 @@ def plot_forgetting(runs: pd.DataFrame, palette: dict, title: str) -> plt.Figure
     fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(order) + 1.5), 3.4), constrained_layout=True)
     sns.barplot(data=runs, x="method", y="forgetting", hue="method", order=order, hue_order=order,
                 palette=palette, errorbar="sd", capsize=0.2, legend=False, ax=ax)
-    sns.stripplot(data=runs, x="method", y="forgetting", order=order, color="black", size=3, ax=ax)
+    with _seeded_jitter():
+        sns.stripplot(data=runs, x="method", y="forgetting", order=order, color="black", size=3, ax=ax)
     ax.set_xlabel("")
     ax.set_ylabel("average forgetting (%)")
     ax.set_title(f"{title}: forgetting (Chaudhry et al. 2018)")
