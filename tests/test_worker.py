@@ -4,6 +4,7 @@ exit code; it dies with its client; edited code gets a new worker; it can be swi
 Each test's worker lives in its own $XDG_RUNTIME_DIR (a temporary folder), so no test meets another's worker or
 a worker a user's grid started."""
 
+import json
 import os
 import shutil
 import signal
@@ -20,9 +21,11 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the warm worker
 
 # The console script's entry point, as bin/clgrid runs it.
 CLIENT = [sys.executable, "-c", "import sys; from clgrid.worker import main; sys.exit(main())"]
-# A client that says on stderr whether a worker ran the job (a wait status) or not (None), after the job's output.
-PROBE = [sys.executable, "-c", "import sys; from clgrid.worker import through_worker; "
-         "status = through_worker(sys.argv[1:]); print(f'STATUS {status}', file=sys.stderr)"]
+# The client, saying on stderr after the job's output whether a worker ran the job (its wait status) or this
+# process did (None).
+PROBE = [sys.executable, "-c", "import sys\nfrom clgrid.worker import through_worker\n"
+         "status = through_worker(sys.argv[1:])\nif status is None:\n    from clgrid.cli import main\n"
+         "    main(sys.argv[1:])\nprint(f'STATUS {status}', file=sys.stderr)"]
 
 
 def worker_env(runtime: Path, **extra) -> dict:
@@ -59,7 +62,7 @@ def start_worker(env: dict) -> int:
     """Start the environment's worker (the first client runs its job itself) and wait until it listens."""
     subprocess.run(CLIENT + ["methods"], env=env, capture_output=True, check=True)
     path = socket_of(env)
-    wait_for(path.exists, 120, "the worker's socket")
+    wait_for(path.exists, 300, "the worker's socket")
     return int(Path(str(path) + ".lock").read_text())
 
 
@@ -71,10 +74,13 @@ def children(pid: int) -> list[int]:
 def warm(tmp_path_factory):
     """A worker that serves the module's tests, stopped at the end."""
     runtime = tmp_path_factory.mktemp("xdg")
-    env = worker_env(runtime, CLGRID_WORKER_IDLE="120")
+    env = worker_env(runtime, CLGRID_WORKER_IDLE="600")
     pid = start_worker(env)
     yield env, pid
-    os.kill(pid, signal.SIGTERM)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # it went idle already
 
 
 def run(cmd, env, cwd=None):
@@ -91,6 +97,34 @@ def test_a_verb_through_the_worker_gives_the_direct_run_bytes_and_code(warm, tmp
     usage_served = run(CLIENT + ["no-such-verb"], env)
     assert usage_served.returncode == usage_direct.returncode == 2
     assert usage_served.stderr == usage_direct.stderr and b"invalid choice" in usage_served.stderr
+
+
+def test_jobs_through_the_worker_write_the_direct_runs_bytes(warm, tmp_path, default_config):
+    """A dataset, a scenario and initial weights (seeded torch ops in the forked child) are the same files."""
+    from clgrid import config as cl
+
+    env, _ = warm
+    outputs = {}
+    for mode, job_env in (("direct", {**env, "CLGRID_WORKER": "0"}), ("served", env)):
+        folder = tmp_path / mode
+        folder.mkdir()
+        data, scenario, init = folder / "digits.npz", folder / "split_digits.json", folder / "init.pt"
+        for argv in (["prepare-dataset", "--spec", json.dumps(cl.dataset_spec(default_config, "digits")),
+                      "--out", str(data)],
+                     ["prepare-scenario", "--spec", json.dumps(cl.scenario_spec(default_config, "split_digits")),
+                      "--data", str(data), "--out", str(scenario)],
+                     ["init", "--spec", json.dumps(cl.init_spec(default_config, "split_digits", "mlp", 0)),
+                      "--scenario", str(scenario), "--out", str(init)]):
+            probe = run(PROBE + argv, job_env)
+            assert probe.stderr.decode().splitlines()[-1] == ("STATUS None" if mode == "direct" else "STATUS 0")
+        outputs[mode] = {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+    assert outputs["served"].keys() == outputs["direct"].keys() and "init.pt" in outputs["direct"]
+    for name, content in outputs["direct"].items():
+        if name.endswith(".json"):  # provenance may name the output's own path: compare it relative
+            content = content.replace(str(tmp_path / "direct").encode(), b"FOLDER")
+            assert outputs["served"][name].replace(str(tmp_path / "served").encode(), b"FOLDER") == content, name
+        else:
+            assert outputs["served"][name] == content, name
 
 
 def test_a_failing_verb_reports_its_code_and_stderr_through_the_worker(warm, tmp_path):

@@ -34,9 +34,8 @@ import sys
 
 IDLE_S = 60.0
 FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
-KEYED_VARS = ("PATH", "LD_LIBRARY_PATH", "LD_PRELOAD", "LANG", "LANGUAGE", "TZ", "GOTO_NUM_THREADS",
-              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMEXPR_MAX_THREADS", "MPLBACKEND", "MPLCONFIGDIR",
-              "TRANSFORMERS_OFFLINE", "XDG_CACHE_HOME")
+KEYED_VARS = ("LD_LIBRARY_PATH", "LD_PRELOAD", "LANG", "LANGUAGE", "TZ", "GOTO_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+              "NUMEXPR_NUM_THREADS", "NUMEXPR_MAX_THREADS", "MPLBACKEND", "MPLCONFIGDIR", "TRANSFORMERS_OFFLINE")
 KEYED_PREFIXES = ("PYTHON", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "CUDA_", "CUBLAS_", "CUDNN_", "NCCL_",
                   "TORCH", "PYTORCH_", "HF_", "LC_")
 # What the worker imports before its first fork: every job's heavy libraries and the modules of the job layer.
@@ -146,11 +145,17 @@ def _send_job(sock, argv: list[str]) -> int | None:
         return None  # the worker refused or died before forking: nothing ran
 
     def forward(signum, frame):
-        sock.sendall(f"{signum}\n".encode())
+        try:
+            sock.sendall(f"{signum}\n".encode())
+        except OSError:
+            pass  # the worker is gone, and its child with it: the wait below ends
 
     for name in FORWARDED:
         signal.signal(getattr(signal, name), forward)
-    last = next(replies, "")
+    try:
+        last = next(replies, "")
+    except OSError:
+        last = ""
     for name in FORWARDED:
         signal.signal(getattr(signal, name), signal.SIG_DFL if name != "SIGINT" else signal.default_int_handler)
     if last.startswith("exit "):
@@ -255,7 +260,7 @@ def _exit(job: Job) -> None:
 
     interrupted = False
     try:
-        code = job.run()
+        code = _system_exit_code(job.run())  # what sys.exit(main()) in the console script makes of it
     except SystemExit as stop:
         code = _system_exit_code(stop.code)
     except KeyboardInterrupt:
