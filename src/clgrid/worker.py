@@ -38,13 +38,14 @@ KEYED_VARS = ("LD_LIBRARY_PATH", "LD_PRELOAD", "LANG", "LANGUAGE", "TZ", "GOTO_N
               "NUMEXPR_NUM_THREADS", "NUMEXPR_MAX_THREADS", "MPLBACKEND", "MPLCONFIGDIR", "TRANSFORMERS_OFFLINE")
 KEYED_PREFIXES = ("PYTHON", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "CUDA_", "CUBLAS_", "CUDNN_", "NCCL_",
                   "TORCH", "PYTORCH_", "HF_", "LC_")
-# What the worker imports before its first fork: every job's heavy libraries and the modules of the job layer.
-# A module missing here (renamed, an optional extra) is skipped; the child imports what it needs, as a fresh
-# process would.
-PREIMPORTS = ("torch", "numpy", "clgrid.cli", "clgrid.doctor", "clgrid.io", "clgrid.jobs", "clgrid.train",
-              "clgrid.evaluate", "clgrid.metrics", "clgrid.methods", "clgrid.models", "clgrid.data.datasets",
-              "clgrid.data.scenarios", "clgrid.data.transforms", "clgrid.analysis.cka", "clgrid.analysis.features",
-              "clgrid.analysis.probe", "clgrid.analysis.rankme", "clgrid.plots.tables", "clgrid.plots.figures")
+# What the worker imports before its first fork: every job's heavy libraries and the modules of the job layer
+# (torch._dynamo: constructing a torch.optim optimizer imports it, ~1.8 s). A module missing here (renamed, an
+# optional extra) is skipped; the child imports what it needs, as a fresh process would.
+PREIMPORTS = ("torch", "torch._dynamo", "numpy", "clgrid.cli", "clgrid.doctor", "clgrid.io", "clgrid.jobs",
+              "clgrid.train", "clgrid.evaluate", "clgrid.metrics", "clgrid.methods", "clgrid.models",
+              "clgrid.data.datasets", "clgrid.data.scenarios", "clgrid.data.transforms", "clgrid.analysis.cka",
+              "clgrid.analysis.features", "clgrid.analysis.probe", "clgrid.analysis.rankme", "clgrid.plots.tables",
+              "clgrid.plots.figures")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,7 +137,8 @@ def _send_job(sock, argv: list[str]) -> int | None:
     umask = os.umask(0o022)
     os.umask(umask)
     request = marshal.dumps({"argv": argv, "argv0": sys.argv[0], "cwd": os.getcwd(), "env": dict(os.environ),
-                             "umask": umask, "affinity": sorted(os.sched_getaffinity(0)), "ignored": _ignored_signals()})
+                             "umask": umask, "affinity": sorted(os.sched_getaffinity(0)),
+                             "ignored": _ignored_signals()})
     socket.send_fds(sock, [len(request).to_bytes(8, "little")], [0, 1, 2])
     sock.sendall(request)
     replies = _lines(sock)
@@ -211,6 +213,7 @@ def _exit_like(status: int) -> int:
 def _start_worker(path: str) -> None:
     """Start a detached worker for ``path`` unless one is already starting (its lock is held)."""
     import fcntl
+    from subprocess import _args_from_interpreter_flags
 
     fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -219,6 +222,7 @@ def _start_worker(path: str) -> None:
         return  # a worker holds the lock: it is still importing, or between our connect and now
     finally:
         os.close(fd)
+    flags = _args_from_interpreter_flags()  # -O, -X ..., -W ...: the worker runs as this interpreter runs
     idle = float(os.environ.get("CLGRID_WORKER_IDLE", IDLE_S))
     code = f"import sys; sys.path[:] = {sys.path!r}; from clgrid.worker import worker_process; " \
            f"worker_process({path!r}, {idle!r})"
@@ -233,7 +237,7 @@ def _start_worker(path: str) -> None:
                 for target in (0, 1, 2):
                     os.dup2(null, target)
                 os.chdir("/")
-                os.execv(sys.executable, [sys.executable, "-c", code])
+                os.execv(sys.executable, [sys.executable, *flags, "-c", code])
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
@@ -464,6 +468,8 @@ class _Server:
 
     def _client_message(self, job: dict) -> None:
         """Signals the client forwards, or its end of the connection: then the child dies with it."""
+        if job["pidfd"] not in self.jobs:
+            return  # reaped in this same round of events: its pid may already be someone else's
         try:
             data = job["conn"].recv(256)
         except OSError:
@@ -486,7 +492,7 @@ class _Server:
             pass
         try:
             self.selector.unregister(job["conn"])
-        except KeyError:
+        except (KeyError, ValueError):
             pass
         self.selector.unregister(job["pidfd"])
         job["conn"].close()
