@@ -181,11 +181,13 @@ def test_edited_code_gets_a_new_worker(tmp_path):
 
 @pytest.mark.parametrize("off", [{"CLGRID_WORKER": "0"}, {"SLURM_JOB_ID": "42"}])
 def test_the_worker_is_bypassed_when_off_or_under_slurm(tmp_path, off):
-    env = worker_env(tmp_path, **off)
-    served = run(PROBE + ["methods"], env)
-    assert served.stderr.decode().strip() == "STATUS None"
-    assert run(CLIENT + ["methods"], env).returncode == 0
-    assert list(tmp_path.iterdir()) == []  # no socket, no lock: no worker was started
+    runtime = tmp_path / "xdg"
+    runtime.mkdir()
+    env = worker_env(runtime, **off)
+    argv = ["tables", "--metrics", str(tmp_path / "missing.json"), "--out-dir", str(tmp_path / "tables")]
+    direct = run(PROBE + argv, env)  # a verb that imports no torch: fast
+    assert direct.stderr.decode().splitlines()[-1] == "STATUS None" and b"missing file" in direct.stderr
+    assert list(runtime.iterdir()) == []  # no socket, no lock: no worker was started
 
 
 def test_an_idle_worker_exits_and_leaves_nothing(tmp_path):
