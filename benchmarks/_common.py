@@ -52,9 +52,46 @@ def checkout(rev: str, dest: Path) -> Path:
 
 
 def code_env(code: Path) -> dict:
-    """An environment whose ``clgrid`` (CLI and package) is the one in ``code``/src, on this interpreter's PATH."""
+    """An environment whose ``clgrid`` (CLI and package) is the one in ``code``/src, with this interpreter.
+
+    The ``clgrid`` first on PATH is the console script ``code``'s own pyproject.toml declares (since issue 19
+    ``clgrid.worker:main``, the warm worker's client; before it ``clgrid.cli:main``), written for this
+    interpreter: the installed bin/clgrid is the entry point of whichever checkout was installed last."""
     return {**os.environ, "PYTHONPATH": str(code / "src"), "HF_HUB_OFFLINE": "1",
-            "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
+            "PATH": os.pathsep.join([str(console_script(code)), os.path.dirname(sys.executable),
+                                     os.environ.get("PATH", "")])}
+
+
+def console_script(code: Path) -> Path:
+    """A folder holding ``clgrid`` as ``code``'s pyproject.toml declares it, run by this interpreter."""
+    import hashlib
+    import tempfile
+    import tomllib
+
+    entry = tomllib.loads((code / "pyproject.toml").read_text())["project"]["scripts"]["clgrid"]
+    module, function = entry.split(":")
+    tag = hashlib.sha256(f"{sys.executable}\0{entry}".encode()).hexdigest()[:12]
+    folder = Path(tempfile.gettempdir()) / f"clgrid-bench-bin-{tag}"
+    folder.mkdir(exist_ok=True)
+    script = folder / "clgrid"
+    text = f"#!{sys.executable}\nimport sys\nfrom {module} import {function}\nsys.exit({function}())\n"
+    if not script.exists() or script.read_text() != text:
+        tmp = folder / f".clgrid.{os.getpid()}"
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        tmp.replace(script)
+    return folder
+
+
+def stop_workers(runtime: Path) -> None:
+    """Stop the warm workers whose sockets are in ``runtime`` (their lock files hold their pids)."""
+    import signal
+
+    for lock in runtime.glob("clgrid-*.sock.lock"):
+        try:
+            os.kill(int(lock.read_text().strip()), signal.SIGTERM)
+        except (ValueError, OSError):
+            continue
 
 
 class Worker:

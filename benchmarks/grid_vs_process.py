@@ -3,7 +3,11 @@
 The baseline is benchmarks/plain_grid.py: the same 30 runs (data, model, epochs, batch size, methods) trained one
 after another in one process pinned to one core, measured in this run. Against it, Snakemake runs the grid from an
 empty results/ on 2 cores, for the code before this change (a git worktree at ``--before-rev``, whose ``clgrid``
-jobs import from that worktree) and for this checkout:
+jobs import from that worktree) and for this checkout. Each side's jobs run the ``clgrid`` console script its own
+pyproject.toml declares (``_common.code_env``): after issue 19 that is the warm worker's client
+(``clgrid.worker:main``, docs/speed.md), so "after" pays one torch import per grid instead of one per job. Every
+grid starts cold: its own $XDG_RUNTIME_DIR, so no worker of an earlier measurement serves it, and its worker is
+stopped when it ends.
 
 - ``to table``: ``snakemake --cores 2 results/tables/summary.csv``: every run trained, evaluated after every task,
   its metrics and the results tables (what the plain script computes, plus checkpoints and provenance);
@@ -30,9 +34,9 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, checkout, code_env, copy_workflow, machine  # noqa: E402
+from _common import REPO, checkout, code_env, copy_workflow, machine, stop_workers  # noqa: E402
 
-BEFORE_REV = "58d293e"  # main before the speed work (issue 12)
+BEFORE_REV = "23406c2"  # main before issue 19 (one torch import per job)
 
 
 def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, str]:
@@ -48,8 +52,13 @@ def grid(code: Path, root: Path, target: list[str], config: list[str] = ()) -> d
     """Run ``code``'s workflow from an empty results/ in ``root`` on 2 cores; wall time, jobs, mean final ACC."""
     copy_workflow(code, root)
     configs = ["--configfile", *config] if config else []
-    seconds, log = timed([sys.executable, "-m", "snakemake", "--cores", "2", *target, *configs], root,
-                         code_env(code))
+    runtime = root / "xdg_runtime"  # this grid's own warm worker: none left warm by an earlier measurement
+    runtime.mkdir(mode=0o700)
+    try:
+        seconds, log = timed([sys.executable, "-m", "snakemake", "--cores", "2", *target, *configs], root,
+                             {**code_env(code), "XDG_RUNTIME_DIR": str(runtime)})
+    finally:
+        stop_workers(runtime)
     steps = re.findall(r"(\d+) of (\d+) steps \(100%\) done", log)
     runs = pd.read_csv(root / "results/tables/runs.csv")
     acc = runs.groupby(["benchmark", "method"])["acc"].mean().round(2)

@@ -1,9 +1,11 @@
 """Per-job start-up cost of the DAG's jobs, against a bare ``import torch`` measured in the same run.
 
 A grid is hundreds of small jobs, so what a job pays before and after its training matters as much as the
-training. Measures: a one-task ``clgrid train`` job with the code before the speed work (``--before-rev``, a git
-worktree) and now; five one-task jobs against one job training the run's five tasks (``tasks_per_job``); the
-metrics job; and which heavy optional libraries (open_clip, transformers, peft, faiss, seaborn, ...) each kind of
+training. Measures: a one-task ``clgrid train`` job with the code before issue 19 (``--before-rev``, a git
+worktree) and now, run directly (as ``CLGRID_WORKER=0`` or under SLURM) and through a warm worker (the console
+script's default since issue 19: the job is forked from a process that imported torch once, docs/speed.md); five
+one-task jobs against one job training the run's five tasks (``tasks_per_job``); the metrics job; the client's own
+start-up; and which heavy optional libraries (open_clip, transformers, peft, faiss, seaborn, ...) each kind of
 job imports (a digits job must import none it does not use). Prints medians and ratios and writes
 ``benchmarks/results/job_overhead.json``.
 
@@ -24,9 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _common import checkout, code_env, machine  # noqa: E402
+from _common import checkout, code_env, console_script, machine, stop_workers  # noqa: E402
 
-BEFORE_REV = "58d293e"  # main before the speed work (issue 12)
+BEFORE_REV = "23406c2"  # main before issue 19 (one torch import per job)
 HEAVY = ("open_clip", "transformers", "peft", "faiss", "pytorch_metric_learning", "seaborn", "matplotlib",
          "sklearn", "scipy", "pandas", "torchvision", "torch._dynamo", "torch._inductor")
 # Runs a clgrid verb in this interpreter, then prints which of HEAVY it imported.
@@ -42,6 +44,15 @@ def wall(cmd: list[str], repeats: int, env: dict | None = None) -> float:
         subprocess.run(cmd, check=True, capture_output=True, env=env)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def wait_until_listening(runtime: Path, timeout: float = 300) -> None:
+    """Until the warm worker the first client started has imported torch and listens."""
+    deadline = time.monotonic() + timeout
+    while not list(runtime.glob("clgrid-*.sock")):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no warm worker listening in {runtime} after {timeout} s")
+        time.sleep(0.1)
 
 
 def imported(verb_args: list[str]) -> list[str]:
@@ -85,6 +96,10 @@ def main() -> None:
                str(scenario), "--data", str(data), "--states", *states, "--evals", *evals, "--out", str(work / "a.json")]
     py = [sys.executable, "-c"]
     before = checkout(args.before_rev, work / "before_code")
+    runtime = work / "xdg"  # the warm worker of this benchmark alone, kept warm through every measurement
+    runtime.mkdir(mode=0o700)
+    warm_env = {**code_env(REPO), "XDG_RUNTIME_DIR": str(runtime), "CLGRID_WORKER_IDLE": "900"}
+    client = [str(console_script(REPO) / "clgrid")]
     cases = {
         "python_bare": (py + ["pass"], None),
         "import_torch (baseline)": (py + ["import torch"], None),
@@ -92,12 +107,18 @@ def main() -> None:
         "clgrid train, 1 task": (clgrid + one_task, code_env(REPO)),
         "clgrid train, 5 tasks in one job": (clgrid + whole_run, code_env(REPO)),
         "clgrid metrics (no torch import)": (clgrid + metrics, code_env(REPO)),
+        "clgrid train, 1 task, warm worker": (client + one_task, warm_env),
+        "clgrid train, 5 tasks in one job, warm worker": (client + whole_run, warm_env),
+        "clgrid metrics, warm worker": (client + metrics, warm_env),
+        "clgrid client alone (import clgrid.worker)": (py + ["import clgrid.worker"], code_env(REPO)),
     }
-    for cmd, env in cases.values():  # warm the file cache
+    for cmd, env in cases.values():  # warm the file cache; the first client starts the worker
         subprocess.run(cmd, check=True, capture_output=True, env=env)
+    wait_until_listening(runtime)
     results = {name: wall(cmd, args.repeats, env) for name, (cmd, env) in cases.items()}
     results["clgrid train, 5 one-task jobs (5 x 1 task)"] = 5 * results["clgrid train, 1 task"]
     results["clgrid train, 5 one-task jobs, before"] = 5 * results["clgrid train, 1 task, before"]
+    results["clgrid train, 5 one-task jobs, warm worker"] = 5 * results["clgrid train, 1 task, warm worker"]
     base = results["import_torch (baseline)"]
     print(f"median wall time of {args.repeats} runs; ratio against a bare `import torch` ({base:.2f} s)")
     for name, seconds in results.items():
@@ -107,6 +128,7 @@ def main() -> None:
     heavy = {"train (digits, MLP)": imported(one_task), "metrics": imported(metrics), "analyze": imported(analyze)}
     for verb, modules in heavy.items():
         print(f"  {verb:24s} imports {', '.join(modules) or 'none'} of {', '.join(HEAVY)}")
+    stop_workers(runtime)
     subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)], capture_output=True)
     record = {
         "benchmark": "job_overhead",

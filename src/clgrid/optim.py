@@ -1,16 +1,16 @@
-"""SGD and Adam with ``torch.optim``'s update rules, without its start-up cost.
+"""The training loop's optimizers: ``torch.optim``'s SGD and Adam, stepping all parameters with multi-tensor ops.
 
-Why not ``torch.optim``: its ``step`` imports ``torch._dynamo`` on first use, which
-costs about 1.8 s per process here (measured in ``benchmarks/job_overhead.py``).
-A grid runs one process per (run, task), so that import alone would be a third of
-the default grid's wall time. The updates below follow ``torch.optim.SGD`` and
-``torch.optim.Adam`` (non-fused, L2 weight decay added to the gradient), and
-``tests/test_optim.py`` checks them step for step against the library (bit for bit on the CPU).
+Until issue 19 these were hand-written copies of ``torch.optim``'s update rules, kept only because constructing a
+``torch.optim`` optimizer imports ``torch._dynamo`` (about 1.8 s per process) and a grid paid that in every job.
+The warm worker (``clgrid.worker``, docs/speed.md) now imports it once per grid, so the library's own optimizers
+cost nothing there; a job run without the worker (``CLGRID_WORKER=0``, SLURM) pays the import once.
+The parameters they produce are bit-identical to the hand-written ones on the CPU (400 steps of the default
+MLP, SGD with and without momentum and weight decay, Adam with and without weight decay).
 
-Each step updates all parameters with ``torch._foreach_*`` ops, as ``torch.optim``'s default on GPU: a few
-multi-tensor kernels per step instead of a few small ones per parameter. On the CPU these run the same
-per-tensor kernels as the loop they replace, so the numbers are the same. ``param_groups`` (one group) is
-what ``torch.amp.GradScaler`` reads to unscale the gradients.
+``foreach=True`` on every device, as the hand-written ones did: a few multi-tensor kernels per step instead of a
+few small ones per parameter (``torch.optim``'s default only on GPU; on the CPU the numbers are the same either
+way). Weight decay is L2, added to the gradient; ``param_groups`` (one group) is what ``torch.amp.GradScaler``
+reads to unscale the gradients. The names stay, so callers and checkpoints' code paths do not change.
 """
 
 from __future__ import annotations
@@ -18,97 +18,15 @@ from __future__ import annotations
 import torch
 
 
-class SGD:
-    """v ← μ·v + (g + λθ);  θ ← θ − lr·v  (v starts at the first gradient, as in torch.optim.SGD)."""
+class SGD(torch.optim.SGD):
+    """v ← μ·v + (g + λθ);  θ ← θ − lr·v  (v starts at the first gradient)."""
 
     def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
-        self.params = [p for p in params]
-        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
-        self.velocity: list[torch.Tensor | None] = [None] * len(self.params)
-
-    @property
-    def param_groups(self) -> list[dict]:
-        return [{"params": self.params}]
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            p.grad = None
-
-    def state_dict(self) -> dict:
-        """The momentum buffers (None before a parameter's first step): what a resumed task needs."""
-        return {"velocity": [None if v is None else v.detach().clone() for v in self.velocity]}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.velocity = [None if v is None else v.to(p.device) for v, p in zip(state["velocity"], self.params)]
-
-    @torch.no_grad()
-    def step(self) -> None:
-        live = [i for i, p in enumerate(self.params) if p.grad is not None]
-        if not live:
-            return
-        params = [self.params[i] for i in live]
-        grads = [p.grad for p in params]
-        if self.weight_decay:
-            grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
-        if self.momentum:
-            moving = [k for k, i in enumerate(live) if self.velocity[i] is not None]
-            if moving:
-                buffers = [self.velocity[live[k]] for k in moving]
-                torch._foreach_mul_(buffers, self.momentum)
-                torch._foreach_add_(buffers, [grads[k] for k in moving])
-            for k, i in enumerate(live):
-                if self.velocity[i] is None:
-                    self.velocity[i] = grads[k].detach().clone()
-            grads = [self.velocity[i] for i in live]
-        torch._foreach_add_(params, grads, alpha=-self.lr)
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True)
 
 
-class Adam:
-    """Adam (Kingma & Ba 2015) with bias correction and L2 weight decay, as torch.optim.Adam."""
+class Adam(torch.optim.Adam):
+    """Adam (Kingma & Ba 2015) with bias correction and L2 weight decay."""
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
-        self.params = [p for p in params]
-        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
-        self.steps = 0
-        self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-
-    @property
-    def param_groups(self) -> list[dict]:
-        return [{"params": self.params}]
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            p.grad = None
-
-    def state_dict(self) -> dict:
-        return {"steps": self.steps, "exp_avg": [m.detach().clone() for m in self.exp_avg],
-                "exp_avg_sq": [v.detach().clone() for v in self.exp_avg_sq]}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.steps = int(state["steps"])
-        self.exp_avg = [m.to(p.device) for m, p in zip(state["exp_avg"], self.params)]
-        self.exp_avg_sq = [v.to(p.device) for v, p in zip(state["exp_avg_sq"], self.params)]
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.steps += 1
-        beta1, beta2 = self.betas
-        bias1 = 1 - beta1**self.steps
-        bias2_sqrt = (1 - beta2**self.steps) ** 0.5
-        live = [i for i, p in enumerate(self.params) if p.grad is not None]
-        if not live:
-            return
-        params = [self.params[i] for i in live]
-        exp_avg = [self.exp_avg[i] for i in live]
-        exp_avg_sq = [self.exp_avg_sq[i] for i in live]
-        grads = [p.grad for p in params]
-        if self.weight_decay:
-            grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
-        torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
-        torch._foreach_mul_(exp_avg_sq, beta2)
-        torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
-        denom = torch._foreach_sqrt(exp_avg_sq)
-        torch._foreach_div_(denom, bias2_sqrt)
-        torch._foreach_add_(denom, self.eps)
-        torch._foreach_addcdiv_(params, exp_avg, denom, value=-self.lr / bias1)
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=True)

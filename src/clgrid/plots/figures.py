@@ -7,6 +7,7 @@ fixed to 0–100 so heatmaps of different methods compare.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import matplotlib
