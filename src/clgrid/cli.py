@@ -50,12 +50,18 @@ def _model_job(p: argparse.ArgumentParser) -> None:
 # Each verb: (help, argument builder, handler). A builder adds the verb's arguments to its parser; a handler runs
 # the verb from the parsed arguments, importing what it needs (so `clgrid metrics` never imports torch).
 
+def _job(function: str, *arguments: str) -> Callable[[argparse.Namespace], None]:
+    """The handler of a job verb: ``clgrid.jobs.<function>`` called with these parsed arguments, in this order."""
+    def handler(args: argparse.Namespace) -> None:
+        from clgrid import jobs
+
+        getattr(jobs, function)(*(getattr(args, name) for name in arguments))
+
+    return handler
+
+
 def _no_arguments(p: argparse.ArgumentParser) -> None:
     pass
-
-
-def _methods(args: argparse.Namespace) -> None:
-    print(list_methods())
 
 
 def _download_dataset_args(p: argparse.ArgumentParser) -> None:
@@ -63,11 +69,6 @@ def _download_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--raw-dir", required=True, help="folder the raw files go to (data_root/<dataset>)")
     p.add_argument("--marker", required=True, help="file written when the download finished")
 
-
-def _download_dataset(args: argparse.Namespace) -> None:
-    from clgrid import jobs
-
-    jobs.download_dataset(args.dataset, args.raw_dir, args.marker)
 
 
 def _prepare_dataset_args(p: argparse.ArgumentParser) -> None:
@@ -77,11 +78,6 @@ def _prepare_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
 
 
-def _prepare_dataset(args: argparse.Namespace) -> None:
-    from clgrid import jobs
-
-    jobs.prepare_dataset(args.spec, args.out, args.raw_dir)
-
 
 def _prepare_scenario_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", type=_typed("ScenarioSpec"), required=True)
@@ -89,22 +85,12 @@ def _prepare_scenario_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
 
 
-def _prepare_scenario(args: argparse.Namespace) -> None:
-    from clgrid import jobs
-
-    jobs.prepare_scenario(args.spec, args.data, args.out)
-
 
 def _init_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", type=_typed("RunSpec"), required=True)
     p.add_argument("--scenario", required=True)
     p.add_argument("--out", required=True)
 
-
-def _init(args: argparse.Namespace) -> None:
-    from clgrid import jobs
-
-    jobs.init_model(args.spec, args.scenario, args.out)
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -127,23 +113,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                                                               "to its own")
 
 
-def _train(args: argparse.Namespace) -> None:
-    from clgrid import jobs
-
-    jobs.train_tasks(args.spec, args.scenario, args.data, args.prev, args.task, args.out_state, args.out_eval,
-                     args.threads, args.placement, args.workers, args.checkpoint_every, args.features, args.task_logs)
-
 
 def _extract_features_args(p: argparse.ArgumentParser) -> None:
     _model_job(p)
     p.add_argument("--init", required=True, help="the initial model whose (frozen) backbone computes the features")
     p.add_argument("--out", required=True)
 
-
-def _extract_features(args: argparse.Namespace) -> None:
-    from clgrid import jobs
-
-    jobs.extract_features(args.spec, args.scenario, args.data, args.init, args.out, args.threads)
 
 
 def _download_weights_args(p: argparse.ArgumentParser) -> None:
@@ -167,11 +142,6 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
 
 
-def _evaluate(args: argparse.Namespace) -> None:
-    from clgrid import jobs
-
-    jobs.evaluate(args.spec, args.scenario, args.data, args.state, args.out, args.threads)
-
 
 def _metrics_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", type=_typed("RunSpec"), required=True)
@@ -181,11 +151,6 @@ def _metrics_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
 
 
-def _metrics(args: argparse.Namespace) -> None:
-    from clgrid import jobs
-
-    jobs.run_metrics(args.spec, args.init_eval, args.evals, args.out, args.states)
-
 
 def _analyze_args(p: argparse.ArgumentParser) -> None:
     _model_job(p)
@@ -193,11 +158,6 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--evals", nargs="+", required=True, help="eval.json of tasks 0..T-1, in order")
     p.add_argument("--out", required=True)
 
-
-def _analyze(args: argparse.Namespace) -> None:
-    from clgrid import jobs
-
-    jobs.analyze_run(args.spec, args.scenario, args.data, args.states, args.evals, args.out, args.threads)
 
 
 def _compare_runs_args(p: argparse.ArgumentParser) -> None:
@@ -208,12 +168,6 @@ def _compare_runs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--other-states", nargs="+", required=True, help="state.pt of tasks 0..T-1 of the second run")
     p.add_argument("--out", required=True)
 
-
-def _compare_runs(args: argparse.Namespace) -> None:
-    from clgrid import jobs
-
-    jobs.compare_runs(args.spec, args.other_spec, args.scenario, args.data, args.states, args.other_states,
-                      args.out, args.threads)
 
 
 def _tables_args(p: argparse.ArgumentParser) -> None:
@@ -340,24 +294,32 @@ def _install_profile(args: argparse.Namespace) -> None:
 
 
 VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]] = {
-    "methods": ("list the registered CL methods, their papers and default hyperparameters", _no_arguments, _methods),
+    "methods": ("list the registered CL methods, their papers and default hyperparameters", _no_arguments,
+                lambda args: print(list_methods())),
     "download-dataset": ("fetch a registered dataset's raw files (needs network)", _download_dataset_args,
-                         _download_dataset),
+                         _job("download_dataset", "dataset", "raw_dir", "marker")),
     "prepare-dataset": ("write a dataset's uniform form: one .npz and its sha256 sidecar", _prepare_dataset_args,
-                        _prepare_dataset),
-    "prepare-scenario": ("split a benchmark's datasets into tasks (JSON)", _prepare_scenario_args, _prepare_scenario),
-    "init": ("initial weights of a (benchmark, backbone, seed)", _init_args, _init),
+                        _job("prepare_dataset", "spec", "out", "raw_dir")),
+    "prepare-scenario": ("split a benchmark's datasets into tasks (JSON)", _prepare_scenario_args,
+                         _job("prepare_scenario", "spec", "data", "out")),
+    "init": ("initial weights of a (benchmark, backbone, seed)", _init_args,
+             _job("init_model", "spec", "scenario", "out")),
     "train": ("train tasks one after another from the previous task's state, evaluating after each", _train_args,
-              _train),
+              _job("train_tasks", "spec", "scenario", "data", "prev", "task", "out_state", "out_eval", "threads",
+                   "placement", "workers", "checkpoint_every", "features", "task_logs")),
     "extract-features": ("a frozen backbone's features of every task split, computed once", _extract_features_args,
-                         _extract_features),
+                         _job("extract_features", "spec", "scenario", "data", "init", "out", "threads")),
     "download-weights": ("fetch a backbone's pretrained weights into their cache (needs network; the "
                          "download_weights rule runs it)", _download_weights_args, _download_weights),
-    "evaluate": ("accuracy of a checkpoint on every task", _evaluate_args, _evaluate),
-    "metrics": ("accuracy matrix and CL metrics of one run", _metrics_args, _metrics),
-    "analyze": ("CKA, RankMe and linear probe over every checkpoint of a run", _analyze_args, _analyze),
+    "evaluate": ("accuracy of a checkpoint on every task", _evaluate_args,
+                 _job("evaluate", "spec", "scenario", "data", "state", "out", "threads")),
+    "metrics": ("accuracy matrix and CL metrics of one run", _metrics_args,
+                _job("run_metrics", "spec", "init_eval", "evals", "out", "states")),
+    "analyze": ("CKA, RankMe and linear probe over every checkpoint of a run", _analyze_args,
+                _job("analyze_run", "spec", "scenario", "data", "states", "evals", "out", "threads")),
     "compare-runs": ("cross-run CKA: two runs' checkpoints after each task, layer by layer", _compare_runs_args,
-                     _compare_runs),
+                     _job("compare_runs", "spec", "other_spec", "scenario", "data", "states", "other_states", "out",
+                          "threads")),
     "tables": ("CSV, Markdown and LaTeX tables of every run", _tables_args, _tables),
     "figures": ("figures of one benchmark × backbone (PNG and PDF)", _figures_args, _figures),
     "analysis-figures": ("CKA, RankMe and probe figures of one benchmark × backbone", _analysis_figures_args,

@@ -90,58 +90,25 @@ def analyze_run(spec: RunSpec, ctx: JobContext, states: list[str], acc_matrix: l
     sets), so every checkpoint, method and seed is measured on the same inputs.
     """
     import numpy as np
-    import torch
 
     from clgrid import metrics
-    from clgrid.analysis.cka import layer_cka_matrix
-    from clgrid.analysis.features import default_layers, layer_features
-    from clgrid.analysis.probe import fit_linear_probe
-    from clgrid.analysis.rankme import rankme
+    from clgrid.analysis.features import default_layers
 
     cfg = spec.analysis
     n_tasks = len(ctx.scenario["tasks"])
     if len(states) != n_tasks:
         raise ValueError(f"expected one state per task ({n_tasks}), got {len(states)}")
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(0)  # draws the evaluation set, then each task's probe samples, in that order
     tests = [ctx.task_data(i, "test") for i in range(n_tasks)]
     x_eval = _analysis_inputs(ctx, tests, cfg["n_samples"], rng)
     trains = [ctx.task_data(i, "train") for i in range(n_tasks)]
-
     models, diverged = _load_checkpoints(ctx, states)  # with a diverged run, the tasks before it: NaN after
     layers = cfg["layers"] or default_layers(models[0] if models else ctx.build_model())
-    feats = [layer_features(m, x_eval, layers) for m in models]
-
-    cka_to_first: dict[str, list[float]] = {layer: [] for layer in layers}
-    layer_map = np.full((len(layers), len(layers)), np.nan)
+    cka_to_first, layer_map = _cka_to_first(models, x_eval, layers, cfg["cka_batch_size"], n_tasks, diverged)
+    rankmes, probe_accs = _rankme_and_probe(spec, models, x_eval, trains, tests, rng)
     for t in range(len(models)):
-        matrix = layer_cka_matrix(feats[0], feats[t], layers, cfg["cka_batch_size"])
-        for i, layer in enumerate(layers):
-            cka_to_first[layer].append(float(matrix[i, i]))
-        layer_map = matrix
-    if diverged:
-        layer_map = np.full((len(layers), len(layers)), np.nan)
-        cka_to_first = {layer: _padded(v, n_tasks) for layer, v in cka_to_first.items()}
-
-    rankmes, probe_accs = [], []
-    for t, model in enumerate(models):
-        with torch.no_grad():
-            rankmes.append(rankme(model.features(x_eval).flatten(1).cpu().numpy()))
-            seen_x = torch.cat([d.x for d in trains[: t + 1]])
-            seen_y = torch.cat([d.y for d in trains[: t + 1]])
-            take = torch.from_numpy(
-                np.sort(rng.choice(len(seen_y), size=min(cfg["probe_samples"], len(seen_y)), replace=False))
-            )
-            train_feats = model.features(seen_x[take.to(seen_x.device)]).flatten(1).cpu().numpy()
-            take = take.to(seen_y.device)
-            test_feats = [model.features(d.x).flatten(1).cpu().numpy() for d in tests[: t + 1]]
-        probe = fit_linear_probe(train_feats, seen_y[take].cpu().numpy(), cfg["probe_c"], spec.seed)
-        # Mean of per-task accuracies, as A_t of the head, so the two compare.
-        probe_accs.append(float(np.mean([
-            100.0 * np.mean(probe(f) == d.y.cpu().numpy()) for f, d in zip(test_feats, tests[: t + 1])
-        ])))
-        log.info("after task %d: RankMe %.1f, probe %.1f%%, CKA to task 1 %s", t, rankmes[-1], probe_accs[-1],
+        log.info("after task %d: RankMe %.1f, probe %.1f%%, CKA to task 1 %s", t, rankmes[t], probe_accs[t],
                  " ".join(f"{l}={cka_to_first[l][t]:.2f}" for l in layers))
-
     result = {
         **spec.identity(),
         "layers": layers,
@@ -156,3 +123,54 @@ def analyze_run(spec: RunSpec, ctx: JobContext, states: list[str], acc_matrix: l
     if diverged:
         result["diverged"] = diverged
     return result
+
+
+def _cka_to_first(models: list, x_eval, layers: list[str], batch_size: int, n_tasks: int, diverged):
+    """Each layer's CKA between the first checkpoint and every later one, and the layer-by-layer CKA map of the
+    first against the last (NaN when the run diverged: its last checkpoint is not the run's end)."""
+    import numpy as np
+
+    from clgrid.analysis.cka import layer_cka_matrix
+    from clgrid.analysis.features import layer_features
+
+    feats = [layer_features(m, x_eval, layers) for m in models]
+    cka_to_first: dict[str, list[float]] = {layer: [] for layer in layers}
+    layer_map = np.full((len(layers), len(layers)), np.nan)
+    for t in range(len(models)):
+        matrix = layer_cka_matrix(feats[0], feats[t], layers, batch_size)
+        for i, layer in enumerate(layers):
+            cka_to_first[layer].append(float(matrix[i, i]))
+        layer_map = matrix
+    if diverged:
+        layer_map = np.full((len(layers), len(layers)), np.nan)
+        cka_to_first = {layer: _padded(v, n_tasks) for layer, v in cka_to_first.items()}
+    return cka_to_first, layer_map
+
+
+def _rankme_and_probe(spec: RunSpec, models: list, x_eval, trains: list, tests: list, rng):
+    """Per checkpoint: RankMe of its features on the evaluation set, and the accuracy of a linear probe trained on
+    a sample of the tasks seen so far (mean of per-task accuracies, as A_t of the head, so the two compare)."""
+    import numpy as np
+    import torch
+
+    from clgrid.analysis.probe import fit_linear_probe
+    from clgrid.analysis.rankme import rankme
+
+    cfg = spec.analysis
+    rankmes, probe_accs = [], []
+    for t, model in enumerate(models):
+        with torch.no_grad():
+            rankmes.append(rankme(model.features(x_eval).flatten(1).cpu().numpy()))
+            seen_x = torch.cat([d.x for d in trains[: t + 1]])
+            seen_y = torch.cat([d.y for d in trains[: t + 1]])
+            take = torch.from_numpy(
+                np.sort(rng.choice(len(seen_y), size=min(cfg["probe_samples"], len(seen_y)), replace=False))
+            )
+            train_feats = model.features(seen_x[take.to(seen_x.device)]).flatten(1).cpu().numpy()
+            take = take.to(seen_y.device)
+            test_feats = [model.features(d.x).flatten(1).cpu().numpy() for d in tests[: t + 1]]
+        probe = fit_linear_probe(train_feats, seen_y[take].cpu().numpy(), cfg["probe_c"], spec.seed)
+        probe_accs.append(float(np.mean([
+            100.0 * np.mean(probe(f) == d.y.cpu().numpy()) for f, d in zip(test_feats, tests[: t + 1])
+        ])))
+    return rankmes, probe_accs
