@@ -82,7 +82,7 @@ def test_run_cell_writes_the_dags_files_byte_for_byte(tmp_path, monkeypatch):
     from tests.conftest import REPO, copy_workflow
     from tests.test_workflow import snakemake
 
-    root = copy_workflow(tmp_path / "wf")
+    root = copy_workflow(tmp_path)
     shutil.copytree(REPO / "tests" / "fixtures", root / "tests" / "fixtures")
     runs = {_write_config(root, "mlp.yaml", {"mlp": {"arch": "mlp", "hidden": [64]}}, sorted(GENERIC_METHODS),
                           method_params={"ogd": {"ogd_samples": 20}}): ("mlp", sorted(GENERIC_METHODS)),
@@ -91,7 +91,7 @@ def test_run_cell_writes_the_dags_files_byte_for_byte(tmp_path, monkeypatch):
                                                   "reference_batch_size": 8}}): ("clip", ["zscl"])}
     for config_file, (backbone, methods) in runs.items():
         targets = [f"results/runs/split_digits/{backbone}/{m}/s0/metrics.json" for m in methods]
-        snakemake(root, "--cores", "2", "--configfile", config_file, *targets)
+        snakemake(root, *targets, "--cores", "2", "--configfile", config_file)  # targets first: --configfile takes all
     monkeypatch.chdir(root)
     for config_file, (backbone, methods) in runs.items():
         config = validated(config_file, SCHEMA)
