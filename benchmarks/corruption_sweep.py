@@ -8,7 +8,7 @@ Files, each written by clgrid's own writer into a scratch ``results/`` tree (so 
 * scenario JSON: ``write_json`` of a 3-task scenario, read by ``read_json``; with and without its ``.sha256``;
   baseline ``json.loads``.
 * dataset: ``prepare_dataset('digits')`` (the .npz and its sidecar JSON holding the sha256), read as jobs read it
-  (``jobs.load_datasets``: ``load_npz(verify=True)``) and without the sidecar (``load_npz`` with the required
+  (``clgrid.context.load_datasets``: ``load_npz(verify=True)``) and without the sidecar (``load_npz`` with the required
   arrays); baseline ``np.load``.
 
 Damage: every single-bit flip at every ``--stride``-th byte (the bit cycles with the offset; with ``--all-bits``
@@ -141,7 +141,7 @@ def main() -> None:
                                                          lambda v: v == scenario, args.stride, args.all_bits)
 
     from clgrid.data.datasets import ARRAYS, prepare_dataset
-    from clgrid.jobs import load_datasets
+    from clgrid.context import load_datasets
 
     data = root / "data/digits.npz"
     prepare_dataset("digits", str(data))
@@ -151,7 +151,7 @@ def main() -> None:
         return set(v) == set(reference) and all(np.array_equal(v[k], reference[k]) for k in reference)
 
     stride = max(args.stride, 7)  # 70 kB: every 7th byte is plenty
-    rows["dataset, jobs.load_datasets"] = sweep(data, lambda p: load_datasets([str(p)], ["digits"])["digits"],
+    rows["dataset, context.load_datasets"] = sweep(data, lambda p: load_datasets([str(p)], ["digits"])["digits"],
                                                 same_arrays, stride, args.all_bits)
     rows["dataset without sidecar sha256, load_npz"] = sweep(data, lambda p: load_npz(p, ARRAYS), same_arrays, stride,
                                                              args.all_bits)

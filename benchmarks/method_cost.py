@@ -169,6 +169,7 @@ def prepare_data(root: Path) -> Path:
 
     from clgrid import config as cl
     from clgrid import jobs
+    from clgrid.context import load_datasets
     from clgrid.data.scenarios import task_arrays
     from clgrid.inprocess import validated
     from clgrid.io import read_json
@@ -178,7 +179,7 @@ def prepare_data(root: Path) -> Path:
     jobs.prepare_dataset(cl.dataset_spec(config, "digits"), dataset)
     jobs.prepare_scenario(cl.scenario_spec(config, "split_digits"), [dataset], scenario_path)
     scenario = read_json(scenario_path)
-    arrays = jobs.load_datasets([dataset], ["digits"])
+    arrays = load_datasets([dataset], ["digits"])
     tasks = []
     for task_id in (0, 1):
         x, y = task_arrays(arrays, scenario, task_id, "train")

@@ -42,3 +42,63 @@ def test_frozen_backbone_with_nearest_mean_head_cannot_forget(short_config, tmp_
     assert all(matrix[t][0] <= matrix[0][0] for t in range(5))
     naive = run_cell(short_config, "split_digits", "mlp", "naive", 0, tmp_path / "naive")
     assert frozen["metrics"]["forgetting"] < naive["metrics"]["forgetting"] / 2
+
+
+DIGITS_2_TASKS = {"dataset": "digits", "scenario": "class_incremental", "n_tasks": 2,
+                  "train": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "epochs": 1, "batch_size": 32}}
+TINY_CLIP = {"arch": "clip", "model": "ViT-Tiny-8", "model_config": "tests/fixtures/ViT-Tiny-8.json",
+             "pretrained": None}
+
+
+def _write_config(root, name, backbones, methods, **extra):
+    import yaml
+
+    config = {"seeds": [0], "benchmarks": {"split_digits": DIGITS_2_TASKS}, "backbones": backbones,
+              "methods": methods, **extra}
+    (root / name).write_text(yaml.safe_dump(config))
+    return name
+
+
+def _reference_dataset(root):
+    """digits' arrays imported as a dataset of its own: a ZSCL reference set outside the benchmark's datasets."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images * 255 / 16).round().astype(np.uint8)[:, None]
+    (root / "data_in").mkdir()
+    np.savez(root / "data_in" / "digits_ref.npz", x_train=x[:1000], y_train=digits.target[:1000], x_test=x[1000:],
+             y_test=digits.target[1000:])
+    return {"digits_ref": {"npz": "data_in/digits_ref.npz", "n_classes": 10}}
+
+
+@pytest.mark.e2e
+def test_run_cell_writes_the_dags_files_byte_for_byte(tmp_path, monkeypatch):
+    # Every generic method on an MLP and ZSCL (reference images from a dataset outside the benchmark) on a tiny
+    # CLIP, through Snakemake and through run_cell from the same plan: every file run_cell writes is the DAG's,
+    # byte for byte (both run in the copy, so provenance's git commit is the same: none).
+    import shutil
+
+    from tests.conftest import REPO, copy_workflow
+    from tests.test_workflow import snakemake
+
+    root = copy_workflow(tmp_path)
+    shutil.copytree(REPO / "tests" / "fixtures", root / "tests" / "fixtures")
+    runs = {_write_config(root, "mlp.yaml", {"mlp": {"arch": "mlp", "hidden": [64]}}, sorted(GENERIC_METHODS),
+                          method_params={"ogd": {"ogd_samples": 20}}): ("mlp", sorted(GENERIC_METHODS)),
+            _write_config(root, "clip.yaml", {"clip": TINY_CLIP}, ["zscl"], datasets=_reference_dataset(root),
+                          method_params={"zscl": {"reference_dataset": "digits_ref", "reference_size": 40,
+                                                  "reference_batch_size": 8}}): ("clip", ["zscl"])}
+    for config_file, (backbone, methods) in runs.items():
+        targets = [f"results/runs/split_digits/{backbone}/{m}/s0/metrics.json" for m in methods]
+        snakemake(root, *targets, "--cores", "2", "--configfile", config_file)  # targets first: --configfile takes all
+    monkeypatch.chdir(root)
+    for config_file, (backbone, methods) in runs.items():
+        config = validated(config_file, SCHEMA)
+        for method in methods:
+            run_cell(config, "split_digits", backbone, method, 0, root / "inprocess", features=True)
+    written = sorted(p.relative_to(root / "inprocess") for p in (root / "inprocess").rglob("*") if p.is_file())
+    assert any(p.name == "digits_ref.npz" for p in written)
+    assert len([p for p in written if p.name == "metrics.json"]) == len(GENERIC_METHODS) + 1
+    differ = [str(p) for p in written if (root / "results" / p).read_bytes() != (root / "inprocess" / p).read_bytes()]
+    assert not differ, differ

@@ -174,14 +174,14 @@ def test_a_checkpoint_carrying_code_is_refused_and_the_code_never_runs(tmp_path,
 
 
 def test_a_resume_checkpoint_carrying_code_is_ignored_and_never_runs(tmp_path, caplog):
-    from clgrid.jobs import _load_resume
+    from clgrid.fit import load_resume
 
     marker = tmp_path / "pwned"
     path = _at(tmp_path, f"{RUN}/task0/state.pt.resume.pt")
     with open(path, "wb") as handle:
         torch.save({"clgrid": {}, "task": 0, "resume": _RunsCode(marker)}, handle)
     with caplog.at_level(logging.WARNING):
-        assert _load_resume(path, {"seed": 0}, 0) is None
+        assert load_resume(path, {"seed": 0}, 0) is None
     assert "ignoring unreadable in-job checkpoint" in caplog.text and not marker.exists()
 
 
@@ -259,7 +259,7 @@ def dataset(tmp_path):
 @pytest.mark.parametrize("damage", ["truncated", "bit flip"])
 def test_damaged_dataset_is_detected_where_jobs_read_it_and_a_rerun_repairs_it(dataset, damage):
     from clgrid.data.datasets import prepare_dataset
-    from clgrid.jobs import load_datasets
+    from clgrid.context import load_datasets
 
     good = dataset.read_bytes()
     _truncate(dataset, 0.7) if damage == "truncated" else _flip(dataset, len(good) // 2, 3)

@@ -89,8 +89,8 @@ def test_run_metrics_records_mtil_for_dataset_sequences(tmp_path):
     prov = {"device": "cpu"}
     init = write("init.json", {"acc": [10.0, 5.0, 25.0], "acc_task_il": [10.0, 5.0, 25.0], "provenance": prov})
     evals = [write(f"e{t}.json", {"after_task": t, "acc": row, "provenance": prov}) for t, row in enumerate(R)]
-    spec = {"benchmark": "seq", "backbone": "clip", "method": "zscl", "seed": 0,
-            "benchmark_cfg": {"scenario": "dataset_sequence", "datasets": ["a", "b", "c"]}}
+    spec = {"benchmark": "seq", "backbone": "clip", "method": "zscl", "seed": 0, "backbone_cfg": {"arch": "clip"},
+            "device": "cpu", "benchmark_cfg": {"scenario": "dataset_sequence", "datasets": ["a", "b", "c"]}}
     jobs.run_metrics(spec, init, evals, str(tmp_path / "m.json"))
     recorded = json.loads((tmp_path / "m.json").read_text())["metrics"]
     assert recorded["mtil_transfer"] == pytest.approx(17.5)

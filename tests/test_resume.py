@@ -12,7 +12,8 @@ import time
 import pytest
 
 from clgrid import config as cl
-from clgrid import jobs
+from clgrid import fit, jobs
+from clgrid.io import load_torch, save_torch
 from clgrid.methods import GENERIC_METHODS
 
 
@@ -53,7 +54,7 @@ def _train_task1(config, root, data, scenario, method, out, checkpoint_every_s=N
 def test_interrupted_task_resumes_byte_identical(small_grid, method, monkeypatch):
     config, root, data, scenario = small_grid
     state, ev = _train_task1(config, root, data, scenario, method, f"{method}_whole")
-    real_save = jobs.save_torch
+    real_save = fit.save_torch
     saves = {"n": 0}
 
     def save_then_die(path, obj):
@@ -63,10 +64,10 @@ def test_interrupted_task_resumes_byte_identical(small_grid, method, monkeypatch
             if saves["n"] == 13:  # in epoch 2 of 2 (9-10 batches of 32 per epoch on this task)
                 raise Killed
 
-    monkeypatch.setattr(jobs, "save_torch", save_then_die)
+    monkeypatch.setattr(fit, "save_torch", save_then_die)
     with pytest.raises(Killed):
         _train_task1(config, root, data, scenario, method, f"{method}_killed", checkpoint_every_s=1e-9)
-    monkeypatch.setattr(jobs, "save_torch", real_save)
+    monkeypatch.setattr(fit, "save_torch", real_save)
     resume_file = root / f"{method}_killed" / "task1.pt.resume.pt"
     assert resume_file.exists() and not (root / f"{method}_killed" / "task1.pt").exists()
     resumed_state, resumed_ev = _train_task1(config, root, data, scenario, method, f"{method}_killed")
@@ -82,7 +83,7 @@ def test_a_checkpoint_of_another_config_is_ignored(small_grid):
     stale.parent.mkdir(parents=True)
     other = copy.deepcopy(config)
     other["benchmarks"]["split_digits"]["train"]["lr"] = 0.01
-    jobs.save_torch(stale, {"clgrid": {"config_hash": "0" * 16}, "task": 1, "resume": {}})
+    save_torch(stale, {"clgrid": {"config_hash": "0" * 16}, "task": 1, "resume": {}})
     out, _ = _train_task1(config, root, data, scenario, "naive", "naive_stale")
     assert out.read_bytes() == state.read_bytes() and not stale.exists()
 
@@ -121,7 +122,7 @@ def test_real_process_killed_twice_resumes_byte_identical(small_grid, tmp_path):
         assert proc.poll() is None, "the task finished before it could be killed; make it longer"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        payload = jobs.load_torch(resume)["resume"]
+        payload = load_torch(resume)["resume"]
         progress.append((payload["epoch"], payload["batches_done"]))
         assert not (killed / "state.pt").exists()
     assert progress[0] < progress[1], progress  # killed at two different points, the second further on

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 
 def _spec(text: str) -> dict[str, Any]:
@@ -24,45 +24,77 @@ def _spec(text: str) -> dict[str, Any]:
     return spec
 
 
-def _model_job(verbs, name: str, help: str) -> argparse.ArgumentParser:
+def _typed(kind: str):
+    """An argparse type: the JSON of a job's spec, parsed into its typed object (``clgrid.spec.<kind>``)."""
+    def parse(text: str):
+        from clgrid import spec as specs
+
+        try:
+            return getattr(specs, kind).from_json(_spec(text))
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from err
+
+    parse.__name__ = kind  # argparse names the type in its error messages
+    return parse
+
+
+def _model_job(p: argparse.ArgumentParser) -> None:
     """A verb that loads a scenario, its datasets and a model: the arguments all such jobs share."""
-    p = verbs.add_parser(name, help=help)
-    p.add_argument("--spec", type=_spec, required=True, help="the run's resolved config (JSON; the rules pass it)")
+    p.add_argument("--spec", type=_typed("RunSpec"), required=True,
+                   help="the run's resolved config (JSON; the rules pass it)")
     p.add_argument("--scenario", required=True)
     p.add_argument("--data", nargs="+", required=True, help="prepared dataset files")
     p.add_argument("--threads", type=int, default=1)
-    return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clgrid", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+# Each verb: (help, argument builder, handler). A builder adds the verb's arguments to its parser; a handler runs
+# the verb from the parsed arguments, importing what it needs (so `clgrid metrics` never imports torch).
 
-    verbs.add_parser("methods", help="list the registered CL methods, their papers and default hyperparameters")
+def _job(function: str, *arguments: str) -> Callable[[argparse.Namespace], None]:
+    """The handler of a job verb: ``clgrid.jobs.<function>`` called with these parsed arguments, in this order."""
+    def handler(args: argparse.Namespace) -> None:
+        from clgrid import jobs
 
-    p = verbs.add_parser("download-dataset", help="fetch a registered dataset's raw files (needs network)")
+        getattr(jobs, function)(*(getattr(args, name) for name in arguments))
+
+    return handler
+
+
+def _no_arguments(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _download_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True)
     p.add_argument("--raw-dir", required=True, help="folder the raw files go to (data_root/<dataset>)")
     p.add_argument("--marker", required=True, help="file written when the download finished")
 
-    p = verbs.add_parser("prepare-dataset", help="write a dataset's uniform form: one .npz and its sha256 sidecar")
-    p.add_argument("--spec", type=_spec, required=True, help='{"dataset": name, "options": {...}} (the rules pass it)')
+
+
+def _prepare_dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", type=_typed("DatasetSpec"), required=True,
+                   help='{"dataset": name, "options": {...}} (the rules pass it)')
     p.add_argument("--raw-dir", default=None, help="the downloaded raw files (none for imports and digits)")
     p.add_argument("--out", required=True)
 
-    p = verbs.add_parser("prepare-scenario", help="split a benchmark's datasets into tasks (JSON)")
-    p.add_argument("--spec", type=_spec, required=True)
+
+
+def _prepare_scenario_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", type=_typed("ScenarioSpec"), required=True)
     p.add_argument("--data", nargs="+", required=True, help="prepared dataset files")
     p.add_argument("--out", required=True)
 
-    p = verbs.add_parser("init", help="initial weights of a (benchmark, backbone, seed)")
-    p.add_argument("--spec", type=_spec, required=True)
+
+
+def _init_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", type=_typed("RunSpec"), required=True)
     p.add_argument("--scenario", required=True)
     p.add_argument("--out", required=True)
 
-    p = _model_job(verbs, "train", "train tasks one after another from the previous task's state, evaluating "
-                                   "after each")
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    _model_job(p)
     p.add_argument("--prev", required=True, help="state after the first task's predecessor (the init weights for "
                                                  "task 0)")
     p.add_argument("--task", type=int, nargs="+", required=True,
@@ -80,80 +112,163 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-logs", nargs="*", default=(), help="a log file per task: each task's messages also go "
                                                               "to its own")
 
-    p = _model_job(verbs, "extract-features", "a frozen backbone's features of every task split, computed once")
+
+
+def _extract_features_args(p: argparse.ArgumentParser) -> None:
+    _model_job(p)
     p.add_argument("--init", required=True, help="the initial model whose (frozen) backbone computes the features")
     p.add_argument("--out", required=True)
 
-    p = verbs.add_parser("download-weights", help="fetch a backbone's pretrained weights into their cache (needs "
-                                                  "network; the download_weights rule runs it)")
+
+
+def _download_weights_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", type=_spec, default=None, help="the backbone's config (JSON; the rule passes it)")
     p.add_argument("--arch", choices=("resnet18", "resnet50", "vit_b_16"), default=None,
                    help="shortcut: torchvision's ImageNet weights of this arch")
     p.add_argument("--out", default=None, help="marker JSON written when the weights are in place")
 
-    p = _model_job(verbs, "evaluate", "accuracy of a checkpoint on every task")
+
+def _download_weights(args: argparse.Namespace) -> None:
+    from clgrid import jobs
+
+    if (args.spec is None) == (args.arch is None):
+        raise ValueError("download-weights needs --spec (a backbone config) or --arch, not both")
+    jobs.download_weights(args.spec or {"arch": args.arch, "weights": "imagenet"}, args.out)
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    _model_job(p)
     p.add_argument("--state", required=True)
     p.add_argument("--out", required=True)
 
-    p = verbs.add_parser("metrics", help="accuracy matrix and CL metrics of one run")
-    p.add_argument("--spec", type=_spec, required=True)
+
+
+def _metrics_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", type=_typed("RunSpec"), required=True)
     p.add_argument("--init-eval", required=True)
     p.add_argument("--evals", nargs="+", required=True, help="eval.json of tasks 0..T-1, in order")
     p.add_argument("--states", nargs="*", default=[], help="state.pt of tasks 0..T-1, recorded by checksum")
     p.add_argument("--out", required=True)
 
-    p = _model_job(verbs, "analyze", "CKA, RankMe and linear probe over every checkpoint of a run")
+
+
+def _analyze_args(p: argparse.ArgumentParser) -> None:
+    _model_job(p)
     p.add_argument("--states", nargs="+", required=True, help="state.pt of tasks 0..T-1, in order")
     p.add_argument("--evals", nargs="+", required=True, help="eval.json of tasks 0..T-1, in order")
     p.add_argument("--out", required=True)
 
-    p = _model_job(verbs, "compare-runs", "cross-run CKA: two runs' checkpoints after each task, layer by layer")
-    p.add_argument("--other-spec", type=_spec, required=True, help="the second run's resolved config (JSON)")
+
+
+def _compare_runs_args(p: argparse.ArgumentParser) -> None:
+    _model_job(p)
+    p.add_argument("--other-spec", type=_typed("RunSpec"), required=True,
+                   help="the second run's resolved config (JSON)")
     p.add_argument("--states", nargs="+", required=True, help="state.pt of tasks 0..T-1 of the first run")
     p.add_argument("--other-states", nargs="+", required=True, help="state.pt of tasks 0..T-1 of the second run")
     p.add_argument("--out", required=True)
 
-    p = verbs.add_parser("tables", help="CSV, Markdown and LaTeX tables of every run")
+
+
+def _tables_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--out-dir", required=True)
 
-    p = verbs.add_parser("figures", help="figures of one benchmark × backbone (PNG and PDF)")
+
+def _tables(args: argparse.Namespace) -> None:
+    from clgrid.plots.tables import write_tables
+
+    _wrote(write_tables(args.metrics, args.out_dir).values())
+
+
+def _figures_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", required=True, help="runs.csv from 'clgrid tables'")
     p.add_argument("--cells", required=True, help="acc_matrix.csv from 'clgrid tables'")
     p.add_argument("--benchmark", required=True)
     p.add_argument("--backbone", required=True)
     p.add_argument("--out-dir", required=True)
-    p = verbs.add_parser("analysis-figures", help="CKA, RankMe and probe figures of one benchmark × backbone")
+
+
+def _figures(args: argparse.Namespace) -> None:
+    from clgrid.plots.figures import write_figures
+
+    _wrote(write_figures(args.runs, args.cells, args.benchmark, args.backbone, args.out_dir))
+
+
+def _analysis_figures_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--analyses", nargs="+", required=True, help="analysis.json of every run to plot")
     p.add_argument("--methods", nargs="+", required=True, help="method order (fixes colours across figures)")
     p.add_argument("--out-dir", required=True)
 
-    p = verbs.add_parser("sweep-figure", help="final ACC and forgetting against each swept hyperparameter")
+
+def _analysis_figures(args: argparse.Namespace) -> None:
+    from clgrid.plots.figures import write_analysis_figures
+
+    _wrote(write_analysis_figures(args.analyses, args.methods, args.out_dir))
+
+
+def _sweep_figure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", required=True, help="runs.csv from 'clgrid tables'")
     p.add_argument("--sweeps", type=_spec, required=True, help="run name -> {base, values} (JSON; the rule passes it)")
     p.add_argument("--benchmark", required=True)
     p.add_argument("--backbone", required=True)
     p.add_argument("--out-dir", required=True)
 
-    p = verbs.add_parser("published", help="our results beside the published numbers of the config")
+
+def _sweep_figure(args: argparse.Namespace) -> None:
+    from clgrid.plots.figures import write_sweep_figure
+
+    _wrote(write_sweep_figure(args.runs, args.sweeps, args.benchmark, args.backbone, args.out_dir))
+
+
+def _published_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary", required=True, help="summary.csv from 'clgrid tables'")
     p.add_argument("--published", type=_spec, required=True, help="the config's published block (JSON)")
     p.add_argument("--out-dir", required=True)
 
-    p = verbs.add_parser("paper", help="tables with the best value in bold, beside every figure as PDF")
+
+def _published(args: argparse.Namespace) -> None:
+    from clgrid.plots.tables import write_published_tables
+
+    _wrote(write_published_tables(args.summary, args.published, args.out_dir))
+
+
+def _paper_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary", required=True, help="summary.csv from 'clgrid tables'")
     p.add_argument("--figures", nargs="+", required=True, help="figure PDFs to collect")
     p.add_argument("--out-dir", required=True)
 
-    p = verbs.add_parser("doctor", help="self-check of the training path on a device (a GPU node, a new torch): every "
-                         "method under each precision and data placement, the feature cache, bit-identical resume, "
-                         "ResNet-18 throughput; one table, exit 1 on a failure")
+
+def _paper(args: argparse.Namespace) -> None:
+    import shutil
+    from pathlib import Path
+
+    from clgrid.io import atomic_path
+    from clgrid.plots.tables import write_paper_tables
+
+    out = Path(args.out_dir)
+    _wrote(write_paper_tables(args.summary, args.out_dir))
+    for pdf in args.figures:
+        # results/figures/<benchmark>/<backbone>/<name>.pdf -> paper/<benchmark>_<backbone>_<name>.pdf
+        parts = Path(pdf).parts[-3:]
+        with atomic_path(out / "_".join(parts)) as tmp:
+            shutil.copyfile(pdf, tmp)
+
+
+def _doctor_args(p: argparse.ArgumentParser) -> None:
     from clgrid.doctor import add_arguments as doctor_arguments
 
     doctor_arguments(p)
 
-    p = verbs.add_parser("install-profile", help="install a shipped cluster profile (profiles/<name>) where "
-                         "'snakemake --profile <name>' finds it (~/.config/snakemake/<name>)")
+
+def _doctor(args: argparse.Namespace) -> int:
+    """Its own exit code: 1 when a check failed (each check's error is in its table row)."""
+    from clgrid.doctor import run as doctor
+
+    return doctor(args)
+
+
+def _install_profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", default="slurm", help="shipped profile to install (default: slurm)")
     p.add_argument("--account", help="SLURM account (slurm_account); omitted: SLURM's default for you")
     p.add_argument("--partition", help="SLURM partition (slurm_partition); omitted: the cluster's default")
@@ -161,6 +276,72 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also set a top-level profile option, e.g. --set jobs=20 (repeatable)")
     p.add_argument("--dest", help="folder to write to instead of the user's Snakemake profile folder")
     p.add_argument("--force", action="store_true", help="replace an existing profile that differs")
+
+
+def _install_profile(args: argparse.Namespace) -> None:
+    from clgrid.profiles import install_profile
+
+    extra = {}
+    for item in args.set:
+        option, sep, value = item.partition("=")
+        if not sep or not option:
+            raise ValueError(f"--set {item!r}: expected OPTION=VALUE, e.g. --set jobs=20")
+        extra[option] = value
+    path = install_profile(args.name, args.account, args.partition, args.dest, args.force, extra=extra)
+    _wrote([path])
+    print(f"installed profile {args.name!r} as {path}\n"
+          f"run from the repository root: snakemake --cores all --profile {args.name}")
+
+
+VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]] = {
+    "methods": ("list the registered CL methods, their papers and default hyperparameters", _no_arguments,
+                lambda args: print(list_methods())),
+    "download-dataset": ("fetch a registered dataset's raw files (needs network)", _download_dataset_args,
+                         _job("download_dataset", "dataset", "raw_dir", "marker")),
+    "prepare-dataset": ("write a dataset's uniform form: one .npz and its sha256 sidecar", _prepare_dataset_args,
+                        _job("prepare_dataset", "spec", "out", "raw_dir")),
+    "prepare-scenario": ("split a benchmark's datasets into tasks (JSON)", _prepare_scenario_args,
+                         _job("prepare_scenario", "spec", "data", "out")),
+    "init": ("initial weights of a (benchmark, backbone, seed)", _init_args,
+             _job("init_model", "spec", "scenario", "out")),
+    "train": ("train tasks one after another from the previous task's state, evaluating after each", _train_args,
+              _job("train_tasks", "spec", "scenario", "data", "prev", "task", "out_state", "out_eval", "threads",
+                   "placement", "workers", "checkpoint_every", "features", "task_logs")),
+    "extract-features": ("a frozen backbone's features of every task split, computed once", _extract_features_args,
+                         _job("extract_features", "spec", "scenario", "data", "init", "out", "threads")),
+    "download-weights": ("fetch a backbone's pretrained weights into their cache (needs network; the "
+                         "download_weights rule runs it)", _download_weights_args, _download_weights),
+    "evaluate": ("accuracy of a checkpoint on every task", _evaluate_args,
+                 _job("evaluate", "spec", "scenario", "data", "state", "out", "threads")),
+    "metrics": ("accuracy matrix and CL metrics of one run", _metrics_args,
+                _job("run_metrics", "spec", "init_eval", "evals", "out", "states")),
+    "analyze": ("CKA, RankMe and linear probe over every checkpoint of a run", _analyze_args,
+                _job("analyze_run", "spec", "scenario", "data", "states", "evals", "out", "threads")),
+    "compare-runs": ("cross-run CKA: two runs' checkpoints after each task, layer by layer", _compare_runs_args,
+                     _job("compare_runs", "spec", "other_spec", "scenario", "data", "states", "other_states", "out",
+                          "threads")),
+    "tables": ("CSV, Markdown and LaTeX tables of every run", _tables_args, _tables),
+    "figures": ("figures of one benchmark × backbone (PNG and PDF)", _figures_args, _figures),
+    "analysis-figures": ("CKA, RankMe and probe figures of one benchmark × backbone", _analysis_figures_args,
+                         _analysis_figures),
+    "sweep-figure": ("final ACC and forgetting against each swept hyperparameter", _sweep_figure_args, _sweep_figure),
+    "published": ("our results beside the published numbers of the config", _published_args, _published),
+    "paper": ("tables with the best value in bold, beside every figure as PDF", _paper_args, _paper),
+    "doctor": ("self-check of the training path on a device (a GPU node, a new torch): every method under each "
+               "precision and data placement, the feature cache, bit-identical resume, ResNet-18 throughput; one "
+               "table, exit 1 on a failure", _doctor_args, _doctor),
+    "install-profile": ("install a shipped cluster profile (profiles/<name>) where 'snakemake --profile <name>' finds "
+                        "it (~/.config/snakemake/<name>)", _install_profile_args, _install_profile),
+}
+"""verb -> (its help line, the builder of its arguments, its handler)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clgrid", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for verb, (help_line, add_arguments, _) in VERBS.items():
+        add_arguments(verbs.add_parser(verb, help=help_line))
     return parser
 
 
@@ -184,85 +365,9 @@ def _wrote(paths) -> None:
         logging.getLogger("clgrid").info("wrote %s", path)
 
 
-def dispatch(args: argparse.Namespace) -> None:
-    from clgrid import jobs
-
-    if args.verb == "methods":
-        print(list_methods())
-    elif args.verb == "download-dataset":
-        jobs.download_dataset(args.dataset, args.raw_dir, args.marker)
-    elif args.verb == "prepare-dataset":
-        jobs.prepare_dataset(args.spec, args.out, args.raw_dir)
-    elif args.verb == "prepare-scenario":
-        jobs.prepare_scenario(args.spec, args.data, args.out)
-    elif args.verb == "init":
-        jobs.init_model(args.spec, args.scenario, args.out)
-    elif args.verb == "train":
-        jobs.train_tasks(args.spec, args.scenario, args.data, args.prev, args.task, args.out_state, args.out_eval,
-                         args.threads, args.placement, args.workers, args.checkpoint_every, args.features,
-                         args.task_logs)
-    elif args.verb == "extract-features":
-        jobs.extract_features(args.spec, args.scenario, args.data, args.init, args.out, args.threads)
-    elif args.verb == "download-weights":
-        if (args.spec is None) == (args.arch is None):
-            raise ValueError("download-weights needs --spec (a backbone config) or --arch, not both")
-        jobs.download_weights(args.spec or {"arch": args.arch, "weights": "imagenet"}, args.out)
-    elif args.verb == "evaluate":
-        jobs.evaluate(args.spec, args.scenario, args.data, args.state, args.out, args.threads)
-    elif args.verb == "metrics":
-        jobs.run_metrics(args.spec, args.init_eval, args.evals, args.out, args.states)
-    elif args.verb == "analyze":
-        jobs.analyze_run(args.spec, args.scenario, args.data, args.states, args.evals, args.out, args.threads)
-    elif args.verb == "compare-runs":
-        jobs.compare_runs(args.spec, args.other_spec, args.scenario, args.data, args.states, args.other_states,
-                          args.out, args.threads)
-    elif args.verb == "tables":
-        from clgrid.plots.tables import write_tables
-
-        _wrote(write_tables(args.metrics, args.out_dir).values())
-    elif args.verb == "figures":
-        from clgrid.plots.figures import write_figures
-
-        _wrote(write_figures(args.runs, args.cells, args.benchmark, args.backbone, args.out_dir))
-    elif args.verb == "analysis-figures":
-        from clgrid.plots.figures import write_analysis_figures
-
-        _wrote(write_analysis_figures(args.analyses, args.methods, args.out_dir))
-    elif args.verb == "sweep-figure":
-        from clgrid.plots.figures import write_sweep_figure
-
-        _wrote(write_sweep_figure(args.runs, args.sweeps, args.benchmark, args.backbone, args.out_dir))
-    elif args.verb == "published":
-        from clgrid.plots.tables import write_published_tables
-
-        _wrote(write_published_tables(args.summary, args.published, args.out_dir))
-    elif args.verb == "install-profile":
-        from clgrid.profiles import install_profile
-
-        extra = {}
-        for item in args.set:
-            option, sep, value = item.partition("=")
-            if not sep or not option:
-                raise ValueError(f"--set {item!r}: expected OPTION=VALUE, e.g. --set jobs=20")
-            extra[option] = value
-        path = install_profile(args.name, args.account, args.partition, args.dest, args.force, extra=extra)
-        _wrote([path])
-        print(f"installed profile {args.name!r} as {path}\n"
-              f"run from the repository root: snakemake --cores all --profile {args.name}")
-    elif args.verb == "paper":
-        import shutil
-        from pathlib import Path
-
-        from clgrid.io import atomic_path
-        from clgrid.plots.tables import write_paper_tables
-
-        out = Path(args.out_dir)
-        _wrote(write_paper_tables(args.summary, args.out_dir))
-        for pdf in args.figures:
-            # results/figures/<benchmark>/<backbone>/<name>.pdf -> paper/<benchmark>_<backbone>_<name>.pdf
-            parts = Path(pdf).parts[-3:]
-            with atomic_path(out / "_".join(parts)) as tmp:
-                shutil.copyfile(pdf, tmp)
+def dispatch(args: argparse.Namespace) -> Any:
+    """Run the verb's handler; what it returns (the doctor's exit code, else None)."""
+    return VERBS[args.verb][2](args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,9 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     from clgrid.io import CorruptFileError
 
     if args.verb == "doctor":  # its own exit code: 1 when a check failed (each check's error is in its table row)
-        from clgrid.doctor import run as doctor
-
-        return doctor(args)
+        return dispatch(args)
     try:
         dispatch(args)
     except (CorruptFileError, OSError, KeyError, ValueError, RuntimeError, FloatingPointError) as err:

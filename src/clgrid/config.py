@@ -21,13 +21,14 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from clgrid import paths
 from clgrid.catalog import archs
 from clgrid.catalog import methods as method_catalog
 from clgrid.config_errors import MISSING, ConfigError, choices, did_you_mean, field_path, get_path
 from clgrid.data.datasets import DATASETS
 
-PREPARED_DATASET = "results/data/{dataset}.npz"
-"""Where the DAG writes a prepared dataset (common.smk's DATASET): once it exists, its raw folder is not needed."""
+PREPARED_DATASET = paths.DATASET
+"""Where the DAG writes a prepared dataset: once it exists, its raw folder is not needed."""
 
 
 @dataclass(frozen=True)

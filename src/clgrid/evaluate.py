@@ -1,14 +1,22 @@
-"""Accuracy of a model on every task's test set: one row of each accuracy matrix."""
+"""Accuracy of a model on every task's test set: one row of each accuracy matrix, and the evaluation record a
+job writes after each task (every accuracy row, the held-out classes, extra sets, retrieval)."""
 
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Callable
+import logging
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from clgrid.io import provenance
+
 if TYPE_CHECKING:
+    from clgrid.context import JobContext
+    from clgrid.spec import RunSpec
     from clgrid.train import Precision
+
+log = logging.getLogger("clgrid")
 
 EVAL_BATCH = 1024
 """Test samples per forward pass: no gradients are kept, so batches far above the training batch size fit."""
@@ -87,3 +95,55 @@ def retrieval_metrics(query, query_labels, reference, reference_labels, ks=RECAL
     result.update({f"recall_at_{k}": recall_at_k(neighbour_labels, query_labels.numpy(), min(k, ids.shape[1]))
                    for k in ks})
     return result
+
+
+def retrieval_record(ctx: JobContext, embed, task_id: int) -> dict[str, Any]:
+    """Retrieval after task ``task_id`` (precision@1, recall@k, MAP@R, NMI): the seen classes' test embeddings
+    against their training embeddings and, with held-out classes, the unseen test embeddings against the seen and
+    unseen training embeddings (the unseen classes added to the index without training). Every reference is
+    embedded by the current model, so any method's features (a classifier's backbone) can be compared."""
+    def embedded(parts):
+        return torch.cat([embed(x).cpu() for x, _ in parts]), torch.cat([y.cpu() for _, y in parts])
+
+    seen_train = [(d.x, d.y) for d in (ctx.task_data(i, "train") for i in range(task_id + 1))]
+    seen_test = [(x, y) for x, y, _ in ctx.test_sets()["tasks"][: task_id + 1]]
+    reference, reference_labels = embedded(seen_train)
+    query, query_labels = embedded(seen_test)
+    record = {"seen": retrieval_metrics(query, query_labels, reference, reference_labels)}
+    if "unseen" in ctx.test_sets():
+        unseen_ref, unseen_ref_labels = embedded([ctx.unseen_train()])
+        unseen_query, unseen_labels = embedded([ctx.test_sets()["unseen"][0][:2]])
+        record["unseen"] = retrieval_metrics(unseen_query, unseen_labels, torch.cat([reference, unseen_ref]),
+                                             torch.cat([reference_labels, unseen_ref_labels]))
+        record["p_at_1_drop"] = record["seen"]["p_at_1"] - record["unseen"]["p_at_1"]
+    return record
+
+
+def eval_record(spec: RunSpec, ctx: JobContext, predict, task_id: int, method=None) -> dict[str, Any]:
+    """Row ``task_id`` of every accuracy matrix: class-IL and task-IL on each task, unseen classes, extra sets;
+    with a metric-learning method or ``retrieval: true``, the retrieval metrics too."""
+    sets = ctx.test_sets()
+    tasks = accuracy_row(predict, sets["tasks"], ctx.precision)
+    record = {"after_task": task_id, "acc": tasks["class_il"], "acc_task_il": tasks["task_il"],
+              "top5": tasks["top5"]}
+    if "unseen" in sets:
+        record["unseen_acc"] = accuracy_row(predict, sets["unseen"], ctx.precision)["class_il"][0]
+    for key, parts in sets.items():
+        if key.startswith("set:"):
+            row = accuracy_row(predict, parts, ctx.precision)
+            record[f"acc_{key[4:]}"] = row["class_il"]
+            record[f"acc_{key[4:]}_task_il"] = row["task_il"]
+    log.info("after task %d: accuracy per task %s (task-IL %s)%s", task_id,
+             " ".join(f"{a:.1f}" for a in record["acc"]), " ".join(f"{a:.1f}" for a in record["acc_task_il"]),
+             f", unseen classes {record['unseen_acc']:.1f}" if "unseen_acc" in record else "")
+    if method is not None and (getattr(method, "retrieval", False) or spec.benchmark_cfg.get("retrieval")):
+        record["retrieval"] = retrieval_record(ctx, method.embed, task_id)
+        index = method.approximate_index() if hasattr(method, "approximate_index") else None
+        if index is not None:  # an approximate index: its recall against exact search
+            queries = torch.cat([method.embed(x).cpu() for x, _, _ in ctx.test_sets()["tasks"][: task_id + 1]])
+            record["retrieval"]["index_recall_at_10_vs_exact"] = index.recall_vs_exact(queries, 10)
+        seen, unseen = record["retrieval"]["seen"], record["retrieval"].get("unseen")
+        log.info("after task %d: retrieval precision@1 %.1f on seen classes%s", task_id, seen["p_at_1"],
+                 f", {unseen['p_at_1']:.1f} on unseen classes" if unseen else "")
+    record["provenance"] = provenance(spec.to_json(), spec.seed, str(ctx.device))
+    return record

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from clgrid import config as cl
 from clgrid import jobs
 from clgrid.io import read_json
+from clgrid.plan import Step, run_plan
 
 
 def run_cell(config: dict[str, Any], benchmark: str, backbone: str, method: str, seed: int, workdir: str | Path,
@@ -20,7 +20,10 @@ def run_cell(config: dict[str, Any], benchmark: str, backbone: str, method: str,
              checkpoint_every_s: float | None = 600.0) -> dict[str, Any]:
     """Train and evaluate every task of one run; returns its metrics.json content.
 
-    ``config`` must be validated (defaults filled) already, as the Snakefile does.
+    ``config`` must be validated (defaults filled) already, as the Snakefile does. The jobs are the DAG's, from
+    the same plan (``clgrid.plan.run_plan``), with ``workdir`` in place of ``results/``; a job whose outputs exist
+    shared with other runs (datasets, scenario, initial model, feature cache) is skipped when its outputs exist;
+    the run's own training and metrics always run.
 
     ``placement`` (``auto``, ``device``, ``host``; None: the config's ``data_placement``, as the DAG passes it) and
     ``workers`` are the train job's ``--placement`` and ``--workers``. ``features``: when the run qualifies for the
@@ -29,40 +32,55 @@ def run_cell(config: dict[str, Any], benchmark: str, backbone: str, method: str,
     job's in-job checkpoint interval (None: none; 600 s, the train verb's default).
     """
     root = Path(workdir)
-    datasets = []
-    for name in cl.datasets_of(config, benchmark):
-        path = root / "data" / f"{name}.npz"
-        if not path.exists():
-            jobs.prepare_dataset(cl.dataset_spec(config, name), str(path))
-        datasets.append(str(path))
-    scenario = root / "scenarios" / f"{benchmark}.json"
-    if not scenario.exists():
-        jobs.prepare_scenario(cl.scenario_spec(config, benchmark), datasets, str(scenario))
-    init_dir = root / "init" / benchmark / backbone / f"s{seed}"
-    init_spec = cl.init_spec(config, benchmark, backbone, seed)
-    if not (init_dir / "eval.json").exists():
-        jobs.init_model(init_spec, str(scenario), str(init_dir / "model.pt"))
-        jobs.evaluate(init_spec, str(scenario), datasets, str(init_dir / "model.pt"), str(init_dir / "eval.json"))
-    spec = cl.run_spec(config, benchmark, backbone, method, seed)
-    cache = None
-    if features and cl.uses_feature_cache(config, benchmark, backbone, method):
-        feature_seed = cl.feature_seed(config, backbone, seed)
-        feature_init = root / "init" / benchmark / backbone / f"s{feature_seed}" / "model.pt"
-        if not feature_init.exists():
-            jobs.init_model(cl.init_spec(config, benchmark, backbone, feature_seed), str(scenario), str(feature_init))
-        cache = root / "features" / benchmark / backbone / f"s{feature_seed}" / "features.pt"
-        if not cache.exists():
-            jobs.extract_features(cl.init_spec(config, benchmark, backbone, feature_seed), str(scenario), datasets,
-                                  str(feature_init), str(cache))
-    run_dir = root / "runs" / benchmark / backbone / method / f"s{seed}"
-    tasks = list(range(cl.n_tasks(config, benchmark)))
-    states = [str(run_dir / f"task{t}" / "state.pt") for t in tasks]
-    evals = [str(run_dir / f"task{t}" / "eval.json") for t in tasks]
-    jobs.train_tasks(spec, str(scenario), datasets, str(init_dir / "model.pt"), tasks, states, evals,
-                     placement=placement or config.get("data_placement", "auto"), workers=workers,
-                     checkpoint_every_s=checkpoint_every_s, features=str(cache) if cache else None)
-    jobs.run_metrics(spec, str(init_dir / "eval.json"), evals, str(run_dir / "metrics.json"), states)
-    return read_json(run_dir / "metrics.json")
+    train_options = {"placement": placement or config.get("data_placement", "auto"), "workers": workers,
+                     "checkpoint_every_s": checkpoint_every_s}
+    metrics = None
+    for step in run_plan(config, benchmark, backbone, method, seed, use_feature_cache=features):
+        at = _under(root, step)
+        if step.rule == "run_metrics":
+            metrics = at.outputs["metrics"]
+        if step.rule in ("train", "run_metrics") or not all(Path(p).exists() for p in _files(at.outputs)):
+            _run(at, train_options)
+    return read_json(metrics)
+
+
+def _files(paths: dict[str, Any]) -> list[str]:
+    return [p for value in paths.values() for p in (value if isinstance(value, list) else [value])]
+
+
+def _under(root: Path, step: Step) -> Step:
+    """``step`` with every ``results/...`` path moved under ``root``."""
+    def moved(value):
+        if isinstance(value, list):
+            return [moved(v) for v in value]
+        return str(root / Path(value).relative_to("results"))
+
+    return Step(step.rule, step.spec, {k: moved(v) for k, v in step.inputs.items()},
+                {k: moved(v) for k, v in step.outputs.items()})
+
+
+def _run(step: Step, train_options: dict[str, Any]) -> None:
+    """The job of ``step``, called as the rule's shell command calls it (one thread, as the rules give a job)."""
+    i, o = step.inputs, step.outputs
+    if step.rule == "download_weights":
+        jobs.download_weights(step.spec, o["marker"])
+    elif step.rule == "prepare_dataset":
+        jobs.prepare_dataset(step.spec, o["data"])
+    elif step.rule == "prepare_scenario":
+        jobs.prepare_scenario(step.spec, i["data"], o["scenario"])
+    elif step.rule == "init_model":
+        jobs.init_model(step.spec, i["scenario"], o["model"])
+    elif step.rule == "evaluate_init":
+        jobs.evaluate(step.spec, i["scenario"], i["data"], i["state"], o["eval"])
+    elif step.rule == "extract_features":
+        jobs.extract_features(step.spec, i["scenario"], i["data"], i["init"], o["features"])
+    elif step.rule == "train":
+        jobs.train_tasks(step.spec, i["scenario"], i["data"], i["prev"], list(range(len(o["states"]))), o["states"],
+                         o["evals"], features=i.get("features"), **train_options)
+    elif step.rule == "run_metrics":
+        jobs.run_metrics(step.spec, i["init"], i["evals"], o["metrics"], i["states"])
+    else:
+        raise ValueError(f"no in-process job for rule '{step.rule}'")
 
 
 def validated(config_path: str | Path = "config/config.yaml", schema_path: str | Path = "workflow/schemas/config.schema.yaml", **overrides: Any) -> dict[str, Any]:

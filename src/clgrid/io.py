@@ -31,42 +31,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from clgrid import __version__
+# Which rule makes a path, derived from the templates the rules use; re-exported for the error hints.
+from clgrid.paths import RULE_OF_PATH, producer_rule  # noqa: F401
 
 log = logging.getLogger("clgrid.io")
 
 
 class CorruptFileError(RuntimeError):
     """A file clgrid made earlier cannot be read: truncated, partial, altered or not ours."""
-
-
-# Which Snakemake rule makes a path (workflow/rules/*.smk; the path templates are in common.smk), first match wins.
-RULE_OF_PATH: tuple[tuple[str, str], ...] = (
-    (r"results/data/[^/]+\.(npz|json)$", "prepare_dataset"),
-    (r"results/scenarios/[^/]+\.json$", "prepare_scenario"),
-    (r"results/weights/[^/]+\.json$", "download_weights"),
-    (r"results/init/.+/model\.pt$", "init_model"),
-    (r"results/init/.+/eval\.json$", "evaluate_init"),
-    (r"results/features/.+\.pt$", "extract_features"),
-    (r"results/runs/.+/task\d+/(state\.pt|state\.pt\.resume\.pt|eval\.json)$", "train_task"),
-    (r"results/runs/.+/metrics\.json$", "run_metrics"),
-    (r"results/runs/.+/analysis\.json$", "analyze_run"),
-    (r"results/compare/.+/cka\.json$", "compare_runs"),
-    (r"results/tables/published\.[a-z]+$", "published"),
-    (r"results/tables/[^/]+$", "tables"),
-    (r"results/paper/[^/]+$", "paper"),
-    (r"results/figures/.+/sweep\.[a-z]+$", "sweep_figure"),
-    (r"results/figures/.+/(cka_curves|cka_layers|rankme|probe_vs_head)\.[a-z]+$", "analysis_figures"),
-    (r"results/figures/.+\.[a-z]+$", "figures"),
-)
-
-
-def producer_rule(path: str | os.PathLike) -> str | None:
-    """The Snakemake rule whose job writes ``path`` (a file under some ``results/``), or None if none does."""
-    text = Path(path).as_posix()
-    for pattern, rule in RULE_OF_PATH:
-        if re.search(r"(^|/)" + pattern, text):
-            return rule
-    return None
 
 
 def _rebuild_hint(path: str | os.PathLike) -> str:

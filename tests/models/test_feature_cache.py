@@ -8,6 +8,8 @@ from torch import nn
 
 from clgrid import config as cl
 from clgrid import jobs
+from clgrid.context import JobContext
+from clgrid.spec import RunSpec
 from clgrid.io import load_torch, read_json
 from clgrid.methods import GENERIC_METHODS
 from clgrid.models import feature_cache
@@ -72,13 +74,13 @@ def test_the_cache_holds_every_split_and_the_backbone_digest(frozen_grid):
     assert [len(f) for f in cache["train"]] == [len(t["train_idx"]) for t in scenario["tasks"]]
     assert [len(f) for f in cache["test"]] == [len(t["test_idx"]) for t in scenario["tasks"]]
     assert cache["backbone_samples"] == sum(len(f) for f in cache["train"] + cache["test"])
-    model = jobs._Context(cl.init_spec(frozen_grid["config"], "split_digits", "cnn", 0), frozen_grid["scenario"],
-                          [frozen_grid["data"]], 1).build_model()
+    model = JobContext(RunSpec.of(cl.init_spec(frozen_grid["config"], "split_digits", "cnn", 0)),
+                       frozen_grid["scenario"], [frozen_grid["data"]], 1).build_model()
     model.load_state_dict(load_torch(frozen_grid["init"])["model"])
     assert cache["backbone_digest"] == state_digest(model.backbone)
     # The cached features are the frozen backbone's, in eval mode (BatchNorm running statistics).
-    x = jobs._Context(cl.init_spec(frozen_grid["config"], "split_digits", "cnn", 0), frozen_grid["scenario"],
-                      [frozen_grid["data"]], 1).task_data(1, "test").x
+    x = JobContext(RunSpec.of(cl.init_spec(frozen_grid["config"], "split_digits", "cnn", 0)),
+                   frozen_grid["scenario"], [frozen_grid["data"]], 1).task_data(1, "test").x
     with torch.no_grad():
         assert torch.allclose(cache["test"][1], model.eval().features(x), atol=1e-5)
 

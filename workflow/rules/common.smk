@@ -10,6 +10,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from clgrid import config as cl  # noqa: E402
 from clgrid import config_errors  # noqa: E402
+from clgrid import paths  # noqa: E402
+from clgrid import plan as cl_plan  # noqa: E402
 from clgrid import resources as cl_resources  # noqa: E402
 
 SCHEMA = str(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
@@ -21,26 +23,26 @@ except config_errors.ConfigError as err:
     print(err, file=sys.stderr)
     sys.exit(1)
 
-# Every path the DAG makes, spelled out in full so a reader can grep for it.
-DATASET = "results/data/{dataset}.npz"
-DATASET_META = "results/data/{dataset}.json"
-RAW_DONE = os.path.join(config["data_root"], "{dataset}", ".clgrid_downloaded")
-SCENARIO = "results/scenarios/{benchmark}.json"
-INIT_MODEL = "results/init/{benchmark}/{backbone}/s{seed}/model.pt"
-INIT_EVAL = "results/init/{benchmark}/{backbone}/s{seed}/eval.json"
-WEIGHTS_DONE = "results/weights/{backbone}.json"
-FEATURES = "results/features/{benchmark}/{backbone}/s{seed}/features.pt"
-TASK_STATE = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/state.pt"
-TASK_EVAL = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/eval.json"
-RUN_METRICS = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/metrics.json"
-RUN_ANALYSIS = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/analysis.json"
-RUN_COMPARISON = "results/compare/{benchmark}/{backbone}/{method}__vs__{other}/s{seed}/cka.json"
-FIGURE = "results/figures/{benchmark}/{backbone}/{figure}.{ext}"
-TABLE = "results/tables/{table}"
+# Every path the DAG makes: the templates of clgrid.paths, the one place the results layout is written.
+DATASET = paths.DATASET
+DATASET_META = paths.DATASET_META
+RAW_DONE = paths.raw_done(config["data_root"])
+SCENARIO = paths.SCENARIO
+INIT_MODEL = paths.INIT_MODEL
+INIT_EVAL = paths.INIT_EVAL
+WEIGHTS_DONE = paths.WEIGHTS_DONE
+FEATURES = paths.FEATURES
+TASK_STATE = paths.TASK_STATE
+TASK_EVAL = paths.TASK_EVAL
+RUN_METRICS = paths.RUN_METRICS
+RUN_ANALYSIS = paths.RUN_ANALYSIS
+RUN_COMPARISON = paths.RUN_COMPARISON
+FIGURE = paths.FIGURE
+TABLE = paths.TABLE
 ENV = "../../envs/clgrid.yaml"
-FIGURES = ("acc_matrix", "acc_curve", "forgetting", "summary")
-ANALYSIS_FIGURES = ("cka_curves", "cka_layers", "rankme", "probe_vs_head")
-TABLES = ("runs.csv", "acc_matrix.csv", "summary.csv", "summary.md", "summary.tex")
+FIGURES = paths.FIGURES
+ANALYSIS_FIGURES = paths.ANALYSIS_FIGURES
+TABLES = paths.TABLES
 
 
 wildcard_constraints:
@@ -57,13 +59,14 @@ def as_json(spec):
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))
 
 
+# The input functions read a run's plan (clgrid.plan), which the in-process runner follows too.
 def dataset_files(wildcards):
-    return expand(DATASET, dataset=cl.datasets_of(config, wildcards.benchmark))
+    return cl_plan.dataset_files(config, wildcards.benchmark)
 
 
 def run_dataset_files(wildcards):
     """A training job's datasets: the benchmark's and any its method draws from (ZSCL's reference images)."""
-    return expand(DATASET, dataset=cl.run_datasets(config, wildcards.benchmark, wildcards.method))
+    return cl_plan.run_dataset_files(config, wildcards.benchmark, wildcards.method)
 
 
 def dataset_spec(wildcards):
@@ -146,11 +149,8 @@ def figure_pdfs(wildcards=None):
 
 def previous_state(wildcards):
     """Task 0 starts from the seed's shared initial weights, task t from task t-1's state."""
-    wildcards = dict(wildcards)
-    task = int(wildcards["task"])
-    if task == 0:
-        return INIT_MODEL.format(**wildcards)
-    return TASK_STATE.format(**{**wildcards, "task": task - 1})
+    w = dict(wildcards)
+    return cl_plan.previous_state(w["benchmark"], w["backbone"], w.get("method"), w["seed"], int(w["task"]))
 
 
 def chunk_previous_state(first):
@@ -165,17 +165,14 @@ def one_of(names):
 
 def pretrained_weights(wildcards):
     """The download_weights marker for a backbone with weights to fetch ({} for random or local-file weights)."""
-    if not cl.needs_download(config["backbones"][wildcards.backbone]):
-        return {}
-    return {"weights": WEIGHTS_DONE.format(backbone=wildcards.backbone)}
+    marker = cl_plan.weights_marker(config, wildcards.backbone)
+    return {"weights": marker} if marker else {}
 
 
 def cached_features(wildcards):
     """The frozen backbone's feature cache a run trains on ({} for runs that train their backbone)."""
-    if not cl.uses_feature_cache(config, wildcards.benchmark, wildcards.backbone, wildcards.method):
-        return {}
-    seed = cl.feature_seed(config, wildcards.backbone, int(wildcards.seed))
-    return {"features": FEATURES.format(benchmark=wildcards.benchmark, backbone=wildcards.backbone, seed=seed)}
+    cache = cl_plan.feature_cache(config, wildcards.benchmark, wildcards.backbone, wildcards.method, wildcards.seed)
+    return {"features": cache} if cache else {}
 
 
 def features_arg(wildcards, input):
@@ -183,15 +180,13 @@ def features_arg(wildcards, input):
 
 
 def task_evals(wildcards):
-    return [TASK_EVAL.format(**{**wildcards, "task": t}) for t in range(cl.n_tasks(config, wildcards.benchmark))]
+    return cl_plan.task_files(TASK_EVAL, config, wildcards.benchmark, wildcards.backbone, wildcards.method,
+                              wildcards.seed)
 
 
 def run_states(wildcards, method):
     """state.pt of every task of ``method``'s run at the wildcards' benchmark, backbone and seed."""
-    return [
-        TASK_STATE.format(**{**wildcards, "method": method, "task": t})
-        for t in range(cl.n_tasks(config, wildcards.benchmark))
-    ]
+    return cl_plan.task_files(TASK_STATE, config, wildcards.benchmark, wildcards.backbone, method, wildcards.seed)
 
 
 def task_states(wildcards):

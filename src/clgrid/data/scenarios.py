@@ -256,3 +256,16 @@ def task_arrays(datasets: dict[str, dict[str, np.ndarray]], scenario: dict[str, 
     task = scenario["tasks"][task_id]
     return select(datasets[task["dataset"]], split, task[f"{split}_idx"], task["label_offset"], task["transform"],
                   scenario["input_shape"])
+
+
+def input_normalization(scenario: dict[str, Any], bench: dict[str, Any],
+                        datasets: dict[str, dict[str, np.ndarray]]) -> dict[str, list[float]]:
+    """Normalisation statistics of the training pixels the tasks use (each dataset once, up to ~5000 images of
+    it), fixed when the scenario is written so every job applies the same."""
+    from clgrid.data.transforms import normalization
+
+    trained = dict.fromkeys(t["dataset"] for t in scenario["tasks"])  # each dataset once, in task order
+    samples = [conform(datasets[d]["x_train"][:: max(1, len(datasets[d]["x_train"]) // 5000)], scenario["input_shape"])
+               for d in trained if len(datasets[d]["x_train"])]
+    pixels = np.concatenate(samples) if samples else np.zeros((0, *scenario["input_shape"]), np.uint8)
+    return normalization(bench.get("transform", {}), pixels)

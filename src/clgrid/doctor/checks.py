@@ -156,7 +156,7 @@ def resume_group(opts: Options, precision: str, placement: str) -> list[Row]:
     from unittest import mock
 
     from clgrid import config as cl
-    from clgrid import jobs
+    from clgrid import fit, jobs
     from clgrid.io import load_torch, read_json
 
     root = fresh(Path(opts.workdir) / f"resume-{precision}-{placement}")
@@ -188,7 +188,7 @@ def resume_group(opts: Options, precision: str, placement: str) -> list[Row]:
             n_train = len(read_json(scenario)["tasks"][1]["train_idx"])
             per_epoch = -(-n_train // int(spec["train"]["batch_size"]))
             kill_at = per_epoch + max(1, per_epoch // 2)  # the n-th checkpoint (one per step): mid second epoch
-            real_save, saves = jobs.save_torch, [0]
+            real_save, saves = fit.save_torch, [0]  # the in-job checkpoint is written by clgrid.fit
 
             def save_then_die(path, obj):
                 real_save(path, obj)
@@ -197,7 +197,7 @@ def resume_group(opts: Options, precision: str, placement: str) -> list[Row]:
                     if saves[0] == kill_at:
                         raise _Interrupted
 
-            with mock.patch.object(jobs, "save_torch", save_then_die):
+            with mock.patch.object(fit, "save_torch", save_then_die):
                 try:
                     train(1, str(prev), "killed", every=1e-9)
                 except _Interrupted:

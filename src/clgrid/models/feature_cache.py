@@ -83,3 +83,22 @@ class BackboneCounter:
 
     def remove(self) -> None:
         self._handle.remove()
+
+
+def extract_all(model: nn.Module, ctx) -> tuple[dict, int]:
+    """The frozen backbone's features of every split a job of ``ctx`` (a ``clgrid.context.JobContext``) reads:
+    each task's train and test split, the held-out classes (test and train) and each evaluation-only set, under
+    the runs' precision; with the number of samples that went through the backbone."""
+    def features(x):
+        return extract(model, x, autocast=ctx.precision.autocast)
+
+    n_tasks = len(ctx.scenario["tasks"])
+    cache: dict = {split: [features(ctx.task_data(i, split).x) for i in range(n_tasks)] for split in ("train", "test")}
+    sets = ctx.test_sets()
+    cache["unseen"] = features(sets["unseen"][0][0]) if "unseen" in sets else None
+    cache["unseen_train"] = features(ctx.unseen_train()[0]) if "unseen" in sets else None
+    cache["sets"] = {key[4:]: [features(x) for x, _, _ in parts] for key, parts in sets.items()
+                     if key.startswith("set:")}
+    samples = sum(len(f) for split in ("train", "test") for f in cache[split]) + len(cache["unseen"] or []) + \
+        len(cache["unseen_train"] or []) + sum(len(f) for parts in cache["sets"].values() for f in parts)
+    return cache, samples

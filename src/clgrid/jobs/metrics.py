@@ -1,0 +1,27 @@
+"""The metrics job: a run's accuracy matrices and CL metrics from its tasks' evaluations (no torch)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from clgrid.io import read_json, verified_sha256, write_json
+from clgrid.spec import RunSpec
+
+log = logging.getLogger("clgrid")
+
+
+def run_metrics(spec: RunSpec | dict[str, Any], init_eval: str, task_evals: list[str], out: str,
+                task_states: list[str] = ()) -> None:
+    """The accuracy matrix of a run and every metric computed from it, with the checksums of its checkpoints."""
+    from clgrid.run_metrics import run_record
+
+    spec = RunSpec.of(spec)
+    rows = [read_json(p) for p in task_evals]
+    for t, row in enumerate(rows):
+        if row["after_task"] != t:
+            raise ValueError(f"'{task_evals[t]}' is the evaluation after task {row['after_task']}, expected {t}")
+    checksums = [verified_sha256(p)[0] for p in task_states]  # a corrupt one fails here
+    result = run_record(spec, read_json(init_eval), rows, checksums)
+    write_json(out, result)
+    log.info("%s: %s", result["run"], " ".join(f"{k}={v:.2f}" for k, v in result["metrics"].items()))

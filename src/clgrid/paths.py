@@ -1,0 +1,94 @@
+"""The results path grammar, written once: every file the DAG makes, as a template, and the rule that makes it.
+
+The rules (``workflow/rules/common.smk``), the error hints of ``clgrid.io`` (which rule rebuilds a broken file),
+the config checks (is a dataset prepared already) and the in-process runner (``clgrid.plan``) all read these
+templates, so a layout change is made here and nowhere else. Pure Python: the Snakefile imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+DATASET = "results/data/{dataset}.npz"
+DATASET_META = "results/data/{dataset}.json"
+SCENARIO = "results/scenarios/{benchmark}.json"
+INIT_MODEL = "results/init/{benchmark}/{backbone}/s{seed}/model.pt"
+INIT_EVAL = "results/init/{benchmark}/{backbone}/s{seed}/eval.json"
+WEIGHTS_DONE = "results/weights/{backbone}.json"
+FEATURES = "results/features/{benchmark}/{backbone}/s{seed}/features.pt"
+TASK_STATE = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/state.pt"
+TASK_EVAL = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/eval.json"
+RUN_METRICS = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/metrics.json"
+RUN_ANALYSIS = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/analysis.json"
+RUN_COMPARISON = "results/compare/{benchmark}/{backbone}/{method}__vs__{other}/s{seed}/cka.json"
+FIGURE = "results/figures/{benchmark}/{backbone}/{figure}.{ext}"
+TABLE = "results/tables/{table}"
+PUBLISHED = "results/tables/published.{ext}"
+PAPER = "results/paper/{name}"
+RESUME_SUFFIX = ".resume.pt"
+"""An in-job checkpoint lives beside the task state it will become: ``<state.pt>.resume.pt``."""
+
+FIGURES = ("acc_matrix", "acc_curve", "forgetting", "summary")
+ANALYSIS_FIGURES = ("cka_curves", "cka_layers", "rankme", "probe_vs_head")
+SWEEP_FIGURE = "sweep"
+TABLES = ("runs.csv", "acc_matrix.csv", "summary.csv", "summary.md", "summary.tex")
+
+
+def raw_done(data_root: str) -> str:
+    """The marker the download rule writes once a dataset's raw files are under ``data_root``."""
+    return os.path.join(data_root, "{dataset}", ".clgrid_downloaded")
+
+
+def resume_file(state: str) -> str:
+    return state + RESUME_SUFFIX
+
+
+def _pattern(template: str, **fixed: str) -> str:
+    """A regex matching the paths of ``template``: a wildcard matches within one folder level, unless ``fixed``
+    gives its own regex."""
+    parts = re.split(r"(\{\w+\})", template)
+    out = []
+    for part in parts:
+        name = part[1:-1] if part.startswith("{") and part.endswith("}") else None
+        out.append(fixed.get(name, r"[^/]+") if name else re.escape(part))
+    return "".join(out) + "$"
+
+
+def _one_of(names) -> str:
+    return "(" + "|".join(re.escape(n) for n in names) + ")"
+
+
+RULE_OF_PATH: tuple[tuple[str, str], ...] = (
+    (_pattern(DATASET), "prepare_dataset"),
+    (_pattern(DATASET_META), "prepare_dataset"),
+    (_pattern(SCENARIO), "prepare_scenario"),
+    (_pattern(WEIGHTS_DONE), "download_weights"),
+    (_pattern(INIT_MODEL), "init_model"),
+    (_pattern(INIT_EVAL), "evaluate_init"),
+    (_pattern(FEATURES), "extract_features"),
+    (_pattern(TASK_STATE, task=r"\d+"), "train_task"),
+    (_pattern(resume_file(TASK_STATE), task=r"\d+"), "train_task"),
+    (_pattern(TASK_EVAL, task=r"\d+"), "train_task"),
+    (_pattern(RUN_METRICS), "run_metrics"),
+    (_pattern(RUN_ANALYSIS), "analyze_run"),
+    (_pattern(RUN_COMPARISON), "compare_runs"),
+    (_pattern(PUBLISHED, ext="[a-z]+"), "published"),
+    (_pattern(TABLE), "tables"),
+    (_pattern(PAPER), "paper"),
+    (_pattern(FIGURE, figure=re.escape(SWEEP_FIGURE), ext="[a-z]+"), "sweep_figure"),
+    (_pattern(FIGURE, figure=_one_of(ANALYSIS_FIGURES), ext="[a-z]+"), "analysis_figures"),
+    (_pattern(FIGURE, ext="[a-z]+"), "figures"),
+)
+"""Which Snakemake rule makes a path, first match wins (a path matches from a ``results/`` folder anywhere)."""
+
+
+def producer_rule(path: str | os.PathLike) -> str | None:
+    """The Snakemake rule whose job writes ``path`` (a file under some ``results/``), or None if none does."""
+    from pathlib import Path
+
+    text = Path(path).as_posix()
+    for pattern, rule in RULE_OF_PATH:
+        if re.search(r"(^|/)" + pattern, text):
+            return rule
+    return None
