@@ -1,4 +1,4 @@
-"""MkDocs hook: generate the config reference and the methods page at build time (mkdocs.yml `hooks:`).
+"""MkDocs hook: generate the config reference, the methods page and the package layout at build time (mkdocs.yml `hooks:`).
 
 The pages are added to the build in memory (`File.generated`), never written into docs/, so they cannot go stale
 in git and `mkdocs serve` does not loop on its own output. To look at them without building the site:
@@ -21,6 +21,7 @@ for path in (str(REPO / "src"), str(GEN)):
 
 from config_reference import render_config_reference  # noqa: E402
 from methods_page import render_methods_page  # noqa: E402
+from package_tree import render_package_page  # noqa: E402
 
 
 def generated_pages() -> dict[str, str]:
@@ -32,6 +33,7 @@ def generated_pages() -> dict[str, str]:
     return {
         "reference/config.md": render_config_reference(schema),
         "methods.md": render_methods_page(schema, GEN / "methods_intro.md"),
+        "reference/package.md": render_package_page(REPO / "src" / "clgrid"),
     }
 
 
