@@ -462,7 +462,6 @@ def test_the_schema_takes_the_gpu_settings_without_filling_them_in(default_confi
     import copy
 
     from clgrid import config as cl
-    from clgrid import config_errors as ce
     from tests.conftest import SCHEMA
 
     spec = cl.run_spec(default_config, "split_digits", "mlp", "naive", 0)
@@ -470,10 +469,10 @@ def test_the_schema_takes_the_gpu_settings_without_filling_them_in(default_confi
     config = copy.deepcopy(default_config)
     config["benchmarks"]["split_digits"]["train"].update(precision="bf16", channels_last="auto", compile=True,
                                                          deterministic=True)
-    ce.check(config, SCHEMA)
+    cl.check(config, SCHEMA)
     config["benchmarks"]["split_digits"]["train"]["precision"] = "fp8"
-    with pytest.raises(ce.ConfigError, match="fp8"):
-        ce.check(config, SCHEMA)
+    with pytest.raises(cl.ConfigError, match="fp8"):
+        cl.check(config, SCHEMA)
 
 
 def test_evaluation_runs_under_the_jobs_precision():
