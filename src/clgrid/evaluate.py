@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 if TYPE_CHECKING:
-    from clgrid.train import Precision
+    from clgrid.device import Precision
 
 EVAL_BATCH = 1024
 """Test samples per forward pass: no gradients are kept, so batches far above the training batch size fit."""
@@ -23,7 +23,7 @@ def accuracy(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y
 
     Class-IL: argmax over every class of the head. Task-IL: argmax over ``classes`` only (the evaluated task's
     classes; the other logits are masked to −inf, as Mammoth's ``mask_classes`` does), so the task identity is
-    given at test time. ``precision`` (the job's ``clgrid.train.Precision``): the forward runs under its autocast
+    given at test time. ``precision`` (the job's ``clgrid.device.Precision``): the forward runs under its autocast
     (bf16 or fp16 on a GPU, none on the CPU). The counts stay on the device until the end: one wait for the GPU
     per test set, not three per batch.
     """

@@ -129,7 +129,7 @@ class _Context:
                  extra_datasets: tuple[str, ...] = ()):
         import torch
 
-        from clgrid.train import Precision, configure_device, resolve_device
+        from clgrid.device import Precision, configure_device, resolve_device
 
         torch.set_num_threads(threads)
         self.spec = spec
