@@ -47,7 +47,7 @@ def check_config(config: dict[str, Any], validate: Callable[[dict[str, Any]], No
     ``validate`` (the workflow's schema validation) is used to check and fill each
     variant's parameters and training overrides against the method's own schema block.
     ``schema`` (the loaded schema) gives the defaults that tell a setting the user changed from one left alone:
-    without it the checks of settings a chosen mode ignores (``clgrid.ignored.check_ignored``) are skipped.
+    without it the checks of settings a chosen mode ignores (``clgrid.config.checks.ignored``) are skipped.
     """
     datasets.check_dataset_names(config)
     datasets.check_datasets(config)
