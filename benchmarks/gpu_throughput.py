@@ -3,7 +3,7 @@
 Two networks with random weights: ResNet-18 (CIFAR stem) on 3x32x32 images and torchvision's ViT-B/16 on 3x224x224.
 For each, one task's training through ``clgrid.train.fit_task`` (naive method, SGD with momentum, data on the GPU
 as uint8, ``train.precision`` fp32 then bf16, channels-last as ``auto`` picks it, cuDNN autotuning on as
-``clgrid.train.configure_device`` sets it) and through a minimal PyTorch loop doing the same (autocast,
+``clgrid.device.configure_device`` sets it) and through a minimal PyTorch loop doing the same (autocast,
 channels-last, ``torch.optim.SGD``, no per-step host sync). FLOPs of one training step (forward and backward) are
 counted with ``torch.utils.flop_counter.FlopCounterMode``; achieved TFLOP/s are compared with the GPU's dense bf16
 peak (a table by device name below; unknown GPUs get no ratio). Warm-up steps are excluded; the GPU is synchronised
@@ -68,7 +68,7 @@ def plain_loop(model, x, y, batch: int, steps: int, precision: str) -> None:
     import torch
     import torch.nn.functional as F
 
-    from clgrid.train import uses_channels_last
+    from clgrid.device import uses_channels_last
 
     channels_last = uses_channels_last("auto", x.device, model)
     if channels_last:
@@ -122,7 +122,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("gpu_throughput.py measures a CUDA GPU, and torch sees none here (torch.cuda.is_available() is "
                  "False); nothing was written. Run it on a GPU machine.")
-    from clgrid.train import configure_device
+    from clgrid.device import configure_device
 
     device = torch.device("cuda")
     configure_device(device, {})  # the defaults a job gets: cuDNN autotuning, no deterministic kernels

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from clgrid import config as cl
-from clgrid import config_errors
+from clgrid.config.schema import validate
 from tests.conftest import DEFAULT_CONFIG, SCHEMA
 
 
@@ -64,7 +64,7 @@ BAD = {
 
 
 def _validate_and_check(config):
-    config_errors.check(config, SCHEMA, files=[DEFAULT_CONFIG])
+    cl.check(config, SCHEMA, files=[DEFAULT_CONFIG])
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
@@ -134,7 +134,7 @@ def test_variants_resolve_params_and_training_overrides(default_config):
     config = copy.deepcopy(default_config)
     config["methods"] = ["naive", "er_500"]
     config["variants"] = {"er_500": {"method": "replay", "params": {"buffer_size": 500}, "train": {"lr": 0.1}}}
-    cl.check_config(config, validate=lambda trial: config_errors.validate(trial, SCHEMA))
+    cl.check_config(config, validate=lambda trial: validate(trial, SCHEMA))
     spec = cl.run_spec(config, "split_digits", "mlp", "er_500", 0)
     assert spec["method"] == "er_500" and spec["method_name"] == "replay"
     assert spec["method_params"]["buffer_size"] == 500 and spec["method_params"]["buffer_policy"] == "class_balanced"
@@ -147,7 +147,7 @@ def _swept(default_config, sweeps, methods=("naive", "ewc", "replay")):
     config = copy.deepcopy(default_config)
     config["methods"] = list(methods)
     config["sweeps"] = sweeps
-    cl.check_config(config, validate=lambda trial: config_errors.validate(trial, SCHEMA))
+    cl.check_config(config, validate=lambda trial: validate(trial, SCHEMA))
     return config
 
 
@@ -180,7 +180,7 @@ def test_sweep_of_a_variant_and_bad_sweeps(default_config):
     config["methods"] = ["er"]
     config["variants"] = {"er": {"method": "replay", "params": {"buffer_policy": "reservoir"}, "train": {"lr": 0.01}}}
     config["sweeps"] = {"er": {"params": {"buffer_size": [10, 20]}}}
-    cl.check_config(config, validate=lambda trial: config_errors.validate(trial, SCHEMA))
+    cl.check_config(config, validate=lambda trial: validate(trial, SCHEMA))
     spec = cl.run_spec(config, "split_digits", "mlp", "er~buffer_size=20", 0)
     assert spec["method_params"]["buffer_policy"] == "reservoir" and spec["method_params"]["buffer_size"] == 20
     assert spec["train"]["lr"] == 0.01

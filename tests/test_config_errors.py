@@ -6,8 +6,11 @@ import math
 import pytest
 import yaml
 
-from clgrid import config as cl
-from clgrid import config_errors as ce
+from clgrid.config import ConfigError, check
+from clgrid.config.errors import MISSING, field_path, parse_path, show
+from clgrid.config.messages import describe
+from clgrid.config.schema import load_schema, validate
+from clgrid.config.yaml_lint import check_finite, coerce_numbers, lint_yaml, source_of
 from tests.conftest import DEFAULT_CONFIG, REPO, SCHEMA
 
 SHIPPED = [DEFAULT_CONFIG, *sorted((REPO / "config" / "experiments").glob("*.yaml")),
@@ -34,39 +37,39 @@ def _minimal(**top):
 
 
 def _error(config, files=()):
-    with pytest.raises(ce.ConfigError) as err:
-        ce.check(config, SCHEMA, files=files)
+    with pytest.raises(ConfigError) as err:
+        check(config, SCHEMA, files=files)
     return err.value
 
 
 def test_paths_are_written_as_a_person_writes_them():
-    assert ce.field_path(["method_params", "ewc", "ewc_lambda"]) == "method_params.ewc.ewc_lambda"
-    assert ce.field_path(["methods", 2]) == "methods[2]"
-    assert ce.field_path(["analysis", "cross_run_pairs", 0, 1]) == "analysis.cross_run_pairs[0][1]"
-    assert ce.parse_path("analysis.cross_run_pairs[0][1]") == ("analysis", "cross_run_pairs", 0, 1)
+    assert field_path(["method_params", "ewc", "ewc_lambda"]) == "method_params.ewc.ewc_lambda"
+    assert field_path(["methods", 2]) == "methods[2]"
+    assert field_path(["analysis", "cross_run_pairs", 0, 1]) == "analysis.cross_run_pairs[0][1]"
+    assert parse_path("analysis.cross_run_pairs[0][1]") == ("analysis", "cross_run_pairs", 0, 1)
 
 
 def test_values_are_shown_as_yaml_spells_them():
-    assert ce.show("0.1") == "'0.1'"  # visibly a string, not a number
-    assert ce.show(float("inf")) == ".inf" and ce.show(float("-inf")) == "-.inf" and ce.show(math.nan) == ".nan"
-    assert ce.show(True) == "true" and ce.show(None) == "null"
-    assert ce.show({"lr": 0.1, "opt": "sgd"}) == "{lr: 0.1, opt: 'sgd'}"
-    assert ce.show(ce.MISSING) == "(not set)"
+    assert show("0.1") == "'0.1'"  # visibly a string, not a number
+    assert show(float("inf")) == ".inf" and show(float("-inf")) == "-.inf" and show(math.nan) == ".nan"
+    assert show(True) == "true" and show(None) == "null"
+    assert show({"lr": 0.1, "opt": "sgd"}) == "{lr: 0.1, opt: 'sgd'}"
+    assert show(MISSING) == "(not set)"
 
 
 def test_scientific_notation_strings_become_floats_everywhere():
     config = yaml.safe_load("a: 1e-3\nb: [5E2, '-2.5e-1', 1.0e-3]\nc: {d: 1e5, 1e3: keep}\ne: e5\nf: 1e\ng: ewc\n"
                             "h: '0.1'\n")
     assert isinstance(config["a"], str)  # what PyYAML does (YAML 1.1 wants a dot)
-    ce.coerce_numbers(config)
+    coerce_numbers(config)
     assert config["a"] == 0.001 and config["b"] == [500.0, -0.25, 0.001] and config["c"]["d"] == 100000.0
     assert "1e3" in config["c"]  # keys are names, never coerced
     assert (config["e"], config["f"], config["g"], config["h"]) == ("e5", "1e", "ewc", "0.1")
 
 
 def test_non_finite_numbers_are_refused_with_their_path():
-    with pytest.raises(ce.ConfigError) as err:
-        ce.check_finite({"benchmarks": {"b": {"train": {"lr": float("nan")}}}, "seeds": [0]})
+    with pytest.raises(ConfigError) as err:
+        check_finite({"benchmarks": {"b": {"train": {"lr": float("nan")}}}, "seeds": [0]})
     assert err.value.path == "benchmarks.b.train.lr" and err.value.allowed == "a finite number"
 
 
@@ -76,20 +79,20 @@ def test_validation_fills_the_same_defaults_as_snakemake(tmp_path):
     from snakemake.utils import validate as snakemake_validate
 
     built = tmp_path / "config.schema.yaml"
-    built.write_text(yaml.safe_dump(ce.load_schema(str(SCHEMA)), allow_unicode=True))
+    built.write_text(yaml.safe_dump(load_schema(str(SCHEMA)), allow_unicode=True))
     for path in SHIPPED:
         config = yaml.safe_load(path.read_text())
         ours, theirs = copy.deepcopy(config), copy.deepcopy(config)
-        ce.validate(ours, SCHEMA)
+        validate(ours, SCHEMA)
         snakemake_validate(theirs, str(built))
         assert ours == theirs, path.name
 
 
 def test_filled_defaults_are_not_shared_between_configs():
     a, b = _minimal(), _minimal()
-    ce.validate(a, SCHEMA)
+    validate(a, SCHEMA)
     a["variants"]["x"] = {"method": "naive"}
-    ce.validate(b, SCHEMA)
+    validate(b, SCHEMA)
     assert b["variants"] == {}
 
 
@@ -138,20 +141,20 @@ def test_schema_errors_translate_each_keyword(edit, path, allowed):
 
 
 def test_the_field_description_comes_from_the_schema_not_from_a_mixed_in_block():
-    schema = ce.load_schema(str(SCHEMA))
-    assert ce.describe(schema, ["method_params", "ewc", "ewc_lambda"]).startswith("λ of Kirkpatrick")
-    assert ce.describe(schema, ["method_params", "naive", "freeze_k"]).startswith("number of leading backbone")
-    assert ce.describe(schema, ["backbones", "any", "arch"]).startswith("mlp (flatten")  # through a $ref
-    assert ce.describe(schema, ["method_params", "ewc"]) is None  # not common_method_params' "options every ..."
+    schema = load_schema(str(SCHEMA))
+    assert describe(schema, ["method_params", "ewc", "ewc_lambda"]).startswith("λ of Kirkpatrick")
+    assert describe(schema, ["method_params", "naive", "freeze_k"]).startswith("number of leading backbone")
+    assert describe(schema, ["backbones", "any", "arch"]).startswith("mlp (flatten")  # through a $ref
+    assert describe(schema, ["method_params", "ewc"]) is None  # not common_method_params' "options every ..."
 
 
 def test_a_field_is_traced_to_the_last_file_that_sets_it_and_its_line(tmp_path):
     base, extra = tmp_path / "study.yaml", tmp_path / "data.yaml"
     base.write_text(MINIMAL)
     extra.write_text("# shared data\ndatasets:\n  digits:\n    npz: no/such.npz\n")
-    assert ce.source_of(("datasets", "digits", "npz"), [base, extra]) == f"{extra}, line 4"
-    assert ce.source_of(("benchmarks", "split_digits", "n_tasks"), [base, extra]) == f"{base}, line 6"
-    assert ce.source_of(("seeds",), [base], overrides={"seeds": [1]}) == "--config seeds"
+    assert source_of(("datasets", "digits", "npz"), [base, extra]) == f"{extra}, line 4"
+    assert source_of(("benchmarks", "split_digits", "n_tasks"), [base, extra]) == f"{base}, line 6"
+    assert source_of(("seeds",), [base], overrides={"seeds": [1]}) == "--config seeds"
 
 
 def test_cross_field_errors_come_in_the_same_form():
@@ -186,11 +189,11 @@ def test_freeze_k_is_checked_against_each_backbone_and_each_variant():
     err = _error(copy.deepcopy(config))
     assert err.path == "variants.first2.params.freeze_k" and "backbone 'small' (mlp) has only 1 blocks" in err.problem
     config["backbones"].pop("small")
-    ce.check(config, SCHEMA)  # the cnn has block1, block2
+    check(config, SCHEMA)  # the cnn has block1, block2
 
 
 def test_analysis_layers_accept_what_the_backbone_has():
-    ce.check(_minimal(analysis={"layers": ["backbone.block1.0", "backbone.flatten", "head", "backbone"]}), SCHEMA)
+    check(_minimal(analysis={"layers": ["backbone.block1.0", "backbone.flatten", "head", "backbone"]}), SCHEMA)
     err = _error(_minimal(analysis={"layers": ["backbone.stem"]}))
     assert err.path == "analysis.layers[0]" and "backbone.block1, backbone.block2" in err.allowed
 
@@ -212,7 +215,7 @@ def test_buffers_are_checked_against_the_training_data():
     permuted = {"dataset": "digits", "scenario": "permuted", "n_tasks": 5,
                 "train": {"lr": 0.05, "epochs": 1, "batch_size": 32}}
     config = _minimal(benchmarks={"p": permuted}, methods=["replay"], method_params={"replay": {"buffer_size": 6735}})
-    ce.check(config, SCHEMA)  # 5 permuted copies of digits' 1347 training images
+    check(config, SCHEMA)  # 5 permuted copies of digits' 1347 training images
     config = _minimal(benchmarks={"p": permuted}, methods=["replay"], method_params={"replay": {"buffer_size": 6736}})
     assert _error(config).allowed == "an integer in [1, 6735]"
     # max_per_class_train caps each class; imported arrays have no known size, so nothing is checked
@@ -242,7 +245,7 @@ def test_a_dataset_folder_is_needed_only_until_it_is_prepared(tmp_path, monkeypa
     assert err.path == "datasets.mnist.path" and err.problem.startswith("no such folder: raw/mnist")
     (tmp_path / "results" / "data").mkdir(parents=True)
     (tmp_path / "results" / "data" / "mnist.npz").write_bytes(b"")
-    ce.check(config, SCHEMA)
+    check(config, SCHEMA)
 
 
 def test_shipped_configs_pass(monkeypatch):
@@ -252,7 +255,7 @@ def test_shipped_configs_pass(monkeypatch):
             continue
         config = yaml.safe_load(path.read_text())
         if "benchmarks" in config:
-            ce.check(config, SCHEMA, files=[path])
+            check(config, SCHEMA, files=[path])
 
 
 # --- plan-time checks of what a job would refuse or misread (docs/config_checks.md) ---------------------------
@@ -270,7 +273,7 @@ def test_shipped_configs_pass(monkeypatch):
 def test_yaml_habits_that_load_silently_are_named_with_file_and_line(tmp_path, text, path, problem):
     config_file = tmp_path / "c.yaml"
     config_file.write_text(text)
-    err = ce.lint_yaml(config_file)
+    err = lint_yaml(config_file)
     if path is None:
         assert err is None, str(err)
         return
@@ -283,7 +286,7 @@ def test_integer_fields_take_whole_numbers_only():
     assert err.path == "backbones.mlp.hidden[0]" and "(write 32)" in err.problem
     config = _minimal()
     config["benchmarks"]["split_digits"]["train"]["lr"] = 1  # a number field takes an integer
-    ce.check(config, SCHEMA)
+    check(config, SCHEMA)
 
 
 def test_a_setting_shared_by_several_runs_is_refused_only_when_no_run_uses_it():
@@ -291,22 +294,22 @@ def test_a_setting_shared_by_several_runs_is_refused_only_when_no_run_uses_it():
                 "kd_swa": {"method": "kd_ema", "params": {"teacher": "swa"}}}
     config = _minimal(methods=["kd_anneal", "kd_swa"], variants=copy.deepcopy(variants),
                       method_params={"kd_ema": {"anneal_steps": 50}})
-    ce.check(config, SCHEMA)  # kd_anneal reads it
+    check(config, SCHEMA)  # kd_anneal reads it
     config = _minimal(methods=["kd_swa"], variants=copy.deepcopy(variants), method_params={"kd_ema": {"anneal_steps": 50}})
     err = _error(config)
     assert err.path == "method_params.kd_ema.anneal_steps" and err.kind == "ignored"
     # a variant that switches the benchmark's SGD to Adam drops the benchmark's momentum knowingly
     config = _minimal(methods=["naive", "adam"], variants={"adam": {"method": "naive", "train": {"optimizer": "adam"}}})
     config["benchmarks"]["split_digits"]["train"]["momentum"] = 0.9
-    ce.check(config, SCHEMA)
+    check(config, SCHEMA)
 
 
 def test_methods_needing_clip_are_read_from_the_method_sources():
-    from clgrid import config_checks
+    from clgrid.config.checks.runs import methods_needing_clip
     from clgrid.methods import METHODS
 
-    assert config_checks.methods_needing_clip() == {n for n, cls in METHODS.items() if getattr(cls, "needs_clip", False)}
-    assert "zscl" in config_checks.methods_needing_clip()
+    assert methods_needing_clip() == {n for n, cls in METHODS.items() if getattr(cls, "needs_clip", False)}
+    assert "zscl" in methods_needing_clip()
 
 
 def test_open_clip_facts_read_from_its_files_are_open_clips_own():
@@ -318,13 +321,13 @@ def test_open_clip_facts_read_from_its_files_are_open_clips_own():
     import sys
 
     pytest.importorskip("open_clip")
-    from clgrid import config_checks
+    from clgrid.config.checks.backbones import _open_clip_files
 
     ask = ("import json, open_clip; print(json.dumps({m: open_clip.list_pretrained_tags_by_model(m) "
            "for m in open_clip.list_models()}))")
     answer = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True, check=True)
     own = json.loads(answer.stdout.strip().splitlines()[-1])
-    models, tags_of = config_checks._open_clip_files()
+    models, tags_of = _open_clip_files()
     assert sorted(models) == sorted(own)
     for model in models:
         assert sorted(tags_of(model)) == sorted(own[model]), model
@@ -333,11 +336,11 @@ def test_open_clip_facts_read_from_its_files_are_open_clips_own():
 def test_dataset_shapes_known_before_preparation_are_the_prepared_ones(tmp_path):
     import numpy as np
 
-    from clgrid import config_checks
+    from clgrid.config.checks.datasets import dataset_shape
     from clgrid.data.datasets import prepare_digits
 
     prepare_digits(str(tmp_path / "digits.npz"))
-    assert config_checks.dataset_shape({}, "digits") == list(np.load(tmp_path / "digits.npz")["x_train"].shape[1:])
-    assert config_checks.dataset_shape({"datasets": {"mnist": {"image_size": 224}}}, "mnist") == [1, 224, 224]
-    assert config_checks.dataset_shape({}, "cub200") == [3, 224, 224]
-    assert config_checks.dataset_shape({"datasets": {"mnist": {"npz": "x.npz"}}}, "mnist") is None
+    assert dataset_shape({}, "digits") == list(np.load(tmp_path / "digits.npz")["x_train"].shape[1:])
+    assert dataset_shape({"datasets": {"mnist": {"image_size": 224}}}, "mnist") == [1, 224, 224]
+    assert dataset_shape({}, "cub200") == [3, 224, 224]
+    assert dataset_shape({"datasets": {"mnist": {"npz": "x.npz"}}}, "mnist") is None

@@ -76,10 +76,10 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_module_level_imports_only():
     graph = import_graph()
-    assert "clgrid.config_errors" in graph["clgrid.config"]  # from clgrid.config_errors import ...
-    assert "clgrid.config" in graph["clgrid.config_checks"]  # from clgrid import config as cl
+    assert "clgrid.config.errors" in graph["clgrid.config.grid"]  # from clgrid.config.errors import ...
+    assert "clgrid.config.grid" in graph["clgrid.config"]  # a package's __init__ re-exporting its modules
     assert "clgrid.config" in graph["clgrid.resources"]  # from .config import ... (relative)
-    assert "clgrid.validation" not in graph["clgrid.config_errors"]  # imported inside __getattr__ only
+    assert "clgrid.config.checks.runs" in graph["clgrid.config.validation"]  # from clgrid.config.checks import runs
 
 
 def test_a_cycle_is_found_and_shown():
@@ -93,21 +93,26 @@ def test_no_import_cycle_among_clgrid_modules():
 
 
 def test_the_config_layer_has_a_leaf_and_a_top():
-    # config_errors imports nothing of the config layer; only validation imports config and config_checks both.
+    # errors imports nothing of the config layer; only validation (and the package's __init__, which re-exports
+    # it) imports the checks; the grid and the sweeps import no check.
     graph = import_graph()
-    layer = {"clgrid.config", "clgrid.config_checks", "clgrid.config_errors", "clgrid.validation"}
-    assert not graph["clgrid.config_errors"] & layer
-    assert not graph["clgrid.config"] & {"clgrid.config_checks", "clgrid.validation"}
-    assert [m for m in layer if {"clgrid.config", "clgrid.config_checks"} <= graph[m]] == ["clgrid.validation"]
+    layer = {m for m in graph if m.startswith("clgrid.config.")}
+    checks = {m for m in layer if m.startswith("clgrid.config.checks")}
+    assert not graph["clgrid.config.errors"] & (layer | {"clgrid.config"})
+    assert not (graph["clgrid.config.grid"] | graph["clgrid.config.sweeps"]) & (checks | {"clgrid.config.validation"})
+    assert [m for m in layer - checks if graph[m] & checks] == ["clgrid.config.validation"]
+    assert "clgrid.config.validation" not in {t for m in layer for t in graph[m]}
 
 
-def test_the_entry_points_are_still_found_where_callers_name_them():
-    # The Snakefile and older callers name config_errors.check and config.check_config.
-    from clgrid import config, config_errors, validation
+def test_the_entry_points_are_found_in_the_package():
+    # The Snakefile names config.check and config.ConfigError, the tests config.check_config.
+    from clgrid import config
+    from clgrid.config import errors, validation
 
-    assert config_errors.check is validation.check and config.check_config is validation.check_config
+    assert config.check is validation.check and config.check_config is validation.check_config
+    assert config.ConfigError is errors.ConfigError
     with pytest.raises(AttributeError):
-        config_errors.no_such_name  # noqa: B018
+        config.no_such_name  # noqa: B018
 
 
 def test_every_module_is_found_by_the_walk():

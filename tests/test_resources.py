@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import yaml
-from clgrid.config_errors import validate  # the schema with the method blocks built from the methods
+from clgrid.config.schema import validate  # the schema with the method blocks built from the methods
 
 from clgrid import resources
 from tests.conftest import DEFAULT_CONFIG, REPO, SCHEMA

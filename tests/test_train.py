@@ -242,10 +242,10 @@ import os  # noqa: E402
 
 import torch.nn.functional as F  # noqa: E402
 
-from clgrid import train  # noqa: E402
+from clgrid import device as clgrid_device  # noqa: E402
+from clgrid.device import (Precision, StepRunner, configure_device, resolve_precision,  # noqa: E402
+                           uses_channels_last)
 from clgrid.models import build_model  # noqa: E402
-from clgrid.train import (Precision, StepRunner, configure_device, resolve_precision,  # noqa: E402
-                          uses_channels_last)
 
 STEADY = {**TRAIN, "lr": 0.05, "momentum": 0.9, "epochs": 2, "batch_size": 8}
 
@@ -393,7 +393,7 @@ def test_compile_compiles_the_forward_the_loop_calls_and_changes_no_number(monke
     # A real torch.compile on the CPU takes long and needs a C compiler; a spy shows what would be compiled.
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda fn, *args, **kwargs: compiled.append(fn) or fn)
-    monkeypatch.setattr(train, "_COMPILED_FORWARDS", {})  # compiled once per process: none yet in this test
+    monkeypatch.setattr(clgrid_device, "_COMPILED_FORWARDS", {})  # compiled once per process: none yet in this test
     usual, _, usual_losses = _fit(STEADY)
     assert compiled == []
     model, method, losses = _fit({**STEADY, "compile": True})
@@ -417,7 +417,7 @@ def test_compile_once_per_process_for_the_tasks_of_a_multi_task_job(monkeypatch)
 
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: real_compile(fn, backend=lambda gm, inputs: gm.forward))
-    monkeypatch.setattr(train, "_COMPILED_FORWARDS", {})
+    monkeypatch.setattr(clgrid_device, "_COMPILED_FORWARDS", {})
     torch._dynamo.reset()
     tasks = [task(t, [2 * t % 4, 2 * t % 4 + 1], n_per_class=20) for t in range(3)]  # 40 samples: 5 full batches
 
@@ -462,7 +462,6 @@ def test_the_schema_takes_the_gpu_settings_without_filling_them_in(default_confi
     import copy
 
     from clgrid import config as cl
-    from clgrid import config_errors as ce
     from tests.conftest import SCHEMA
 
     spec = cl.run_spec(default_config, "split_digits", "mlp", "naive", 0)
@@ -470,10 +469,10 @@ def test_the_schema_takes_the_gpu_settings_without_filling_them_in(default_confi
     config = copy.deepcopy(default_config)
     config["benchmarks"]["split_digits"]["train"].update(precision="bf16", channels_last="auto", compile=True,
                                                          deterministic=True)
-    ce.check(config, SCHEMA)
+    cl.check(config, SCHEMA)
     config["benchmarks"]["split_digits"]["train"]["precision"] = "fp8"
-    with pytest.raises(ce.ConfigError, match="fp8"):
-        ce.check(config, SCHEMA)
+    with pytest.raises(cl.ConfigError, match="fp8"):
+        cl.check(config, SCHEMA)
 
 
 def test_evaluation_runs_under_the_jobs_precision():
@@ -558,7 +557,7 @@ def test_a_job_trains_compiled_through_its_tasks_without_recompiling(default_con
 def test_deterministic_names_the_op_that_has_no_deterministic_kernel():
     # torch.use_deterministic_algorithms(True, warn_only=True) let such an op run with a warning, so a run asked to
     # repeat bit for bit silently did not; now torch raises and the loop says which op and what to do.
-    from clgrid.train import NondeterministicOp
+    from clgrid.device import NondeterministicOp
 
     class ScatterOnGpu(Method):
         def forward(self, x):

@@ -7,7 +7,7 @@ from clgrid.methods import GENERIC_METHODS, get_method, TaskData
 from clgrid.train import fit_task, task_generator
 from clgrid.models import build_model
 from clgrid.data.transforms import make_augment
-from clgrid.config_errors import load_schema
+from clgrid.config.schema import load_schema
 
 schema = load_schema(sys.argv[1])
 blocks = schema["properties"]["method_params"]["properties"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from clgrid import config as cl
-from clgrid.config_errors import check
+from clgrid.config import check
 
 
 def shipped_configs(root: Path) -> list[Path]:

@@ -18,7 +18,7 @@ METHODS_PAGE = "../methods.md"
 INTRO = """# Config reference
 
 Every key of an experiment config, generated from `workflow/schemas/config.schema.yaml` when the site is built
-(the schema is read through `clgrid.config_errors.load_schema`, as the workflow reads it). Snakemake validates a
+(the schema is read through `clgrid.config.schema.load_schema`, as the workflow reads it). Snakemake validates a
 config against this schema and fills in the defaults shown here before any job runs; [Writing a config](../config.md)
 explains how the pieces fit together. `<name>` in a path stands for a name you choose (a benchmark, a backbone, a
 dataset, a variant). "–" in the default column: an absent key stays absent.

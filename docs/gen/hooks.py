@@ -26,7 +26,7 @@ from package_tree import render_package_page  # noqa: E402
 
 def generated_pages() -> dict[str, str]:
     """Page path (relative to docs/) -> Markdown, for every generated page."""
-    from clgrid.config_errors import load_schema
+    from clgrid.config.schema import load_schema
 
     # load_schema, not a plain YAML read: keys the code adds to the schema when loading it are documented too.
     schema = load_schema(str(SCHEMA))

@@ -45,7 +45,7 @@ class JobContext:
                  extra_datasets: tuple[str, ...] = ()):
         import torch
 
-        from clgrid.train import Precision, configure_device, resolve_device
+        from clgrid.device import Precision, configure_device, resolve_device
 
         torch.set_num_threads(threads)
         self.spec = spec

@@ -14,7 +14,7 @@ from clgrid.io import provenance
 if TYPE_CHECKING:
     from clgrid.context import JobContext
     from clgrid.spec import RunSpec
-    from clgrid.train import Precision
+    from clgrid.device import Precision
 
 log = logging.getLogger("clgrid")
 
@@ -31,7 +31,7 @@ def accuracy(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y
 
     Class-IL: argmax over every class of the head. Task-IL: argmax over ``classes`` only (the evaluated task's
     classes; the other logits are masked to −inf, as Mammoth's ``mask_classes`` does), so the task identity is
-    given at test time. ``precision`` (the job's ``clgrid.train.Precision``): the forward runs under its autocast
+    given at test time. ``precision`` (the job's ``clgrid.device.Precision``): the forward runs under its autocast
     (bf16 or fp16 on a GPU, none on the CPU). The counts stay on the device until the end: one wait for the GPU
     per test set, not three per batch.
     """

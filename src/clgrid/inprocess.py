@@ -87,7 +87,7 @@ def validated(config_path: str | Path = "config/config.yaml", schema_path: str |
     """Load a config YAML, apply top-level overrides, validate it with the workflow's schema and checks."""
     import yaml
 
-    from clgrid.config_errors import check
+    from clgrid.config import check
 
     config = yaml.safe_load(Path(config_path).read_text())
     config.update(overrides)

@@ -119,12 +119,13 @@ def test_a_name_declared_twice_is_refused(tmp_path, monkeypatch):
 LAB_PROBE = f"""
 import copy, json, sys
 import yaml
-from clgrid import config_errors, resources
+from clgrid import resources
 from clgrid.catalog import archs
+from clgrid.config.schema import validate
 
 config = yaml.safe_load(open({str(DEFAULT_CONFIG)!r}))
 config["backbones"] = {{"lab": {{"arch": "lab_linear"}}}}
-config_errors.validate(config, {str(SCHEMA)!r})
+validate(config, {str(SCHEMA)!r})
 print(json.dumps(config["backbones"]["lab"]))
 print(resources._mem_mb(config, "split_digits", "lab"))
 print("torch" in sys.modules)

@@ -13,7 +13,8 @@ import torch
 
 from clgrid.methods import GENERIC_METHODS, METHODS, get_method
 from clgrid.methods.parts.buffers import ReservoirBuffer
-from clgrid.train import Precision, fit_task, task_generator
+from clgrid.device import Precision
+from clgrid.train import fit_task, task_generator
 from tests.methods.helpers import TRAIN, task, tiny_model
 
 # Mean final accuracy (after task 1, over both tasks) may differ from fp32 by at most this many points on the

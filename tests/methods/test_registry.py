@@ -3,7 +3,7 @@
 import pytest
 
 from clgrid.catalog import methods as catalog
-from clgrid.config_errors import load_schema
+from clgrid.config.schema import load_schema
 from clgrid.methods import METHODS, get_method
 from tests.conftest import SCHEMA
 

@@ -228,7 +228,7 @@ def test_schema_lists_the_registry_and_fills_its_defaults(tmp_path):
     # The schema as loaded (the arch options added from the families' declarations), given to Snakemake's validate.
     from snakemake.utils import validate
 
-    from clgrid.config_errors import load_schema
+    from clgrid.config.schema import load_schema
 
     schema = tmp_path / "schema.yaml"
     schema.write_text(yaml.safe_dump(load_schema(str(SCHEMA))))

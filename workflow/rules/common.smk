@@ -9,16 +9,15 @@ from pathlib import Path
 # package's pure-Python config helpers, so it also works from a plain checkout.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from clgrid import config as cl  # noqa: E402
-from clgrid import config_errors  # noqa: E402
 from clgrid import paths  # noqa: E402
 from clgrid import plan as cl_plan  # noqa: E402
 from clgrid import resources as cl_resources  # noqa: E402
 
 SCHEMA = str(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
-try:  # schema (filling its defaults) and cross-field checks: clgrid.config_errors.check
-    config_errors.check(config, SCHEMA, files=workflow.overwrite_configfiles or ["config/config.yaml"],
-                        overrides=dict(workflow.config_settings.config))
-except config_errors.ConfigError as err:
+try:  # schema (filling its defaults) and cross-field checks: clgrid.config.check
+    cl.check(config, SCHEMA, files=workflow.overwrite_configfiles or ["config/config.yaml"],
+             overrides=dict(workflow.config_settings.config))
+except cl.ConfigError as err:
     # The message alone: Snakemake would add this file's name and line, which say nothing about the config.
     print(err, file=sys.stderr)
     sys.exit(1)

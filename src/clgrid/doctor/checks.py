@@ -262,7 +262,7 @@ def throughput_group(opts: Options) -> list[Row]:
     import torch
 
     from clgrid import throughput as tp
-    from clgrid.train import configure_device, resolve_device
+    from clgrid.device import configure_device, resolve_device
 
     device = resolve_device(opts.device)
     configure_device(device, {})  # what a job gets by default: cuDNN autotuning on a GPU

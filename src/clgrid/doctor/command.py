@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     import multiprocessing
 
     from clgrid.methods import METHODS
-    from clgrid.train import PRECISIONS, resolve_device, resolve_precision
+    from clgrid.device import PRECISIONS, resolve_device, resolve_precision
 
     line = no_cuda_line(args.device)
     if line:

@@ -155,7 +155,7 @@ def suite_config(device: str, precision: str, schema: Path, workdir: Path, metho
     """The doctor's grid on ``backbone`` (the methods of ``methods`` that run on it, and the feature cache's frozen
     variants on the CNN), validated (defaults filled) with the workflow's schema and checks, as Snakemake would: a
     config a user could write and plan, so the plan-time checks hold for it as for theirs."""
-    from clgrid.config_errors import check
+    from clgrid.config import check
 
     train = {**TRAIN, "epochs": epochs, "precision": precision}
     if deterministic:

@@ -100,7 +100,7 @@ class Method:
     outside a method sets its attributes.
 
     One precision per run: the loop runs ``loss`` under the run's autocast (``precision``, a
-    ``clgrid.train.Precision``; None: fp32) and evaluation runs ``predict`` under it; forward passes a method
+    ``clgrid.device.Precision``; None: fp32) and evaluation runs ``predict`` under it; forward passes a method
     makes in other hooks to compute what it keeps or compares (class means, exemplar features, embeddings of an
     index) run under it too, through ``autocast()`` (``features_of`` and ``embed`` do). Gradients a hook computes
     itself (Fisher, A-GEM's reference gradient, OGD's basis) stay fp32: fp16 would need loss scaling of its own.

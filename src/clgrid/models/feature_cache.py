@@ -37,7 +37,7 @@ def extract(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
             autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> torch.Tensor:
     """``model.features`` of every input, in eval mode and in batches, as float32 on the CPU.
 
-    ``autocast``: the runs' precision (``clgrid.train.Precision.autocast``), so a cached feature is the number an
+    ``autocast``: the runs' precision (``clgrid.device.Precision.autocast``), so a cached feature is the number an
     uncached run's backbone computes under its autocast (a bf16 feature, widened to fp32 for the file)."""
     was_training = model.training
     model.eval()
