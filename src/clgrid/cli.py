@@ -7,44 +7,15 @@ import torch; a grid is hundreds of small jobs and start-up is paid by each.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from typing import Any, Callable
 
-
-def _spec(text: str) -> dict[str, Any]:
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"--spec must be JSON (the Snakemake rules pass it): {err}") from err
-    if not isinstance(spec, dict):
-        raise argparse.ArgumentTypeError("--spec must be a JSON object")
-    return spec
-
-
-def _typed(kind: str):
-    """An argparse type: the JSON of a job's spec, parsed into its typed object (``clgrid.spec.<kind>``)."""
-    def parse(text: str):
-        from clgrid import spec as specs
-
-        try:
-            return getattr(specs, kind).from_json(_spec(text))
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err)) from err
-
-    parse.__name__ = kind  # argparse names the type in its error messages
-    return parse
-
-
-def _model_job(p: argparse.ArgumentParser) -> None:
-    """A verb that loads a scenario, its datasets and a model: the arguments all such jobs share."""
-    p.add_argument("--spec", type=_typed("RunSpec"), required=True,
-                   help="the run's resolved config (JSON; the rules pass it)")
-    p.add_argument("--scenario", required=True)
-    p.add_argument("--data", nargs="+", required=True, help="prepared dataset files")
-    p.add_argument("--threads", type=int, default=1)
+from clgrid.cli_args import (analysis_figures_args, analyze_args, compare_runs_args, doctor_args, download_dataset_args,
+                             download_weights_args, evaluate_args, extract_features_args, figures_args, init_args,
+                             install_profile_args, metrics_args, no_arguments, paper_args, prepare_dataset_args,
+                             prepare_scenario_args, published_args, sweep_figure_args, tables_args, train_args)
 
 
 # Each verb: (help, argument builder, handler). A builder adds the verb's arguments to its parser; a handler runs
@@ -60,74 +31,6 @@ def _job(function: str, *arguments: str) -> Callable[[argparse.Namespace], None]
     return handler
 
 
-def _no_arguments(p: argparse.ArgumentParser) -> None:
-    pass
-
-
-def _download_dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--raw-dir", required=True, help="folder the raw files go to (data_root/<dataset>)")
-    p.add_argument("--marker", required=True, help="file written when the download finished")
-
-
-
-def _prepare_dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--spec", type=_typed("DatasetSpec"), required=True,
-                   help='{"dataset": name, "options": {...}} (the rules pass it)')
-    p.add_argument("--raw-dir", default=None, help="the downloaded raw files (none for imports and digits)")
-    p.add_argument("--out", required=True)
-
-
-
-def _prepare_scenario_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--spec", type=_typed("ScenarioSpec"), required=True)
-    p.add_argument("--data", nargs="+", required=True, help="prepared dataset files")
-    p.add_argument("--out", required=True)
-
-
-
-def _init_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--spec", type=_typed("RunSpec"), required=True)
-    p.add_argument("--scenario", required=True)
-    p.add_argument("--out", required=True)
-
-
-
-def _train_args(p: argparse.ArgumentParser) -> None:
-    _model_job(p)
-    p.add_argument("--prev", required=True, help="state after the first task's predecessor (the init weights for "
-                                                 "task 0)")
-    p.add_argument("--task", type=int, nargs="+", required=True,
-                   help="consecutive tasks to train in this process (the benchmark's tasks_per_job)")
-    p.add_argument("--placement", choices=("auto", "device", "host"), default="auto",
-                   help="inputs on the training device, or in host memory streamed by a DataLoader (auto: host for "
-                        "datasets over 4 GB on a GPU); results are the same")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for host-placed inputs")
-    p.add_argument("--checkpoint-every", type=float, default=600.0, metavar="SECONDS",
-                   help="write an in-job checkpoint (<state>.resume.pt) this often; a restarted job resumes from it")
-    p.add_argument("--features", default=None,
-                   help="cached features of the frozen backbone (extract-features): train the head on them")
-    p.add_argument("--out-state", nargs="+", required=True, help="state.pt of each task")
-    p.add_argument("--out-eval", nargs="+", required=True, help="eval.json of each task")
-    p.add_argument("--task-logs", nargs="*", default=(), help="a log file per task: each task's messages also go "
-                                                              "to its own")
-
-
-
-def _extract_features_args(p: argparse.ArgumentParser) -> None:
-    _model_job(p)
-    p.add_argument("--init", required=True, help="the initial model whose (frozen) backbone computes the features")
-    p.add_argument("--out", required=True)
-
-
-
-def _download_weights_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--spec", type=_spec, default=None, help="the backbone's config (JSON; the rule passes it)")
-    p.add_argument("--arch", choices=("resnet18", "resnet50", "vit_b_16"), default=None,
-                   help="shortcut: torchvision's ImageNet weights of this arch")
-    p.add_argument("--out", default=None, help="marker JSON written when the weights are in place")
-
-
 def _download_weights(args: argparse.Namespace) -> None:
     from clgrid import jobs
 
@@ -136,57 +39,10 @@ def _download_weights(args: argparse.Namespace) -> None:
     jobs.download_weights(args.spec or {"arch": args.arch, "weights": "imagenet"}, args.out)
 
 
-def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    _model_job(p)
-    p.add_argument("--state", required=True)
-    p.add_argument("--out", required=True)
-
-
-
-def _metrics_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--spec", type=_typed("RunSpec"), required=True)
-    p.add_argument("--init-eval", required=True)
-    p.add_argument("--evals", nargs="+", required=True, help="eval.json of tasks 0..T-1, in order")
-    p.add_argument("--states", nargs="*", default=[], help="state.pt of tasks 0..T-1, recorded by checksum")
-    p.add_argument("--out", required=True)
-
-
-
-def _analyze_args(p: argparse.ArgumentParser) -> None:
-    _model_job(p)
-    p.add_argument("--states", nargs="+", required=True, help="state.pt of tasks 0..T-1, in order")
-    p.add_argument("--evals", nargs="+", required=True, help="eval.json of tasks 0..T-1, in order")
-    p.add_argument("--out", required=True)
-
-
-
-def _compare_runs_args(p: argparse.ArgumentParser) -> None:
-    _model_job(p)
-    p.add_argument("--other-spec", type=_typed("RunSpec"), required=True,
-                   help="the second run's resolved config (JSON)")
-    p.add_argument("--states", nargs="+", required=True, help="state.pt of tasks 0..T-1 of the first run")
-    p.add_argument("--other-states", nargs="+", required=True, help="state.pt of tasks 0..T-1 of the second run")
-    p.add_argument("--out", required=True)
-
-
-
-def _tables_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metrics", nargs="+", required=True)
-    p.add_argument("--out-dir", required=True)
-
-
 def _tables(args: argparse.Namespace) -> None:
     from clgrid.plots.tables import write_tables
 
     _wrote(write_tables(args.metrics, args.out_dir).values())
-
-
-def _figures_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs", required=True, help="runs.csv from 'clgrid tables'")
-    p.add_argument("--cells", required=True, help="acc_matrix.csv from 'clgrid tables'")
-    p.add_argument("--benchmark", required=True)
-    p.add_argument("--backbone", required=True)
-    p.add_argument("--out-dir", required=True)
 
 
 def _figures(args: argparse.Namespace) -> None:
@@ -195,24 +51,10 @@ def _figures(args: argparse.Namespace) -> None:
     _wrote(write_figures(args.runs, args.cells, args.benchmark, args.backbone, args.out_dir))
 
 
-def _analysis_figures_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--analyses", nargs="+", required=True, help="analysis.json of every run to plot")
-    p.add_argument("--methods", nargs="+", required=True, help="method order (fixes colours across figures)")
-    p.add_argument("--out-dir", required=True)
-
-
 def _analysis_figures(args: argparse.Namespace) -> None:
     from clgrid.plots.figures import write_analysis_figures
 
     _wrote(write_analysis_figures(args.analyses, args.methods, args.out_dir))
-
-
-def _sweep_figure_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs", required=True, help="runs.csv from 'clgrid tables'")
-    p.add_argument("--sweeps", type=_spec, required=True, help="run name -> {base, values} (JSON; the rule passes it)")
-    p.add_argument("--benchmark", required=True)
-    p.add_argument("--backbone", required=True)
-    p.add_argument("--out-dir", required=True)
 
 
 def _sweep_figure(args: argparse.Namespace) -> None:
@@ -221,22 +63,10 @@ def _sweep_figure(args: argparse.Namespace) -> None:
     _wrote(write_sweep_figure(args.runs, args.sweeps, args.benchmark, args.backbone, args.out_dir))
 
 
-def _published_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--summary", required=True, help="summary.csv from 'clgrid tables'")
-    p.add_argument("--published", type=_spec, required=True, help="the config's published block (JSON)")
-    p.add_argument("--out-dir", required=True)
-
-
 def _published(args: argparse.Namespace) -> None:
     from clgrid.plots.tables import write_published_tables
 
     _wrote(write_published_tables(args.summary, args.published, args.out_dir))
-
-
-def _paper_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--summary", required=True, help="summary.csv from 'clgrid tables'")
-    p.add_argument("--figures", nargs="+", required=True, help="figure PDFs to collect")
-    p.add_argument("--out-dir", required=True)
 
 
 def _paper(args: argparse.Namespace) -> None:
@@ -255,27 +85,11 @@ def _paper(args: argparse.Namespace) -> None:
             shutil.copyfile(pdf, tmp)
 
 
-def _doctor_args(p: argparse.ArgumentParser) -> None:
-    from clgrid.doctor import add_arguments as doctor_arguments
-
-    doctor_arguments(p)
-
-
 def _doctor(args: argparse.Namespace) -> int:
     """Its own exit code: 1 when a check failed (each check's error is in its table row)."""
     from clgrid.doctor import run as doctor
 
     return doctor(args)
-
-
-def _install_profile_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", nargs="?", default="slurm", help="shipped profile to install (default: slurm)")
-    p.add_argument("--account", help="SLURM account (slurm_account); omitted: SLURM's default for you")
-    p.add_argument("--partition", help="SLURM partition (slurm_partition); omitted: the cluster's default")
-    p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
-                   help="also set a top-level profile option, e.g. --set jobs=20 (repeatable)")
-    p.add_argument("--dest", help="folder to write to instead of the user's Snakemake profile folder")
-    p.add_argument("--force", action="store_true", help="replace an existing profile that differs")
 
 
 def _install_profile(args: argparse.Namespace) -> None:
@@ -294,44 +108,44 @@ def _install_profile(args: argparse.Namespace) -> None:
 
 
 VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]] = {
-    "methods": ("list the registered CL methods, their papers and default hyperparameters", _no_arguments,
+    "methods": ("list the registered CL methods, their papers and default hyperparameters", no_arguments,
                 lambda args: print(list_methods())),
-    "download-dataset": ("fetch a registered dataset's raw files (needs network)", _download_dataset_args,
+    "download-dataset": ("fetch a registered dataset's raw files (needs network)", download_dataset_args,
                          _job("download_dataset", "dataset", "raw_dir", "marker")),
-    "prepare-dataset": ("write a dataset's uniform form: one .npz and its sha256 sidecar", _prepare_dataset_args,
+    "prepare-dataset": ("write a dataset's uniform form: one .npz and its sha256 sidecar", prepare_dataset_args,
                         _job("prepare_dataset", "spec", "out", "raw_dir")),
-    "prepare-scenario": ("split a benchmark's datasets into tasks (JSON)", _prepare_scenario_args,
+    "prepare-scenario": ("split a benchmark's datasets into tasks (JSON)", prepare_scenario_args,
                          _job("prepare_scenario", "spec", "data", "out")),
-    "init": ("initial weights of a (benchmark, backbone, seed)", _init_args,
+    "init": ("initial weights of a (benchmark, backbone, seed)", init_args,
              _job("init_model", "spec", "scenario", "out")),
-    "train": ("train tasks one after another from the previous task's state, evaluating after each", _train_args,
+    "train": ("train tasks one after another from the previous task's state, evaluating after each", train_args,
               _job("train_tasks", "spec", "scenario", "data", "prev", "task", "out_state", "out_eval", "threads",
                    "placement", "workers", "checkpoint_every", "features", "task_logs")),
-    "extract-features": ("a frozen backbone's features of every task split, computed once", _extract_features_args,
+    "extract-features": ("a frozen backbone's features of every task split, computed once", extract_features_args,
                          _job("extract_features", "spec", "scenario", "data", "init", "out", "threads")),
     "download-weights": ("fetch a backbone's pretrained weights into their cache (needs network; the "
-                         "download_weights rule runs it)", _download_weights_args, _download_weights),
-    "evaluate": ("accuracy of a checkpoint on every task", _evaluate_args,
+                         "download_weights rule runs it)", download_weights_args, _download_weights),
+    "evaluate": ("accuracy of a checkpoint on every task", evaluate_args,
                  _job("evaluate", "spec", "scenario", "data", "state", "out", "threads")),
-    "metrics": ("accuracy matrix and CL metrics of one run", _metrics_args,
+    "metrics": ("accuracy matrix and CL metrics of one run", metrics_args,
                 _job("run_metrics", "spec", "init_eval", "evals", "out", "states")),
-    "analyze": ("CKA, RankMe and linear probe over every checkpoint of a run", _analyze_args,
+    "analyze": ("CKA, RankMe and linear probe over every checkpoint of a run", analyze_args,
                 _job("analyze_run", "spec", "scenario", "data", "states", "evals", "out", "threads")),
-    "compare-runs": ("cross-run CKA: two runs' checkpoints after each task, layer by layer", _compare_runs_args,
+    "compare-runs": ("cross-run CKA: two runs' checkpoints after each task, layer by layer", compare_runs_args,
                      _job("compare_runs", "spec", "other_spec", "scenario", "data", "states", "other_states", "out",
                           "threads")),
-    "tables": ("CSV, Markdown and LaTeX tables of every run", _tables_args, _tables),
-    "figures": ("figures of one benchmark × backbone (PNG and PDF)", _figures_args, _figures),
-    "analysis-figures": ("CKA, RankMe and probe figures of one benchmark × backbone", _analysis_figures_args,
+    "tables": ("CSV, Markdown and LaTeX tables of every run", tables_args, _tables),
+    "figures": ("figures of one benchmark × backbone (PNG and PDF)", figures_args, _figures),
+    "analysis-figures": ("CKA, RankMe and probe figures of one benchmark × backbone", analysis_figures_args,
                          _analysis_figures),
-    "sweep-figure": ("final ACC and forgetting against each swept hyperparameter", _sweep_figure_args, _sweep_figure),
-    "published": ("our results beside the published numbers of the config", _published_args, _published),
-    "paper": ("tables with the best value in bold, beside every figure as PDF", _paper_args, _paper),
+    "sweep-figure": ("final ACC and forgetting against each swept hyperparameter", sweep_figure_args, _sweep_figure),
+    "published": ("our results beside the published numbers of the config", published_args, _published),
+    "paper": ("tables with the best value in bold, beside every figure as PDF", paper_args, _paper),
     "doctor": ("self-check of the training path on a device (a GPU node, a new torch): every method under each "
                "precision and data placement, the feature cache, bit-identical resume, ResNet-18 throughput; one "
-               "table, exit 1 on a failure", _doctor_args, _doctor),
+               "table, exit 1 on a failure", doctor_args, _doctor),
     "install-profile": ("install a shipped cluster profile (profiles/<name>) where 'snakemake --profile <name>' finds "
-                        "it (~/.config/snakemake/<name>)", _install_profile_args, _install_profile),
+                        "it (~/.config/snakemake/<name>)", install_profile_args, _install_profile),
 }
 """verb -> (its help line, the builder of its arguments, its handler)."""
 

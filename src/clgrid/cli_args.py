@@ -1,0 +1,191 @@
+"""The argument builders of the ``clgrid`` verbs: each adds one verb's flags and their help to its parser.
+
+:data:`clgrid.cli.VERBS` pairs each verb with its help line, its builder here and its handler there (what runs
+the verb); the job specs' JSON types are parsed here, before any handler runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def _spec(text: str) -> dict[str, Any]:
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"--spec must be JSON (the Snakemake rules pass it): {err}") from err
+    if not isinstance(spec, dict):
+        raise argparse.ArgumentTypeError("--spec must be a JSON object")
+    return spec
+
+
+def _typed(kind: str):
+    """An argparse type: the JSON of a job's spec, parsed into its typed object (``clgrid.spec.<kind>``)."""
+    def parse(text: str):
+        from clgrid import spec as specs
+
+        try:
+            return getattr(specs, kind).from_json(_spec(text))
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from err
+
+    parse.__name__ = kind  # argparse names the type in its error messages
+    return parse
+
+
+def _model_job(p: argparse.ArgumentParser) -> None:
+    """A verb that loads a scenario, its datasets and a model: the arguments all such jobs share."""
+    p.add_argument("--spec", type=_typed("RunSpec"), required=True,
+                   help="the run's resolved config (JSON; the rules pass it)")
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--data", nargs="+", required=True, help="prepared dataset files")
+    p.add_argument("--threads", type=int, default=1)
+
+
+def no_arguments(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def download_dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--raw-dir", required=True, help="folder the raw files go to (data_root/<dataset>)")
+    p.add_argument("--marker", required=True, help="file written when the download finished")
+
+
+def prepare_dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", type=_typed("DatasetSpec"), required=True,
+                   help='{"dataset": name, "options": {...}} (the rules pass it)')
+    p.add_argument("--raw-dir", default=None, help="the downloaded raw files (none for imports and digits)")
+    p.add_argument("--out", required=True)
+
+
+def prepare_scenario_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", type=_typed("ScenarioSpec"), required=True)
+    p.add_argument("--data", nargs="+", required=True, help="prepared dataset files")
+    p.add_argument("--out", required=True)
+
+
+def init_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", type=_typed("RunSpec"), required=True)
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--out", required=True)
+
+
+def train_args(p: argparse.ArgumentParser) -> None:
+    _model_job(p)
+    p.add_argument("--prev", required=True, help="state after the first task's predecessor (the init weights for "
+                                                 "task 0)")
+    p.add_argument("--task", type=int, nargs="+", required=True,
+                   help="consecutive tasks to train in this process (the benchmark's tasks_per_job)")
+    p.add_argument("--placement", choices=("auto", "device", "host"), default="auto",
+                   help="inputs on the training device, or in host memory streamed by a DataLoader (auto: host for "
+                        "datasets over 4 GB on a GPU); results are the same")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for host-placed inputs")
+    p.add_argument("--checkpoint-every", type=float, default=600.0, metavar="SECONDS",
+                   help="write an in-job checkpoint (<state>.resume.pt) this often; a restarted job resumes from it")
+    p.add_argument("--features", default=None,
+                   help="cached features of the frozen backbone (extract-features): train the head on them")
+    p.add_argument("--out-state", nargs="+", required=True, help="state.pt of each task")
+    p.add_argument("--out-eval", nargs="+", required=True, help="eval.json of each task")
+    p.add_argument("--task-logs", nargs="*", default=(), help="a log file per task: each task's messages also go "
+                                                              "to its own")
+
+
+def extract_features_args(p: argparse.ArgumentParser) -> None:
+    _model_job(p)
+    p.add_argument("--init", required=True, help="the initial model whose (frozen) backbone computes the features")
+    p.add_argument("--out", required=True)
+
+
+def download_weights_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", type=_spec, default=None, help="the backbone's config (JSON; the rule passes it)")
+    p.add_argument("--arch", choices=("resnet18", "resnet50", "vit_b_16"), default=None,
+                   help="shortcut: torchvision's ImageNet weights of this arch")
+    p.add_argument("--out", default=None, help="marker JSON written when the weights are in place")
+
+
+def evaluate_args(p: argparse.ArgumentParser) -> None:
+    _model_job(p)
+    p.add_argument("--state", required=True)
+    p.add_argument("--out", required=True)
+
+
+def metrics_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", type=_typed("RunSpec"), required=True)
+    p.add_argument("--init-eval", required=True)
+    p.add_argument("--evals", nargs="+", required=True, help="eval.json of tasks 0..T-1, in order")
+    p.add_argument("--states", nargs="*", default=[], help="state.pt of tasks 0..T-1, recorded by checksum")
+    p.add_argument("--out", required=True)
+
+
+def analyze_args(p: argparse.ArgumentParser) -> None:
+    _model_job(p)
+    p.add_argument("--states", nargs="+", required=True, help="state.pt of tasks 0..T-1, in order")
+    p.add_argument("--evals", nargs="+", required=True, help="eval.json of tasks 0..T-1, in order")
+    p.add_argument("--out", required=True)
+
+
+def compare_runs_args(p: argparse.ArgumentParser) -> None:
+    _model_job(p)
+    p.add_argument("--other-spec", type=_typed("RunSpec"), required=True,
+                   help="the second run's resolved config (JSON)")
+    p.add_argument("--states", nargs="+", required=True, help="state.pt of tasks 0..T-1 of the first run")
+    p.add_argument("--other-states", nargs="+", required=True, help="state.pt of tasks 0..T-1 of the second run")
+    p.add_argument("--out", required=True)
+
+
+def tables_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--out-dir", required=True)
+
+
+def figures_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", required=True, help="runs.csv from 'clgrid tables'")
+    p.add_argument("--cells", required=True, help="acc_matrix.csv from 'clgrid tables'")
+    p.add_argument("--benchmark", required=True)
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--out-dir", required=True)
+
+
+def analysis_figures_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--analyses", nargs="+", required=True, help="analysis.json of every run to plot")
+    p.add_argument("--methods", nargs="+", required=True, help="method order (fixes colours across figures)")
+    p.add_argument("--out-dir", required=True)
+
+
+def sweep_figure_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", required=True, help="runs.csv from 'clgrid tables'")
+    p.add_argument("--sweeps", type=_spec, required=True, help="run name -> {base, values} (JSON; the rule passes it)")
+    p.add_argument("--benchmark", required=True)
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--out-dir", required=True)
+
+
+def published_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--summary", required=True, help="summary.csv from 'clgrid tables'")
+    p.add_argument("--published", type=_spec, required=True, help="the config's published block (JSON)")
+    p.add_argument("--out-dir", required=True)
+
+
+def paper_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--summary", required=True, help="summary.csv from 'clgrid tables'")
+    p.add_argument("--figures", nargs="+", required=True, help="figure PDFs to collect")
+    p.add_argument("--out-dir", required=True)
+
+
+def doctor_args(p: argparse.ArgumentParser) -> None:
+    from clgrid.doctor import add_arguments as doctor_arguments
+
+    doctor_arguments(p)
+
+
+def install_profile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", default="slurm", help="shipped profile to install (default: slurm)")
+    p.add_argument("--account", help="SLURM account (slurm_account); omitted: SLURM's default for you")
+    p.add_argument("--partition", help="SLURM partition (slurm_partition); omitted: the cluster's default")
+    p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                   help="also set a top-level profile option, e.g. --set jobs=20 (repeatable)")
+    p.add_argument("--dest", help="folder to write to instead of the user's Snakemake profile folder")
+    p.add_argument("--force", action="store_true", help="replace an existing profile that differs")
