@@ -15,10 +15,13 @@ from clgrid.worker import signal_numbers
 # (torch._dynamo: constructing a torch.optim optimizer imports it, ~1.8 s). A module missing here (renamed, an
 # optional extra) is skipped; the child imports what it needs, as a fresh process would.
 PREIMPORTS = ("torch", "torch._dynamo", "numpy", "clgrid.cli", "clgrid.doctor", "clgrid.io", "clgrid.jobs",
-              "clgrid.train", "clgrid.evaluate", "clgrid.metrics", "clgrid.methods", "clgrid.models",
-              "clgrid.data.datasets", "clgrid.data.scenarios", "clgrid.data.transforms", "clgrid.analysis.cka",
-              "clgrid.analysis.features", "clgrid.analysis.probe", "clgrid.analysis.rankme", "clgrid.plots.tables",
-              "clgrid.plots.figures")
+              "clgrid.jobs.data", "clgrid.jobs.init", "clgrid.jobs.fit", "clgrid.jobs.evaluate", "clgrid.jobs.metrics",
+              "clgrid.jobs.analyze", "clgrid.spec", "clgrid.context", "clgrid.fit", "clgrid.train", "clgrid.device",
+              "clgrid.batches", "clgrid.optim", "clgrid.evaluate", "clgrid.metrics", "clgrid.run_metrics",
+              "clgrid.methods", "clgrid.models", "clgrid.data.datasets", "clgrid.data.scenarios",
+              "clgrid.data.transforms", "clgrid.analysis.run", "clgrid.analysis.cka", "clgrid.analysis.features",
+              "clgrid.analysis.probe", "clgrid.analysis.rankme", "clgrid.plots.tables", "clgrid.plots.figures",
+              "clgrid.plots.analysis_figures")
 
 
 def worker_process(path: str, idle: float) -> None:
