@@ -542,8 +542,10 @@ def markdown(result: dict) -> str:
                      f"{row['normalised']}{f' ({kinds})' if kinds else ''} | {row['different']} | {first} |")
     if any("forgetting." in p for row in result["outputs"].values() for p in row["different_files"]):
         lines += ["", "Known cause, left counted as different: the forgetting figure draws each seed's point with "
-                  "seaborn's `stripplot`, whose jitter is random and unseeded (src/clgrid/plots/figures.py), so it "
-                  "differs between two runs of the same code whenever a bar has several points."]
+                  "seaborn's `stripplot`, whose jitter came from NumPy's unseeded global generator before issue 19 "
+                  "(so it differed between two runs of the same code whenever a bar has several points); "
+                  "src/clgrid/plots/figures.py now seeds it, so the figure is the same from run to run but "
+                  "differs from any one draw of the old code."]
     lines += ["", "## 2. `snakemake -n` with the after code on a results folder made before", "",
               "| workflow | Nothing to be done | jobs planned (rule: reason) |", "|---|---|---|"]
     for name, row in result["replans"].items():

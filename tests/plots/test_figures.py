@@ -22,3 +22,28 @@ def test_a_fully_diverged_method_keeps_its_rows_as_blank_cells():
     assert matrix.shape == (3, 3) and matrix.iloc[0, 0] == 50.0 and matrix.iloc[1:].isna().all().all()
     fig = plot_acc_matrices(cells, ["naive", "diverged"], "test")
     assert [len(ax.get_yticklabels()) for ax in fig.axes if ax.get_title() in ("naive", "diverged")] == [3, 3]
+
+
+def test_the_forgetting_figure_is_the_same_bytes_every_time_and_leaves_numpys_generator_alone():
+    # seaborn's strip-plot jitter draws from NumPy's global generator: unseeded, the same results gave different PNGs.
+    import io
+
+    import numpy as np
+
+    from clgrid.plots.figures import method_palette, plot_forgetting
+
+    runs = pd.DataFrame({"method": ["naive"] * 3 + ["replay"] * 3, "seed": [0, 1, 2] * 2,
+                         "forgetting": [90.0, 91.0, 92.0, 5.0, 6.0, 7.0]})
+    pngs = []
+    for caller_seed in (1, 2):
+        np.random.seed(caller_seed)
+        fig = plot_forgetting(runs, method_palette(["naive", "replay"]), "test")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        pngs.append(buffer.getvalue())
+        np.random.seed(caller_seed)
+        expected_next = np.random.random()
+        np.random.seed(caller_seed)
+        plot_forgetting(runs, method_palette(["naive", "replay"]), "test")
+        assert np.random.random() == expected_next  # the caller's generator state is restored
+    assert pngs[0] == pngs[1]
