@@ -24,7 +24,9 @@ def load(name: str) -> dict | None:
 
 def grid_table(r: dict) -> list[str]:
     plain = r["plain"]["seconds"]
-    rows = ["| default digits grid (30 runs) | wall time | jobs | × the plain process (goal ≤ 1.0) |",
+    rows = [f"Before: commit {r['before_rev']} (the warm worker came after it); after: this checkout. Goals: to the "
+            "table ≤ 0.8, end to end ≤ 1.5.", "",
+            "| default digits grid (30 runs) | wall time | jobs | × the plain process |",
             "|---|---|---|---|",
             f"| plain PyTorch, one process, 1 core (`benchmarks/plain_grid.py`) | {plain:.0f} s | 1 | 1.00 |"]
     for label in ("before", "after"):
@@ -38,6 +40,11 @@ def grid_table(r: dict) -> list[str]:
     rows += ["", f"Mean final ACC per (benchmark, method): before and after {'identical' if same else 'DIFFERENT'}; "
                  f"plain − clgrid within ±1 point for {sum(abs(v) <= 1.0 for v in diffs.values())} of "
                  f"{len(diffs)} cells, largest {worst} {diffs[worst]:+.1f}."]
+    repeat = load("grid_vs_process_repeat")
+    if repeat:
+        rows += ["", f"A repeat of the after side alone (`--skip-before`): plain {repeat['plain']['seconds']:.0f} s, "
+                     f"to the table ×{repeat['after_to_table']['ratio_vs_plain']:.2f}, end to end "
+                     f"×{repeat['after_end_to_end']['ratio_vs_plain']:.2f}."]
     return rows
 
 
