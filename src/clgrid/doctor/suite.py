@@ -21,7 +21,7 @@ TOLERANCE = 10.0
 """Points of final ACC a run may differ from its method's fp32 / device run (the reference row).
 
 On this tiny problem (1 epoch, 2 tasks, one seed) a change of arithmetic changes the trajectory, and ACC moves by
-up to a few points between seeds (see the README); 10 points is far outside that and is what a broken path gives
+up to a few points between seeds (docs/getting-started.md); 10 points is far outside that and is what a broken path gives
 (no learning, skipped fp16 steps, a head or buffer in the wrong dtype). It catches breakage, not small biases."""
 CACHE_TOLERANCE = 1.0
 """Points any task's final accuracy may differ between a frozen-backbone run on cached features and the same run
