@@ -44,6 +44,21 @@ ANALYSIS_FIGURES = paths.ANALYSIS_FIGURES
 TABLES = paths.TABLES
 
 
+def table(name):
+    """A results table (paths.TABLE), e.g. table("runs.csv")."""
+    return paths.TABLE.format(table=name)
+
+
+def paper_file(name):
+    """A file of the paper rule (paths.PAPER), e.g. paper_file("tables.tex")."""
+    return paths.PAPER.format(name=name)
+
+
+def published_file(ext):
+    """The table beside the published numbers (paths.PUBLISHED)."""
+    return paths.PUBLISHED.format(ext=ext)
+
+
 wildcard_constraints:
     benchmark=r"[A-Za-z0-9_]+",
     backbone=r"[A-Za-z0-9_]+",
@@ -204,16 +219,16 @@ def final_outputs():
         figure=FIGURES + ANALYSIS_FIGURES,
         ext=("png", "pdf"),
     )
-    published = ["results/tables/published.md"] if config.get("published") else []
+    published = [published_file("md")] if config.get("published") else []
     if config.get("sweeps"):
         published += expand(FIGURE, benchmark=list(config["benchmarks"]), backbone=list(config["backbones"]),
-                            figure=("sweep",), ext=("png",))
+                            figure=(paths.SWEEP_FIGURE,), ext=("png",))
     return (
         expand(TABLE, table=TABLES)
         + figures
         + published
         + comparisons()
-        + ["results/paper/tables.tex", "results/paper/tables.md"]
+        + [paper_file("tables.tex"), paper_file("tables.md")]
     )
 
 

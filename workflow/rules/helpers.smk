@@ -69,7 +69,7 @@ def dir_of(output_name):
 
 def figure_file(figure, ext):
     """One figure of the job's benchmark x backbone (wildcards left in place)."""
-    return f"results/figures/{{benchmark}}/{{backbone}}/{figure}.{ext}"
+    return FIGURE.replace("{figure}", figure).replace("{ext}", ext)
 
 
 def figure_report(figure):

@@ -5,11 +5,11 @@ rule tables:
     input:
         all_metrics,
     output:
-        runs="results/tables/runs.csv",
-        cells="results/tables/acc_matrix.csv",
-        summary="results/tables/summary.csv",
-        markdown=table_report("results/tables/summary.md", "summary_table"),
-        latex="results/tables/summary.tex",
+        runs=table("runs.csv"),
+        cells=table("acc_matrix.csv"),
+        summary=table("summary.csv"),
+        markdown=table_report(table("summary.md"), "summary_table"),
+        latex=table("summary.tex"),
     params:
         out_dir=dir_of("runs"),
     log:
@@ -24,8 +24,8 @@ rule tables:
 
 rule figures:
     input:
-        runs="results/tables/runs.csv",
-        cells="results/tables/acc_matrix.csv",
+        runs=table("runs.csv"),
+        cells=table("acc_matrix.csv"),
     output:
         **figure_outputs(FIGURES),
     params:
@@ -63,11 +63,11 @@ rule analysis_figures:
 # `snakemake --cores all paper`: every figure as PDF beside LaTeX/Markdown tables, best value in bold.
 rule paper:
     input:
-        summary="results/tables/summary.csv",
+        summary=table("summary.csv"),
         figures=figure_pdfs,
     output:
-        latex=table_report("results/paper/tables.tex", "paper_tables"),
-        markdown=table_report("results/paper/tables.md", "paper_tables"),
+        latex=table_report(paper_file("tables.tex"), "paper_tables"),
+        markdown=table_report(paper_file("tables.md"), "paper_tables"),
     params:
         out_dir=dir_of("latex"),
     log:
@@ -83,7 +83,7 @@ rule paper:
 # Final accuracy and forgetting against each swept hyperparameter (configs with sweeps:).
 rule sweep_figure:
     input:
-        runs="results/tables/runs.csv",
+        runs=table("runs.csv"),
     output:
         png=figure_report("sweep"),
         pdf=figure_file("sweep", "pdf"),
@@ -104,11 +104,11 @@ rule sweep_figure:
 # Ours beside the published numbers the config reproduces; cells further off than the tolerance are marked.
 rule published:
     input:
-        summary="results/tables/summary.csv",
+        summary=table("summary.csv"),
     output:
-        csv="results/tables/published.csv",
-        markdown=table_report("results/tables/published.md", "published"),
-        latex="results/tables/published.tex",
+        csv=published_file("csv"),
+        markdown=table_report(published_file("md"), "published"),
+        latex=published_file("tex"),
     params:
         published=lambda wildcards: as_json(config["published"]),
         out_dir=dir_of("csv"),
