@@ -211,3 +211,20 @@ def test_keep_across_benchmarks_needs_the_same_class_count():
         c["backbones"]["mlp_pretrained"]["init_from"]["head"] = "keep"
     with pytest.raises(ConfigError, match="100 classes"):
         checked(edit100)
+
+
+def test_only_as_a_list_runs_the_union_of_its_parts():
+    from clgrid.config import runs
+
+    def edit(c):
+        c["only"]["permuted_digits"] = [{"backbones": ["mlp"], "methods": ["naive"]},
+                                        {"backbones": ["mlp_pretrained"], "methods": ["ewc"]}]
+    config = checked(edit)
+    cells = sorted({(r.benchmark, r.backbone, r.method) for r in runs(config)})
+    assert cells == [("digits_pretrain", "mlp", "naive"), ("permuted_digits", "mlp", "naive"),
+                     ("permuted_digits", "mlp_pretrained", "ewc")]
+
+    def bad(c):
+        c["only"]["permuted_digits"] = [{"backbones": ["mlp"]}, {"methods": ["ewk"]}]
+    with pytest.raises(ConfigError, match=r"only.permuted_digits\[1\].methods\[0\]"):
+        checked(bad)

@@ -115,10 +115,18 @@ def runs(config: dict[str, Any]) -> list[Run]:
 
 def in_grid(config: dict[str, Any], benchmark: str, backbone: str, method: str | None = None) -> bool:
     """Whether the grid runs ``method`` (any method when None) with ``backbone`` on ``benchmark``: ``only`` limits a
-    benchmark to some backbones and methods (a pretraining stage that one backbone and method run, for example)."""
+    benchmark to some backbones and methods (a pretraining stage that one backbone and method run, for example),
+    or to a union of such parts."""
     limits = (config.get("only") or {}).get(benchmark) or {}
-    return backbone in limits.get("backbones", [backbone]) and (method is None or method in limits.get("methods",
-                                                                                                      [method]))
+    return any(backbone in part.get("backbones", [backbone]) and (method is None or method in part.get("methods",
+                                                                                                       [method]))
+               for part in only_parts(limits))
+
+
+def only_parts(limits: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A benchmark's ``only`` entry as a list of {backbones, methods} parts (one mapping, or a list whose union
+    runs: resnet18 with every row, resnet50 with the baseline only)."""
+    return list(limits) if isinstance(limits, list) else [limits]
 
 
 def cells(config: dict[str, Any]) -> list[tuple[str, str]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from clgrid.config.errors import ConfigError, choices, did_you_mean
-from clgrid.config.grid import in_grid, n_tasks
+from clgrid.config.grid import in_grid, n_tasks, only_parts
 
 
 def check_stages(config: dict[str, Any]) -> None:
@@ -28,14 +28,17 @@ def _check_only(config: dict[str, Any]) -> None:
                               path=("only", benchmark), value=benchmark,
                               allowed="benchmarks: " + choices(config["benchmarks"]),
                               fix="name a benchmark of benchmarks:")
-        for key, known in (("backbones", config["backbones"]), ("methods", config["methods"])):
-            for i, name in enumerate(limits.get(key, [])):
-                if name not in known:
-                    raise ConfigError(f"'{name}' is not in {key}{did_you_mean(name, known)}",
-                                      path=("only", benchmark, key, i), value=name,
-                                      allowed=f"{key}: " + choices(known),
-                                      fix=f"name one of {key} (a sweep's runs are named by their values, "
-                                          f"e.g. ewc~ewc_lambda=100)" if key == "methods" else f"name one of {key}")
+        listed = isinstance(limits, list)
+        for j, part in enumerate(only_parts(limits)):
+            for key, known in (("backbones", config["backbones"]), ("methods", config["methods"])):
+                for i, name in enumerate(part.get(key, [])):
+                    if name not in known:
+                        where = ("only", benchmark, *((j,) if listed else ()), key, i)
+                        raise ConfigError(f"'{name}' is not in {key}{did_you_mean(name, known)}", path=where,
+                                          value=name,
+                                          allowed=f"{key}: " + choices(known),
+                                          fix=f"name one of {key} (a sweep's runs are named by their values, "
+                                              f"e.g. ewc~ewc_lambda=100)" if key == "methods" else f"name one of {key}")
 
 
 def _check_init_from(config: dict[str, Any], benchmark: str, backbone: str) -> tuple[str, str]:
