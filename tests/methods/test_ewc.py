@@ -136,3 +136,68 @@ def test_fisher_weighted_by_true_class_probability_matches_vmap():
         weights = prob.view(-1, *[1] * (g.dim() - 1))
         torch.testing.assert_close(ours[n], (weights * g**2).mean(0), rtol=1e-5, atol=1e-8)
         assert (ours[n] <= plain[n] + 1e-12).all()  # p ≤ 1: never above the empirical Fisher
+
+
+# ---- the Fisher at the model's own prediction (the "Intro to continual learning" tutorial's) ----
+
+
+def _fixed_linear():
+    """A 2-input, 3-class linear model with W = 0, b = (ln 2, 0, 0): p(·|x) = (1/2, 1/4, 1/4) for every x."""
+    model = torch.nn.Linear(2, 3)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.copy_(torch.tensor([torch.log(torch.tensor(2.0)).item(), 0.0, 0.0]))
+    return model
+
+
+def test_fisher_at_predicted_label_matches_a_hand_computation():
+    # d log p(c|x) / d b = e_c − p and / d W = (e_c − p) xᵀ, so each sample's square is (e_c − p)² ⊗ x².
+    # Prediction ŷ = 0 for every x: (e_0 − p)² = (1/4, 1/16, 1/16); mean x² over x = (1, 2), (3, 0) is (5, 2).
+    model = _fixed_linear()
+    x = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
+    y = torch.tensor([1, 1])  # the true labels are not the prediction: the default Fisher differs
+    predicted = empirical_fisher_diag(model, x, y, weighting="predicted_label")
+    torch.testing.assert_close(predicted["bias"], torch.tensor([0.25, 0.0625, 0.0625]))
+    torch.testing.assert_close(predicted["weight"], torch.tensor([[1.25, 0.5], [0.3125, 0.125], [0.3125, 0.125]]))
+    # At the true label 1: (e_1 − p)² = (1/4, 9/16, 1/16).
+    true_label = empirical_fisher_diag(model, x, y)
+    torch.testing.assert_close(true_label["bias"], torch.tensor([0.25, 0.5625, 0.0625]))
+    torch.testing.assert_close(true_label["weight"], torch.tensor([[1.25, 0.5], [2.8125, 1.125], [0.3125, 0.125]]))
+
+
+def test_fisher_at_predicted_label_is_the_tutorials_loop():
+    # The tutorial's _diag_fisher, restated: one image at a time, label = output.max(1)[1], nll_loss of log_softmax,
+    # p.grad ** 2 / len(dataset) summed. The labels passed in are ignored; with labels equal to the model's own
+    # predictions the default (true-label) Fisher is the same numbers.
+    model = tiny_model(seed=11)
+    data = task(0, [0, 1, 2, 3], n_per_class=4)
+    ours = empirical_fisher_diag(model, data.x, torch.zeros_like(data.y), weighting="predicted_label")
+    expected = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    model.eval()
+    for xi in data.x:
+        model.zero_grad()
+        output = model(xi.unsqueeze(0)).view(1, -1)
+        label = output.max(1)[1].view(-1)
+        F.nll_loss(F.log_softmax(output, dim=1), label).backward()
+        for n, p in model.named_parameters():
+            expected[n] += p.grad ** 2 / len(data.x)
+    for n in expected:
+        torch.testing.assert_close(ours[n], expected[n], rtol=1e-5, atol=1e-10)
+    with torch.no_grad():
+        own = model(data.x).argmax(-1)
+    assert (own != data.y).any()  # some training labels differ from the predictions ...
+    same = empirical_fisher_diag(model, data.x, own)
+    for n in expected:  # ... and at the predictions the true-label estimator gives the same Fisher
+        torch.testing.assert_close(same[n], ours[n])
+
+
+def test_ewc_uses_the_predicted_label_fisher_when_configured():
+    model = tiny_model(seed=2)
+    data = task(0, [0, 1], n_per_class=6)
+    method = EWC(model, {"ewc_lambda": 1.0, "fisher_weighting": "predicted_label"}, 4)
+    method.before_task(data, task_generator(0, 0))
+    method.after_task(data)
+    by_hand = empirical_fisher_diag(model, data.x, data.y, weighting="predicted_label")
+    for n, f in by_hand.items():
+        assert torch.equal(method.fisher_diags[0][n], f)
+    assert EWC.defaults["fisher_weighting"] == "none"  # absent from a config: the true-label Fisher, as before

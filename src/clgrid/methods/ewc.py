@@ -4,7 +4,8 @@
 
 θ*_k are the weights after task k and F_k the diagonal of the *empirical* Fisher
 at θ*_k: the mean over task-k training samples of the squared gradient of
-log p(y | x; θ) at the true label. One penalty per past task; ``ewc_online``
+log p(y | x; θ) at the true label (``fisher_weighting`` chooses another estimator:
+weighted by p(y|x), or at the model's own prediction). One penalty per past task; ``ewc_online``
 below is the variant with one running Fisher and one anchor (Schwarz et al. 2018).
 
 Default λ = 100: this project's EWC default (Kirkpatrick et al. choose λ per
@@ -44,7 +45,12 @@ def _fisher_flat(model, layout: FlatLayout, params: list[torch.Tensor], x: torch
     model.eval()
     for i in range(len(y)):
         # x may be host-resident (data placement host): each sample goes to the model's device.
-        log_likelihood = F.log_softmax(model(x[i : i + 1].to(params[0].device)), dim=-1)[0, y[i]]
+        logits = model(x[i : i + 1].to(params[0].device))
+        # predicted_label: the gradient at the model's own prediction argmax p(·|x), not at the true label, as the
+        # "Intro to continual learning" EWC tutorial computes it (label = output.max(1)[1]; its nll_loss is −log p,
+        # the same square). Other weightings take the true label y_i.
+        label = logits.detach().argmax(dim=-1)[0] if weighting == "predicted_label" else y[i]
+        log_likelihood = F.log_softmax(logits, dim=-1)[0, label]
         grads = torch.autograd.grad(log_likelihood, params)
         squares = torch._foreach_mul(grads, grads)  # g² as g**2 computes it: bit-identical sums
         # true_class_prob: each sample's squared gradient weighted by p(y|x), as the DER paper's code computes
@@ -122,10 +128,12 @@ class EWC(_FlatEWC):
             "type": ["integer", "null"], "minimum": 1, "default": None,
         },
         "fisher_weighting": {
-            "description": ("none (the empirical Fisher: mean squared gradient of log p(y|x)) or true_class_prob (each "
-                            "sample's squared gradient weighted by p(y|x), as the DER paper's code computes online "
-                            "EWC's Fisher)"),
-            "enum": ["none", "true_class_prob"], "default": "none",
+            "description": ("none (the empirical Fisher: mean squared gradient of log p(y|x) at the true label y), "
+                            "true_class_prob (each sample's squared gradient weighted by p(y|x), as the DER paper's "
+                            "code computes online EWC's Fisher) or predicted_label (the squared gradient of "
+                            "log p(ŷ|x) at the model's own prediction ŷ = argmax p(·|x), unweighted, as the 'Intro to "
+                            "continual learning' EWC tutorial computes it)"),
+            "enum": ["none", "true_class_prob", "predicted_label"], "default": "none",
         },
     }
     FACTS: dict[str, Any] = {"paper": "Kirkpatrick et al. 2017, PNAS"}
@@ -201,10 +209,12 @@ class OnlineEWC(_FlatEWC):
             "type": ["integer", "null"], "minimum": 1, "default": None,
         },
         "fisher_weighting": {
-            "description": ("none (the empirical Fisher: mean squared gradient of log p(y|x)) or true_class_prob (each "
-                            "sample's squared gradient weighted by p(y|x), as the DER paper's code computes online "
-                            "EWC's Fisher)"),
-            "enum": ["none", "true_class_prob"], "default": "none",
+            "description": ("none (the empirical Fisher: mean squared gradient of log p(y|x) at the true label y), "
+                            "true_class_prob (each sample's squared gradient weighted by p(y|x), as the DER paper's "
+                            "code computes online EWC's Fisher) or predicted_label (the squared gradient of "
+                            "log p(ŷ|x) at the model's own prediction ŷ = argmax p(·|x), unweighted, as the 'Intro to "
+                            "continual learning' EWC tutorial computes it)"),
+            "enum": ["none", "true_class_prob", "predicted_label"], "default": "none",
         },
     }
     FACTS: dict[str, Any] = {"paper": "Schwarz et al. 2018, ICML"}
