@@ -69,7 +69,8 @@ def test_the_schema_takes_both_keys_without_filling_them_in(digits):
     from tests.conftest import SCHEMA
 
     config = copy.deepcopy(digits[0])
-    assert not {"lr_per_task", "eval_every_iters"} & set(cl.run_spec(config, "split_digits", "mlp", "naive", 0)["train"])
+    spec = cl.run_spec(config, "split_digits", "mlp", "naive", 0)
+    assert not {"lr_per_task", "eval_every_iters"} & set(spec["train"])  # absent: run hashes kept
     config["benchmarks"]["split_digits"]["train"].update(lr_per_task=[0.05, 0.04, 0.03, 0.02, 0.01],
                                                          eval_every_iters=50)
     cl.check(config, SCHEMA)

@@ -682,7 +682,8 @@ def test_a_resumed_task_keeps_the_curve_it_had_measured():
     payloads = []
     fit_task(model, Method(model, {}, 4), data, train_cfg, task_generator(0, 0),
              checkpoint=lambda p: payloads.append(copy.deepcopy(p)), checkpoint_every_s=0.0, probe=whole)
-    resume = payloads[6]  # after step 7 (a checkpoint after every step, copied as a file would be): points of steps 2, 4, 6 measured before the kill
+    # A checkpoint after every step, copied as a file would be; after step 7 the points of steps 2, 4, 6 exist.
+    resume = payloads[6]
     assert [p["step"] for p in resume["curve"]] == [2, 4, 6]
     again = tiny_model()
     resumed = StepProbe(2, measure_of(again))
