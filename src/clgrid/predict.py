@@ -19,8 +19,9 @@ from typing import Any, Sequence
 from clgrid import paths
 from clgrid.spec import RunSpec
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-"""The workflow's config schema, beside the package in a checkout."""
+SCHEMA_PATH = Path("workflow") / "schemas" / "config.schema.yaml"
+SCHEMA = next((p for p in (Path(__file__).resolve().parents[2] / SCHEMA_PATH, SCHEMA_PATH) if p.is_file()), SCHEMA_PATH)
+"""The workflow's config schema: beside the package in a checkout, else in the folder the command runs in."""
 
 
 def run_of_state(state: str | Path) -> tuple[str, dict[str, str]]:
