@@ -13,7 +13,7 @@ STUDIES = {
     "split_cifar10": (4 * 3, 4 * 3 * 5),
     "kd_cifar10": (7 * 3, 7 * 3 * 5),
     "frozen_vs_partial": (2 * 9 * 3, 2 * 9 * 3 * 10),
-    "mtil_clip": (6, 6 * 11),
+    "mtil_clip": (9 + 3, (9 + 3) * 11),
     "flava_frozen_vs_partial": (9 * 3 * 3, 9 * 3 * (5 + 10 + 10)),
     "dml_flowers17": (3 * 3, 3 * 3),
     "dml_cub200": (8 * 2 * 2, 8 * 2 * 2),

@@ -604,3 +604,89 @@ def test_a_trainable_tensor_cast_out_of_fp32_is_named_before_the_optimizer_fails
     changed = r"changed dtype under precision bf16: a tensor of method 'naive' \(torch.float32 -> torch.bfloat16\)"
     with pytest.raises(TypeError, match=changed):
         _fit({**STEADY, "precision": "bf16"}, CastsItsProxy)
+
+
+# train.lr_per_task: one learning rate per task, in place of train.lr.
+
+from clgrid.train import StepProbe, task_lr  # noqa: E402
+
+
+def _weights_after(train_cfg, task_id):
+    data = task(task_id, [0, 1], n_per_class=20)
+    model = tiny_model()
+    fit_task(model, Method(model, {}, 4), data, {**TRAIN, **train_cfg}, task_generator(0, 0))
+    return model.state_dict()
+
+
+def test_lr_per_task_trains_each_task_at_its_own_rate():
+    # Task 1 of lr_per_task [0.5, 0.02] trains exactly as lr 0.02 (bit for bit), not as lr 1.0 or 0.5.
+    per_task = _weights_after({"lr": 1.0, "lr_per_task": [0.5, 0.02]}, 1)
+    plain = _weights_after({"lr": 0.02}, 1)
+    other = _weights_after({"lr": 0.5}, 1)
+    assert all(torch.equal(per_task[n], plain[n]) for n in plain)
+    assert not all(torch.equal(per_task[n], other[n]) for n in other)
+    assert task_lr({"lr": 1.0, "lr_per_task": [0.5, 0.02]}, 0, 2) == 0.5
+    assert task_lr({"lr": 1.0}, 3, 5) == 1.0  # absent: train.lr for every task
+
+
+def test_lr_per_task_of_the_wrong_length_names_the_field_and_both_counts():
+    with pytest.raises(ValueError, match=r"train.lr_per_task gives 2 learning rate\(s\) \[0.5, 0.02\], but the "
+                                         r"benchmark has 3 tasks: give one per task"):
+        task_lr({"lr": 1.0, "lr_per_task": [0.5, 0.02]}, 0, 3)
+
+
+def test_a_diverged_task_names_its_entry_of_lr_per_task():
+    data = task(1, [0, 1], n_per_class=20)
+    model = tiny_model()
+    with pytest.raises(TrainingDiverged, match=r"learning rate 5e\+09 \(train.lr_per_task\[1\] 1e\+10 x the "
+                                               r"method's lr_scale 0.5\)"):
+        fit_task(model, Method(model, {"lr_scale": 0.5}, 4), data,
+                 {**TRAIN, "lr": 0.1, "lr_per_task": [0.1, 1e10], "epochs": 3, "batch_size": 8}, task_generator(0, 0))
+
+
+# train.eval_every_iters: a StepProbe measured during the task.
+
+def test_a_probe_measures_every_n_steps_in_eval_mode_and_changes_no_weight():
+    # 40 samples at batch 8: 5 steps per epoch; 2 epochs = 10 steps; every 3 steps: after steps 3, 6, 9.
+    modes = []
+
+    def measure(step):
+        modes.append(model.training)
+        return {"step": step}
+
+    data = task(0, [0, 1], n_per_class=20)
+    model = tiny_model()
+    method = Method(model, {}, 4)
+    method.after_step = lambda: modes.append(model.training)  # training mode on every step, probe or not
+    probe = StepProbe(3, measure)
+    fit_task(model, method, data, {**TRAIN, "lr": 0.1, "epochs": 2, "batch_size": 8}, task_generator(0, 0),
+             probe=probe)
+    assert [p["step"] for p in probe.points] == [3, 6, 9]
+    # 10 steps (True) with a measurement (False) after steps 3, 6 and 9
+    assert modes == [True] * 3 + [False] + [True] * 3 + [False] + [True] * 3 + [False] + [True]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 _weights_after({"lr": 0.1, "epochs": 2, "batch_size": 8}, 0).values()))
+
+
+def test_a_resumed_task_keeps_the_curve_it_had_measured():
+    import copy
+
+    train_cfg = {**TRAIN, "lr": 0.1, "epochs": 2, "batch_size": 8}
+    data = task(0, [0, 1], n_per_class=20)
+    model = tiny_model()
+
+    def measure_of(m):
+        return lambda step: {"step": step, "w": float(m.state_dict()["head.weight"].sum())}
+
+    whole = StepProbe(2, measure_of(model))
+    payloads = []
+    fit_task(model, Method(model, {}, 4), data, train_cfg, task_generator(0, 0),
+             checkpoint=lambda p: payloads.append(copy.deepcopy(p)), checkpoint_every_s=0.0, probe=whole)
+    # A checkpoint after every step, copied as a file would be; after step 7 the points of steps 2, 4, 6 exist.
+    resume = payloads[6]
+    assert [p["step"] for p in resume["curve"]] == [2, 4, 6]
+    again = tiny_model()
+    resumed = StepProbe(2, measure_of(again))
+    fit_task(again, Method(again, {}, 4), task(0, [0, 1], n_per_class=20), train_cfg, task_generator(0, 0),
+             resume=resume, probe=resumed)
+    assert resumed.points == whole.points and [p["step"] for p in whole.points] == [2, 4, 6, 8, 10]

@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 from clgrid.cli_args import (analysis_figures_args, analyze_args, compare_runs_args, doctor_args, download_dataset_args,
                              download_weights_args, evaluate_args, extract_features_args, figures_args, init_args,
-                             install_profile_args, metrics_args, no_arguments, paper_args, prepare_dataset_args,
-                             prepare_scenario_args, published_args, sweep_figure_args, tables_args, train_args)
+                             install_profile_args, metrics_args, no_arguments, paper_args, predict_args,
+                             prepare_dataset_args, prepare_scenario_args, published_args, sweep_figure_args,
+                             tables_args, train_args)
 
 
 # Each verb: (help, argument builder, handler). A builder adds the verb's arguments to its parser; a handler runs
@@ -85,6 +86,15 @@ def _paper(args: argparse.Namespace) -> None:
             shutil.copyfile(pdf, tmp)
 
 
+def _predict(args: argparse.Namespace) -> None:
+    from clgrid.predict import format_predictions, predict
+
+    if args.top_k < 1:
+        raise ValueError(f"--top-k {args.top_k}: give 1 or more")
+    print(format_predictions(predict(args.state, args.image, args.spec, args.configfile, args.scenario, args.top_k,
+                                     args.task)))
+
+
 def _doctor(args: argparse.Namespace) -> int:
     """Its own exit code: 1 when a check failed (each check's error is in its table row)."""
     from clgrid.doctor import run as doctor
@@ -127,6 +137,8 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[
                          "download_weights rule runs it)", download_weights_args, _download_weights),
     "evaluate": ("accuracy of a checkpoint on every task", evaluate_args,
                  _job("evaluate", "spec", "scenario", "data", "state", "out", "threads")),
+    "predict": ("classify image files with a saved task state: the top-k classes by name and probability",
+                predict_args, _predict),
     "metrics": ("accuracy matrix and CL metrics of one run", metrics_args,
                 _job("run_metrics", "spec", "init_eval", "evals", "out", "states")),
     "analyze": ("CKA, RankMe and linear probe over every checkpoint of a run", analyze_args,

@@ -113,6 +113,21 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
 
 
+def predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state", required=True, help="a task's state.pt (results/runs/<benchmark>/<backbone>/<method>/"
+                                                  "s<seed>/task<t>/state.pt)")
+    p.add_argument("--image", nargs="+", required=True, help="image file(s) to classify (any format PIL reads)")
+    p.add_argument("--configfile", nargs="+", default=["config/config.yaml"],
+                   help="the config file(s) the grid ran with, as given to snakemake (default: config/config.yaml)")
+    p.add_argument("--spec", type=_typed("RunSpec"), default=None,
+                   help="the run's resolved config (JSON) instead of --configfile")
+    p.add_argument("--scenario", default=None, help="the benchmark's scenario JSON (default: results/scenarios/"
+                                                    "<benchmark>.json under the state's results folder)")
+    p.add_argument("--top-k", type=int, default=5, help="how many classes to print (default 5)")
+    p.add_argument("--task", type=int, default=None,
+                   help="only this task's classes compete (one dataset of a sequence); default: every class")
+
+
 def metrics_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", type=_typed("RunSpec"), required=True)
     p.add_argument("--init-eval", required=True)

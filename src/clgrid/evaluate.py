@@ -67,6 +67,14 @@ def accuracy_row(predict: Callable[[torch.Tensor], torch.Tensor],
     return {"class_il": [r[0] for r in rows], "task_il": [r[1] for r in rows], "top5": top5}
 
 
+def curve_point(ctx: JobContext, predict: Callable[[torch.Tensor], torch.Tensor], step: int) -> dict[str, Any]:
+    """One point of a task's evaluation curve (``train.eval_every_iters``): after ``step`` optimizer steps of the
+    task, class-IL and task-IL top-1 and class-IL top-5 on every task's test set (the keys of the record's row)."""
+    row = accuracy_row(predict, ctx.test_sets()["tasks"], ctx.precision)
+    log.info("step %d: accuracy per task %s", step, " ".join(f"{a:.1f}" for a in row["class_il"]))
+    return {"step": step, "acc": row["class_il"], "acc_task_il": row["task_il"], "top5": row["top5"]}
+
+
 RECALL_KS = (1, 2, 4, 8)
 
 

@@ -55,10 +55,11 @@ def _train_task(spec: RunSpec, ctx: JobContext, model, previous: dict[str, Any],
                 checkpoint_every_s: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train one task and evaluate; returns the state to save (without the model's weights) and the eval record."""
     from clgrid.data.transforms import make_augment
-    from clgrid.evaluate import eval_record
+    from clgrid.evaluate import curve_point, eval_record
     from clgrid.methods import get_method
-    from clgrid.train import TrainingDiverged, fit_task, task_generator
+    from clgrid.train import StepProbe, TrainingDiverged, fit_task, task_generator, task_lr
 
+    task_lr(spec.train, task_id, len(ctx.scenario["tasks"]))  # a train.lr_per_task of the wrong length fails here
     generator = task_generator(spec.seed, task_id)
     transform_cfg = spec.benchmark_cfg.get("transform", {})
     augment = make_augment(transform_cfg, generator) if transform_cfg.get("augment", "none") != "none" else None
@@ -69,6 +70,9 @@ def _train_task(spec: RunSpec, ctx: JobContext, model, previous: dict[str, Any],
                                           augment=augment, reference_images=sampler)
     if "method" in previous:
         method.load_state_dict(previous["method"])
+    every = spec.train_settings.get("eval_every_iters")
+    # train.eval_every_iters: every task's test sets measured during the task, kept as the record's "curve".
+    probe = StepProbe(int(every), lambda step: curve_point(ctx, method.predict, step)) if every else None
 
     def load_task(i: int):
         return ctx.task_data(i, "train")
@@ -85,7 +89,7 @@ def _train_task(spec: RunSpec, ctx: JobContext, model, previous: dict[str, Any],
 
     try:
         epoch_losses = fit_task(model, method, data, spec.train, generator, augment, checkpoint,
-                                checkpoint_every_s, resume)
+                                checkpoint_every_s, resume, probe)
     except TrainingDiverged as err:
         if spec.train_settings.get("on_divergence", "stop") != "record":
             raise
@@ -95,11 +99,16 @@ def _train_task(spec: RunSpec, ctx: JobContext, model, previous: dict[str, Any],
         diverged = err.record()
         state = {"clgrid": _provenance(spec, ctx), "task": task_id,
                  "method": method.state_dict(), "epoch_losses": err.epoch_losses, "diverged": diverged}
-        return state, {**diverged_record(spec, ctx, task_id, diverged), "epoch_losses": err.epoch_losses}
+        record = {**diverged_record(spec, ctx, task_id, diverged), "epoch_losses": err.epoch_losses}
+        if probe is not None:
+            record["curve"] = probe.points
+        return state, record
     state = {"clgrid": _provenance(spec, ctx), "task": task_id, "method": method.state_dict(),
              "epoch_losses": epoch_losses}
     record = eval_record(spec, ctx, method.predict, task_id, method)
     record["epoch_losses"] = epoch_losses
+    if probe is not None:
+        record["curve"] = probe.points
     return state, record
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -37,6 +38,31 @@ def make_optimizer(params: list[torch.nn.Parameter], train_cfg: dict[str, Any]) 
     raise ValueError(f"unknown optimizer '{name}'; valid: adam, sgd")
 
 
+def task_lr(train_cfg: dict[str, Any], task_id: int, n_tasks: int | None = None) -> float:
+    """The learning rate of task ``task_id``: ``train.lr_per_task[task_id]`` when the list is given (one rate per
+    task, in task order: e.g. one per dataset of a dataset sequence), else ``train.lr``. With ``n_tasks``, a list
+    of another length is refused, naming the field."""
+    rates = train_cfg.get("lr_per_task")
+    if rates is None:
+        return train_cfg["lr"]
+    if (n_tasks is not None and len(rates) != n_tasks) or not 0 <= task_id < len(rates):
+        tasks = f"the benchmark has {n_tasks} tasks" if n_tasks is not None else f"task {task_id} has none"
+        raise ValueError(f"train.lr_per_task gives {len(rates)} learning rate(s) {list(rates)}, but {tasks}: give one "
+                         "per task, in task order (a dataset sequence: one per dataset of benchmarks.<name>.datasets)")
+    return float(rates[task_id])
+
+
+@dataclass
+class StepProbe:
+    """A measurement every ``every`` optimizer steps of a task (``train.eval_every_iters``): ``measure(step)``
+    returns one point, kept in ``points`` in step order. The training loop puts the model back in training mode
+    after each measurement, and keeps the points in its in-job checkpoint, so a resumed task keeps its curve."""
+
+    every: int
+    measure: Callable[[int], dict[str, Any]]
+    points: list[dict[str, Any]] = field(default_factory=list)
+
+
 class TrainingDiverged(FloatingPointError):
     """A non-finite loss: training of the task stopped before the step that would have used it.
 
@@ -44,10 +70,11 @@ class TrainingDiverged(FloatingPointError):
     """
 
     def __init__(self, task: int, epoch: int, n_epochs: int, batch: int, steps_per_epoch: int, step: int,
-                 loss: float, lr: float, base_lr: float, lr_scale: float, method: str, epoch_losses: list[float]):
+                 loss: float, lr: float, base_lr: float, lr_scale: float, method: str, epoch_losses: list[float],
+                 lr_key: str = "train.lr"):
         self.task, self.epoch, self.batch, self.step, self.loss, self.lr = task, epoch, batch, step, loss, lr
         self.method, self.epoch_losses = method, epoch_losses
-        scaled = f" (train.lr {base_lr:g} x the method's lr_scale {lr_scale:g})" if lr_scale != 1 else ""
+        scaled = f" ({lr_key} {base_lr:g} x the method's lr_scale {lr_scale:g})" if lr_scale != 1 else ""
         self.summary = (f"training diverged: the loss is {loss} at task {task}, step {step} of the task (epoch "
                         f"{epoch}/{n_epochs}, batch {batch}/{steps_per_epoch}), method '{method}', learning rate "
                         f"{lr:g}{scaled}")
@@ -73,6 +100,7 @@ def fit_task(
     checkpoint: Callable[[dict[str, Any]], None] | None = None,
     checkpoint_every_s: float | None = None,
     resume: dict[str, Any] | None = None,
+    probe: StepProbe | None = None,
 ) -> list[float]:
     """Train ``model`` on one task's data for ``epochs`` epochs (or ``iterations`` optimizer steps, the last epoch
     cut short where they end); returns the mean loss of each epoch.
@@ -91,6 +119,10 @@ def fit_task(
     that payload as ``resume`` (after the same ``training_data`` and a fresh ``before_task``), the task continues
     from that step and ends exactly as an uninterrupted run.
 
+    The learning rate is ``train.lr``, or the task's entry of ``train.lr_per_task`` (``task_lr``). ``probe``
+    (``train.eval_every_iters``): measured after every ``probe.every``-th step of the task (counted across epochs),
+    the model in eval mode meanwhile; measuring draws no random numbers, so the trained weights are the same.
+
     A non-finite loss raises ``TrainingDiverged`` (a ``FloatingPointError``) naming the step, the learning rate
     and the method; the model keeps the weights of the last step taken.
     """
@@ -104,7 +136,9 @@ def fit_task(
     device = data.y.device
     runner = StepRunner(model, method, device, train_cfg)  # first: the optimizer's state takes the weights' layout
     # Methods differ in the step size they tolerate (LoRA's B·A product, stiff penalties): a per-method factor.
-    optimizer = make_optimizer(trainable, {**train_cfg, "lr": train_cfg["lr"] * method.params["lr_scale"]}) \
+    base_lr = task_lr(train_cfg, data.task_id)
+    lr_key = "train.lr" if train_cfg.get("lr_per_task") is None else f"train.lr_per_task[{data.task_id}]"
+    optimizer = make_optimizer(trainable, {**train_cfg, "lr": base_lr * method.params["lr_scale"]}) \
         if trainable else None
     batch_size = int(train_cfg["batch_size"])
     n = len(data.y)
@@ -121,6 +155,8 @@ def fit_task(
         generator.set_state(resume["generator"])
         first_epoch, skip, order = resume["epoch"], resume["batches_done"], resume["order"]
         epoch_losses, total, batches = list(resume["epoch_losses"]), resume["loss_total"], resume["batches_done"]
+        if probe is not None:
+            probe.points[:] = resume.get("curve", [])
         log.info("task %d resumed at epoch %d, batch %d", data.task_id, first_epoch + 1, skip)
     # The epoch's loss is summed on the device (a float() per step would wait for the GPU); float64, as the sum
     # of Python floats it replaces, so the recorded losses are the same numbers.
@@ -149,8 +185,8 @@ def fit_task(
                 if not torch.isfinite(loss.detach()):  # the one wait for the device per step: no step on a NaN
                     raise TrainingDiverged(
                         data.task_id, epoch + 1, n_epochs, step + 1, steps_per_epoch,
-                        epoch * steps_per_epoch + step + 1, loss.item(), train_cfg["lr"] * method.params["lr_scale"],
-                        train_cfg["lr"], method.params["lr_scale"], method.name, list(epoch_losses))
+                        epoch * steps_per_epoch + step + 1, loss.item(), base_lr * method.params["lr_scale"],
+                        base_lr, method.params["lr_scale"], method.name, list(epoch_losses), lr_key)
                 if runner.backward(loss, optimizer):  # False: fp16 gradients overflowed, no step on this batch
                     method.after_backward()
                     runner.step(optimizer, trainable)
@@ -159,13 +195,21 @@ def fit_task(
                 batches += 1
                 if augment is not None:
                     method.unaugmented_batch(None)
+                done = epoch * steps_per_epoch + step + 1
+                if probe is not None and done % probe.every == 0:
+                    model.eval()
+                    probe.points.append(probe.measure(done))
+                    method.train_mode()
                 if checkpoint is not None and checkpoint_every_s is not None and \
                         time.monotonic() - last_checkpoint >= checkpoint_every_s:
-                    checkpoint({"epoch": epoch, "batches_done": batches, "order": order,
-                                "loss_total": loss_total.item(), "epoch_losses": list(epoch_losses),
-                                "generator": generator.get_state(), "model": model.state_dict(),
-                                "optimizer": optimizer.state_dict(), "method": method.state_dict(),
-                                "task_state": method.task_state(), "runner": runner.state_dict()})
+                    payload = {"epoch": epoch, "batches_done": batches, "order": order,
+                               "loss_total": loss_total.item(), "epoch_losses": list(epoch_losses),
+                               "generator": generator.get_state(), "model": model.state_dict(),
+                               "optimizer": optimizer.state_dict(), "method": method.state_dict(),
+                               "task_state": method.task_state(), "runner": runner.state_dict()}
+                    if probe is not None:
+                        payload["curve"] = list(probe.points)
+                    checkpoint(payload)
                     last_checkpoint = time.monotonic()
             skip, order = 0, None
             epoch_losses.append(loss_total.item() / max(batches, 1))
