@@ -131,7 +131,8 @@ def plot_summary(cells: pd.DataFrame, runs: pd.DataFrame, palette: dict, title: 
     """One page per benchmark: accuracy matrices (top), accuracy on seen tasks and forgetting (bottom)."""
     methods = list(palette)
     n_tasks = int(cells["task"].max()) + 1
-    cols = min(len(methods), MAX_COLUMNS)
+    # At least two columns: the bottom row splits them between the curve and the bars (one method: one matrix).
+    cols = max(min(len(methods), MAX_COLUMNS), 2)
     rows = -(-len(methods) // cols)
     fig = plt.figure(figsize=(max(2.3 * cols, 8.0), 3.2 * rows + 4.0), constrained_layout=True)
     grid = fig.add_gridspec(rows + 1, cols, height_ratios=[1] * rows + [1.25])
