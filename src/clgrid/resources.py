@@ -14,7 +14,7 @@ from typing import Any
 
 from .catalog import archs
 from .catalog import methods as method_catalog
-from .config import datasets_of, method_of, n_tasks
+from .config import datasets_of, in_grid, method_of, n_tasks
 from .data.datasets import DATASETS
 
 # Training-set sizes at default options (the registry's split), for the time estimate.
@@ -142,7 +142,8 @@ def tasks_per_job(config: dict[str, Any], benchmark: str, on_cluster: bool) -> i
         return max(1, min(int(chosen), n))
     gpu = wants_gpu(config, on_cluster)
     slowest = max((task_seconds(config, benchmark, backbone, method, gpu)
-                   for backbone in config["backbones"] for method in config["methods"]), default=0.0)
+                   for backbone in config["backbones"] for method in config["methods"]
+                   if in_grid(config, benchmark, backbone, method)), default=0.0)
     return max(1, min(n, int(AUTO_JOB_SECONDS // max(slowest, 1e-9))))
 
 
