@@ -131,8 +131,7 @@ def plot_summary(cells: pd.DataFrame, runs: pd.DataFrame, palette: dict, title: 
     """One page per benchmark: accuracy matrices (top), accuracy on seen tasks and forgetting (bottom)."""
     methods = list(palette)
     n_tasks = int(cells["task"].max()) + 1
-    # At least two columns: the bottom row splits them between the curve and the bars (one method: one matrix).
-    cols = max(min(len(methods), MAX_COLUMNS), 2)
+    cols = min(len(methods), MAX_COLUMNS)
     rows = -(-len(methods) // cols)
     fig = plt.figure(figsize=(max(2.3 * cols, 8.0), 3.2 * rows + 4.0), constrained_layout=True)
     # at least two columns: the bottom row splits into the seen-task curve and the forgetting bars (one method too)
