@@ -122,3 +122,11 @@ def test_a_job_of_several_tasks_asks_for_their_time():
     one = resources.train_task(config, "split_cifar10_small", "resnet18", "sgd", False)["runtime"]
     three = resources.train_task(config, "split_cifar10_small", "resnet18", "sgd", False, tasks=3)["runtime"]
     assert one > resources.MIN_RUNTIME_MIN and three == pytest.approx(3 * one, abs=1)
+
+
+def test_an_imported_unregistered_dataset_capped_per_class_counts_its_own_classes():
+    # A name not in the registry (an npz import with n_classes) once raised KeyError when max_per_class_train was set.
+    config = {"datasets": {"cifar10_abs": {"npz": "/x/cifar10_jpeg.npz", "n_classes": 10, "max_per_class_train": 200}}}
+    assert resources._train_size(config, "cifar10_abs") == 2000
+    config["datasets"]["cifar10_abs"].pop("n_classes")
+    assert resources._train_size(config, "cifar10_abs") == 50000  # no class count: the unregistered default

@@ -65,8 +65,10 @@ def _image_pixels(config: dict[str, Any], dataset: str) -> int:
 def _train_size(config: dict[str, Any], dataset: str) -> int:
     options = config.get("datasets", {}).get(dataset, {})
     size = TRAIN_SIZE.get(dataset, 50000)
-    if options.get("max_per_class_train"):
-        size = min(size, options["max_per_class_train"] * DATASETS[dataset].n_classes)
+    # An imported dataset that is not registered states its class count (n_classes) in its options.
+    n_classes = DATASETS[dataset].n_classes if dataset in DATASETS else options.get("n_classes")
+    if options.get("max_per_class_train") and n_classes:
+        size = min(size, options["max_per_class_train"] * n_classes)
     return size
 
 

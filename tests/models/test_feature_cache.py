@@ -189,3 +189,26 @@ def test_the_cache_is_computed_in_the_runs_precision(frozen_grid, tmp_path):
     assert cached["acc"] == pytest.approx(uncached["acc"], abs=0.5)
     fp32 = load_torch(frozen_grid["features"])["test"][1]
     assert not torch.equal(load_torch(features)["test"][1], fp32)  # bf16 arithmetic really ran
+
+
+def test_a_benchmark_with_held_out_classes_caches_their_features_too(tmp_path):
+    """Held-out classes (holdout_classes) are cached and counted; a tensor of them once broke ``or []``."""
+    from clgrid.inprocess import validated
+    from tests.conftest import DEFAULT_CONFIG, SCHEMA
+
+    config = validated(DEFAULT_CONFIG, SCHEMA)
+    config["benchmarks"] = {"split_digits": {**config["benchmarks"]["split_digits"], "n_tasks": 2,
+                                             "holdout_classes": 2}}
+    config["backbones"] = {"cnn": {"arch": "cnn", "channels": [4], "batch_norm": True, "global_pool": True,
+                                   "head": "linear"}}
+    data, scenario, init = str(tmp_path / "digits.npz"), str(tmp_path / "s.json"), str(tmp_path / "i.pt")
+    jobs.prepare_dataset(cl.dataset_spec(config, "digits"), data)
+    jobs.prepare_scenario(cl.scenario_spec(config, "split_digits"), [data], scenario)
+    jobs.init_model(cl.init_spec(config, "split_digits", "cnn", 0), scenario, init)
+    out = str(tmp_path / "features.pt")
+    jobs.extract_features(cl.init_spec(config, "split_digits", "cnn", 0), scenario, [data], init, out)
+    cache, held = load_torch(out), read_json(scenario)["holdout"]
+    assert len(cache["unseen"]) == len(held["test_idx"]) > 1
+    assert len(cache["unseen_train"]) == len(held["train_idx"]) > 1
+    assert cache["backbone_samples"] == sum(len(f) for f in cache["train"] + cache["test"]) + \
+        len(held["test_idx"]) + len(held["train_idx"])

@@ -47,3 +47,14 @@ def test_the_forgetting_figure_is_the_same_bytes_every_time_and_leaves_numpys_ge
         plot_forgetting(runs, method_palette(["naive", "replay"]), "test")
         assert np.random.random() == expected_next  # the caller's generator state is restored
     assert pngs[0] == pngs[1]
+
+
+def test_the_summary_page_of_a_benchmark_with_one_method_has_its_curve_and_its_bars():
+    # A pretraining benchmark runs one method (joint): the bottom row once split one column into nothing.
+    from clgrid.plots.figures import method_palette, plot_summary
+
+    cells = pd.DataFrame([{**c, "benchmark": "b", "backbone": "cnn"} for c in _cells("joint", lambda t, i: 60.0)])
+    runs = pd.DataFrame({"method": ["joint"] * 2, "seed": [0, 1], "forgetting": [0.0, 1.0]})
+    fig = plot_summary(cells, runs, method_palette(["joint"]), "one method")
+    assert [ax.get_title() for ax in fig.axes].count("joint") == 1
+    assert len(fig.axes) == 3  # the matrix, the accuracy curve, the forgetting bars

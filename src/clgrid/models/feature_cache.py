@@ -99,6 +99,7 @@ def extract_all(model: nn.Module, ctx) -> tuple[dict, int]:
     cache["unseen_train"] = features(ctx.unseen_train()[0]) if "unseen" in sets else None
     cache["sets"] = {key[4:]: [features(x) for x, _, _ in parts] for key, parts in sets.items()
                      if key.startswith("set:")}
-    samples = sum(len(f) for split in ("train", "test") for f in cache[split]) + len(cache["unseen"] or []) + \
-        len(cache["unseen_train"] or []) + sum(len(f) for parts in cache["sets"].values() for f in parts)
+    held = [cache[key] for key in ("unseen", "unseen_train") if cache[key] is not None]  # tensors: no `or []`
+    samples = sum(len(f) for split in ("train", "test") for f in cache[split]) + sum(len(f) for f in held) + \
+        sum(len(f) for parts in cache["sets"].values() for f in parts)
     return cache, samples
