@@ -15,7 +15,7 @@ from clgrid.catalog import methods as method_catalog
 from clgrid.config.checks.benchmarks import DOMAIN
 from clgrid.config.checks.datasets import check_array_files, check_training_data, dataset_shape
 from clgrid.config.errors import ConfigError, choices, did_you_mean
-from clgrid.config.grid import dataset_classes, datasets_of, method_of
+from clgrid.config.grid import dataset_classes, datasets_of, method_of, n_tasks
 from clgrid.config.sweeps import _param_path
 
 
@@ -32,6 +32,7 @@ def check_runs(config: dict[str, Any]) -> None:
     """Each run's method against each backbone and benchmark it meets."""
     check_array_files(config)
     check_training_data(config)
+    check_lr_per_task(config)
     clip_methods = methods_needing_clip()
     for run in config["methods"]:
         method, params, train = method_of(config, run)
@@ -65,6 +66,24 @@ def check_runs(config: dict[str, Any]) -> None:
                                       value="all", describe_as=("method_params", method, "freeze"),
                                       allowed="none or first_k on this backbone, or train_mode fc / image_fc / text",
                                       fix="set train_mode fc to train only CLIP's head, or freeze less")
+
+
+def check_lr_per_task(config: dict[str, Any]) -> None:
+    """``train.lr_per_task`` (a benchmark's, or a variant's override) has one rate per task of every benchmark it
+    trains on: refused here, before any job, rather than in the training job."""
+    for bench_name, bench in config["benchmarks"].items():
+        tasks = n_tasks(config, bench_name)
+        sources = [(("benchmarks", bench_name, "train", "lr_per_task"), bench["train"].get("lr_per_task"))]
+        for run in config["methods"]:
+            _, _, train = method_of(config, run)
+            if "lr_per_task" in train:
+                sources.append((_param_path(config, run, "train", "lr_per_task"), train["lr_per_task"]))
+        for path, rates in sources:
+            if rates is not None and len(rates) != tasks:
+                raise ConfigError(f"gives {len(rates)} learning rate(s), but benchmark {bench_name} has {tasks} "
+                                  f"tasks", path=path, value=rates, allowed=f"a list of {tasks} learning rates, one "
+                                  "per task in task order (a dataset sequence: one per dataset)",
+                                  fix="give one learning rate per task, or use lr for all of them")
 
 
 def _trains(config: dict[str, Any], overrides: dict[str, Any]) -> bool:
