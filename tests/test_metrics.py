@@ -96,6 +96,13 @@ def test_run_metrics_records_mtil_for_dataset_sequences(tmp_path):
     assert recorded["mtil_transfer"] == pytest.approx(17.5)
     assert recorded["mtil_avg"] == pytest.approx(530 / 9)
     assert recorded["mtil_last"] == pytest.approx(205 / 3) == recorded["acc"]
+    # with each dataset's own labels (task-IL rows present), MTIL scores each dataset among its own classes
+    within = [[v + 1.0 for v in row] for row in R]
+    evals_within = [write(f"w{t}.json", {"after_task": t, "acc": row, "acc_task_il": within[t], "provenance": prov})
+                    for t, row in enumerate(R)]
+    jobs.run_metrics(spec, init, evals_within, str(tmp_path / "mw.json"))
+    recorded = json.loads((tmp_path / "mw.json").read_text())["metrics"]
+    assert recorded["mtil_transfer"] == pytest.approx(18.5) and recorded["mtil_last"] == pytest.approx(205 / 3 + 1)
     spec["benchmark_cfg"] = {"scenario": "class_incremental"}
     jobs.run_metrics(spec, init, evals, str(tmp_path / "m2.json"))
     assert "mtil_transfer" not in json.loads((tmp_path / "m2.json").read_text())["metrics"]
@@ -116,3 +123,19 @@ def test_top5_accuracy_by_hand():
     assert row["top5"] == [pytest.approx(200 / 3)]
     # Fewer than 5 classes: top-5 is every class, so 100 %.
     assert accuracy_row(lambda x: x[:, :3], [(scores, labels.clamp(max=2), [0, 1, 2])])["top5"] == [100.0]
+
+
+def test_task_il_top5_ranks_only_the_tasks_classes_by_hand():
+    """MTIL's top-5 ranks a dataset's own classes: with the task's classes 2..6, label 6 (lowest of all seven) is
+    5th among them, so inside its top 5; over all classes it is not."""
+    import torch
+
+    from clgrid.evaluate import accuracy_row
+
+    scores = torch.tensor([[7., 6, 5, 4, 3, 2, 1],     # label 6: 7th of 7, 5th of the task's 2..6
+                           [7., 6, 5, 4, 3, 2, 1]])    # label 2: top-1 among 2..6
+    labels = torch.tensor([6, 2])
+    row = accuracy_row(lambda x: x, [(scores, labels, [2, 3, 4, 5, 6])], task_top5=True)
+    assert row["top5"] == [50.0] and row["top5_task_il"] == [100.0]
+    assert row["class_il"] == [0.0] and row["task_il"] == [50.0]
+    assert "top5_task_il" not in accuracy_row(lambda x: x, [(scores, labels, [2, 3, 4, 5, 6])])

@@ -25,9 +25,10 @@ EVAL_BATCH = 1024
 @torch.inference_mode()
 def accuracy(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
              classes: list[int] | None = None, batch: int = EVAL_BATCH, top5: list[float] | None = None,
-             precision: Precision | None = None) -> tuple[float, float]:
+             precision: Precision | None = None, top5_task: list[float] | None = None) -> tuple[float, float]:
     """(class-IL, task-IL) top-1 accuracy in percent; class-IL top-5 accuracy is appended to ``top5`` when given
-    (the label among the 5 highest scores over every class, as ImageNet and the MTIL table report it).
+    (the label among the 5 highest scores over every class, as ImageNet reports it), and task-IL top-5 (among the
+    evaluated task's classes: a dataset's own, as the MTIL table reports it) to ``top5_task`` when given.
 
     Class-IL: argmax over every class of the head. Task-IL: argmax over ``classes`` only (the evaluated task's
     classes; the other logits are masked to −inf, as Mammoth's ``mask_classes`` does), so the task identity is
@@ -35,7 +36,7 @@ def accuracy(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y
     (bf16 or fp16 on a GPU, none on the CPU). The counts stay on the device until the end: one wait for the GPU
     per test set, not three per batch.
     """
-    correct = correct_task = correct_top5 = 0
+    correct = correct_task = correct_top5 = correct_top5_task = 0
     mask = None
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
     for start in range(0, len(y), batch):
@@ -50,21 +51,31 @@ def accuracy(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y
                 mask = torch.full((scores.shape[-1],), float("-inf"), device=scores.device)
                 mask[torch.as_tensor(classes, device=scores.device)] = 0.0
             correct_task = correct_task + ((scores + mask).argmax(dim=-1) == labels).sum()
+            if top5_task is not None:
+                best5_task = (scores + mask).topk(min(5, len(classes)), dim=-1).indices
+                correct_top5_task = correct_top5_task + (best5_task == labels[:, None]).any(dim=-1).sum()
     correct, correct_task, correct_top5 = int(correct), int(correct_task), int(correct_top5)
     n = max(len(y), 1)
     if top5 is not None:
         top5.append(100.0 * correct_top5 / n)
+    if top5_task is not None:
+        top5_task.append(100.0 * int(correct_top5_task) / n)
     return 100.0 * correct / n, (100.0 * correct_task / n if classes is not None else 100.0 * correct / n)
 
 
 def accuracy_row(predict: Callable[[torch.Tensor], torch.Tensor],
                  test_sets: list[tuple[torch.Tensor, torch.Tensor, list[int]]],
-                 precision: Precision | None = None) -> dict[str, list[float]]:
+                 precision: Precision | None = None, task_top5: bool = False) -> dict[str, list[float]]:
     """R[t, i] for every task i (seen or not), class-IL and task-IL (top-1) and class-IL top-5, given the predictor
-    after task t (run under ``precision``'s autocast, see ``accuracy``)."""
+    after task t (run under ``precision``'s autocast, see ``accuracy``); ``task_top5``: task-IL top-5 too."""
     top5: list[float] = []
-    rows = [accuracy(predict, x, y, classes, top5=top5, precision=precision) for x, y, classes in test_sets]
-    return {"class_il": [r[0] for r in rows], "task_il": [r[1] for r in rows], "top5": top5}
+    top5_task: list[float] | None = [] if task_top5 else None
+    rows = [accuracy(predict, x, y, classes, top5=top5, precision=precision, top5_task=top5_task)
+            for x, y, classes in test_sets]
+    row = {"class_il": [r[0] for r in rows], "task_il": [r[1] for r in rows], "top5": top5}
+    if top5_task is not None:
+        row["top5_task_il"] = top5_task
+    return row
 
 
 def curve_point(ctx: JobContext, predict: Callable[[torch.Tensor], torch.Tensor], step: int) -> dict[str, Any]:
@@ -127,13 +138,24 @@ def retrieval_record(ctx: JobContext, embed, task_id: int) -> dict[str, Any]:
     return record
 
 
+def is_mtil(bench: dict[str, Any]) -> bool:
+    """A dataset sequence whose datasets keep their own labels: the MTIL protocol (Zheng et al. 2023), scored per
+    dataset among its own classes."""
+    return bench["scenario"] == "dataset_sequence" and bench.get("label_space", "disjoint") == "disjoint"
+
+
 def eval_record(spec: RunSpec, ctx: JobContext, predict, task_id: int, method=None) -> dict[str, Any]:
     """Row ``task_id`` of every accuracy matrix: class-IL and task-IL on each task, unseen classes, extra sets;
     with a metric-learning method or ``retrieval: true``, the retrieval metrics too."""
     sets = ctx.test_sets()
-    tasks = accuracy_row(predict, sets["tasks"], ctx.precision)
+    # MTIL (a dataset sequence with its own labels per dataset) scores each dataset among its own classes, top-1
+    # and top-5: the task-IL top-5 is recorded for it (and only for it, so other records keep their bytes).
+    within_dataset = is_mtil(spec.benchmark_cfg)
+    tasks = accuracy_row(predict, sets["tasks"], ctx.precision, task_top5=within_dataset)
     record = {"after_task": task_id, "acc": tasks["class_il"], "acc_task_il": tasks["task_il"],
               "top5": tasks["top5"]}
+    if within_dataset:
+        record["top5_task_il"] = tasks["top5_task_il"]
     if "unseen" in sets:
         record["unseen_acc"] = accuracy_row(predict, sets["unseen"], ctx.precision)["class_il"][0]
     for key, parts in sets.items():

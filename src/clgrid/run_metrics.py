@@ -60,12 +60,17 @@ def _add_task_il(result: dict[str, Any], bench: dict[str, Any], init: dict[str, 
 def _add_top5_and_mtil(result: dict[str, Any], bench: dict[str, Any], rows: list[dict]) -> None:
     if all("top5" in row for row in rows):
         result["acc_matrix_top5"] = [row["top5"] for row in rows]
+    if all("top5_task_il" in row for row in rows):
+        result["acc_matrix_top5_task_il"] = [row["top5_task_il"] for row in rows]
     if bench["scenario"] == "dataset_sequence":
         # A dataset sequence is the MTIL protocol: each task a dataset, evaluated zero-shot before it is learned;
-        # the ZSCL paper reports top-1 and top-5.
-        result["metrics"].update(metrics.mtil_metrics(result["acc_matrix"]))
-        if "acc_matrix_top5" in result:
-            result["metrics"].update({f"{k}_top5": v for k, v in metrics.mtil_metrics(result["acc_matrix_top5"]).items()})
+        # the ZSCL paper reports top-1 and top-5, each dataset scored among its own classes (its class names are
+        # the whole zero-shot head): the task-IL matrices, where the datasets keep their own labels.
+        top1 = result.get("acc_matrix_task_il", result["acc_matrix"])
+        result["metrics"].update(metrics.mtil_metrics(top1))
+        top5 = result.get("acc_matrix_top5_task_il", result.get("acc_matrix_top5"))
+        if top5 is not None:
+            result["metrics"].update({f"{k}_top5": v for k, v in metrics.mtil_metrics(top5).items()})
 
 
 def _add_unseen_and_retrieval(result: dict[str, Any], rows: list[dict]) -> None:

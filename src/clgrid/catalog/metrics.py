@@ -64,7 +64,7 @@ BWT = Metric("bwt", "BWT", True, "mean over tasks but the last of the final accu
 FWT = Metric("fwt", "FWT", True, "mean over tasks after the first of the accuracy before learning it minus the "
              "initial model's (Lopez-Paz & Ranzato 2017)", "every run", "forward_transfer", "run", needs_init_acc=True)
 MTIL_TRANSFER = Metric("mtil_transfer", "Transfer", True, "zero-shot accuracy a dataset keeps while the datasets "
-                       "before it are learned (Zheng et al. 2023, ZSCL)", "MTIL: dataset sequences", "mtil_transfer",
+                       "before it are learned, each dataset among its own classes (Zheng et al. 2023, ZSCL)", "MTIL: dataset sequences", "mtil_transfer",
                        "mtil")
 MTIL_AVG = Metric("mtil_avg", "Avg", True, "mean accuracy of every dataset after every task (ZSCL)",
                   "MTIL: dataset sequences", "mtil_avg", "mtil")
