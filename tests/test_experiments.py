@@ -11,7 +11,7 @@ STUDIES = {
     "der_split_mnist": (12 * 3, 12 * 3 * 5),
     "ewc_mnist_fashion": (2 * 2 * 3, 2 * 2 * 3 * 2),
     "split_cifar10": (4 * 3, 4 * 3 * 5),
-    "kd_cifar10": (7 * 3, 7 * 3 * 5),
+    "kd_cifar10": (9 * 2 * 3, 9 * 3 * (1 + 5)),
     "frozen_vs_partial": (2 * 9 * 3, 2 * 9 * 3 * 10),
     "mtil_clip": (6, 6 * 11),
     "flava_frozen_vs_partial": (9 * 3 * 3, 9 * 3 * (5 + 10 + 10)),
