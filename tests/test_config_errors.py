@@ -344,3 +344,16 @@ def test_dataset_shapes_known_before_preparation_are_the_prepared_ones(tmp_path)
     assert dataset_shape({"datasets": {"mnist": {"image_size": 224}}}, "mnist") == [1, 224, 224]
     assert dataset_shape({}, "cub200") == [3, 224, 224]
     assert dataset_shape({"datasets": {"mnist": {"npz": "x.npz"}}}, "mnist") is None
+
+
+@pytest.mark.parametrize("teacher, key, value, reads", [
+    ("swap", "swa_every", 100, True), ("anneal_mmengine", "anneal_steps", 50, True),
+    ("anneal_mmengine", "ema_ratio", 0.9, True), ("swap", "anneal_steps", 50, False),
+    ("swap", "ema_ratio", 0.9, False), ("anneal_mmengine", "swa_every", 100, False)])
+def test_the_swap_and_anneal_mmengine_teachers_read_their_parameters(teacher, key, value, reads):
+    config = _minimal(methods=["kd"], variants={"kd": {"method": "kd_ema", "params": {"teacher": teacher, key: value}}})
+    if reads:
+        check(config, SCHEMA)
+    else:
+        err = _error(config)
+        assert err.path == f"variants.kd.params.{key}" and err.kind == "ignored"

@@ -11,7 +11,7 @@ STUDIES = {
     "der_split_mnist": (12 * 3, 12 * 3 * 5),
     "ewc_mnist_fashion": (2 * 2 * 3, 2 * 2 * 3 * 2),
     "split_cifar10": (4 * 3, 4 * 3 * 5),
-    "kd_cifar10": (7 * 3, 7 * 3 * 5),
+    "kd_cifar10": (9 * 2 * 3, 9 * 3 * (1 + 5)),
     "frozen_vs_partial": (2 * 9 * 3, 2 * 9 * 3 * 10),
     "mtil_clip": (9 + 3, (9 + 3) * 11),
     # 9 runs on three benchmarks; MNIST also the token embedding (4 runs) and an ImageNet ViT (1); a CIFAR-10 probe.

@@ -201,3 +201,56 @@ def test_teacher_update_walks_the_state_dicts_once_per_task_not_every_step(monke
     for _ in range(3):
         method.after_step()
     assert len(calls) == 4  # again once at the new task's first step
+
+
+def test_swap_teacher_is_the_student_of_the_last_swap_step():
+    model, method = _start({"teacher": "swap", "swa_every": 3})
+    g = torch.Generator().manual_seed(8)
+    at_task_start = _state(model)
+    swapped = at_task_start
+    for step in range(1, 8):
+        _nudge(model, g)
+        method.after_step()
+        if step % 3 == 0:
+            swapped = _state(model)
+        teacher = _state(method.teacher.model)
+        assert all(torch.equal(teacher[n], swapped[n]) for n in teacher)  # frozen between swaps, no averaging
+    assert not all(torch.equal(_state(method.teacher.model)[n], t) for n, t in at_task_start.items())
+    # A new task starts from the student as it is (as frozen does), and the count of steps restarts.
+    _nudge(model, g)
+    method.before_task(task(1, [2, 3]), task_generator(0, 1))
+    assert all(torch.equal(_state(method.teacher.model)[n], t) for n, t in _state(model).items())
+
+
+def test_anneal_mmengine_is_mmengines_momentum_annealing_in_the_teachers_share():
+    from clgrid.methods.kd_ema import mmengine_annealed_momentum
+
+    # mmengine: the student's share is max(μ, γ/(γ + k)); here the teacher's, min(ema_ratio, k/(γ + k)), μ = 1 − ema_ratio.
+    for k in (0, 1, 5, 50, 100, 1000):
+        mmengine_share = max(0.1, 100 / (100 + k))
+        assert mmengine_annealed_momentum(k, 100, 0.9) == pytest.approx(1 - mmengine_share, abs=1e-15)
+    assert mmengine_annealed_momentum(0, 100, 0.9) == 0.0  # the first update copies the student
+    assert mmengine_annealed_momentum(100, 100, 0.9) == 0.5 and mmengine_annealed_momentum(900, 100, 0.9) == 0.9
+    model, method = _start({"teacher": "anneal_mmengine", "ema_ratio": 0.9, "anneal_steps": 2})
+    g = torch.Generator().manual_seed(9)
+    seen = []
+    for _ in range(4):
+        teacher_before = _state(method.teacher.model)
+        _nudge(model, g)
+        student = _state(model)
+        m = method.teacher.momentum()
+        seen.append(m)
+        method.after_step()
+        for n, t in method.teacher.model.state_dict().items():
+            if t.is_floating_point():
+                torch.testing.assert_close(t, m * teacher_before[n] + (1 - m) * student[n])
+    assert seen == [0.0, pytest.approx(1 / 3), 0.5, pytest.approx(0.6)]  # k/(2 + k), below the cap 0.9
+
+
+@pytest.mark.parametrize("teacher", ["swap", "anneal_mmengine"])
+def test_new_teachers_survive_a_state_round_trip(teacher):
+    params = {"teacher": teacher, "ema_ratio": 0.9, "anneal_steps": 4, "swa_every": 2}
+    (straight_model, straight), (resumed_model, resumed) = train_tasks_with_reload(
+        lambda m: KDEMA(m, params, 4), lambda: tiny_model(seed=9))
+    assert_same_weights(straight_model, resumed_model)
+    assert_same_weights(straight.teacher.model, resumed.teacher.model)

@@ -189,3 +189,63 @@ def test_a_resumed_task_draws_the_same_masks(device):
     assert resumed_losses == pytest.approx(losses, abs=1e-6)
     for p, q in zip(resumed.parameters(), whole.parameters()):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+
+
+def test_slot_tokens_follow_the_draws_order_not_the_channel():
+    from clgrid.methods.masked_kd import slot_tokens
+
+    # Worked example: 5 channels, 2 masked. Row 0's ranks put channel 3 first and channel 0 second among the
+    # masked; row 1 masks channels 1 and 4 in that order. Kept channels take the inverse token by rank − 2.
+    ranks = torch.tensor([[1, 4, 2, 0, 3], [2, 0, 3, 4, 1]])
+    values = slot_tokens(ranks, 2, torch.tensor([10.0, 20.0]), torch.tensor([-1.0, -2.0, -3.0]))
+    assert values.tolist() == [[20.0, -3.0, -1.0, 10.0, -2.0], [-1.0, 10.0, -2.0, -3.0, 20.0]]
+    features = torch.zeros(2, 5)
+    masked = mask_features(features, ranks < 2, values)
+    assert masked.tolist() == [[20.0, 0, 0, 10.0, 0], [0, 10.0, 0, 0, 20.0]]
+
+
+@pytest.mark.parametrize("token_mode", ["slots", "slots_frozen"])
+def test_slots_mode_has_a_token_per_masked_and_per_kept_slot_and_trains_both_unless_frozen(token_mode):
+    model = tiny_model()
+    params = {"token_mode": token_mode, "token_lr": 0.3, "mask_ratio": 0.25, "inverse": "v2"}
+    method = MaskedKD(model, params, 4)
+    n_masked = round(0.25 * model.feature_dim)
+    assert method.mask_token.shape == (n_masked,) and method.inverse_token.shape == (model.feature_dim - n_masked,)
+    data = task(0, [0, 1])
+    method.before_task(data, task_generator(0, 0))
+    _nudge(method.teacher.model, 5)
+    with torch.no_grad():  # distinct values, to see which slot lands where
+        method.mask_token.copy_(torch.arange(1.0, n_masked + 1))
+    state = method.generator.get_state()
+    student_logits, _ = method.distillation_pair(data.x, model(data.x))
+    # The same draw by hand: channel of rank k (k < n_masked) holds token[k].
+    generator = torch.Generator()
+    generator.set_state(state)
+    ranks = torch.rand(len(data.y), model.feature_dim, generator=generator).argsort(1).argsort(1)
+    features = model.features(data.x)
+    expected = torch.where(ranks < n_masked, method.mask_token.detach()[ranks.clamp(max=n_masked - 1)], features)
+    torch.testing.assert_close(student_logits, model.head(expected))
+    method.generator.set_state(state)
+    method.loss(data.x, data.y, model(data.x)).backward()
+    method.after_step()
+    if token_mode == "slots_frozen":
+        assert method.mask_token.grad is None and torch.all(method.inverse_token == 0)
+        assert torch.equal(method.mask_token, torch.arange(1.0, n_masked + 1))
+    else:
+        assert not torch.equal(method.mask_token, torch.arange(1.0, n_masked + 1))
+        # v2's inverse branch carries no gradient, so the kept-slot token stays where it started
+        assert torch.all(method.inverse_token == 0)
+
+
+def test_slots_tokens_round_trip():
+    params = {"teacher": "ema", "ema_ratio": 0.9, "token_mode": "slots", "inverse": "v1"}
+    (straight_model, straight), (resumed_model, resumed) = train_tasks_with_reload(
+        lambda m: MaskedKD(m, params, 4), lambda: tiny_model(seed=9))
+    assert_same_weights(straight_model, resumed_model)
+    assert torch.equal(resumed.mask_token, straight.mask_token) and torch.any(straight.mask_token != 0)
+    assert torch.equal(resumed.inverse_token, straight.inverse_token)
+
+
+def test_existing_token_modes_keep_their_state_keys():
+    method = MaskedKD(tiny_model(), {"token_mode": "vector"}, 4)
+    assert method.inverse_token is None and "inverse_token" not in method.state_dict()

@@ -153,14 +153,15 @@ def _rankme_and_probe(spec: RunSpec, models: list, x_eval, trains: list, tests: 
     import numpy as np
     import torch
 
-    from clgrid.analysis.probe import fit_linear_probe
     from clgrid.analysis.rankme import rankme
 
     cfg = spec.analysis
+    normalize = bool(cfg.get("rankme_normalize", False))
+    n_classes = 1 + max(int(d.y.max()) for d in trains)  # labels are global class indices
     rankmes, probe_accs = [], []
     for t, model in enumerate(models):
         with torch.no_grad():
-            rankmes.append(rankme(model.features(x_eval).flatten(1).cpu().numpy()))
+            rankmes.append(rankme(model.features(x_eval).flatten(1).cpu().numpy(), normalize=normalize))
             seen_x = torch.cat([d.x for d in trains[: t + 1]])
             seen_y = torch.cat([d.y for d in trains[: t + 1]])
             take = torch.from_numpy(
@@ -169,8 +170,23 @@ def _rankme_and_probe(spec: RunSpec, models: list, x_eval, trains: list, tests: 
             train_feats = model.features(seen_x[take.to(seen_x.device)]).flatten(1).cpu().numpy()
             take = take.to(seen_y.device)
             test_feats = [model.features(d.x).flatten(1).cpu().numpy() for d in tests[: t + 1]]
-        probe = fit_linear_probe(train_feats, seen_y[take].cpu().numpy(), cfg["probe_c"], spec.seed)
+        probe = _fit_probe(spec, train_feats, seen_y[take].cpu().numpy(), n_classes)
         probe_accs.append(float(np.mean([
             100.0 * np.mean(probe(f) == d.y.cpu().numpy()) for f, d in zip(test_feats, tests[: t + 1])
         ])))
     return rankmes, probe_accs
+
+
+def _fit_probe(spec: RunSpec, features, labels, n_classes: int):
+    """The configured probe: logistic regression (L-BFGS, ``probe_c``), or with ``probe_lr_mult`` a linear layer
+    trained by SGD at the run's learning rate × ``probe_lr_mult`` (its momentum, weight decay and batch size) for
+    ``probe_epochs`` epochs (1 when absent: the study's probe is trained for one epoch before each evaluation)."""
+    from clgrid.analysis.probe import fit_linear_probe, fit_sgd_probe
+
+    cfg = spec.analysis
+    if cfg.get("probe_lr_mult") is None:
+        return fit_linear_probe(features, labels, cfg["probe_c"], spec.seed)
+    train = spec.train_settings
+    return fit_sgd_probe(features, labels, n_classes, float(train["lr"]) * cfg["probe_lr_mult"],
+                         int(cfg.get("probe_epochs", 1)), int(train["batch_size"]), float(train.get("momentum", 0.0)),
+                         float(train.get("weight_decay", 0.0)), spec.seed)

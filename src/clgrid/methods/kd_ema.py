@@ -28,6 +28,16 @@ Teacher weights θ_T, student θ_S, after every optimizer step (``teacher``):
   over the whole sequence of tasks. Izmailov et al. average once per epoch/cycle; per step is
   the finest choice and the loop's epoch boundaries are not visible to a method.
 - ``frozen``: the student as it was when the task started (no averaging; an LwF over all logits).
+- ``swap``:   ``frozen``, re-taken from the student every ``swa_every`` optimizer steps of a task as well (the
+  masked-model study's "reference model basic swap and freeze": its loop replaces the frozen reference by a copy of
+  the student every ``method_epoch`` = 5 epochs; a method does not see epochs, so the period is in steps).
+- ``anneal_mmengine``: the EMA with mmengine's ``MomentumAnnealingEMA`` schedule, the masked-model study's 'anne'
+  mode. mmengine's momentum is the student's share, max(μ, γ/(γ + k)); in this module's convention
+  m_k = min(``ema_ratio``, k/(γ + k)) with γ = ``anneal_steps``, k = steps already taken in the task (so the
+  teacher is the student at the first step and slows down to ``ema_ratio``; mmengine counts k over the whole run).
+
+Momentum convention: ``ema_ratio`` is the teacher's share m. mmengine's (and so the masked-model study's
+``ema_ratio``) is the student's, 1 − m: the study's 0.1 is ``ema_ratio: 0.9`` here.
 
 The teacher is a copy of the student made when the run starts (the method is built on the
 initial weights at task 0) and persists across tasks in ``state_dict``. Every floating-point
@@ -52,13 +62,18 @@ from torch import nn
 from clgrid.methods.base import Method, TaskData, register
 from clgrid.methods.parts.distillation import distillation_loss, frozen_copy
 
-TEACHER_MODES = ("ema", "anneal", "swa", "frozen")
+TEACHER_MODES = ("ema", "anneal", "swa", "frozen", "swap", "anneal_mmengine")
 
 
 def cosine_momentum(step: int, total_steps: int, start: float, end: float) -> float:
     """BYOL's schedule from ``start`` (step 0) to ``end`` (step ≥ ``total_steps``)."""
     k = min(step, total_steps)
     return end - (end - start) * (math.cos(math.pi * k / total_steps) + 1) / 2
+
+
+def mmengine_annealed_momentum(step: int, gamma: int, ema_ratio: float) -> float:
+    """mmengine's MomentumAnnealingEMA as a teacher share: 1 − max(1 − ``ema_ratio``, γ/(γ + k))."""
+    return min(ema_ratio, step / (gamma + step))
 
 
 class AveragedTeacher:
@@ -81,13 +96,15 @@ class AveragedTeacher:
     def start_task(self, student: nn.Module) -> None:
         self.task_step = 0
         self._paired = None
-        if self.mode == "frozen":
+        if self.mode in ("frozen", "swap"):
             self.model.load_state_dict(student.state_dict())
 
     def momentum(self) -> float:
         """m of the next EMA update (the anneal schedule at the current step)."""
         if self.mode == "anneal":
             return cosine_momentum(self.task_step, self.anneal_steps, self.anneal_start, self.ema_ratio)
+        if self.mode == "anneal_mmengine":
+            return mmengine_annealed_momentum(self.task_step, self.anneal_steps, self.ema_ratio)
         return self.ema_ratio
 
     def paired_tensors(self, student: nn.Module) -> tuple[list[torch.Tensor], ...]:
@@ -115,7 +132,9 @@ class AveragedTeacher:
         tensor. On the CPU a foreach op applies the same per-tensor op in turn, so the teacher is the per-tensor
         formula's bit for bit: m·t then + (1−m)·s (``ema``, ``anneal``), n·t then + s then ÷ (n+1) (``swa``).
         """
-        averaging = self.mode in ("ema", "anneal") or \
+        if self.mode == "swap" and (self.task_step + 1) % self.swa_every == 0:
+            self.model.load_state_dict(student.state_dict())
+        averaging = self.mode in ("ema", "anneal", "anneal_mmengine") or \
             (self.mode == "swa" and (self.task_step + 1) % self.swa_every == 0)
         if averaging:
             teacher_floats, student_floats, teacher_rest, student_rest = self.paired_tensors(student)
@@ -157,8 +176,10 @@ class KDEMA(Method):
             "description": ("how the teacher follows the student after each optimizer step: ema (momentum ema_ratio), "
                             "anneal (momentum rises from anneal_start to ema_ratio on BYOL's cosine schedule over "
                             "anneal_steps, per task), swa (running mean of a snapshot every swa_every steps), frozen "
-                            "(the student at task start)"),
-            "enum": ["ema", "anneal", "swa", "frozen"], "default": "ema",
+                            "(the student at task start), swap (frozen, re-taken every swa_every steps), "
+                            "anneal_mmengine (momentum min(ema_ratio, k/(anneal_steps + k)) at step k of the task: "
+                            "mmengine's MomentumAnnealingEMA)"),
+            "enum": ["ema", "anneal", "swa", "frozen", "swap", "anneal_mmengine"], "default": "ema",
         },
         "ema_ratio": {
             "description": ("EMA momentum m in θ_T ← m·θ_T + (1−m)·θ_S (0.999: Tarvainen & Valpola 2017); anneal's end "
@@ -170,11 +191,13 @@ class KDEMA(Method):
             "type": "number", "minimum": 0, "maximum": 1, "default": 0.99,
         },
         "anneal_steps": {
-            "description": "optimizer steps K over which anneal's momentum rises to ema_ratio (then held)",
+            "description": ("optimizer steps K over which anneal's momentum rises to ema_ratio (then held); "
+                            "anneal_mmengine: its γ"),
             "type": "integer", "minimum": 1, "default": 100,
         },
         "swa_every": {
-            "description": "swa takes a snapshot of the student every this many optimizer steps of a task",
+            "description": ("swa takes a snapshot of the student every this many optimizer steps of a task; swap "
+                            "replaces its frozen teacher by the student as often"),
             "type": "integer", "minimum": 1, "default": 1,
         },
         "kd_weight": {

@@ -11,8 +11,13 @@ default ``mask_ratio``); the replacement token follows the mask token of MAE (He
 2022, CVPR). The other defaults are those of ``kd_ema`` (teacher, λ, T).
 
 ``token_mode``: ``scalar`` (one learnable number for every channel), ``vector`` (one learnable
-number per channel), ``scalar_frozen`` / ``vector_frozen`` (zero, never trained). Every token
-starts at zero. The loop's optimizer sees only ``model.parameters()``, and registering the
+number per channel), ``scalar_frozen`` / ``vector_frozen`` (zero, never trained), ``slots`` /
+``slots_frozen`` (the masked-model study's mask modes 'a' / 'agf', MAE's gather-and-restore:
+one learnable number per *mask slot*, round(r·D) of them, the k-th going to the masked
+channel of the k-th smallest draw of that sample, so a slot lands on a different channel for each
+sample; and, for the inverse branch, a second token of D − round(r·D) slots for the kept
+channels, in the same order). The study's 's' / 'sgf' are ``scalar`` / ``scalar_frozen``. Every
+token starts at zero. The loop's optimizer sees only ``model.parameters()``, and registering the
 token on the model would change the keys of ``model.state_dict()`` that the next job loads
 into a plain model; so the method keeps the token, and after each optimizer step takes a
 plain SGD step on it, t ← t − ``token_lr``·∂L/∂t (0.05 = the default config's lr). It is
@@ -39,16 +44,25 @@ import torch
 from clgrid.methods.base import TaskData, register
 from clgrid.methods.kd_ema import KDEMA
 
-TOKEN_MODES = ("scalar", "vector", "scalar_frozen", "vector_frozen")
+TOKEN_MODES = ("scalar", "vector", "scalar_frozen", "vector_frozen", "slots", "slots_frozen")
 INVERSE_MODES = ("none", "v1", "v2")
+
+
+def sample_channel_ranks(batch: int, dim: int, generator: torch.Generator) -> torch.Tensor:
+    """(batch, dim): each channel's rank (0..dim−1) in a fresh uniform draw per row, on the generator's device."""
+    return torch.rand(batch, dim, generator=generator, device=generator.device).argsort(dim=1).argsort(dim=1)
 
 
 def sample_channel_mask(batch: int, dim: int, ratio: float, generator: torch.Generator) -> torch.Tensor:
     """A (batch, dim) boolean mask with exactly round(ratio·dim) True channels per row, chosen at random per row,
     on the generator's device."""
-    n_masked = round(ratio * dim)
-    ranks = torch.rand(batch, dim, generator=generator, device=generator.device).argsort(dim=1).argsort(dim=1)
-    return ranks < n_masked
+    return sample_channel_ranks(batch, dim, generator) < round(ratio * dim)
+
+
+def slot_tokens(ranks: torch.Tensor, n_masked: int, token: torch.Tensor, inverse_token: torch.Tensor) -> torch.Tensor:
+    """(batch, dim): the value a slot token puts on each channel. A masked channel (rank k < n_masked) takes
+    ``token[k]``; a kept one (rank k ≥ n_masked) ``inverse_token[k − n_masked]``."""
+    return torch.cat([token, inverse_token])[ranks]
 
 
 def mask_generator(task_generator: torch.Generator, step: int, device: torch.device) -> torch.Generator:
@@ -82,8 +96,11 @@ class MaskedKD(KDEMA):
         },
         "token_mode": {
             "description": ("mask token: scalar (one learnable value), vector (one learnable value per channel), "
-                            "scalar_frozen / vector_frozen (zero, never trained); learnable tokens start at zero"),
-            "enum": ["scalar", "vector", "scalar_frozen", "vector_frozen"], "default": "scalar",
+                            "scalar_frozen / vector_frozen (zero, never trained), slots / slots_frozen (one value per "
+                            "mask slot in the draw's order, and one per kept slot for the inverse branch: the "
+                            "masked-model study's 'a' / 'agf'); learnable tokens start at zero"),
+            "enum": ["scalar", "vector", "scalar_frozen", "vector_frozen", "slots", "slots_frozen"],
+            "default": "scalar",
         },
         "token_lr": {
             "description": "learning rate of the method's own SGD step on a learnable mask token",
@@ -106,16 +123,26 @@ class MaskedKD(KDEMA):
         if not 0 <= self.params["mask_ratio"] <= 1:
             raise ValueError(f"mask_ratio must lie in [0, 1], got {self.params['mask_ratio']}")
         device = next(model.parameters()).device
-        shape = (model.feature_dim,) if self.params["token_mode"].startswith("vector") else (1,)
-        self.token_trainable = not self.params["token_mode"].endswith("_frozen")
+        mode = self.params["token_mode"]
+        self.slots = mode.startswith("slots")
+        self.n_masked = round(self.params["mask_ratio"] * model.feature_dim)
+        shape = (model.feature_dim,) if mode.startswith("vector") else (self.n_masked,) if self.slots else (1,)
+        self.token_trainable = not mode.endswith("_frozen")
         self.mask_token = torch.zeros(shape, device=device, requires_grad=self.token_trainable)
+        # slots: the kept channels' token of the inverse branch (the study's mask_tokeninv); else none
+        self.inverse_token = torch.zeros(model.feature_dim - self.n_masked, device=device,
+                                         requires_grad=self.token_trainable) if self.slots else None
+
+    def tokens(self) -> list[torch.Tensor]:
+        return [self.mask_token] + ([self.inverse_token] if self.slots else [])
 
     def own_step_parameters(self) -> list[torch.Tensor]:
-        return [self.mask_token] if self.token_trainable else []
+        return self.tokens() if self.token_trainable else []
 
     def before_task(self, task: TaskData, generator: torch.Generator) -> None:
         super().before_task(task, generator)
-        self.mask_token.grad = None
+        for token in self.tokens():
+            token.grad = None
 
     def distillation_pair(self, x: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.model.features(x)
@@ -124,12 +151,18 @@ class MaskedKD(KDEMA):
         with torch.no_grad():
             teacher_logits = self.teacher.model.head(features) if self.params["cls_only"] else self.teacher.model(x)
         generator = mask_generator(self.generator, self.teacher.task_step, features.device)
-        mask = sample_channel_mask(*features.shape, self.params["mask_ratio"], generator).to(features.device)
-        student_logits = self.model.head(mask_features(features, mask, self.mask_token))
+        if self.slots:
+            ranks = sample_channel_ranks(*features.shape, generator).to(features.device)
+            mask = ranks < self.n_masked
+            token = inverse_token = slot_tokens(ranks, self.n_masked, self.mask_token, self.inverse_token)
+        else:
+            mask = sample_channel_mask(*features.shape, self.params["mask_ratio"], generator).to(features.device)
+            token = inverse_token = self.mask_token
+        student_logits = self.model.head(mask_features(features, mask, token))
         inverse = self.params["inverse"]
         if inverse != "none":
             with torch.no_grad():
-                inverse_logits = self.model.head(mask_features(features, ~mask, self.mask_token))
+                inverse_logits = self.model.head(mask_features(features, ~mask, inverse_token))
             if inverse == "v1":
                 student_logits = student_logits + inverse_logits
             else:
@@ -139,14 +172,20 @@ class MaskedKD(KDEMA):
     @torch.no_grad()
     def after_step(self) -> None:
         super().after_step()
-        if self.token_trainable and self.mask_token.grad is not None:
-            self.mask_token.sub_(self.mask_token.grad, alpha=self.params["token_lr"])
-        self.mask_token.grad = None
+        for token in self.tokens():
+            if self.token_trainable and token.grad is not None:
+                token.sub_(token.grad, alpha=self.params["token_lr"])
+            token.grad = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "mask_token": self.mask_token.detach().clone()}
+        state = {**super().state_dict(), "mask_token": self.mask_token.detach().clone()}
+        if self.slots:
+            state["inverse_token"] = self.inverse_token.detach().clone()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         with torch.no_grad():
             self.mask_token.copy_(state["mask_token"])
+            if self.slots:
+                self.inverse_token.copy_(state["inverse_token"])

@@ -30,11 +30,11 @@ IGNORED_PARAMS: list[tuple[tuple[str, ...] | None, str, Any]] = [
     (("dml",), "normalize", lambda p: None if p["distance"] != "cosine" else "cosine distance always normalises"),
     (("kd_ema", "masked_kd"), "anneal_start", lambda p: None if p["teacher"] == "anneal" else
      f"anneal_start is the anneal teacher's; teacher is {p['teacher']}"),
-    (("kd_ema", "masked_kd"), "anneal_steps", lambda p: None if p["teacher"] == "anneal" else
+    (("kd_ema", "masked_kd"), "anneal_steps", lambda p: None if p["teacher"] in ("anneal", "anneal_mmengine") else
      f"anneal_steps is the anneal teacher's; teacher is {p['teacher']}"),
-    (("kd_ema", "masked_kd"), "swa_every", lambda p: None if p["teacher"] == "swa" else
+    (("kd_ema", "masked_kd"), "swa_every", lambda p: None if p["teacher"] in ("swa", "swap") else
      f"swa_every is the swa teacher's; teacher is {p['teacher']}"),
-    (("kd_ema", "masked_kd"), "ema_ratio", lambda p: None if p["teacher"] in ("ema", "anneal") else
+    (("kd_ema", "masked_kd"), "ema_ratio", lambda p: None if p["teacher"] in ("ema", "anneal", "anneal_mmengine") else
      f"ema_ratio is the momentum of the ema and anneal teachers; teacher is {p['teacher']}"),
     (("masked_kd",), "token_lr", lambda p: None if not p["token_mode"].endswith("_frozen") else
      f"token_mode {p['token_mode']} never trains the mask token"),
