@@ -16,7 +16,7 @@ STUDIES = {
     "mtil_clip": (6, 6 * 11),
     "flava_frozen_vs_partial": (9 * 3 * 3, 9 * 3 * (5 + 10 + 10)),
     "dml_flowers17": (3 * 3, 3 * 3),
-    "dml_cub200": (8 * 2 * 2, 8 * 2 * 2),
+    "dml_cub200": (2 * 8 + 2 * 3 + 2 * 3, 2 * 8 + 2 * 3 + 2 * 3),  # two phases x (8 rows, 3 backbone rows, 3 no-aug rows)
 }
 
 
