@@ -117,7 +117,7 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[
     "prepare-scenario": ("split a benchmark's datasets into tasks (JSON)", prepare_scenario_args,
                          _job("prepare_scenario", "spec", "data", "out")),
     "init": ("initial weights of a (benchmark, backbone, seed)", init_args,
-             _job("init_model", "spec", "scenario", "out")),
+             _job("init_model", "spec", "scenario", "out", "source")),
     "train": ("train tasks one after another from the previous task's state, evaluating after each", train_args,
               _job("train_tasks", "spec", "scenario", "data", "prev", "task", "out_state", "out_eval", "threads",
                    "placement", "workers", "checkpoint_every", "features", "task_logs")),

@@ -71,6 +71,7 @@ def init_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", type=_typed("RunSpec"), required=True)
     p.add_argument("--scenario", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--source", help="the task state an init_from backbone starts from (the spec's init_from)")
 
 
 def train_args(p: argparse.ArgumentParser) -> None:

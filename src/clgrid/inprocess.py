@@ -22,8 +22,8 @@ def run_cell(config: dict[str, Any], benchmark: str, backbone: str, method: str,
 
     ``config`` must be validated (defaults filled) already, as the Snakefile does. The jobs are the DAG's, from
     the same plan (``clgrid.plan.run_plan``), with ``workdir`` in place of ``results/``; a job whose outputs exist
-    shared with other runs (datasets, scenario, initial model, feature cache) is skipped when its outputs exist;
-    the run's own training and metrics always run.
+    shared with other runs (datasets, scenario, initial model, feature cache, and the runs an ``init_from`` backbone
+    starts from) is skipped when its outputs exist; the run's own training and metrics always run.
 
     ``placement`` (``auto``, ``device``, ``host``; None: the config's ``data_placement``, as the DAG passes it) and
     ``workers`` are the train job's ``--placement`` and ``--workers``. ``features``: when the run qualifies for the
@@ -35,11 +35,13 @@ def run_cell(config: dict[str, Any], benchmark: str, backbone: str, method: str,
     train_options = {"placement": placement or config.get("data_placement", "auto"), "workers": workers,
                      "checkpoint_every_s": checkpoint_every_s}
     metrics = None
+    own = {"benchmark": benchmark, "backbone": backbone, "method": method, "seed": int(seed)}
     for step in run_plan(config, benchmark, backbone, method, seed, use_feature_cache=features):
         at = _under(root, step)
-        if step.rule == "run_metrics":
+        mine = step.rule in ("train", "run_metrics") and all(step.spec.get(k) == v for k, v in own.items())
+        if mine and step.rule == "run_metrics":
             metrics = at.outputs["metrics"]
-        if step.rule in ("train", "run_metrics") or not all(Path(p).exists() for p in _files(at.outputs)):
+        if mine or not all(Path(p).exists() for p in _files(at.outputs)):
             _run(at, train_options)
     return read_json(metrics)
 
@@ -68,8 +70,8 @@ def _run(step: Step, train_options: dict[str, Any]) -> None:
         jobs.prepare_dataset(step.spec, o["data"])
     elif step.rule == "prepare_scenario":
         jobs.prepare_scenario(step.spec, i["data"], o["scenario"])
-    elif step.rule == "init_model":
-        jobs.init_model(step.spec, i["scenario"], o["model"])
+    elif step.rule in ("init_model", "init_model_from_run"):
+        jobs.init_model(step.spec, i["scenario"], o["model"], source=i.get("source"))
     elif step.rule == "evaluate_init":
         jobs.evaluate(step.spec, i["scenario"], i["data"], i["state"], o["eval"])
     elif step.rule == "extract_features":

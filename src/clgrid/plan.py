@@ -64,13 +64,28 @@ def weights_marker(config: dict[str, Any], backbone: str) -> str | None:
     return paths.WEIGHTS_DONE.format(backbone=backbone)
 
 
+def source_state(config: dict[str, Any], benchmark: str, backbone: str, seed: int | str) -> str | None:
+    """The task state a backbone's initial model starts from (its ``init_from``), or None."""
+    source = cl.init_source(config, benchmark, backbone, int(seed))
+    if source is None:
+        return None
+    return paths.TASK_STATE.format(**{k: source[k] for k in ("benchmark", "backbone", "method", "seed", "task")})
+
+
 def _init_steps(config: dict[str, Any], benchmark: str, backbone: str, seed: int) -> list[Step]:
-    """The initial model of a seed (its weights fetched first when they are pretrained)."""
+    """The initial model of a seed (its weights fetched first when they are pretrained); for a backbone that starts
+    from another run (``init_from``), that run's jobs first and the ``init_model_from_run`` job."""
     where = {"benchmark": benchmark, "backbone": backbone, "seed": seed}
     marker = weights_marker(config, backbone)
     steps = [Step("download_weights", config["backbones"][backbone], {}, {"marker": marker})] if marker else []
     inputs = {"scenario": paths.SCENARIO.format(benchmark=benchmark), **({"weights": marker} if marker else {})}
-    return steps + [Step("init_model", cl.init_spec(config, benchmark, backbone, seed), inputs,
+    rule = "init_model"
+    source = cl.init_source(config, benchmark, backbone, seed)
+    if source:
+        steps = run_plan(config, source["benchmark"], source["backbone"], source["method"], source["seed"]) + steps
+        inputs["source"] = source_state(config, benchmark, backbone, seed)
+        rule = "init_model_from_run"
+    return steps + [Step(rule, cl.init_spec(config, benchmark, backbone, seed), inputs,
                          {"model": paths.INIT_MODEL.format(**where)})]
 
 
@@ -96,7 +111,8 @@ def run_plan(config: dict[str, Any], benchmark: str, backbone: str, method: str,
     if cache:
         cache_seed = cl.feature_seed(config, backbone, seed)
         if cache_seed != seed:
-            steps += [s for s in _init_steps(config, benchmark, backbone, cache_seed) if s.rule == "init_model"]
+            steps += [s for s in _init_steps(config, benchmark, backbone, cache_seed)
+                      if s.rule in ("init_model", "init_model_from_run")]
         steps.append(Step("extract_features", cl.init_spec(config, benchmark, backbone, cache_seed),
                           {"scenario": scenario, "data": data,
                            "init": paths.INIT_MODEL.format(benchmark=benchmark, backbone=backbone, seed=cache_seed)},

@@ -91,6 +91,7 @@ class RunSpec(_Spec):
     method_params: Mapping[str, Any] | None = None
     feature_cache: bool | None = None
     analysis: Mapping[str, Any] | None = None
+    init_from: Mapping[str, Any] | None = None  # the run checkpoint the initial weights come from (config.init_source)
 
     @property
     def train_settings(self) -> Mapping[str, Any]:

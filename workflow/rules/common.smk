@@ -144,21 +144,20 @@ def comparisons():
     """Cross-run CKA files: every configured pair (analysis.cross_run_pairs) for every benchmark, backbone, seed."""
     return [
         RUN_COMPARISON.format(benchmark=b, backbone=bb, method=a, other=o, seed=s)
-        for b in config["benchmarks"]
-        for bb in config["backbones"]
+        for b, bb in cl.cells(config)
         for a, o in cl.cross_run_pairs(config)
+        if cl.in_grid(config, b, bb, a) and cl.in_grid(config, b, bb, o)
         for s in config["seeds"]
     ]
 
 
+def per_cell(template, **wildcards):
+    """``template`` filled for every (benchmark, backbone) with runs (clgrid.config.cells), as expand() orders it."""
+    return [path for b, bb in cl.cells(config) for path in expand(template, benchmark=b, backbone=bb, **wildcards)]
+
+
 def figure_pdfs(wildcards=None):
-    return expand(
-        FIGURE,
-        benchmark=list(config["benchmarks"]),
-        backbone=list(config["backbones"]),
-        figure=FIGURES + ANALYSIS_FIGURES,
-        ext=("pdf",),
-    )
+    return per_cell(FIGURE, figure=FIGURES + ANALYSIS_FIGURES, ext=("pdf",))
 
 
 def previous_state(wildcards):
@@ -181,6 +180,14 @@ def pretrained_weights(wildcards):
     """The download_weights marker for a backbone with weights to fetch ({} for random or local-file weights)."""
     marker = cl_plan.weights_marker(config, wildcards.backbone)
     return {"weights": marker} if marker else {}
+
+
+BACKBONES_FROM_RUNS = [name for name, backbone in config["backbones"].items() if backbone.get("init_from")]
+
+
+def init_source_state(wildcards):
+    """The task state an init_from backbone's initial model starts from (clgrid.plan.source_state)."""
+    return cl_plan.source_state(config, wildcards.benchmark, wildcards.backbone, wildcards.seed)
 
 
 def cached_features(wildcards):
@@ -212,17 +219,10 @@ def all_metrics(wildcards=None):
 
 
 def final_outputs():
-    figures = expand(
-        FIGURE,
-        benchmark=list(config["benchmarks"]),
-        backbone=list(config["backbones"]),
-        figure=FIGURES + ANALYSIS_FIGURES,
-        ext=("png", "pdf"),
-    )
+    figures = per_cell(FIGURE, figure=FIGURES + ANALYSIS_FIGURES, ext=("png", "pdf"))
     published = [published_file("md")] if config.get("published") else []
     if config.get("sweeps"):
-        published += expand(FIGURE, benchmark=list(config["benchmarks"]), backbone=list(config["backbones"]),
-                            figure=(paths.SWEEP_FIGURE,), ext=("png",))
+        published += per_cell(FIGURE, figure=(paths.SWEEP_FIGURE,), ext=("png",))
     return (
         expand(TABLE, table=TABLES)
         + figures

@@ -21,6 +21,36 @@ rule init_model:
         "clgrid init --spec {params.spec:q} --scenario {input.scenario} --out {output} > {log} 2>&1"
 
 
+# A backbone with init_from: its initial model is another run's task state (clgrid.config.init_source), loaded
+# with the head kept, re-initialised or replaced. That run's state is an input, so the DAG trains the first stage
+# first; its config hash is in this spec, so changing the first stage reruns everything after it.
+ruleorder: init_model_from_run > init_model
+
+
+rule init_model_from_run:
+    input:
+        unpack(pretrained_weights),
+        scenario=SCENARIO,
+        source=init_source_state,
+    output:
+        INIT_MODEL,
+    params:
+        spec=init_spec,
+    log:
+        log_beside(INIT_MODEL, "init"),
+    benchmark:
+        bench_beside(INIT_MODEL, "init")
+    resources:
+        **job_resources(init_resource),
+    wildcard_constraints:
+        backbone=one_of(BACKBONES_FROM_RUNS),
+    conda:
+        ENV
+    shell:
+        "clgrid init --spec {params.spec:q} --scenario {input.scenario} --source {input.source} --out {output}"
+        " > {log} 2>&1"
+
+
 # Evaluation after the task runs in the same process (it always follows training, and a
 # second job would pay the torch import again for milliseconds of work).
 #

@@ -36,6 +36,9 @@ from clgrid.catalog.declared import PACKAGE_ROOT, DeclarationError, declarations
 HEAD_OPTIONS = ("head", "head_hidden")
 """Options of every arch: the head ``clgrid.models.Net`` puts on the backbone's features."""
 
+COMMON_OPTIONS = (*HEAD_OPTIONS, "init_from")
+"""Every option any arch takes: the head's, and ``init_from`` (initial weights from another run's checkpoint)."""
+
 ENTRY_POINT_GROUP = "clgrid.backbones"
 FAMILIES_PACKAGE = "clgrid.models"
 

@@ -14,11 +14,14 @@ from clgrid.config.grid import (
     Run,
     analysis_spec,
     backbone_is_seeded,
+    cells,
     cross_run_pairs,
     dataset_classes,
     dataset_spec,
     datasets_of,
     feature_seed,
+    in_grid,
+    init_source,
     init_spec,
     method_datasets,
     method_of,
@@ -37,7 +40,8 @@ from clgrid.config.validation import check, check_config
 
 __all__ = [
     "PRECISION_KEYS", "ConfigError", "Run", "analysis_spec", "backbone_is_seeded", "check", "check_config",
-    "cross_run_pairs", "dataset_classes", "dataset_spec", "datasets_of", "expand_sweeps", "feature_seed", "init_spec",
+    "cells", "cross_run_pairs", "dataset_classes", "dataset_spec", "datasets_of", "expand_sweeps", "feature_seed",
+    "in_grid", "init_source", "init_spec",
     "method_datasets", "method_of", "n_tasks", "needs_download", "registered_methods", "run_datasets", "run_spec",
     "runs", "scenario_spec", "sweep_points", "sweep_value", "train_samples", "uses_feature_cache",
 ]

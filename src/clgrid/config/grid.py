@@ -17,6 +17,7 @@ from clgrid.catalog import archs
 from clgrid.catalog import methods as method_catalog
 from clgrid.config.errors import ConfigError, choices, did_you_mean
 from clgrid.data.datasets import DATASETS
+from clgrid.io import config_hash
 
 
 @dataclass(frozen=True)
@@ -100,14 +101,52 @@ def train_samples(config: dict[str, Any], benchmark: str) -> int | None:
 
 
 def runs(config: dict[str, Any]) -> list[Run]:
-    """Every run of the grid: benchmarks × backbones × methods × seeds, in config order."""
+    """Every run of the grid: benchmarks × backbones × methods × seeds, in config order, less the cells ``only``
+    leaves out."""
     return [
         Run(benchmark, backbone, method, int(seed))
         for benchmark in config["benchmarks"]
         for backbone in config["backbones"]
         for method in config["methods"]
+        if in_grid(config, benchmark, backbone, method)
         for seed in config["seeds"]
     ]
+
+
+def in_grid(config: dict[str, Any], benchmark: str, backbone: str, method: str | None = None) -> bool:
+    """Whether the grid runs ``method`` (any method when None) with ``backbone`` on ``benchmark``: ``only`` limits a
+    benchmark to some backbones and methods (a pretraining stage that one backbone and method run, for example)."""
+    limits = (config.get("only") or {}).get(benchmark) or {}
+    return backbone in limits.get("backbones", [backbone]) and (method is None or method in limits.get("methods",
+                                                                                                      [method]))
+
+
+def cells(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (benchmark, backbone) pairs with runs, in config order: each has its figures and initial models."""
+    return [(benchmark, backbone) for benchmark in config["benchmarks"] for backbone in config["backbones"]
+            if in_grid(config, benchmark, backbone)
+            and any(in_grid(config, benchmark, backbone, method) for method in config["methods"])]
+
+
+def init_source(config: dict[str, Any], benchmark: str, backbone: str, seed: int) -> dict[str, Any] | None:
+    """The run checkpoint a backbone's initial model starts from (its ``init_from``, defaults resolved), or None.
+
+    Defaults: the run's own benchmark and backbone (one of the two must differ), the last task, the run's own seed,
+    the head kept on the same benchmark and replaced on another. ``config_hash`` is the source run's: it enters
+    this init spec, so changing the first stage's config changes every hash downstream and reruns the second stage.
+    """
+    given = config["backbones"][backbone].get("init_from")
+    if not given:
+        return None
+    source_benchmark = given.get("benchmark", benchmark)
+    source_backbone = given.get("backbone", backbone)
+    source_seed = int(seed) if given.get("seed", "same") == "same" else int(given["seed"])
+    task = given.get("task", "last")
+    task = n_tasks(config, source_benchmark) - 1 if task == "last" else int(task)
+    head = given.get("head") or ("keep" if source_benchmark == benchmark else "replace")
+    source_spec = run_spec(config, source_benchmark, source_backbone, given["method"], source_seed)
+    return {"benchmark": source_benchmark, "backbone": source_backbone, "method": given["method"],
+            "seed": source_seed, "task": task, "head": head, "config_hash": config_hash(source_spec)}
 
 
 def cross_run_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
@@ -146,7 +185,11 @@ def uses_feature_cache(config: dict[str, Any], benchmark: str, backbone: str, me
 
 
 def backbone_is_seeded(backbone_cfg: dict[str, Any]) -> bool:
-    """Whether a backbone's initial weights depend on the seed (random init) or come from pretrained weights."""
+    """Whether a backbone's initial weights depend on the seed (random init, or another run's checkpoint of the same
+    seed) or come from pretrained weights (or one pinned seed's checkpoint)."""
+    source = backbone_cfg.get("init_from")
+    if source:
+        return source.get("seed", "same") == "same"
     return not archs.get(backbone_cfg["arch"]).weights(backbone_cfg)
 
 
@@ -197,6 +240,9 @@ def init_spec(config: dict[str, Any], benchmark: str, backbone: str, seed: int) 
     arithmetic = {k: v for k, v in config["benchmarks"][benchmark].get("train", {}).items() if k in PRECISION_KEYS}
     if arithmetic:
         spec["train"] = arithmetic
+    source = init_source(config, benchmark, backbone, seed)
+    if source:
+        spec["init_from"] = source
     return spec
 
 

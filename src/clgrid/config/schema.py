@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from clgrid.catalog.archs import HEAD_OPTIONS, archs
+from clgrid.catalog.archs import COMMON_OPTIONS, archs
 from clgrid.config.messages import from_schema_error
 
 
@@ -36,7 +36,7 @@ def add_arch_options(schema: dict[str, Any]) -> None:
             backbone["properties"].setdefault(option, {"description": f"{name}: an option of {arch.module}"})
     backbone["allOf"] = [*backbone.get("allOf", []), *(
         {"if": {"properties": {"arch": {"const": name}}},
-         "then": {"propertyNames": {"enum": ["arch", *arch.defaults, *HEAD_OPTIONS]},
+         "then": {"propertyNames": {"enum": ["arch", *arch.defaults, *COMMON_OPTIONS]},
                   "properties": {option: {"default": default} for option, default in arch.defaults.items()}}}
         for name, arch in declared.items())]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from clgrid.config.checks import backbones, benchmarks, datasets, ignored, runs
+from clgrid.config.checks import backbones, benchmarks, datasets, ignored, runs, stages
 from clgrid.config.checks.grid import check_grid
 from clgrid.config.errors import ConfigError, show
 from clgrid.config.messages import describe
@@ -56,6 +56,7 @@ def check_config(config: dict[str, Any], validate: Callable[[dict[str, Any]], No
         benchmarks.check_benchmark(config, name, bench)
     backbones.check_backbones(config)
     check_grid(config, validate)
+    stages.check_stages(config)
     runs.check_runs(config)
     if schema is not None:
         ignored.check_ignored(config, schema)

@@ -133,7 +133,7 @@ def backbone_options(backbone_cfg: dict[str, Any]) -> dict[str, Any]:
     if arch not in BACKBONES:
         raise KeyError(f"unknown backbone arch '{arch}'; valid: {', '.join(sorted(BACKBONES))}")
     defaults = BACKBONES[arch].defaults
-    unknown = sorted(set(backbone_cfg) - {"arch", *HEAD_OPTIONS, *defaults})
+    unknown = sorted(set(backbone_cfg) - {"arch", *catalog.COMMON_OPTIONS, *defaults})
     if unknown:
         raise KeyError(f"backbone option(s) {unknown} do not apply to arch '{arch}'; "
                        f"valid: {', '.join(sorted([*defaults, *HEAD_OPTIONS]))}")

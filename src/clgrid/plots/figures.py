@@ -134,7 +134,8 @@ def plot_summary(cells: pd.DataFrame, runs: pd.DataFrame, palette: dict, title: 
     cols = min(len(methods), MAX_COLUMNS)
     rows = -(-len(methods) // cols)
     fig = plt.figure(figsize=(max(2.3 * cols, 8.0), 3.2 * rows + 4.0), constrained_layout=True)
-    grid = fig.add_gridspec(rows + 1, cols, height_ratios=[1] * rows + [1.25])
+    # at least two columns: the bottom row splits into the seen-task curve and the forgetting bars (one method too)
+    grid = fig.add_gridspec(rows + 1, max(cols, 2), height_ratios=[1] * rows + [1.25])
     for i, method in enumerate(methods):
         col = i % cols
         ax = fig.add_subplot(grid[i // cols, col])
@@ -146,7 +147,7 @@ def plot_summary(cells: pd.DataFrame, runs: pd.DataFrame, palette: dict, title: 
         ax.set_ylabel("after task" if col == 0 else "")
         ax.set_xticklabels(range(1, n_tasks + 1))
         ax.set_yticklabels(range(1, n_tasks + 1), rotation=0)
-    half = max(cols // 2, 1)
+    half = max(cols, 2) // 2
     ax_curve = fig.add_subplot(grid[rows, :half])
     seen = acc_seen_frame(cells)
     sns.lineplot(data=seen.assign(task=seen["after_task"] + 1), x="task", y="acc_seen", hue="method",
