@@ -81,7 +81,7 @@ def main(results: Path, out: Path):
     ax.axvline(base_unseen.mean(), color="tab:orange", ls=":", lw=0.8)
     ax.set_yticks(y, labels)
     ax.set_xlabel("precision@1 (%), 1-NN; diamonds: mean of 3 seeds, dots: each seed")
-    ax.set_title("DML-for-Classification rows, reduced: Flowers-17 at 32 px, CNN from scratch, 12 epochs")
+    ax.set_title("DML rows, reduced: Flowers-17, 32 px, CNN from scratch", fontsize=10)
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
