@@ -11,7 +11,7 @@ pytest.importorskip("faiss")
 
 from clgrid.evaluate import retrieval_metrics  # noqa: E402
 from clgrid.methods import TaskData, get_method  # noqa: E402
-from clgrid.methods.dml import class_balanced_order  # noqa: E402
+from clgrid.methods.dml import NTXENT_TEMPERATURE, EmbeddingHead, class_balanced_order, make_loss  # noqa: E402
 from clgrid.models import build_model  # noqa: E402
 from clgrid.train import fit_task, task_generator  # noqa: E402
 from tests.methods.helpers import save_and_load  # noqa: E402
@@ -53,6 +53,8 @@ def p_at_1(method, x, y):
     {"loss": "proxy_nca"},
     {"loss": "arcface", "scale": 16.0},  # s = 64 (the default, for 512-d embeddings) needs ~3x the epochs here
     {"loss": "subcenter_arcface"},
+    {"loss": "ntxent", "distance": "cosine"},  # the DML-for-Classification study's "EPSHN" rows
+    {"loss": "ntxent", "distance": "cosine", "embedding_skip": "gated"},  # its skip-connection-head row
 ], ids=lambda p: "-".join(str(v) for v in p.values()))
 def test_each_loss_decreases_and_separates_a_clustered_set(params):
     classes = list(range(8))
@@ -152,3 +154,45 @@ def test_precision_at_1_equals_the_knn_classifier_accuracy():
     knn.add(reference, labels)
     accuracy = 100 * float((torch.from_numpy(knn.predict(query)) == query_labels).float().mean())
     assert retrieval_metrics(query, query_labels, reference, labels)["p_at_1"] == pytest.approx(accuracy)
+
+
+def test_ntxent_is_the_softmax_of_the_positive_over_the_mined_negatives():
+    # One anchor a, its positive p (cosine 0.8) and two negatives (cosines 0.6 and 0): NT-Xent with tau = 0.1 is
+    # -log(e^(0.8/0.1) / (e^(0.8/0.1) + e^(0.6/0.1) + e^(0/0.1))) = log(1 + e^-2 + e^-8) = 0.1272 (by hand).
+    loss_fn, _ = make_loss({"loss": "ntxent", "distance": "cosine", "normalize": True, "margin": None,
+                            "miner": "epshn"}, 3, 2)
+    emb = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0]])
+    pairs = (torch.tensor([0]), torch.tensor([1]), torch.tensor([0, 0]), torch.tensor([2, 3]))
+    assert NTXENT_TEMPERATURE == 0.1
+    expected = -np.log(np.exp(8) / (np.exp(8) + np.exp(6) + np.exp(0)))
+    assert float(loss_fn(emb, torch.tensor([0, 0, 1, 2]), pairs)) == pytest.approx(expected, abs=1e-4)
+    assert expected == pytest.approx(0.1272, abs=1e-4)
+
+
+def test_gated_skip_head_adds_half_of_a_residual_layer_at_the_start_and_leaves_other_heads_as_they_were():
+    torch.manual_seed(0)
+    head = EmbeddingHead(6, 4, skip="gated").eval()  # eval: no dropout
+    features = torch.randn(3, 6)
+    e = head.linear(features)
+    # The gate starts at 0, so sigma(0) = 1/2 of W e is added to e.
+    torch.testing.assert_close(head(features), e + 0.5 * (e @ head.gated.weight.T + head.gated.bias))
+    # The embedding may differ from the feature size (the study: 512-d ResNet-18 features, 128-d embedding).
+    assert head(features).shape == (3, 4)
+    # Without the gate: the same module, parameters and random draws as before it existed.
+    torch.manual_seed(0)
+    plain = EmbeddingHead(6, 4)
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(6, 4)
+    assert list(plain.state_dict()) == ["linear.weight", "linear.bias"]
+    assert torch.equal(plain.linear.weight, linear.weight) and torch.equal(plain.linear.weight, head.linear.weight)
+    with pytest.raises(ValueError, match="embedding_skip must be"):
+        EmbeddingHead(6, 4, skip="gate")
+
+
+def test_gated_skip_gate_and_residual_layer_train():
+    x, y = clustered(list(range(4)), 20, seed=0)
+    model, method = make({"loss": "ntxent", "distance": "cosine", "embedding_skip": "gated"}, n_classes=4)
+    assert model.feature_dim != 16  # a gated head needs no equal dimensions (embedding_dim 16 here)
+    fit(model, method, TaskData(0, x, y, [0, 1, 2, 3]), {**TRAIN, "epochs": 2}, 0)
+    assert not torch.equal(method.embedder.gate.detach(), torch.zeros(16))
+    assert "embedder" in method.state_dict() and "gate" in method.state_dict()["embedder"]

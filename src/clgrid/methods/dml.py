@@ -6,12 +6,17 @@ Losses come from pytorch-metric-learning (Musgrave et al. 2020, "A Metric Learni
   easy-positive semi-hard-negative mining (Xuan et al. 2020: each anchor's *closest* positive, then the hardest
   negative still farther than it; ``BatchEasyHardMiner``), ``semihard`` and ``hard`` are FaceNet's triplet
   types (``TripletMarginMiner``), ``all`` every valid triplet.
+- ``ntxent``: NT-Xent / InfoNCE over the mined pairs (Sohn 2016; Chen et al. 2020), −log(exp(s_ap/τ) / (exp(s_ap/τ)
+  + Σ_n exp(s_an/τ))) with τ = 0.1: the loss the DML-for-Classification study trains its "EPSHN" rows with (its
+  notebooks: ``NTXentLoss(temperature=0.1)`` on ``BatchEasyHardMiner(pos_strategy="easy", neg_strategy="semihard")``),
+  which is also Xuan et al. 2020's EPSHN, a softmax over one easy positive and the semi-hard negatives.
 - ``proxy_nca`` (Movshovitz-Attias et al. 2017), ``arcface`` (Deng et al. 2019, additive angular margin in
   degrees), ``subcenter_arcface`` (Deng et al. 2020, ``sub_centers`` per class): each with learnable class
   proxies, stepped by the loop's optimizer with the embedding.
 
 The embedding is ``head(backbone features)``, a linear layer to ``embedding_dim`` with optional 1-D batch norm or a
-skip connection, L2-normalised when ``normalize`` (always for ``cosine``). It lives in the method (its state
+skip connection (``embedding_skip: true`` adds the features; ``gated`` adds a gated residual layer on the embedding,
+the study's "skip connection head"), L2-normalised when ``normalize`` (always for ``cosine``). It lives in the method (its state
 travels in the checkpoint's method state); the model's classifier head is left untrained.
 
 Classification is k-NN through FAISS (``clgrid.analysis.knn``): after each task the new classes' training
@@ -31,26 +36,39 @@ from torch import nn
 
 from clgrid.methods.base import Method, TaskData, register
 
-LOSSES = ("triplet", "proxy_nca", "arcface", "subcenter_arcface")
+LOSSES = ("triplet", "proxy_nca", "arcface", "subcenter_arcface", "ntxent")
 MINERS = ("epshn", "semihard", "hard", "all")
+NTXENT_TEMPERATURE = 0.1  # the study's (DML-for-Classification notebooks: config['temperature'])
+GATED_SKIP_DROPOUT = 0.1  # the study's skip head (its notebook: config['skip_dropout'])
 
 
 class EmbeddingHead(nn.Module):
-    """features → embedding: linear, then optional BatchNorm1d; ``skip`` adds the features themselves (needs equal
-    dimensions), so the embedding starts as the backbone's features."""
+    """features → embedding: linear, then optional BatchNorm1d; ``skip=True`` adds the features themselves (needs
+    equal dimensions), so the embedding starts as the backbone's features. ``skip="gated"`` then adds a gated
+    residual layer on the embedding e (the DML-for-Classification study's "skip connection head"):
+    e + σ(g) ⊙ W·dropout(e), g a learned vector that starts at 0 (σ = 1/2; the study's is uninitialised memory),
+    dropout 0.1. Without it the module, its parameters and its random draws are those of before."""
 
-    def __init__(self, feature_dim: int, embedding_dim: int, batch_norm: bool = False, skip: bool = False):
+    def __init__(self, feature_dim: int, embedding_dim: int, batch_norm: bool = False, skip: bool | str = False):
         super().__init__()
-        if skip and feature_dim != embedding_dim:
+        if skip not in (False, True, "gated"):
+            raise ValueError(f"embedding_skip must be false, true or 'gated', got {skip!r}")
+        if skip is True and feature_dim != embedding_dim:
             raise ValueError(f"embedding_skip needs embedding_dim equal to the backbone's feature dimension "
                              f"({feature_dim}), got embedding_dim {embedding_dim}")
         self.linear = nn.Linear(feature_dim, embedding_dim)
         self.bn = nn.BatchNorm1d(embedding_dim) if batch_norm else nn.Identity()
         self.skip = skip
+        if skip == "gated":
+            self.gated = nn.Linear(embedding_dim, embedding_dim)
+            self.gate = nn.Parameter(torch.zeros(embedding_dim))
+            self.gated_dropout = nn.Dropout(GATED_SKIP_DROPOUT)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         features = features.flatten(1)
         out = self.bn(self.linear(features))
+        if self.skip == "gated":
+            return out + torch.sigmoid(self.gate) * self.gated(self.gated_dropout(out))
         return out + features if self.skip else out
 
 
@@ -85,9 +103,10 @@ def make_loss(params: dict[str, Any], n_classes: int, embedding_dim: int) -> tup
         distance = distances.CosineSimilarity()
     else:
         distance = distances.LpDistance(normalize_embeddings=bool(params["normalize"]))
-    if name == "triplet":
+    if name in ("triplet", "ntxent"):
         margin = 0.2 if params["margin"] is None else float(params["margin"])
-        loss = losses.TripletMarginLoss(margin=margin, distance=distance)
+        loss = (losses.TripletMarginLoss(margin=margin, distance=distance) if name == "triplet"
+                else losses.NTXentLoss(temperature=NTXENT_TEMPERATURE, distance=distance))
         miner_name = params["miner"]
         if miner_name not in MINERS:
             raise ValueError(f"unknown triplet miner '{miner_name}'; valid: {', '.join(MINERS)}")
@@ -111,8 +130,9 @@ class DeepMetricLearning(Method):
     PARAMS: dict[str, dict[str, Any]] = {
         "loss": {
             "description": ("triplet (Schroff et al. 2015), proxy_nca (Movshovitz-Attias et al. 2017), arcface (Deng et"
-                            " al. 2019), subcenter_arcface (Deng et al. 2020)"),
-            "enum": ["triplet", "proxy_nca", "arcface", "subcenter_arcface"], "default": "triplet",
+                            " al. 2019), subcenter_arcface (Deng et al. 2020), ntxent (NT-Xent over the mined pairs, "
+                            "temperature 0.1; the DML-for-Classification study's EPSHN loss)"),
+            "enum": ["triplet", "proxy_nca", "arcface", "subcenter_arcface", "ntxent"], "default": "triplet",
         },
         "miner": {
             "description": ("triplet mining: epshn (easy positive, semi-hard negative; Xuan et al. 2020), semihard, "
@@ -140,8 +160,10 @@ class DeepMetricLearning(Method):
             "type": "boolean", "default": False,
         },
         "embedding_skip": {
-            "description": "add the backbone's features to the embedding (needs embedding_dim = feature dimension)",
-            "type": "boolean", "default": False,
+            "description": ("true: add the backbone's features to the embedding (needs embedding_dim = feature "
+                            "dimension); gated: add a gated residual layer on the embedding (the DML-for-"
+                            "Classification study's skip connection head)"),
+            "enum": [False, True, "gated"], "default": False,
         },
         "m_per_class": {
             "description": "class-balanced batches of m samples per class (0 = plain shuffling)",
@@ -179,8 +201,9 @@ class DeepMetricLearning(Method):
         if p["train_tasks"] not in ("all", "first"):
             raise ValueError(f"train_tasks must be 'all' or 'first', got {p['train_tasks']!r}")
         device = next(model.parameters()).device
+        skip = p["embedding_skip"] if p["embedding_skip"] == "gated" else bool(p["embedding_skip"])
         self.embedder = EmbeddingHead(model.feature_dim, int(p["embedding_dim"]), bool(p["embedding_bn"]),
-                                      bool(p["embedding_skip"])).to(device)
+                                      skip).to(device)
         self.loss_fn, self.miner = make_loss(p, n_classes, int(p["embedding_dim"]))
         self.loss_fn.to(device)
         for param in model.head.parameters():  # the classifier head is not used: keep it out of the optimizer
