@@ -17,7 +17,7 @@ STUDIES = {
     # 9 runs on three benchmarks; MNIST also the token embedding (4 runs) and an ImageNet ViT (1); a CIFAR-10 probe.
     "flava_frozen_vs_partial": ((9 * 3 + 4 + 1 + 1) * 3, (9 * (5 + 10 + 10) + (4 + 1) * 5 + 1) * 3),
     "dml_flowers17": (3 * 3, 3 * 3),
-    "dml_cub200": (2 * 8 + 2 * 3 + 2 * 3, 2 * 8 + 2 * 3 + 2 * 3),  # two phases x (8 rows, 3 backbone rows, 3 no-aug rows)
+    "dml_cub200": (2 * 9 + 2 * 3 + 2 * 3, 2 * 9 + 2 * 3 + 2 * 3),  # two phases x (9 rows, 3 backbone rows, 3 no-aug rows)
 }
 
 

@@ -54,7 +54,7 @@ def check_runs(config: dict[str, Any]) -> None:
             _check_dml_batches(config, run, params, train, param_path)
         if method == "icarl":
             _check_icarl(config, run, params, param_path)
-        if method == "dml" and params.get("embedding_skip"):
+        if method == "dml" and params.get("embedding_skip") is True:  # gated: any dimension
             _check_embedding_skip(config, run, params, param_path)
         if params.get("freeze") == "all" and not method_catalog.fact(method, "trains_when_backbone_frozen"):
             for name, backbone in config["backbones"].items():
