@@ -9,6 +9,8 @@ import re
 
 import numpy as np
 import pytest
+
+from tests.conftest import REPO
 import torch
 
 from clgrid import io as clio
@@ -369,3 +371,17 @@ def test_a_failed_write_names_the_file_and_the_fix_and_leaves_the_old_file(tmp_p
         save_torch(target, {"clgrid": {}, "w": torch.ones(3)})
     monkeypatch.undo()
     assert target.read_bytes() == before and list(tmp_path.glob("*.tmp")) == []
+
+
+def test_git_commit_outside_a_checkout_is_the_codes(tmp_path, monkeypatch):
+    """A workflow run with ``snakemake --directory`` outside any checkout still records the commit of the code."""
+    import subprocess
+
+    from clgrid.io import git_commit
+
+    code = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    if code.returncode != 0:
+        pytest.skip("the code is not in a git checkout here")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GIT_DIR", raising=False)
+    assert git_commit() == code.stdout.strip()

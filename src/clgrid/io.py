@@ -365,14 +365,18 @@ def _package_version(name: str) -> str | None:
 
 
 def git_commit() -> str | None:
-    """The commit of the checkout clgrid runs in, or None outside git."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+    """The commit of the checkout clgrid runs in, else of the checkout its code is in (a workflow run with
+    ``snakemake --directory`` elsewhere still records the code's commit), else None."""
+    for where in (None, Path(__file__).resolve().parent):
+        try:
+            out = subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True, cwd=where
+            )
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if out.stdout.strip():
+            return out.stdout.strip()
+    return None
 
 
 def provenance(spec: Any, seed: int | None = None, device: str = "cpu") -> dict[str, Any]:
