@@ -9,8 +9,6 @@ import re
 
 import numpy as np
 import pytest
-
-from tests.conftest import REPO
 import torch
 
 from clgrid import io as clio
@@ -26,6 +24,7 @@ from clgrid.io import (
     save_torch,
     write_json,
 )
+from tests.conftest import REPO
 
 RUN = "results/runs/split_digits/mlp/naive/s0"
 STATE = {"clgrid": {"config_hash": "0" * 16}, "task": 1, "model": {"w": torch.arange(64.0), "b": torch.zeros(3)},
