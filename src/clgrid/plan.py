@@ -67,8 +67,11 @@ def weights_marker(config: dict[str, Any], backbone: str) -> str | None:
 def source_state(config: dict[str, Any], benchmark: str, backbone: str, seed: int | str) -> str | None:
     """The task state a backbone's initial model starts from (its ``init_from``), or None."""
     source = cl.init_source(config, benchmark, backbone, int(seed))
-    if source is None:
-        return None
+    return None if source is None else _state_of(source)
+
+
+def _state_of(source: dict[str, Any]) -> str:
+    """The task state file a resolved ``init_from`` (``config.init_source``) names."""
     return paths.TASK_STATE.format(**{k: source[k] for k in ("benchmark", "backbone", "method", "seed", "task")})
 
 
@@ -83,7 +86,7 @@ def _init_steps(config: dict[str, Any], benchmark: str, backbone: str, seed: int
     source = cl.init_source(config, benchmark, backbone, seed)
     if source:
         steps = run_plan(config, source["benchmark"], source["backbone"], source["method"], source["seed"]) + steps
-        inputs["source"] = source_state(config, benchmark, backbone, seed)
+        inputs["source"] = _state_of(source)
         rule = "init_model_from_run"
     return steps + [Step(rule, cl.init_spec(config, benchmark, backbone, seed), inputs,
                          {"model": paths.INIT_MODEL.format(**where)})]
