@@ -92,6 +92,13 @@ class RunSpec(_Spec):
     feature_cache: bool | None = None
     analysis: Mapping[str, Any] | None = None
     init_from: Mapping[str, Any] | None = None  # the run checkpoint the initial weights come from (config.init_source)
+    # "validation": every evaluation of the job is on the tasks' validation splits and the test arrays are never
+    # read (a selection candidate, clgrid.config.selection); absent: the test sets (and the validation splits
+    # beside them when the benchmark sets some aside).
+    evaluate_on: str | None = None
+    # A run of a selection study (clgrid.config.selection): a candidate's {role: candidate, base, protocol, values,
+    # tasks} or a final run's {role: final, base, protocol, file}: the file holds the chosen values the job reads.
+    selection: Mapping[str, Any] | None = None
 
     @property
     def train_settings(self) -> Mapping[str, Any]:
