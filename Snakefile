@@ -20,6 +20,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/select.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 
@@ -37,6 +38,7 @@ localrules:
     analysis_figures,
     paper,
     sweep_figure,
+    selection_report,
     published,
 
 

@@ -12,10 +12,12 @@ import os
 import sys
 from typing import Any, Callable
 
-from clgrid.cli_args import (analysis_figures_args, analyze_args, compare_runs_args, doctor_args, download_dataset_args,
+from clgrid.cli_args import (adopt_args, analysis_figures_args, analyze_args, compare_runs_args, doctor_args, download_dataset_args,
                              download_weights_args, evaluate_args, extract_features_args, figures_args, init_args,
                              install_profile_args, metrics_args, no_arguments, paper_args, predict_args,
-                             prepare_dataset_args, prepare_scenario_args, published_args, sweep_figure_args,
+                             prepare_dataset_args, prepare_scenario_args, published_args, select_args, select_task_args,
+                             selection_report_args,
+                             sweep_figure_args,
                              tables_args, train_args)
 
 
@@ -38,6 +40,13 @@ def _download_weights(args: argparse.Namespace) -> None:
     if (args.spec is None) == (args.arch is None):
         raise ValueError("download-weights needs --spec (a backbone config) or --arch, not both")
     jobs.download_weights(args.spec or {"arch": args.arch, "weights": "imagenet"}, args.out)
+
+
+def _selection_report(args: argparse.Namespace) -> None:
+    from clgrid.plots.selection import write_selection_report
+
+    _wrote(write_selection_report(args.selections, args.stability, args.finals, args.test_rows, args.out_dir,
+                                  args.figure_dirs))
 
 
 def _tables(args: argparse.Namespace) -> None:
@@ -141,6 +150,15 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[
                 predict_args, _predict),
     "metrics": ("accuracy matrix and CL metrics of one run", metrics_args,
                 _job("run_metrics", "spec", "init_eval", "evals", "out", "states")),
+    "select": ("choose a sweep's values from its candidates' validation metrics", select_args,
+               _job("select_hyperparameters", "spec", "metrics", "out")),
+    "select-task": ("one task's per-task choice (FACIL): its learning rate or stability weight", select_task_args,
+                    _job("select_task", "spec", "evals", "out", "plasticity")),
+    "adopt": ("a per-task final run's task: the chosen candidate's state, evaluated on the test sets", adopt_args,
+              _job("adopt_state", "spec", "scenario", "data", "state", "choice", "task", "out_state", "out_eval",
+                   "threads")),
+    "selection-report": ("what each selection chose, with the final runs' test numbers (table and figure)",
+                         selection_report_args, _selection_report),
     "analyze": ("CKA, RankMe and linear probe over every checkpoint of a run", analyze_args,
                 _job("analyze_run", "spec", "scenario", "data", "states", "evals", "out", "threads")),
     "compare-runs": ("cross-run CKA: two runs' checkpoints after each task, layer by layer", compare_runs_args,

@@ -136,6 +136,37 @@ def metrics_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
 
 
+def select_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", type=_spec, required=True, help="the selection: candidates, metric, seeds (JSON)")
+    p.add_argument("--metrics", nargs="+", required=True, help="every candidate's validation metrics.json")
+    p.add_argument("--out", required=True)
+
+
+def select_task_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", type=_spec, required=True, help="one task's per-task selection (JSON)")
+    p.add_argument("--evals", nargs="+", required=True, help="the candidates' eval.json of the task, in order")
+    p.add_argument("--plasticity", default=None, help="stability stage: the task's chosen learning rate (JSON)")
+    p.add_argument("--out", required=True)
+
+
+def selection_report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--selections", nargs="*", default=[], help="whole-stream and first-k selection.json files")
+    p.add_argument("--stability", nargs="*", default=[], help="per-task stability choices (stability.json)")
+    p.add_argument("--finals", nargs="*", default=[], help="the final runs' metrics.json")
+    p.add_argument("--test-rows", nargs="*", default=[], help="the test rows' metrics.json (never used to choose)")
+    p.add_argument("--out-dir", required=True, help="where selection.csv and selection.md go")
+    p.add_argument("--figure-dirs", nargs="*", default=[], help="results/figures/<benchmark>/<backbone> folders")
+
+
+def adopt_args(p: argparse.ArgumentParser) -> None:
+    _model_job(p)
+    p.add_argument("--state", required=True, help="the chosen candidate's state.pt of the task")
+    p.add_argument("--choice", required=True, help="the task's stability selection (JSON)")
+    p.add_argument("--task", type=int, required=True)
+    p.add_argument("--out-state", required=True)
+    p.add_argument("--out-eval", required=True)
+
+
 def analyze_args(p: argparse.ArgumentParser) -> None:
     _model_job(p)
     p.add_argument("--states", nargs="+", required=True, help="state.pt of tasks 0..T-1, in order")

@@ -50,6 +50,11 @@ class JobContext:
         torch.set_num_threads(threads)
         self.spec = spec
         self.scenario = read_json(scenario_path)
+        selection = spec.selection or {}
+        if selection.get("role") == "candidate" and selection.get("k"):
+            # A first-k candidate (clgrid.config.selection) learns and is scored on the first k tasks only; the
+            # head keeps every class, so its states have the final runs' shape.
+            self.scenario["tasks"] = self.scenario["tasks"][: int(selection["k"])]
         self.device = resolve_device(spec.device)
         # GPU: cudnn.benchmark, or deterministic kernels with train.deterministic; nothing on CPU (deterministic at a
         # fixed thread count already). Evaluation runs in the training precision (bf16 autocast on a recent GPU).

@@ -28,6 +28,15 @@ def average_accuracy(acc_matrix) -> float:
     return float(r[-1].mean())
 
 
+def accuracy_after_k(acc_matrix, k: int) -> float:
+    """Final accuracy averaged over the tasks after the first k, mean_{i≥k} R[T, i]: what a first-k selection
+    (Chaudhry et al. 2019, A-GEM §5) reports, on tasks its hyperparameters were not chosen on."""
+    r = _square(acc_matrix)
+    if not 0 < k < len(r):
+        raise ValueError(f"k={k} leaves no task after the first k of {len(r)}")
+    return float(r[-1, k:].mean())
+
+
 def accuracy_seen(acc_matrix) -> np.ndarray:
     """A_t = mean_{i≤t} R[t, i]: accuracy on the tasks seen so far, after each task t (equal-size tasks)."""
     r = _square(acc_matrix)

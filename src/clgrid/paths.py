@@ -15,12 +15,15 @@ DATASET_META = "results/data/{dataset}.json"
 SCENARIO = "results/scenarios/{benchmark}.json"
 INIT_MODEL = "results/init/{benchmark}/{backbone}/s{seed}/model.pt"
 INIT_EVAL = "results/init/{benchmark}/{backbone}/s{seed}/eval.json"
+INIT_EVAL_VALIDATION = "results/init/{benchmark}/{backbone}/s{seed}/eval_validation.json"
 WEIGHTS_DONE = "results/weights/{backbone}.json"
 FEATURES = "results/features/{benchmark}/{backbone}/s{seed}/features.pt"
 TASK_STATE = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/state.pt"
 TASK_EVAL = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/task{task}/eval.json"
 RUN_METRICS = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/metrics.json"
 RUN_ANALYSIS = "results/runs/{benchmark}/{backbone}/{method}/s{seed}/analysis.json"
+SELECTION = "results/selection/{benchmark}/{backbone}/{base}/selection.json"
+TASK_SELECTION = "results/selection/{benchmark}/{backbone}/{base}/s{seed}/task{task}/{stage}.json"
 RUN_COMPARISON = "results/compare/{benchmark}/{backbone}/{method}__vs__{other}/s{seed}/cka.json"
 FIGURE = "results/figures/{benchmark}/{backbone}/{figure}.{ext}"
 TABLE = "results/tables/{table}"
@@ -32,6 +35,7 @@ RESUME_SUFFIX = ".resume.pt"
 FIGURES = ("acc_matrix", "acc_curve", "forgetting", "summary")
 ANALYSIS_FIGURES = ("cka_curves", "cka_layers", "rankme", "probe_vs_head")
 SWEEP_FIGURE = "sweep"
+SELECTION_FIGURE = "selection"
 TABLES = ("runs.csv", "acc_matrix.csv", "summary.csv", "summary.md", "summary.tex")
 
 
@@ -66,6 +70,10 @@ RULE_OF_PATH: tuple[tuple[str, str], ...] = (
     (_pattern(WEIGHTS_DONE), "download_weights"),
     (_pattern(INIT_MODEL), "init_model"),
     (_pattern(INIT_EVAL), "evaluate_init"),
+    (_pattern(INIT_EVAL_VALIDATION), "evaluate_init_validation"),
+    (_pattern(SELECTION), "select_hyperparameters"),
+    (_pattern(TASK_SELECTION, task=r"\d+", stage="plasticity"), "select_plasticity"),
+    (_pattern(TASK_SELECTION, task=r"\d+", stage="stability"), "select_stability"),
     (_pattern(FEATURES), "extract_features"),
     (_pattern(TASK_STATE, task=r"\d+"), "train_task"),
     (_pattern(resume_file(TASK_STATE), task=r"\d+"), "train_task"),
@@ -74,9 +82,12 @@ RULE_OF_PATH: tuple[tuple[str, str], ...] = (
     (_pattern(RUN_ANALYSIS), "analyze_run"),
     (_pattern(RUN_COMPARISON), "compare_runs"),
     (_pattern(PUBLISHED, ext="[a-z]+"), "published"),
+    (_pattern(TABLE.format(table="selection.md")), "selection_report"),
+    (_pattern(TABLE.format(table="selection.csv")), "selection_report"),
     (_pattern(TABLE), "tables"),
     (_pattern(PAPER), "paper"),
     (_pattern(FIGURE, figure=re.escape(SWEEP_FIGURE), ext="[a-z]+"), "sweep_figure"),
+    (_pattern(FIGURE, figure=re.escape(SELECTION_FIGURE), ext="[a-z]+"), "selection_report"),
     (_pattern(FIGURE, figure=_one_of(ANALYSIS_FIGURES), ext="[a-z]+"), "analysis_figures"),
     (_pattern(FIGURE, ext="[a-z]+"), "figures"),
 )

@@ -12,6 +12,7 @@ from typing import Any
 
 from clgrid import config as cl
 from clgrid import paths
+from clgrid.config.selection import run_tasks
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def task_files(template: str, config: dict[str, Any], benchmark: str, backbone: 
                seed: int | str) -> list[str]:
     """``template`` (a per-task path: TASK_STATE, TASK_EVAL) for every task of a run, in task order."""
     return [template.format(benchmark=benchmark, backbone=backbone, method=method, seed=seed, task=t)
-            for t in range(cl.n_tasks(config, benchmark))]
+            for t in range(run_tasks(config, benchmark, method))]
 
 
 def weights_marker(config: dict[str, Any], backbone: str) -> str | None:

@@ -41,6 +41,7 @@ def run_record(spec: RunSpec, init: dict[str, Any], rows: list[dict[str, Any]],
     for key in sorted(k for k in rows[-1] if k.startswith("acc_") and k != "acc_task_il" and not k.endswith("_task_il")):
         result[f"acc_matrix_{key[4:]}"] = [row[key] for row in rows]
         result["metrics"][key] = metrics.average_accuracy(result[f"acc_matrix_{key[4:]}"])
+    _add_selection(result, spec, rows)
     result["checkpoint_sha256"] = list(checkpoint_sha256)
     result["provenance"] = provenance(spec.to_json(), spec.seed, rows[-1]["provenance"]["device"])
     return result
@@ -86,3 +87,22 @@ def _add_unseen_and_retrieval(result: dict[str, Any], rows: list[dict]) -> None:
                 result["metrics"][f"{name}_{group}"] = value
         if "p_at_1_drop" in final:
             result["metrics"]["p_at_1_drop"] = final["p_at_1_drop"]
+
+
+def _add_selection(result: dict[str, Any], spec: RunSpec, rows: list[dict]) -> None:
+    """A selection study's run: a candidate's record says it was evaluated on validation data; a final run's names
+    the chosen values, and after a first-k selection its ACC over the tasks the selection never saw."""
+    selection = spec.selection or {}
+    if not selection:
+        return
+    if spec.evaluate_on:
+        result["evaluated_on"] = spec.evaluate_on
+    result["selection"] = dict(selection)
+    if selection.get("role") == "final" and selection.get("k") is not None:
+        k = int(selection["k"])
+        result["metrics"]["acc_after_k"] = metrics.accuracy_after_k(result["acc_matrix"], k)
+        if "acc_matrix_task_il" in result:
+            result["metrics"]["acc_after_k_task_il"] = metrics.accuracy_after_k(result["acc_matrix_task_il"], k)
+    per_task = [row["selected"] for row in rows if "selected" in row]
+    if per_task:
+        result["selection"]["per_task"] = per_task

@@ -12,6 +12,8 @@ from clgrid import config as cl  # noqa: E402
 from clgrid import paths  # noqa: E402
 from clgrid import plan as cl_plan  # noqa: E402
 from clgrid import resources as cl_resources  # noqa: E402
+from clgrid.catalog import metrics as cl_metric_catalog  # noqa: E402
+from clgrid.config import selection as cl_selection  # noqa: E402
 
 SCHEMA = str(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 try:  # schema (filling its defaults) and cross-field checks: clgrid.config.check
@@ -29,6 +31,9 @@ RAW_DONE = paths.raw_done(config["data_root"])
 SCENARIO = paths.SCENARIO
 INIT_MODEL = paths.INIT_MODEL
 INIT_EVAL = paths.INIT_EVAL
+INIT_EVAL_VALIDATION = paths.INIT_EVAL_VALIDATION
+SELECTION = paths.SELECTION
+TASK_SELECTION = paths.TASK_SELECTION
 WEIGHTS_DONE = paths.WEIGHTS_DONE
 FEATURES = paths.FEATURES
 TASK_STATE = paths.TASK_STATE
@@ -67,6 +72,8 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9_]+",
     seed=r"\d+",
     task=r"\d+",
+    base=r"[A-Za-z0-9_]+",
+    stage=r"plasticity|stability",
 
 
 def as_json(spec):
@@ -190,6 +197,17 @@ def init_source_state(wildcards):
     return cl_plan.source_state(config, wildcards.benchmark, wildcards.backbone, wildcards.seed)
 
 
+def selection_inputs(wildcards):
+    """A final run's selection file (the select_hyperparameters checkpoint's output: its jobs are planned once the
+    choice is made, and a new choice reruns them); {} for every other run, so their jobs keep their inputs."""
+    record = cl_selection.selection_of(config, wildcards.method)
+    if not record or record["role"] != "final" or record["protocol"] == "per_task":
+        return {}
+    done = checkpoints.select_hyperparameters.get(benchmark=wildcards.benchmark, backbone=wildcards.backbone,
+                                                  base=record["base"])
+    return {"selection": done.output[0]}
+
+
 def cached_features(wildcards):
     """The frozen backbone's feature cache a run trains on ({} for runs that train their backbone)."""
     cache = cl_plan.feature_cache(config, wildcards.benchmark, wildcards.backbone, wildcards.method, wildcards.seed)
@@ -221,8 +239,10 @@ def all_metrics(wildcards=None):
 def final_outputs():
     figures = per_cell(FIGURE, figure=FIGURES + ANALYSIS_FIGURES, ext=("png", "pdf"))
     published = [published_file("md")] if config.get("published") else []
-    if config.get("sweeps"):
+    if cl.sweep_points(config):
         published += per_cell(FIGURE, figure=(paths.SWEEP_FIGURE,), ext=("png",))
+    if cl_selection.finals(config):
+        published += [table("selection.md")] + per_cell(FIGURE, figure=(paths.SELECTION_FIGURE,), ext=("png",))
     return (
         expand(TABLE, table=TABLES)
         + figures

@@ -29,6 +29,7 @@ rule evaluate_init:
 # replaced state is rebuilt (with everything after it) before the metrics are.
 rule run_metrics:
     input:
+        unpack(selection_inputs),
         init=INIT_EVAL,
         evals=task_evals,
         states=task_states,

@@ -64,6 +64,7 @@ PER_TASK_BENCHMARKS = [bench for bench, chunks in TRAIN_CHUNKS.items() if all(a 
 rule train_task:
     input:
         unpack(cached_features),
+        unpack(selection_inputs),
         scenario=SCENARIO,
         data=run_dataset_files,
         prev=previous_state,
@@ -101,6 +102,7 @@ for _bench, _chunks in TRAIN_CHUNKS.items():
                 f"train_{_bench}_tasks{_first}to{_last}"
             input:
                 unpack(cached_features),
+                unpack(selection_inputs),
                 scenario=SCENARIO,
                 data=run_dataset_files,
                 prev=chunk_previous_state(_first),

@@ -72,6 +72,11 @@ MTIL_LAST = Metric("mtil_last", "Last", True, "mean final accuracy over datasets
                    "MTIL: dataset sequences", "mtil_last", "mtil")
 
 
+ACC_AFTER_K = Metric("acc_after_k", "ACC after k", True, "mean final accuracy over the tasks after the first k, "
+                     "those a first-k selection never saw (Chaudhry et al. 2019)", "final runs of a first-k selection",
+                     "accuracy_after_k", "selection")
+
+
 def _retrieval(name: str, label: str, higher: bool, definition: str) -> Metric:
     return Metric(name, label, higher, definition, "runs evaluated by retrieval (dml, or retrieval eval sets)",
                   "clgrid.evaluate (the last task's record)", "retrieval")
@@ -79,6 +84,7 @@ def _retrieval(name: str, label: str, higher: bool, definition: str) -> Metric:
 
 METRICS: dict[str, Metric] = {m.name: m for m in [
     ACC, _task_il(ACC), AVG_INC_ACC, _task_il(AVG_INC_ACC), FORGETTING, _task_il(FORGETTING), BWT, _task_il(BWT), FWT,
+    ACC_AFTER_K, _task_il(ACC_AFTER_K),
     MTIL_TRANSFER, MTIL_AVG, MTIL_LAST, _top5(MTIL_TRANSFER), _top5(MTIL_AVG), _top5(MTIL_LAST),
     Metric("unseen_acc", "Unseen ACC", True, "final accuracy on the held-out classes, never trained on",
            "benchmarks with holdout_classes", "the evaluation record (unseen_acc)", "unseen"),

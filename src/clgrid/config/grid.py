@@ -183,6 +183,8 @@ def uses_feature_cache(config: dict[str, Any], benchmark: str, backbone: str, me
     """
     if not config.get("feature_cache", True):
         return False
+    if ((config.get("variants") or {}).get(method, {}).get("selection") or {}).get("role") == "candidate":
+        return False  # a candidate evaluates on validation splits, which the cache does not hold
     if (config["benchmarks"][benchmark].get("transform") or {}).get("augment", "none") != "none":
         return False
     method_name, params, _ = method_of(config, method)
@@ -265,6 +267,8 @@ def method_of(config: dict[str, Any], run_name: str) -> tuple[str, dict[str, Any
 
 def run_spec(config: dict[str, Any], benchmark: str, backbone: str, method: str, seed: int) -> dict[str, Any]:
     """Everything that can change a run's numbers: the init spec plus training and method settings."""
+    from clgrid.config.selection import spec_fields
+
     method_name, params, train_overrides = method_of(config, method)
     return {
         **init_spec(config, benchmark, backbone, seed),
@@ -273,6 +277,7 @@ def run_spec(config: dict[str, Any], benchmark: str, backbone: str, method: str,
         "method_name": method_name,
         "method_params": params,
         "feature_cache": uses_feature_cache(config, benchmark, backbone, method),
+        **spec_fields(config, benchmark, backbone, method, seed),
     }
 
 

@@ -9,6 +9,7 @@ import itertools
 import re
 from typing import Any
 
+from clgrid.config import selection
 from clgrid.config.errors import MISSING, ConfigError, choices, did_you_mean, field_path, get_path
 from clgrid.config.grid import registered_methods
 
@@ -77,11 +78,18 @@ def expand_sweeps(config: dict[str, Any]) -> None:
                     value=values[repeated], allowed="each value once per list (1 and 1.0 are the same value)",
                     fix="remove the repeated value")
         names = []
+        points = []
         for point in itertools.product(*(values for _, _, values in axes)):
             values = {key: value for (_, key, _), value in zip(axes, point)}
-            name = base + "~" + ",".join(f"{key}={sweep_value(value)}" for key, value in values.items())
+            spelled = ",".join(f"{key}={sweep_value(value)}" for key, value in values.items())
             params = {**variant.get("params", {}), **{k: v for (part, k, _), v in zip(axes, point) if part == "params"}}
             train = {**variant.get("train", {}), **{k: v for (part, k, _), v in zip(axes, point) if part == "train"}}
+            points.append((spelled, values, params, train))
+        if sweep.get("select"):
+            selection.check_select(config, base, variant, sweep)
+            names = selection.expand(config, base, variant, points, sweep["select"])
+        for spelled, values, params, train in [] if sweep.get("select") else points:
+            name = base + "~" + spelled
             variants[name] = {"method": method, "params": params, "train": train,
                               "sweep": {"base": base, "values": values}}
             names.append(name)

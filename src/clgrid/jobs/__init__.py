@@ -7,7 +7,8 @@ One module per phase of a run, one function per Snakemake rule:
 - ``fit``: train a run's tasks, each from the state the task before it left;
 - ``evaluate``: the accuracy of a checkpoint (the initial model's, the FWT baseline);
 - ``metrics``: a run's accuracy matrices and CL metrics;
-- ``analyze``: CKA, RankMe and probes over a run's checkpoints, cross-run CKA.
+- ``analyze``: CKA, RankMe and probes over a run's checkpoints, cross-run CKA;
+- ``select``: choose a sweep's values on validation data (``clgrid.selection``), adopt a per-task choice.
 
 The domain logic lives in the library (``clgrid.context``, ``clgrid.fit``, ``clgrid.evaluate``,
 ``clgrid.run_metrics``, ``clgrid.analysis.run``, ``clgrid.models.weights``). Heavy libraries are imported inside the
@@ -21,6 +22,8 @@ from clgrid.jobs.evaluate import evaluate
 from clgrid.jobs.fit import train, train_tasks
 from clgrid.jobs.init import download_weights, extract_features, init_model
 from clgrid.jobs.metrics import run_metrics
+from clgrid.jobs.select import adopt_state, select_hyperparameters, select_task
 
-__all__ = ["analyze_run", "compare_runs", "download_dataset", "download_weights", "evaluate", "extract_features",
-           "init_model", "prepare_dataset", "prepare_scenario", "run_metrics", "train", "train_tasks"]
+__all__ = ["adopt_state", "analyze_run", "compare_runs", "download_dataset", "download_weights", "evaluate",
+           "extract_features", "init_model", "prepare_dataset", "prepare_scenario", "run_metrics",
+           "select_hyperparameters", "select_task", "train", "train_tasks"]

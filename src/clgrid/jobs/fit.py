@@ -59,7 +59,9 @@ def train(spec: RunSpec | dict[str, Any], scenario_path: str, dataset_files: lis
     from clgrid.context import JobContext
     from clgrid.fit import continue_run
 
-    spec = RunSpec.of(spec)
+    from clgrid.selection import resolved
+
+    spec = resolved(RunSpec.of(spec), task_id)  # a selected run's chosen values; a per-task candidate's lr
     reference = spec.reference_dataset
     if ctx is None:  # a job training several tasks passes the context of its first task on
         ctx = JobContext(spec, scenario_path, dataset_files, threads, placement, workers, features=features,

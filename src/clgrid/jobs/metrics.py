@@ -16,12 +16,17 @@ def run_metrics(spec: RunSpec | dict[str, Any], init_eval: str, task_evals: list
     """The accuracy matrix of a run and every metric computed from it, with the checksums of its checkpoints."""
     from clgrid.run_metrics import run_record
 
-    spec = RunSpec.of(spec)
+    from clgrid.selection import resolved
+
+    spec = resolved(RunSpec.of(spec))  # a selected run's record names the values chosen for it
     rows = [read_json(p) for p in task_evals]
     for t, row in enumerate(rows):
         if row["after_task"] != t:
             raise ValueError(f"'{task_evals[t]}' is the evaluation after task {row['after_task']}, expected {t}")
     checksums = [verified_sha256(p)[0] for p in task_states]  # a corrupt one fails here
-    result = run_record(spec, read_json(init_eval), rows, checksums)
+    init = read_json(init_eval)
+    if len(rows) < len(init["acc"]):  # a first-k candidate: its k tasks of the initial evaluation
+        init = {**init, **{k: init[k][: len(rows)] for k in ("acc", "acc_task_il", "top5") if k in init}}
+    result = run_record(spec, init, rows, checksums)
     write_json(out, result)
     log.info("%s: %s", result["run"], " ".join(f"{k}={v:.2f}" for k, v in result["metrics"].items()))
