@@ -180,3 +180,167 @@ rule selection_report:
         "clgrid selection-report --selections {input.selections} --stability {input.stability}"
         " --finals {input.finals} --test-rows {input.test_rows} --out-dir {params.out_dir}"
         " --figure-dirs {params.figure_dirs} > {log} 2>&1"
+
+
+# The per-task protocol (FACIL): for every seed and task, learning-rate candidates fine-tune from the state the task
+# before chose (stability weight 0); select_plasticity picks the learning rate; stability candidates train with it
+# and the weight halved from its start; the select_stability checkpoint picks the weight, and its choice is the
+# state the next task's candidates (and the final run) continue from. Candidates of one task run in parallel.
+def _per_task_record(wildcards):
+    return SELECTIONS[cl_selection.final_name(wildcards.base)]
+
+
+def _per_task_where(wildcards, task=None):
+    return dict(benchmark=wildcards.benchmark, backbone=wildcards.backbone, seed=wildcards.seed,
+                task=wildcards.task if task is None else task)
+
+
+def chosen_state(wildcards, base, task):
+    """The state the stability selection of ``task`` chose (read from the checkpoint's output once it ran)."""
+    done = checkpoints.select_stability.get(benchmark=wildcards.benchmark, backbone=wildcards.backbone, base=base,
+                                            seed=wildcards.seed, task=task)
+    with open(done.output[0]) as handle:
+        return json.load(handle)["state"]
+
+
+def per_task_candidate_inputs(wildcards):
+    """A per-task candidate's task t: the state task t-1 chose (task 0: the initial model) and, for a stability
+    candidate, the task's chosen learning rate."""
+    record = _ROLE[wildcards.method]
+    task = int(wildcards.task)
+    prev = (INIT_MODEL.format(benchmark=wildcards.benchmark, backbone=wildcards.backbone, seed=wildcards.seed)
+            if task == 0 else chosen_state(wildcards, record["base"], task - 1))
+    inputs = {"prev": prev}
+    if record["stage"] == "stability":
+        inputs["lr"] = TASK_SELECTION.format(base=record["base"], stage="plasticity", **_per_task_where(wildcards))
+    return inputs
+
+
+rule train_per_task_candidate:
+    input:
+        unpack(per_task_candidate_inputs),
+        scenario=SCENARIO,
+        data=run_dataset_files,
+    output:
+        state=TASK_STATE,
+        acc=TASK_EVAL,
+    params:
+        **train_params(),
+    threads: 1
+    log:
+        log_beside(TASK_STATE, "train"),
+    benchmark:
+        bench_beside(TASK_STATE, "train")
+    resources:
+        **job_resources(train_resource),
+    wildcard_constraints:
+        method=one_of(PER_TASK_CANDIDATES),
+    conda:
+        ENV
+    shell:
+        "clgrid train --spec {params.spec:q} --scenario {input.scenario} --data {input.data} --prev {input.prev}"
+        " --task {wildcards.task} --threads {threads} --placement {params.placement}"
+        " --checkpoint-every {params.checkpoint} {params.features} --out-state {output.state} --out-eval {output.acc}"
+        " > {log} 2>&1"
+
+
+for _other in TRAIN_RULES:
+    workflow.ruleorder("train_per_task_candidate", _other)
+
+
+def task_selection_spec(stage):
+    def spec(wildcards):
+        record = _per_task_record(wildcards)
+        names = record[f"{stage}_candidates"]
+        where = _per_task_where(wildcards)
+        headline = "task_il" if config["benchmarks"][wildcards.benchmark]["scenario"] == "task_incremental" else "class_il"
+        out = {"base": wildcards.base, "seed": int(wildcards.seed), "task": int(wildcards.task), "stage": stage,
+               "candidates": names, "states": [TASK_STATE.format(method=n, **where) for n in names],
+               "headline": headline}
+        if stage == "plasticity":
+            out["lrs"] = record["lrs"]
+        else:
+            out.update(weights=record["weights"], fraction=record["fraction"], stability_key=record["stability_key"])
+        return as_json(out)
+
+    return spec
+
+
+def task_candidate_evals(stage):
+    return lambda wildcards: [TASK_EVAL.format(method=n, **_per_task_where(wildcards))
+                              for n in _per_task_record(wildcards)[f"{stage}_candidates"]]
+
+
+rule select_plasticity:
+    input:
+        evals=task_candidate_evals("plasticity"),
+    output:
+        TASK_SELECTION.replace("{stage}", "plasticity"),
+    params:
+        spec=task_selection_spec("plasticity"),
+    log:
+        rule_log("select_plasticity", "{benchmark}/{backbone}/{base}/s{seed}/task{task}"),
+    benchmark:
+        rule_bench("select_plasticity", "{benchmark}/{backbone}/{base}/s{seed}/task{task}")
+    conda:
+        ENV
+    shell:
+        "clgrid select-task --spec {params.spec:q} --evals {input.evals} --out {output} > {log} 2>&1"
+
+
+checkpoint select_stability:
+    input:
+        evals=task_candidate_evals("stability"),
+        plasticity=TASK_SELECTION.replace("{stage}", "plasticity"),
+    output:
+        TASK_SELECTION.replace("{stage}", "stability"),
+    params:
+        spec=task_selection_spec("stability"),
+    log:
+        rule_log("select_stability", "{benchmark}/{backbone}/{base}/s{seed}/task{task}"),
+    benchmark:
+        rule_bench("select_stability", "{benchmark}/{backbone}/{base}/s{seed}/task{task}")
+    conda:
+        ENV
+    shell:
+        "clgrid select-task --spec {params.spec:q} --evals {input.evals} --plasticity {input.plasticity}"
+        " --out {output} > {log} 2>&1"
+
+
+def adopted_inputs(wildcards):
+    """A per-task final run's task t: the state its stability selection chose, and that choice."""
+    base = SELECTIONS[wildcards.method]["base"]
+    choice = TASK_SELECTION.format(base=base, stage="stability", **_per_task_where(wildcards))
+    return {"state": chosen_state(wildcards, base, wildcards.task), "choice": choice}
+
+
+# A per-task final run's task state is the chosen candidate's, evaluated on the test sets.
+rule adopt_selected:
+    input:
+        unpack(adopted_inputs),
+        scenario=SCENARIO,
+        data=run_dataset_files,
+    output:
+        state=TASK_STATE,
+        acc=TASK_EVAL,
+    params:
+        spec=run_spec,
+    threads: 1
+    log:
+        log_beside(TASK_STATE, "adopt"),
+    benchmark:
+        bench_beside(TASK_STATE, "adopt")
+    resources:
+        **job_resources(init_resource),
+    wildcard_constraints:
+        method=one_of(PER_TASK_FINALS),
+    conda:
+        ENV
+    shell:
+        "clgrid adopt --spec {params.spec:q} --scenario {input.scenario} --data {input.data} --state {input.state}"
+        " --choice {input.choice} --task {wildcards.task} --out-state {output.state} --out-eval {output.acc}"
+        " --threads {threads} > {log} 2>&1"
+
+
+for _other in TRAIN_RULES:
+    workflow.ruleorder("adopt_selected", _other)
