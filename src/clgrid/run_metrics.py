@@ -66,7 +66,7 @@ def _validation_init(spec: RunSpec, init: dict[str, Any], rows: list[dict]) -> d
     if "validation" not in init:
         raise ValueError(f"{spec.run_id} is evaluated on validation data, but its initial evaluation holds no "
                          "validation row: its benchmark sets no validation split aside (add validation: {fraction: "
-                         f"0.1} to benchmarks.{spec.benchmark}), or the evaluation predates it")
+                         f"0.1}} to benchmarks.{spec.benchmark}), or the evaluation predates it")
     return init["validation"]
 
 

@@ -225,7 +225,7 @@ def _set_aside_validation(name: str, bench: dict[str, Any], tasks: list[dict[str
                 raise ValueError(
                     f"benchmark '{name}': validation.fraction {fraction} sets aside every training sample of class "
                     f"{local} of '{task['dataset']}' (task {task['id']}, {int(np.sum(labels[own] == local))} "
-                    f"samples): lower benchmarks.{name}.validation.fraction or use a dataset with more samples per class"
+                    f"sample(s)): lower benchmarks.{name}.validation.fraction or use a dataset with more samples per class"
                 )
         task["train_idx"], task["val_idx"] = train.tolist(), val.tolist()
 
