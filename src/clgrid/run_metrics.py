@@ -78,7 +78,8 @@ def _add_validation(result: dict[str, Any], rows: list[dict]) -> None:
     acc_matrix = [row["validation"]["acc"] for row in rows]
     task_il = [row["validation"]["acc_task_il"] for row in rows]
     result["validation"] = {"acc_matrix": acc_matrix, "acc_task_il_matrix": task_il,
-                            "acc": metrics.average_accuracy(acc_matrix), "acc_task_il": metrics.average_accuracy(task_il)}
+                            "acc": metrics.average_accuracy(acc_matrix),
+                            "acc_task_il": metrics.average_accuracy(task_il)}
 
 
 def _add_task_il(result: dict[str, Any], bench: dict[str, Any], init: dict[str, Any], rows: list[dict]) -> None:

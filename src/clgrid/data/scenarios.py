@@ -213,7 +213,8 @@ def _set_aside_validation(name: str, bench: dict[str, Any], tasks: list[dict[str
     """
     fraction = float(bench["validation"]["fraction"])
     rng = np.random.default_rng([int(bench.get("scenario_seed", 0)), 1])
-    drawn = {d: validation_split(datasets[d]["y_train"], fraction, rng) for d in dict.fromkeys(t["dataset"] for t in tasks)}
+    drawn = {d: validation_split(datasets[d]["y_train"], fraction, rng)
+             for d in dict.fromkeys(t["dataset"] for t in tasks)}
     for task in tasks:
         labels = datasets[task["dataset"]]["y_train"]
         own = np.arange(len(labels)) if task["train_idx"] is None else np.asarray(task["train_idx"], dtype=np.int64)
@@ -225,7 +226,8 @@ def _set_aside_validation(name: str, bench: dict[str, Any], tasks: list[dict[str
                 raise ValueError(
                     f"benchmark '{name}': validation.fraction {fraction} sets aside every training sample of class "
                     f"{local} of '{task['dataset']}' (task {task['id']}, {int(np.sum(labels[own] == local))} "
-                    f"sample(s)): lower benchmarks.{name}.validation.fraction or use a dataset with more samples per class"
+                    f"sample(s)): lower benchmarks.{name}.validation.fraction or use a dataset with more samples "
+                    "per class"
                 )
         task["train_idx"], task["val_idx"] = train.tolist(), val.tolist()
 
