@@ -103,6 +103,13 @@ def test_selection_job_evaluates_on_validation_and_never_reads_test_data(kind, t
     assert metrics["acc_matrix"] == ordinary["validation"]["acc_matrix"]
     init = read_json(tmp_path / "init" / "b" / "mlp" / "s0" / "eval.json")
     assert metrics["init_acc"] == init["validation"]["acc"]  # the FWT baseline on the validation splits too
+    # The evaluation job under a selection spec (an initial model evaluated on validation data alone).
+    reads.clear()  # this test's own reads above (it built an ordinary context for the model) are no job's
+    jobs.evaluate(spec, str(tmp_path / "scenarios" / "b.json"), [str(tmp_path / "data" / "digits.npz")],
+                  str(tmp_path / "init" / "b" / "mlp" / "s0" / "model.pt"), str(tmp_path / "init_val.json"))
+    init_val = read_json(tmp_path / "init_val.json")
+    assert init_val["evaluated_on"] == "validation" and init_val["acc"] == init["validation"]["acc"]
+    assert not [k for k in reads if is_test_member(k)], reads
 
 
 def test_selection_job_refuses_test_data_when_asked(tmp_path):
