@@ -357,3 +357,19 @@ def test_the_swap_and_anneal_mmengine_teachers_read_their_parameters(teacher, ke
     else:
         err = _error(config)
         assert err.path == f"variants.kd.params.{key}" and err.kind == "ignored"
+
+
+def test_validation_fraction_is_checked_against_the_samples_a_class_keeps():
+    config = _minimal()
+    config["benchmarks"]["split_digits"]["validation"] = {"fraction": 0.1}
+    check(copy.deepcopy(config), SCHEMA)  # digits: ~135 training images a class
+    config["benchmarks"]["split_digits"]["validation"] = {"fraction": 0.6}
+    assert _error(copy.deepcopy(config)).path == "benchmarks.split_digits.validation.fraction"  # at most 0.5
+    # One training image a class: round(0.1 * 1) = 0, raised to the minimum of 1, leaves none to train on.
+    config = _minimal(datasets={"mnist": {"max_per_class_train": 1}})
+    config["benchmarks"] = {"b": {"dataset": "mnist", "scenario": "class_incremental", "n_tasks": 5,
+                                  "validation": {"fraction": 0.1}, "train": {"lr": 0.05, "epochs": 1, "batch_size": 8}}}
+    err = _error(copy.deepcopy(config))
+    assert err.path == "benchmarks.b.validation.fraction" and "max_per_class_train" in str(err), str(err)
+    config["datasets"]["mnist"]["max_per_class_train"] = 2  # round(0.1 * 2) = 0 -> 1 set aside, 1 trained on
+    check(config, SCHEMA)

@@ -79,3 +79,26 @@ def test_the_schema_takes_both_keys_without_filling_them_in(digits):
         wrong["benchmarks"]["split_digits"]["train"].update(bad)
         with pytest.raises(cl.ConfigError, match=next(iter(bad))):
             cl.check(wrong, SCHEMA)
+
+
+def test_a_diverged_row_has_the_keys_of_the_rows_beside_it_on_validation_data_too():
+    import math
+    from types import SimpleNamespace
+
+    from clgrid.fit import diverged_record
+    from clgrid.spec import RunSpec
+
+    spec = RunSpec.of({"benchmark": "b", "benchmark_cfg": {}, "backbone": "mlp", "backbone_cfg": {}, "seed": 0,
+                       "device": "cpu", "method": "naive"})
+    scenario = {"tasks": [{"val_idx": [0]}, {"val_idx": [1]}], "holdout": {"classes": [9]},
+                "eval_sets": {"shifted": {}}}
+    ordinary = diverged_record(spec, SimpleNamespace(scenario=scenario, evaluate_on="test", has_validation=True,
+                                                     device="cpu"), 1, {"task": 1})
+    assert sorted(ordinary) == ["acc", "acc_shifted", "acc_shifted_task_il", "acc_task_il", "after_task", "diverged",
+                                "provenance", "top5", "unseen_acc", "validation"]
+    assert all(math.isnan(a) for a in ordinary["validation"]["acc"] + ordinary["validation"]["acc_task_il"])
+    # A selection job evaluates the validation splits only: no held-out classes, no eval sets, no second row.
+    selection = diverged_record(spec, SimpleNamespace(scenario=scenario, evaluate_on="validation",
+                                                      has_validation=True, device="cpu"), 1, {"task": 1})
+    assert sorted(selection) == ["acc", "acc_task_il", "after_task", "diverged", "evaluated_on", "provenance", "top5"]
+    assert selection["evaluated_on"] == "validation"

@@ -3,13 +3,18 @@ images when a run trains on a frozen backbone's features.
 
 Every model job (initial evaluation, training, feature extraction, analysis) opens one ``JobContext``; a job that
 trains several tasks keeps it across them, so the datasets and test sets are loaded once.
+
+A job whose spec says ``evaluate_on: validation`` (a selection candidate) is evaluated on the tasks' validation
+splits only, and its test arrays are never decoded: its datasets are ``SelectionArrays``, which refuse every test
+member, so "no test data read by a selection job" is enforced rather than assumed.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from clgrid.io import load_npz, load_torch, read_json
 from clgrid.spec import RunSpec
@@ -17,11 +22,52 @@ from clgrid.spec import RunSpec
 log = logging.getLogger("clgrid")
 
 
-def load_datasets(dataset_files: list[str], names) -> dict[str, dict[str, Any]]:
-    """The prepared arrays of each named dataset, verified against the sha256 recorded when it was written."""
+def load_datasets(dataset_files: list[str], names, selection_job: str | None = None) -> dict[str, Any]:
+    """The prepared arrays of each named dataset, verified against the sha256 recorded when it was written.
+
+    ``selection_job`` (the job's name, for a job that evaluates on validation data): the test members are not
+    decoded, and each dataset is a ``SelectionArrays`` that raises when anything asks for one.
+    """
     from clgrid.data.datasets import ARRAYS
 
-    return {name: load_npz(_dataset_file(dataset_files, name), ARRAYS, verify=True) for name in sorted(set(names))}
+    if selection_job is None:
+        return {name: load_npz(_dataset_file(dataset_files, name), ARRAYS, verify=True) for name in sorted(set(names))}
+    return {name: SelectionArrays(load_npz(_dataset_file(dataset_files, name), ARRAYS, verify=True,
+                                           skip=is_test_member), name, selection_job)
+            for name in sorted(set(names))}
+
+
+def is_test_member(name: str) -> bool:
+    """Whether an array of a prepared dataset belongs to its test split: ``x_test``, ``y_test``, ``x_test_jpeg``..."""
+    return "test" in name.split("_")
+
+
+class TestDataRefused(RuntimeError):
+    """A selection job (``evaluate_on: validation``) asked for test data."""
+
+    __test__ = False  # not a pytest test class
+
+
+class SelectionArrays(Mapping):
+    """The arrays of one dataset in a selection job: its training members only; asking for a test member (``x_test``,
+    ``y_test``, any ``*_test_*``), even ``"x_test" in arrays``, raises ``TestDataRefused`` naming the job."""
+
+    def __init__(self, arrays: dict[str, Any], dataset: str, job: str):
+        self._arrays = {k: v for k, v in arrays.items() if not is_test_member(k)}
+        self.dataset, self.job = dataset, job
+
+    def __getitem__(self, key: str) -> Any:
+        if is_test_member(key):
+            raise TestDataRefused(f"job {self.job} is a selection job (evaluate_on: validation): it must not read "
+                                  f"test data, but something asked for '{key}' of dataset '{self.dataset}'; a "
+                                  "selection job evaluates on the tasks' validation splits (val_idx) only")
+        return self._arrays[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
 
 
 def _dataset_file(dataset_files: list[str], name: str) -> str:
@@ -61,17 +107,27 @@ class JobContext:
         train_cfg = spec.train_settings
         configure_device(self.device, train_cfg)
         self.precision = Precision(self.device, train_cfg.get("precision", "auto"))
+        if spec.evaluate_on not in (None, "validation"):
+            raise ValueError(f"evaluate_on '{spec.evaluate_on}' in the spec of {spec.run_id}; valid: validation, or "
+                             "absent (the test sets)")
+        self.evaluate_on = spec.evaluate_on or "test"
         names = [t["dataset"] for t in self.scenario["tasks"]]
-        names += [s["dataset"] for s in self.scenario.get("eval_sets", {}).values()]
+        if self.evaluate_on == "validation":
+            self._check_selection(spec, features)
+        else:
+            names += [s["dataset"] for s in self.scenario.get("eval_sets", {}).values()]
         names += list(extra_datasets)  # datasets a method draws from (ZSCL's reference images)
-        self.datasets = load_datasets(dataset_files, names)
+        self.datasets = load_datasets(dataset_files, names,
+                                      selection_job=spec.run_id if self.evaluate_on == "validation" else None)
         self._test_sets = None
+        self._validation_sets = None
         # Cached features of the frozen backbone (extract_features): they replace every split's inputs.
         self.features = load_torch(features) if features else None
         if self.features is not None and len(self.features["train"]) != len(self.scenario["tasks"]):
             raise ValueError(f"'{features}' holds features of {len(self.features['train'])} tasks, the scenario has "
                              f"{len(self.scenario['tasks'])}; delete it so the extract_features job rebuilds it")
-        image_bytes = sum(d["x_train"].nbytes + d["x_test"].nbytes for d in self.datasets.values())
+        image_bytes = sum(d["x_train"].nbytes + (d["x_test"].nbytes if self.evaluate_on == "test" else 0)
+                          for d in self.datasets.values())
         if placement == "auto":
             placement = "host" if self.device.type == "cuda" and image_bytes > max_device_gb * 2**30 else "device"
         if placement not in ("device", "host"):
@@ -81,6 +137,23 @@ class JobContext:
         # Where training inputs live, and so the inputs a method stores (buffers, exemplars, memories).
         self.inputs_device = self.device if self.loader is None else torch.device("cpu")
         log.info("data: %.2f GB of images, placement %s", image_bytes / 2**30, placement)
+
+    def _check_selection(self, spec: RunSpec, features: str | None) -> None:
+        """A job evaluated on validation data needs the scenario's validation splits and trains on images."""
+        missing = [t["id"] for t in self.scenario["tasks"] if "val_idx" not in t]
+        if missing:
+            raise ValueError(f"{spec.run_id} is evaluated on validation data (evaluate_on: validation), but the "
+                             f"scenario '{self.scenario['name']}' sets no validation split aside (tasks {missing}): "
+                             f"add validation: {{fraction: 0.1}} to benchmarks.{spec.benchmark}")
+        if features:
+            raise ValueError(f"{spec.run_id} is a selection job (evaluate_on: validation) and was given the feature "
+                             f"cache '{features}', which holds test features: a selection job trains through the "
+                             "backbone (feature_cache: false in its spec)")
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether the scenario sets validation splits aside (benchmark ``validation:``)."""
+        return all("val_idx" in t for t in self.scenario["tasks"])
 
     def _tensors(self, x, y):
         import torch
@@ -95,6 +168,7 @@ class JobContext:
         return x, torch.from_numpy(y).to(self.device)
 
     def task_data(self, task_id: int, split: str):
+        """One task's ``train``, ``test`` or ``validation`` split (the training samples at its ``val_idx``)."""
         from clgrid.data.scenarios import task_arrays
         from clgrid.methods import TaskData
 
@@ -124,11 +198,21 @@ class JobContext:
         pick = torch.randperm(len(x), generator=generator)[: min(n, len(x))].sort().values.numpy()
         return torch.from_numpy(conform(x[pick], self.scenario["input_shape"]))
 
+    def validation_sets(self) -> list:
+        """Each task's validation split as (x, y, classes), transformed like the task; loaded once per job."""
+        if self._validation_sets is None:
+            tasks = [self.task_data(i, "validation") for i in range(len(self.scenario["tasks"]))]
+            self._validation_sets = [(d.x, d.y, d.classes) for d in tasks]
+        return self._validation_sets
+
     def test_sets(self) -> dict[str, list]:
         """Every evaluation set, each a list of (x, y, classes): the tasks' test splits, the held-out classes
-        (one set) and each evaluation-only set split like the tasks. Loaded once per job."""
+        (one set) and each evaluation-only set split like the tasks. Loaded once per job. A job evaluated on
+        validation data (``evaluate_on: validation``) has one: the tasks' validation splits, under ``tasks``."""
         from clgrid.data.scenarios import select
 
+        if self._test_sets is None and self.evaluate_on == "validation":
+            self._test_sets = {"tasks": self.validation_sets()}
         if self._test_sets is None:
             shape = self.scenario["input_shape"]
             tests = [self.task_data(i, "test") for i in range(len(self.scenario["tasks"]))]

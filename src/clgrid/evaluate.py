@@ -144,9 +144,17 @@ def is_mtil(bench: dict[str, Any]) -> bool:
     return bench["scenario"] == "dataset_sequence" and bench.get("label_space", "disjoint") == "disjoint"
 
 
+def validation_row(predict, ctx: JobContext) -> dict[str, list[float]]:
+    """Class-IL and task-IL accuracy on each task's validation split: an eval record's ``validation`` entry."""
+    row = accuracy_row(predict, ctx.validation_sets(), ctx.precision)
+    return {"acc": row["class_il"], "acc_task_il": row["task_il"]}
+
+
 def eval_record(spec: RunSpec, ctx: JobContext, predict, task_id: int, method=None) -> dict[str, Any]:
     """Row ``task_id`` of every accuracy matrix: class-IL and task-IL on each task, unseen classes, extra sets;
-    with a metric-learning method or ``retrieval: true``, the retrieval metrics too."""
+    with a metric-learning method or ``retrieval: true``, the retrieval metrics too. On a benchmark with validation
+    splits, ``validation`` holds the row on them too; a job evaluated on validation data (``evaluate_on:
+    validation``) records ``evaluated_on: validation``, and every row is then on the validation splits."""
     sets = ctx.test_sets()
     # MTIL (a dataset sequence with its own labels per dataset) scores each dataset among its own classes, top-1
     # and top-5: the task-IL top-5 is recorded for it (and only for it, so other records keep their bytes).
@@ -156,6 +164,10 @@ def eval_record(spec: RunSpec, ctx: JobContext, predict, task_id: int, method=No
               "top5": tasks["top5"]}
     if within_dataset:
         record["top5_task_il"] = tasks["top5_task_il"]
+    if ctx.evaluate_on == "validation":
+        record["evaluated_on"] = "validation"  # every row above is on the tasks' validation splits
+    elif ctx.has_validation:
+        record["validation"] = validation_row(predict, ctx)
     if "unseen" in sets:
         record["unseen_acc"] = accuracy_row(predict, sets["unseen"], ctx.precision)["class_il"][0]
     for key, parts in sets.items():

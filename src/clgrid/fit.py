@@ -121,6 +121,12 @@ def diverged_record(spec: RunSpec, ctx: JobContext, task_id: int, diverged: dict
     every accuracy NaN (a model blown up mid-task, or never trained on the task, measures nothing of the method)."""
     nan = [float("nan")] * len(ctx.scenario["tasks"])
     record = {"after_task": task_id, "acc": nan, "acc_task_il": nan, "top5": nan, "diverged": diverged}
+    if ctx.evaluate_on == "validation":  # only the validation splits are evaluated
+        record["evaluated_on"] = "validation"
+        record["provenance"] = _provenance(spec, ctx)
+        return record
+    if ctx.has_validation:
+        record["validation"] = {"acc": nan, "acc_task_il": nan}
     if ctx.scenario.get("holdout"):
         record["unseen_acc"] = float("nan")
     for name in ctx.scenario.get("eval_sets", {}):

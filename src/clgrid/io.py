@@ -28,7 +28,7 @@ import tempfile
 import zipfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from clgrid import __version__
 # Which rule makes a path, derived from the templates the rules use; re-exported for the error hints.
@@ -217,8 +217,10 @@ def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
             np.savez_compressed(handle, **arrays)
 
 
-def load_npz(path: str | os.PathLike, required: tuple[str, ...] = (), verify: bool = False) -> dict[str, Any]:
-    """Load every array of an ``.npz`` eagerly, so a truncated member fails here, not mid-training.
+def load_npz(path: str | os.PathLike, required: tuple[str, ...] = (), verify: bool = False,
+             skip: Callable[[str], bool] | None = None) -> dict[str, Any]:
+    """Load every array of an ``.npz`` eagerly, so a truncated member fails here, not mid-training; the members
+    ``skip`` names (a test split a selection job must not read) are neither decoded nor required.
 
     With ``verify``, the file's sha256 must equal the one its sidecar JSON (same name, ``.json``) recorded when
     the file was written: a bit flip that still unzips is caught too. Without a recorded sha256 (``verify`` off,
@@ -243,12 +245,12 @@ def load_npz(path: str | os.PathLike, required: tuple[str, ...] = (), verify: bo
             _report_unverified(path, f"no sha256 in '{sidecar.name}' either; checked against its zip CRC-32s only")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
+            arrays = {name: archive[name] for name in archive.files if skip is None or not skip(name)}
     except MemoryError:
         raise
     except Exception as err:  # noqa: BLE001 - a damaged zip raises BadZipFile, zlib.error, ValueError, EOFError, ...
         raise CorruptFileError(f"'{path}' is truncated or corrupt ({err}); {_rebuild_hint(path)}") from err
-    missing = [name for name in required if name not in arrays]
+    missing = [name for name in required if name not in arrays and (skip is None or not skip(name))]
     if missing:
         raise CorruptFileError(f"'{path}' lacks arrays {missing} (has {sorted(arrays)}); {_rebuild_hint(path)}")
     return arrays

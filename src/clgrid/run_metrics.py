@@ -21,6 +21,11 @@ def run_record(spec: RunSpec, init: dict[str, Any], rows: list[dict[str, Any]],
     """The content of a run's ``metrics.json``: ``init`` is the initial model's evaluation (the FWT baseline),
     ``rows`` the evaluation after each task in task order, ``checkpoint_sha256`` the digests of the task states."""
     acc_matrix = [row["acc"] for row in rows]
+    if spec.evaluate_on == "validation":
+        init = _validation_init(spec, init, rows)
+    elif any(row.get("evaluated_on") == "validation" for row in rows):
+        raise ValueError(f"{spec.run_id} is evaluated on the test sets, but some of its task evaluations were on "
+                         "validation data (evaluate_on: validation): rerun its training jobs")
     result = {
         **spec.identity(),
         "acc_matrix": acc_matrix,
@@ -28,6 +33,8 @@ def run_record(spec: RunSpec, init: dict[str, Any], rows: list[dict[str, Any]],
         "acc_seen": metrics.accuracy_seen(acc_matrix).tolist(),
         "metrics": metrics.all_metrics(acc_matrix, init["acc"]),
     }
+    if spec.evaluate_on == "validation":
+        result["evaluated_on"] = "validation"
     diverged = next((row["diverged"] for row in rows if "diverged" in row), None)
     if diverged:
         # Its rows from that task on are NaN, and so is every metric that reads them; tables say "diverged".
@@ -38,6 +45,7 @@ def run_record(spec: RunSpec, init: dict[str, Any], rows: list[dict[str, Any]],
     _add_task_il(result, spec.benchmark_cfg, init, rows)
     _add_top5_and_mtil(result, spec.benchmark_cfg, rows)
     _add_unseen_and_retrieval(result, rows)
+    _add_validation(result, rows)
     for key in sorted(k for k in rows[-1] if k.startswith("acc_") and k != "acc_task_il" and not k.endswith("_task_il")):
         result[f"acc_matrix_{key[4:]}"] = [row[key] for row in rows]
         result["metrics"][key] = metrics.average_accuracy(result[f"acc_matrix_{key[4:]}"])
@@ -45,6 +53,34 @@ def run_record(spec: RunSpec, init: dict[str, Any], rows: list[dict[str, Any]],
     result["checkpoint_sha256"] = list(checkpoint_sha256)
     result["provenance"] = provenance(spec.to_json(), spec.seed, rows[-1]["provenance"]["device"])
     return result
+
+
+def _validation_init(spec: RunSpec, init: dict[str, Any], rows: list[dict]) -> dict[str, Any]:
+    """The initial model's accuracy on the validation splits (the FWT baseline of a run evaluated on them): the
+    initial evaluation itself when it was evaluated on validation data, else its ``validation`` row."""
+    test_rows = [row["after_task"] for row in rows if row.get("evaluated_on") != "validation"]
+    if test_rows:
+        raise ValueError(f"{spec.run_id} is evaluated on validation data, but the evaluations after tasks "
+                         f"{test_rows} were on the test sets: rerun its training jobs")
+    if init.get("evaluated_on") == "validation":
+        return init
+    if "validation" not in init:
+        raise ValueError(f"{spec.run_id} is evaluated on validation data, but its initial evaluation holds no "
+                         "validation row: its benchmark sets no validation split aside (add validation: {fraction: "
+                         f"0.1}} to benchmarks.{spec.benchmark}), or the evaluation predates it")
+    return init["validation"]
+
+
+def _add_validation(result: dict[str, Any], rows: list[dict]) -> None:
+    """On a benchmark with validation splits, the accuracy matrices on them (class-IL and task-IL; equal on
+    domain-incremental scenarios) and their final average accuracy, beside the test matrices."""
+    if not all("validation" in row for row in rows):
+        return
+    acc_matrix = [row["validation"]["acc"] for row in rows]
+    task_il = [row["validation"]["acc_task_il"] for row in rows]
+    result["validation"] = {"acc_matrix": acc_matrix, "acc_task_il_matrix": task_il,
+                            "acc": metrics.average_accuracy(acc_matrix),
+                            "acc_task_il": metrics.average_accuracy(task_il)}
 
 
 def _add_task_il(result: dict[str, Any], bench: dict[str, Any], init: dict[str, Any], rows: list[dict]) -> None:

@@ -198,3 +198,114 @@ def test_select_applies_offset_and_indices():
     data = _data(n_classes=3)
     x, y = select(data, "test", [0, 5, 10], 7, None, [1, 8, 8])
     np.testing.assert_array_equal(y, data["y_test"][[0, 5, 10]] + 7)
+
+
+# --- validation splits (benchmark validation: {fraction}) ------------------------------------------------------
+
+
+def _uneven(seed=0):
+    """10 classes with 5..23 training samples (class c has 5 + 2c): per-class rounding shows."""
+    data = _data(seed=seed)
+    y_train = np.repeat(np.arange(10), [5 + 2 * c for c in range(10)])
+    data["y_train"] = y_train
+    data["x_train"] = np.random.default_rng(seed).random((len(y_train), 1, 8, 8), dtype=np.float32)
+    return data
+
+
+VALIDATION_BENCHES = {
+    "class_incremental": {"dataset": "d", "scenario": "class_incremental", "n_tasks": 5, "class_order": "random"},
+    "class_incremental_holdout": {"dataset": "d", "scenario": "class_incremental", "n_tasks": 4,
+                                  "class_order": "random", "holdout_classes": 2},
+    "permuted": {"dataset": "d", "scenario": "permuted", "n_tasks": 3},
+    "rotated": {"dataset": "d", "scenario": "rotated", "n_tasks": 3},
+    "dataset_sequence": {"datasets": ["d", "e"], "scenario": "dataset_sequence"},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(VALIDATION_BENCHES))
+def test_validation_split_is_never_trained_on_and_takes_the_fraction_of_every_class(kind):
+    data = {"d": _uneven(0), "e": _uneven(1)}
+    bench = {**VALIDATION_BENCHES[kind], "scenario_seed": 4}
+    plain = build_scenario("b", bench, data)
+    s = build_scenario("b", {**bench, "validation": {"fraction": 0.2}}, data)
+    assert s["validation"] == {"fraction": 0.2} and "validation" not in plain
+    for task, before in zip(s["tasks"], plain["tasks"]):
+        labels = data[task["dataset"]]["y_train"]
+        own = np.arange(len(labels)) if before["train_idx"] is None else np.asarray(before["train_idx"])
+        train, val = np.asarray(task["train_idx"]), np.asarray(task["val_idx"])
+        assert not set(train) & set(val)  # no validation index in the training split
+        assert sorted([*train, *val]) == sorted(own)  # together: the task's training samples as before
+        for c in task["classes"]:
+            n = int(np.sum(labels[own] == c - task["label_offset"]))
+            # class c of 5 + 2c samples: round(0.2 n), at least 1 (5 -> 1, 7 -> 1, 9 -> 2, 11 -> 2, 13 -> 3, ...)
+            assert np.sum(labels[val] == c - task["label_offset"]) == max(1, round(0.2 * n))
+        # Every other draw is as without validation: classes, transforms, test indices.
+        assert {k: v for k, v in task.items() if k not in ("train_idx", "val_idx")} == \
+               {k: v for k, v in before.items() if k != "train_idx"}
+    assert s["holdout"] == plain["holdout"] and s["eval_sets"] == plain["eval_sets"]
+    if kind in ("permuted", "rotated"):  # one draw per dataset: an image set aside is set aside in every task
+        assert all(t["val_idx"] == s["tasks"][0]["val_idx"] for t in s["tasks"])
+
+
+def test_validation_split_worked_counts():
+    # 20 samples a class: fraction 0.1 -> 2, 0.25 -> 5, 0.125 -> round(2.5) = 2 (Python rounds half to even),
+    # 0.01 -> round(0.2) = 0, raised to the minimum of 1.
+    bench = {"dataset": "d", "scenario": "class_incremental", "n_tasks": 2, "scenario_seed": 0}
+    for fraction, per_class in ((0.1, 2), (0.25, 5), (0.125, 2), (0.01, 1)):
+        s = build_scenario("b", {**bench, "validation": {"fraction": fraction}}, {"d": _data()})
+        val = np.concatenate([t["val_idx"] for t in s["tasks"]])
+        assert np.bincount(Y_TRAIN[val], minlength=10).tolist() == [per_class] * 10, fraction
+
+
+def test_validation_split_depends_only_on_scenario_seed():
+    bench = {"dataset": "d", "scenario": "permuted", "n_tasks": 2, "validation": {"fraction": 0.1}}
+    a = build_scenario("b", {**bench, "scenario_seed": 1}, {"d": _data()})
+    b = build_scenario("b", {**bench, "scenario_seed": 1}, {"d": _data()})
+    c = build_scenario("b", {**bench, "scenario_seed": 2}, {"d": _data()})
+    assert a == b
+    assert a["tasks"][0]["val_idx"] != c["tasks"][0]["val_idx"]
+
+
+def test_validation_fraction_that_empties_a_class_names_the_field():
+    data = _data()
+    data["y_train"] = np.concatenate([[0], np.repeat(np.arange(1, 10), 20)])[: len(data["y_train"])]
+    with pytest.raises(ValueError, match=r"sample of class 0 of 'd'.*benchmarks\.b\.validation\.fraction"):
+        build_scenario("b", {"dataset": "d", "scenario": "class_incremental", "n_tasks": 2,
+                             "validation": {"fraction": 0.1}}, {"d": data})
+
+
+MAIN_SCENARIO_SHA256 = {
+    # build_scenario on scikit-learn's digits without `validation`, by main's code at c35ebc0 (before validation
+    # splits existed), as write_json writes it (indent 1, sorted keys): the new code must write the same bytes.
+    "ci": "618ce20fdecc73ef8968166cea8f1a5cc1e66a17a82d933f03c81e999f2af27e",
+    "ci_hold": "3d5c948752e5d405158529df22d70e43c1228cd7a8ef6221cd066c5fb9488b00",
+    "perm": "936c30d5239adadfb5c8dd5748b4c6c10b7f4675eb23caa6a4d922089dd8493c",
+    "rot": "9b47f171de6300c300b3d174d6efccd035828c6cd69660cb3ff8939246887a43",
+    "seq": "6fb42803538cb778020fdff8cae338893e157fbbf8fb51eb17047d65d41be6aa",
+}
+MAIN_BENCHES = {
+    "ci": {"dataset": "digits", "scenario": "class_incremental", "n_tasks": 5, "class_order": "random",
+           "scenario_seed": 3, "holdout_classes": 0},
+    "ci_hold": {"dataset": "digits", "scenario": "class_incremental", "n_tasks": 4, "class_order": "random",
+                "scenario_seed": 1, "holdout_classes": 2},
+    "perm": {"dataset": "digits", "scenario": "permuted", "n_tasks": 3, "scenario_seed": 0},
+    "rot": {"dataset": "digits", "scenario": "rotated", "n_tasks": 3, "scenario_seed": 5},
+    "seq": {"datasets": ["digits", "digits"], "scenario": "dataset_sequence", "label_space": "shared",
+            "scenario_seed": 0},
+}
+
+
+def test_scenario_without_validation_is_byte_identical_to_mains(tmp_path):
+    import hashlib
+    import json
+
+    from clgrid.data.datasets import ARRAYS, prepare_dataset
+    from clgrid.io import load_npz
+
+    prepare_dataset("digits", str(tmp_path / "digits.npz"))
+    data = {"digits": load_npz(tmp_path / "digits.npz", ARRAYS)}
+    for name, bench in MAIN_BENCHES.items():
+        text = json.dumps(build_scenario(name, bench, data), indent=1, sort_keys=True) + "\n"
+        assert hashlib.sha256(text.encode()).hexdigest() == MAIN_SCENARIO_SHA256[name], name
+        with_val = build_scenario(name, {**bench, "validation": {"fraction": 0.1}}, data)
+        assert with_val != json.loads(text)

@@ -212,3 +212,26 @@ def test_a_benchmark_with_held_out_classes_caches_their_features_too(tmp_path):
     assert len(cache["unseen_train"]) == len(held["train_idx"]) > 1
     assert cache["backbone_samples"] == sum(len(f) for f in cache["train"] + cache["test"]) + \
         len(held["test_idx"]) + len(held["train_idx"])
+
+
+def test_a_benchmark_with_validation_splits_caches_them_and_evaluates_on_them(tmp_path):
+    """The cache holds each task's validation split (and counts it), so a cached run records the validation row as
+    an uncached one does; a benchmark without validation keeps a cache without the key (its old bytes)."""
+    from clgrid.inprocess import run_cell, validated
+    from tests.conftest import DEFAULT_CONFIG, SCHEMA
+
+    config = validated(DEFAULT_CONFIG, SCHEMA)
+    config["benchmarks"] = {"split_digits": {**config["benchmarks"]["split_digits"], "n_tasks": 2,
+                                             "validation": {"fraction": 0.1}}}
+    config["benchmarks"]["split_digits"]["train"]["epochs"] = 1
+    config["backbones"] = {"cnn": {"arch": "cnn", "channels": [4], "batch_norm": True, "global_pool": True,
+                                   "head": "linear"}}
+    config["method_params"]["naive"] = {**config["method_params"]["naive"], "freeze": "all"}
+    cached = run_cell(config, "split_digits", "cnn", "naive", 0, tmp_path / "a", features=True)
+    plain = run_cell(config, "split_digits", "cnn", "naive", 0, tmp_path / "b", features=False)
+    cache = load_torch(next(str(p) for p in (tmp_path / "a").rglob("features*.pt")))
+    tasks = read_json(tmp_path / "a" / "scenarios" / "split_digits.json")["tasks"]
+    assert [len(f) for f in cache["validation"]] == [len(t["val_idx"]) for t in tasks]
+    assert cache["backbone_samples"] == sum(len(f) for f in cache["train"] + cache["test"] + cache["validation"])
+    for a, b in zip(sum(cached["validation"]["acc_matrix"], []), sum(plain["validation"]["acc_matrix"], [])):
+        assert abs(a - b) <= 1.0  # to float rounding (features computed in other batch sizes)

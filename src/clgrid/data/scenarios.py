@@ -24,7 +24,11 @@ Kinds (``scenario`` in a benchmark):
 Options: ``holdout_classes: k`` keeps the last k classes of the class order out
 of every training split and evaluates them separately (``unseen``);
 ``eval_sets`` attaches evaluation-only test sets (a shifted test set such as
-CIFAR-10.1) split by the same classes and transforms as the tasks.
+CIFAR-10.1) split by the same classes and transforms as the tasks;
+``validation: {fraction: f}`` sets aside, per class, ``round(f * n)`` (at least
+1) of each task's ``n`` training samples as its validation split (``val_idx``,
+never in ``train_idx``), drawn once per dataset from a generator of its own
+(``validation_split``), so every other draw is the same with or without it.
 """
 
 from __future__ import annotations
@@ -171,7 +175,7 @@ def build_scenario(name: str, bench: dict[str, Any], datasets: dict[str, dict[st
             ],
         }
 
-    return {
+    scenario = {
         "name": name,
         "scenario": kind,
         "headline": "task_il" if kind == "task_incremental" else "class_il",
@@ -182,6 +186,50 @@ def build_scenario(name: str, bench: dict[str, Any], datasets: dict[str, dict[st
         "holdout": holdout,
         "eval_sets": eval_sets,
     }
+    if bench.get("validation"):
+        _set_aside_validation(name, bench, tasks, datasets)
+        scenario["validation"] = {"fraction": bench["validation"]["fraction"]}
+    return scenario
+
+
+def validation_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of the samples set aside for validation: per class (in label order), ``round(fraction * n)``
+    of its ``n`` samples, at least 1, drawn without replacement with ``rng``."""
+    chosen = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        k = max(1, round(fraction * len(members)))
+        chosen.append(rng.permutation(members)[:k])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+
+
+def _set_aside_validation(name: str, bench: dict[str, Any], tasks: list[dict[str, Any]],
+                          datasets: dict[str, dict[str, np.ndarray]]) -> None:
+    """Give every task a ``val_idx`` and remove it from its ``train_idx`` (explicit for every task then).
+
+    One draw per dataset, from ``[scenario_seed, 1]`` (a generator of its own: the class order, permutations and
+    angles are drawn as before), in the order the tasks first use the datasets: the tasks of a permuted or rotated
+    benchmark share it, so an image set aside is set aside in every task.
+    """
+    fraction = float(bench["validation"]["fraction"])
+    rng = np.random.default_rng([int(bench.get("scenario_seed", 0)), 1])
+    drawn = {d: validation_split(datasets[d]["y_train"], fraction, rng)
+             for d in dict.fromkeys(t["dataset"] for t in tasks)}
+    for task in tasks:
+        labels = datasets[task["dataset"]]["y_train"]
+        own = np.arange(len(labels)) if task["train_idx"] is None else np.asarray(task["train_idx"], dtype=np.int64)
+        held = np.isin(own, drawn[task["dataset"]])
+        train, val = own[~held], own[held]
+        for c in task["classes"]:
+            local = c - task["label_offset"]
+            if np.any(labels[own] == local) and not np.any(labels[train] == local):
+                raise ValueError(
+                    f"benchmark '{name}': validation.fraction {fraction} sets aside every training sample of class "
+                    f"{local} of '{task['dataset']}' (task {task['id']}, {int(np.sum(labels[own] == local))} "
+                    f"sample(s)): lower benchmarks.{name}.validation.fraction or use a dataset with more samples "
+                    "per class"
+                )
+        task["train_idx"], task["val_idx"] = train.tolist(), val.tolist()
 
 
 def _rotation_angles(bench: dict[str, Any], n_tasks: int, rng: np.random.Generator) -> list[float]:
@@ -252,8 +300,15 @@ def select(arrays: dict[str, np.ndarray], split: str, idx: list[int] | None, lab
 
 def task_arrays(datasets: dict[str, dict[str, np.ndarray]], scenario: dict[str, Any], task_id: int,
                 split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The inputs and global labels of one task's train or test split, transformed."""
+    """The inputs and global labels of one task's train, test or validation split, transformed (the validation
+    split: the training samples at its ``val_idx``)."""
     task = scenario["tasks"][task_id]
+    if split == "validation":
+        if "val_idx" not in task:
+            raise ValueError(f"scenario '{scenario['name']}' sets no validation split aside: add validation: "
+                             f"{{fraction: 0.1}} to benchmarks.{scenario['name']} (its scenario is then rebuilt)")
+        return select(datasets[task["dataset"]], "train", task["val_idx"], task["label_offset"], task["transform"],
+                      scenario["input_shape"])
     return select(datasets[task["dataset"]], split, task[f"{split}_idx"], task["label_offset"], task["transform"],
                   scenario["input_shape"])
 

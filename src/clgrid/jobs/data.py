@@ -52,9 +52,10 @@ def _log_tasks(scenario: dict[str, Any], data: dict[str, dict[str, Any]]) -> Non
     for task in scenario["tasks"]:
         n_train = len(task["train_idx"]) if task["train_idx"] is not None else len(data[task["dataset"]]["y_train"])
         n_test = len(task["test_idx"]) if task["test_idx"] is not None else len(data[task["dataset"]]["y_test"])
-        log.info("task %d (%s): classes %s, %d train / %d test samples, transform %s", task["id"], task["dataset"],
+        log.info("task %d (%s): classes %s, %d train / %d test samples%s, transform %s", task["id"], task["dataset"],
                  task["classes"] if len(task["classes"]) <= 20 else f"{len(task['classes'])} classes",
-                 n_train, n_test, sorted(task["transform"]) if task["transform"] else None)
+                 n_train, n_test, f" / {len(task['val_idx'])} validation" if "val_idx" in task else "",
+                 sorted(task["transform"]) if task["transform"] else None)
     if scenario["holdout"]:
         log.info("held out (never trained): classes %s, %d test samples", scenario["holdout"]["classes"],
                  len(scenario["holdout"]["test_idx"]))

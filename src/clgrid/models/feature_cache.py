@@ -87,8 +87,9 @@ class BackboneCounter:
 
 def extract_all(model: nn.Module, ctx) -> tuple[dict, int]:
     """The frozen backbone's features of every split a job of ``ctx`` (a ``clgrid.context.JobContext``) reads:
-    each task's train and test split, the held-out classes (test and train) and each evaluation-only set, under
-    the runs' precision; with the number of samples that went through the backbone."""
+    each task's train and test split (and validation split, where the benchmark sets one aside), the held-out
+    classes (test and train) and each evaluation-only set, under the runs' precision; with the number of samples
+    that went through the backbone."""
     def features(x):
         return extract(model, x, autocast=ctx.precision.autocast)
 
@@ -102,4 +103,7 @@ def extract_all(model: nn.Module, ctx) -> tuple[dict, int]:
     held = [cache[key] for key in ("unseen", "unseen_train") if cache[key] is not None]  # tensors: no `or []`
     samples = sum(len(f) for split in ("train", "test") for f in cache[split]) + sum(len(f) for f in held) + \
         sum(len(f) for parts in cache["sets"].values() for f in parts)
+    if ctx.has_validation:  # a benchmark with validation splits (absent otherwise: older caches keep their bytes)
+        cache["validation"] = [features(x) for x, _, _ in ctx.validation_sets()]
+        samples += sum(len(f) for f in cache["validation"])
     return cache, samples

@@ -142,6 +142,7 @@ def check_benchmark(config: dict[str, Any], name: str, bench: dict[str, Any]) ->
     _check_input_shapes(config, name, bench)
     _check_eval_sets(config, name, bench)
     _check_transform(config, name, bench)
+    _check_validation(config, name, bench)
 
 
 def _check_input_shapes(config: dict[str, Any], name: str, bench: dict[str, Any]) -> None:
@@ -216,3 +217,22 @@ def _check_transform(config: dict[str, Any], name: str, bench: dict[str, Any]) -
                           allowed="1 number (one channel)" if channels == 1 else
                           f"{channels} numbers (one per channel), or 1 for all channels",
                           fix=f"give {channels} mean{plural} and std{plural}, or normalize: auto")
+
+
+def _check_validation(config: dict[str, Any], name: str, bench: dict[str, Any]) -> None:
+    """A validation fraction that would set aside every training sample of a class: known before preparation where
+    a dataset keeps ``max_per_class_train`` samples per class (the scenario job checks the real counts)."""
+    fraction = (bench.get("validation") or {}).get("fraction")
+    if fraction is None:
+        return
+    trained = bench["datasets"] if bench["scenario"] == "dataset_sequence" else [bench["dataset"]]
+    for dname in dict.fromkeys(trained):
+        per_class = ((config.get("datasets") or {}).get(dname) or {}).get("max_per_class_train")
+        if per_class and max(1, round(fraction * per_class)) >= per_class:
+            raise ConfigError(f"'{dname}' keeps {per_class} training sample(s) per class (datasets.{dname}."
+                              f"max_per_class_train), and a fraction of {fraction} sets aside "
+                              f"{max(1, round(fraction * per_class))} of them (at least 1): no training sample of "
+                              "any class would be left", path=("benchmarks", name, "validation", "fraction"),
+                              value=fraction, allowed=f"a fraction in (0, 0.5] that leaves a class of {per_class} "
+                              "samples at least one", fix=f"raise datasets.{dname}.max_per_class_train to 2 or more, "
+                              "or remove validation")
