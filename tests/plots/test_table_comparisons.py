@@ -186,3 +186,13 @@ def test_the_tables_verb_reads_the_rules_json(tmp_path):
     files = [_metrics_file(tmp_path / f"{m}_s{s}.json", m, s, a) for m in "AC" for s, a in ACC[m].items()]
     main(["tables", "--metrics", *files, "--stats", '{"spread":"std","test":"t"}', "--out-dir", str(tmp_path / "t")])
     assert _rows((tmp_path / "t" / "summary.md").read_text())["A"][0] == "**82.0 ± 2.0**"
+
+
+def test_a_tie_of_the_best_mean_is_best_twice(tmp_path):
+    # FWT of the default grid: every method has the same per-seed numbers; each is best, none is merely ≈
+    paths = _tables(tmp_path, acc={"A": ACC["A"], "A2": dict(ACC["A"]), "B": ACC["B"]})
+    rows = _rows(paths["summary.md"].read_text())
+    assert rows["A"][0] == rows["A2"][0] == "**82.0 ± 5.0**" and rows["B"][0] == "72.0 ± 2.5"
+    table = pd.read_csv(paths["comparisons.csv"]).set_index(["metric", "method"])
+    assert table.loc[("acc", "A2"), "verdict"] == "best" and table.loc[("acc", "A2"), "best_method"] == "A"
+    assert table.loc[("acc", "A2"), "p"] == 1.0  # identical on every seed: no evidence of a difference

@@ -80,6 +80,7 @@ def compare_methods(runs: pd.DataFrame, stats: TableStats) -> pd.DataFrame:
     """One row per benchmark × backbone × metric × method (methods with a diverged seed left out): its mean, the
     column's best, the mean over shared seeds of (method − best), the paired test's p and its corrected p, and the
     verdict (``BEST``, ``NOT_DIFFERENT``, ``DIFFERENT`` or ``NOT_TESTED``: fewer than two shared seeds, or no test).
+    ``best_method`` is the first of the best mean in table order; a method with exactly that mean is ``BEST`` too.
 
     The family Holm corrects over is the comparisons with the best in one column (one benchmark, backbone, metric).
     """
@@ -101,9 +102,9 @@ def compare_methods(runs: pd.DataFrame, stats: TableStats) -> pd.DataFrame:
                 r = result[method]
                 shared = sorted(set(values) & set(per_seed[best]))
                 diff = math.fsum(values[s] - per_seed[best][s] for s in shared) / len(shared)
-                p = math.nan if stats.test == "none" or r["best"] else float(r["p"])
+                p = math.nan if stats.test == "none" or method == best else float(r["p"])
                 p_adj = p if stats.correction == "none" else (math.nan if math.isnan(p) else float(r["p_holm"]))
-                if r["best"]:
+                if r["best"] or r["mean"] == result[best]["mean"]:  # a tie of the best mean: both are best
                     verdict = BEST
                 elif math.isnan(p_adj):
                     verdict = NOT_TESTED

@@ -93,8 +93,8 @@ def _marks_sentence(stats: "TableStats", n_max: int) -> str:
     from clgrid.plots.tables.comparisons import basis_sentence
 
     if stats.test == "none":
-        return " Bold: the best mean of its column for that backbone. " + basis_sentence(stats, n_max)
-    return (" Bold: the best mean of its column for that backbone; ≈: not significantly different from it ("
+        return " Bold: the best mean of its column for that backbone (each one, on a tie). " + basis_sentence(stats, n_max)
+    return (" Bold: the best mean of its column for that backbone (each one, on a tie); ≈: not significantly different from it ("
             + basis_sentence(stats, n_max) + "); no mark: significantly different, or not tested (fewer than two "
             "shared seeds). Every p-value: comparisons.md.")
 
