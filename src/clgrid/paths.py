@@ -32,8 +32,8 @@ RESUME_SUFFIX = ".resume.pt"
 FIGURES = ("acc_matrix", "acc_curve", "forgetting", "summary")
 ANALYSIS_FIGURES = ("cka_curves", "cka_layers", "rankme", "probe_vs_head")
 SWEEP_FIGURE = "sweep"
-TABLES = ("runs.csv", "acc_matrix.csv", "summary.csv", "summary.md", "summary.tex", "per_seed.csv", "per_seed.md",
-          "comparisons.csv", "comparisons.md")
+TABLES = ("runs.csv", "acc_matrix.csv", "summary.csv", "summary.md", "summary.tex")
+TABLES += ("per_seed.csv", "per_seed.md", "comparisons.csv", "comparisons.md")  # every seed's number, every test
 
 
 def raw_done(data_root: str) -> str:
