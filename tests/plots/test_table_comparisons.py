@@ -161,6 +161,10 @@ def test_a_method_with_a_diverged_seed_is_left_out_of_the_tests(tmp_path):
     # the only comparison left: B against A, m = 1, so Holm leaves P_B as it is
     assert table.set_index(["metric", "method"]).loc[("acc", "B"), "p_adjusted"] == pytest.approx(P_B, rel=1e-5)
     assert _rows(paths["per_seed.md"].read_text())["E"] == ["99.0", "diverged", "–"]
+    # a method that shares no seed with the best: no difference to take, no test
+    f = write_tables([*files, _metrics_file(tmp_path / "F_s7.json", "F", 7, 50.0)], str(tmp_path / "with_f"))
+    row = pd.read_csv(f["comparisons.csv"]).set_index(["metric", "method"]).loc[("acc", "F")]
+    assert row["verdict"] == "not tested" and row["n_shared"] == 0 and math.isnan(row["mean_diff"])
     assert _rows(paths["summary.md"].read_text())["E"][0] == "diverged (1/2 seeds)"
 
 

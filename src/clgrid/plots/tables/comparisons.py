@@ -101,7 +101,7 @@ def compare_methods(runs: pd.DataFrame, stats: TableStats) -> pd.DataFrame:
             for method, values in per_seed.items():
                 r = result[method]
                 shared = sorted(set(values) & set(per_seed[best]))
-                diff = math.fsum(values[s] - per_seed[best][s] for s in shared) / len(shared)
+                diff = math.fsum(values[s] - per_seed[best][s] for s in shared) / len(shared) if shared else math.nan
                 p = math.nan if stats.test == "none" or method == best else float(r["p"])
                 p_adj = p if stats.correction == "none" else (math.nan if math.isnan(p) else float(r["p_holm"]))
                 if r["best"] or r["mean"] == result[best]["mean"]:  # a tie of the best mean: both are best
