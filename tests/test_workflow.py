@@ -70,7 +70,8 @@ def test_one_target_plans_only_its_run(grid):
 
 def test_every_output_exists(grid):
     root = grid["root"]
-    for table in ("runs.csv", "acc_matrix.csv", "summary.csv", "summary.md", "summary.tex"):
+    for table in ("runs.csv", "acc_matrix.csv", "summary.csv", "summary.md", "summary.tex", "per_seed.csv",
+                  "per_seed.md", "comparisons.csv", "comparisons.md"):
         assert (root / "results/tables" / table).stat().st_size > 0
     for bench in ("split_digits", "permuted_digits"):
         for fig in ("acc_matrix", "acc_curve", "forgetting", "summary", "cka_curves", "cka_layers", "rankme",
@@ -94,6 +95,12 @@ def test_tables_have_one_row_per_cell(grid):
     assert (summary["seeds_n"] == 3).all()
     md = (root / "results/tables/summary.md").read_text()
     assert md.count("| replay") == 2 and "±" in md
+    # the default tables: block: 95% intervals, joint the best ACC (bold) on both benchmarks, every test listed
+    assert "95% confidence interval" in md and md.count("| joint    | **") == 2
+    # per seed: ACC and forgetting, class-IL and task-IL on split_digits (4), class-IL only on permuted_digits (2)
+    assert "acc_ci95" in summary.columns and len(pd.read_csv(root / "results/tables/per_seed.csv")) == (4 + 2) * 5
+    comparisons = pd.read_csv(root / "results/tables/comparisons.csv")
+    assert set(comparisons[comparisons["metric"] == "acc"]["best_method"]) == {"joint"}
     tex = (root / "results/tables/summary.tex").read_text()
     assert r"\toprule" in tex and r"$\pm$" in tex
 

@@ -52,7 +52,7 @@ def _selection_report(args: argparse.Namespace) -> None:
 def _tables(args: argparse.Namespace) -> None:
     from clgrid.plots.tables import write_tables
 
-    _wrote(write_tables(args.metrics, args.out_dir).values())
+    _wrote(write_tables(args.metrics, args.out_dir, args.stats).values())
 
 
 def _figures(args: argparse.Namespace) -> None:

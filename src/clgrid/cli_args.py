@@ -185,6 +185,9 @@ def compare_runs_args(p: argparse.ArgumentParser) -> None:
 
 def tables_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--stats", type=_spec, default=None,
+                   help="the config's tables block (JSON; the rule passes it): spread, test, correction, alpha; "
+                        "absent: the schema's defaults")
     p.add_argument("--out-dir", required=True)
 
 

@@ -37,6 +37,7 @@ ANALYSIS_FIGURES = ("cka_curves", "cka_layers", "rankme", "probe_vs_head")
 SWEEP_FIGURE = "sweep"
 SELECTION_FIGURE = "selection"
 TABLES = ("runs.csv", "acc_matrix.csv", "summary.csv", "summary.md", "summary.tex")
+TABLES += ("per_seed.csv", "per_seed.md", "comparisons.csv", "comparisons.md")  # every seed's number, every test
 
 
 def raw_done(data_root: str) -> str:

@@ -1,6 +1,7 @@
 """Statistics over seeds for the tables: a mean's Student-t confidence interval, paired tests between methods on the
 seeds they share (``scipy.stats``), Holm's correction for the many comparisons, and which methods cannot be told
-apart from the best. Pure functions of per-seed numbers (issue 21, "Statistics"); not yet wired into the tables.
+apart from the best. Pure functions of per-seed numbers (issue 21, "Statistics"); the tables use them through
+clgrid.plots.tables.comparisons.
 """
 
 from __future__ import annotations

@@ -10,7 +10,12 @@ rule tables:
         summary=table("summary.csv"),
         markdown=table_report(table("summary.md"), "summary_table"),
         latex=table("summary.tex"),
+        per_seed=table("per_seed.csv"),
+        per_seed_markdown=table_report(table("per_seed.md"), "per_seed"),
+        comparisons=table("comparisons.csv"),
+        comparisons_markdown=table_report(table("comparisons.md"), "comparisons"),
     params:
+        stats=lambda wildcards: as_json(config.get("tables", {})),
         out_dir=dir_of("runs"),
     log:
         rule_log("tables"),
@@ -19,7 +24,7 @@ rule tables:
     conda:
         ENV
     shell:
-        "clgrid tables --metrics {input} --out-dir {params.out_dir} > {log} 2>&1"
+        "clgrid tables --metrics {input} --stats {params.stats:q} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule figures:

@@ -1,4 +1,9 @@
-"""Tidy tables of every run, and mean ± std over seeds as Markdown and LaTeX (booktabs).
+"""Tidy tables of every run, and mean ± spread over seeds as Markdown and LaTeX (booktabs).
+
+The summary's spread is the 95% Student-t interval's half-width or the sample std, and its marks say which method
+is best per benchmark × backbone × metric and which cannot be told apart from it (paired tests on shared seeds,
+Holm-corrected): the config's ``tables:`` block (``comparisons.TableStats``). per_seed.* shows every seed's number,
+comparisons.* every test.
 
 Every metric a run's metrics.json holds gets a column, in ``METRIC_ORDER`` then any
 ``acc_<setname>`` (evaluation-only test sets) sorted; a benchmark's table drops the
@@ -13,27 +18,42 @@ from __future__ import annotations
 from pathlib import Path
 
 from clgrid.io import atomic_path
+from clgrid.plots.tables.comparisons import (TableStats, compare_methods, comparisons_markdown, marks_of,
+                                             per_seed_markdown, per_seed_table)
 from clgrid.plots.tables.formatting import to_latex, to_markdown
 from clgrid.plots.tables.published import published_comparison, published_latex, published_markdown
 from clgrid.plots.tables.summary import collect, flatten, read_summary, summarise
 
-__all__ = ["collect", "flatten", "published_comparison", "published_latex", "published_markdown", "read_summary",
-           "summarise", "to_latex", "to_markdown", "write_paper_tables", "write_published_tables", "write_tables"]
+__all__ = ["TableStats", "collect", "compare_methods", "flatten", "per_seed_table", "published_comparison",
+           "published_latex", "published_markdown", "read_summary", "summarise", "to_latex", "to_markdown",
+           "write_paper_tables", "write_published_tables", "write_tables"]
+
+TABLE_FILES = ("runs.csv", "acc_matrix.csv", "summary.csv", "summary.md", "summary.tex", "per_seed.csv",
+               "per_seed.md", "comparisons.csv", "comparisons.md")
 
 
-def write_tables(metrics_files: list[str], out_dir: str) -> dict[str, Path]:
-    """Write runs.csv, acc_matrix.csv, summary.csv, summary.md and summary.tex into ``out_dir``."""
+def write_tables(metrics_files: list[str], out_dir: str, stats: dict | None = None) -> dict[str, Path]:
+    """Write runs.csv, acc_matrix.csv, summary.csv/.md/.tex, per_seed.csv/.md and comparisons.csv/.md into
+    ``out_dir``; ``stats`` is the config's ``tables:`` block (absent keys: the schema's defaults)."""
+    settings = TableStats.of(stats)
     runs, cells = collect(metrics_files)
     summary = summarise(runs)
+    comparisons = compare_methods(runs, settings)
+    marks = marks_of(comparisons)
+    per_seed = per_seed_table(runs)
     out = Path(out_dir)
-    paths = {name: out / name for name in ("runs.csv", "acc_matrix.csv", "summary.csv", "summary.md", "summary.tex")}
-    for name, frame in (("runs.csv", runs), ("acc_matrix.csv", cells), ("summary.csv", flatten(summary))):
+    paths = {name: out / name for name in TABLE_FILES}
+    for name, frame in (("runs.csv", runs), ("acc_matrix.csv", cells), ("summary.csv", flatten(summary)),
+                        ("per_seed.csv", per_seed), ("comparisons.csv", comparisons)):
         with atomic_path(paths[name]) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.6g")
-    with atomic_path(paths["summary.md"]) as tmp:
-        tmp.write_text(to_markdown(summary))
-    with atomic_path(paths["summary.tex"]) as tmp:
-        tmp.write_text(to_latex(summary))
+    texts = {"summary.md": to_markdown(summary, stats=settings, marks=marks),
+             "summary.tex": to_latex(summary, stats=settings, marks=marks),
+             "per_seed.md": per_seed_markdown(per_seed, runs),
+             "comparisons.md": comparisons_markdown(comparisons, settings)}
+    for name, text in texts.items():
+        with atomic_path(paths[name]) as tmp:
+            tmp.write_text(text)
     return paths
 
 

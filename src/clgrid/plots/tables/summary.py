@@ -8,6 +8,8 @@ from clgrid.catalog import metrics as metric_catalog
 from clgrid.io import read_json
 
 KEYS = ["benchmark", "backbone", "method"]
+STATISTICS = ("mean", "std", "ci95", "n")
+"""The statistics of a summary column (summary.csv: ``<metric>_<statistic>``)."""
 
 # Column order, labels and directions of every metric: clgrid.catalog.metrics (acc_<setname> keys follow, sorted).
 METRIC_ORDER = list(metric_catalog.METRICS)
@@ -62,16 +64,24 @@ def collect(metrics_files: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(run_rows), pd.DataFrame(cell_rows)
 
 
+def ci95(values: pd.Series) -> float:
+    """Half-width of the 95% Student-t interval of the mean of the finite ``values`` (NaN below two)."""
+    from clgrid.stats import mean_ci
+
+    return mean_ci(values.dropna().tolist()).half_width
+
+
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (ddof=1) and seed count of each metric per benchmark × backbone × method, and how many of
-    those seeds diverged (``diverged_task`` set; their metrics are NaN, so the mean is of the others).
+    """Mean, sample std (ddof=1), the 95% interval's half-width (``ci95``: Student t, ``clgrid.stats.mean_ci``) and
+    seed count of each metric per benchmark × backbone × method, and how many of those seeds diverged
+    (``diverged_task`` set; their metrics are NaN, so the mean is of the others).
 
     Every metric present in any run gets columns; runs that lack it (another benchmark) count as NaN.
     """
     order = {k: list(dict.fromkeys(runs[k])) for k in KEYS}
     metrics = ordered_metrics(runs.columns)
     values = runs[KEYS].join(runs[metrics].apply(pd.to_numeric, errors="coerce").astype(float))
-    out = values.groupby(KEYS, sort=False)[metrics].agg(["mean", "std"])
+    out = values.groupby(KEYS, sort=False)[metrics].agg(["mean", "std", ci95])
     out[("seeds", "n")] = runs.groupby(KEYS, sort=False)["seed"].count()
     if "diverged_task" in runs:
         out[("diverged", "n")] = runs.groupby(KEYS, sort=False)["diverged_task"].count()
@@ -87,7 +97,7 @@ def summary_metrics(summary: pd.DataFrame) -> list[str]:
 
 
 def flatten(summary: pd.DataFrame) -> pd.DataFrame:
-    """Summary columns as in summary.csv: ``acc_mean``, ``acc_task_il_std``, ``seeds_n``."""
+    """Summary columns as in summary.csv: ``acc_mean``, ``acc_task_il_std``, ``acc_ci95``, ``seeds_n``."""
     flat = summary.copy()
     flat.columns = [a if not b else f"{a}_{b}" for a, b in flat.columns]
     return flat
@@ -96,13 +106,13 @@ def flatten(summary: pd.DataFrame) -> pd.DataFrame:
 def unflatten(flat: pd.DataFrame) -> pd.DataFrame:
     """Inverse of ``flatten``: the (metric, statistic) columns and ordered categorical keys back.
 
-    Only the last underscore separates a statistic (mean, std, n), so ``acc_task_il_mean`` is
+    Only the last underscore separates a statistic (mean, std, ci95, n), so ``acc_task_il_mean`` is
     (``acc_task_il``, ``mean``).
     """
     columns = []
     for c in flat.columns:
         head, _, tail = c.rpartition("_")
-        columns.append((head, tail) if c not in KEYS and head and tail in ("mean", "std", "n") else (c, ""))
+        columns.append((head, tail) if c not in KEYS and head and tail in STATISTICS else (c, ""))
     summary = flat.copy()
     summary.columns = pd.MultiIndex.from_tuples(columns)
     for k in KEYS:
