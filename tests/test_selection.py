@@ -29,8 +29,8 @@ def _metrics(path, method, seed, acc, evaluated_on="validation"):
 
 
 SPEC = {"base": "ewc", "protocol": "whole_stream", "metric": "acc", "higher_is_better": True, "seeds": [0, 1],
-        "candidates": {"ewc~val~ewc_lambda=1": {"ewc_lambda": 1}, "ewc~val~ewc_lambda=10": {"ewc_lambda": 10},
-                       "ewc~val~ewc_lambda=100": {"ewc_lambda": 100}}}
+        "candidates": [["ewc~val~ewc_lambda=1", {"ewc_lambda": 1}], ["ewc~val~ewc_lambda=10", {"ewc_lambda": 10}],
+                       ["ewc~val~ewc_lambda=100", {"ewc_lambda": 100}]]}
 
 
 def test_whole_stream_choice_is_the_best_mean_over_seeds(tmp_path):
@@ -49,14 +49,24 @@ def test_whole_stream_choice_is_the_best_mean_over_seeds(tmp_path):
 
 def test_a_selection_refuses_metrics_not_evaluated_on_validation(tmp_path):
     files = [_metrics(tmp_path / f"{i}.json", name, s, 50.0) for i, (name, s) in
-             enumerate((n, s) for n in SPEC["candidates"] for s in (0, 1))]
+             enumerate((n, s) for n, _ in SPEC["candidates"] for s in (0, 1))]
     files[3] = _metrics(tmp_path / "test.json", "ewc~val~ewc_lambda=10", 1, 99.0, evaluated_on=None)
     with pytest.raises(ValueError, match="not evaluated on validation data"):
         selection.select_from_metrics(SPEC, files)
 
 
+def test_the_tie_rule_follows_the_sweeps_order_not_the_names(tmp_path):
+    # lambda=30 is listed before lambda=100, and "ewc~val~ewc_lambda=100" sorts before "...=30" as text: the sweep's
+    # order decides a tie.
+    spec = {**SPEC, "seeds": [0], "candidates": [["ewc~val~ewc_lambda=30", {"ewc_lambda": 30}],
+                                                 ["ewc~val~ewc_lambda=100", {"ewc_lambda": 100}]]}
+    files = [_metrics(tmp_path / "a.json", "ewc~val~ewc_lambda=100", 0, 70.0),
+             _metrics(tmp_path / "b.json", "ewc~val~ewc_lambda=30", 0, 70.0)]
+    assert selection.select_from_metrics(spec, files)["values"] == {"ewc_lambda": 30}
+
+
 def test_a_selection_needs_every_seed_of_every_candidate(tmp_path):
-    files = [_metrics(tmp_path / f"{i}.json", name, 0, 50.0) for i, name in enumerate(SPEC["candidates"])]
+    files = [_metrics(tmp_path / f"{i}.json", name, 0, 50.0) for i, (name, _) in enumerate(SPEC["candidates"])]
     with pytest.raises(ValueError, match="lacks the metrics of seed"):
         selection.select_from_metrics(SPEC, files)
 

@@ -46,9 +46,11 @@ def _mean(values: Sequence[float]) -> float:
 def select_from_metrics(spec: dict[str, Any], metrics_files: Sequence[str]) -> dict[str, Any]:
     """The selection record: every candidate's values, per-seed and mean validation score, and the chosen one.
 
-    ``spec``: {base, protocol, metric, higher_is_better, candidates: {run name: swept values}, seeds, k?}."""
+    ``spec``: {base, protocol, metric, higher_is_better, candidates: [[run name, swept values], ...] in the
+    sweep's order (the tie rule's order: a list, as the spec's JSON sorts a mapping's keys), seeds, k?}."""
     metric = spec["metric"]
-    per_run: dict[str, dict[int, float]] = {name: {} for name in spec["candidates"]}
+    candidates = [(name, values) for name, values in spec["candidates"]]
+    per_run: dict[str, dict[int, float]] = {name: {} for name, _ in candidates}
     for path in metrics_files:
         record = read_json(path)
         if record.get("evaluated_on") != "validation":
@@ -61,7 +63,7 @@ def select_from_metrics(spec: dict[str, Any], metrics_files: Sequence[str]) -> d
         per_run[record["method"]][int(record["seed"])] = float(record["metrics"][metric])
     seeds = [int(s) for s in spec["seeds"]]
     rows = []
-    for name, values in spec["candidates"].items():
+    for name, values in candidates:
         missing = [s for s in seeds if s not in per_run[name]]
         if missing:
             raise ValueError(f"candidate '{name}' lacks the metrics of seed(s) {missing}")

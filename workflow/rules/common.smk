@@ -271,3 +271,105 @@ def init_resource(key):
     return lambda wildcards: cl_resources.init_or_eval(
         config, wildcards.benchmark, wildcards.backbone, workflow.non_local_exec
     )[key]
+
+
+# Selection studies (clgrid.config.selection; the rules are in select.smk).
+SELECTIONS = cl_selection.finals(config)
+CANDIDATE_RUNS = sorted({run.method for run in cl_selection.candidate_runs(config)})
+_ROLE = {name: cl_selection.selection_of(config, name) for name in CANDIDATE_RUNS + list(SELECTIONS)}
+VALIDATION_CANDIDATES = [n for n, r in _ROLE.items() if r["role"] == "candidate" and r["protocol"] != "per_task"]
+PER_TASK_CANDIDATES = [n for n, r in _ROLE.items() if r["role"] == "candidate" and r["protocol"] == "per_task"]
+PER_TASK_FINALS = [n for n, r in SELECTIONS.items() if r["protocol"] == "per_task"]
+FIRST_K = sorted({int(r["k"]) for r in SELECTIONS.values() if r["protocol"] == "first_k"})
+
+
+def selection_spec(wildcards):
+    """What the select job needs: the candidates (in the sweep's order) with their values, metric, direction."""
+    record = SELECTIONS[cl_selection.final_name(wildcards.base)]
+    return as_json({
+        "base": wildcards.base, "protocol": record["protocol"], "metric": record["metric"],
+        "higher_is_better": cl_metric_catalog.higher_is_better(record["metric"]),
+        "candidates": [[name, _ROLE[name]["values"]] for name in record["candidates"]],  # the sweep's order
+        "seeds": cl_selection.candidate_seeds(config, cl_selection.final_name(wildcards.base)),
+        **({"k": record["k"]} if "k" in record else {}),
+    })
+
+
+def selection_metrics(wildcards):
+    """Every candidate's validation metrics of one selection, candidates in the sweep's order, then seeds."""
+    final = cl_selection.final_name(wildcards.base)
+    return [RUN_METRICS.format(benchmark=wildcards.benchmark, backbone=wildcards.backbone, method=name, seed=seed)
+            for name in SELECTIONS[final]["candidates"] for seed in cl_selection.candidate_seeds(config, final)]
+
+
+def selection_report_inputs(wildcards=None):
+    """What the selection report reads: the selections' files, the final runs' and test rows' test metrics."""
+    finals = [RUN_METRICS.format(**vars(run)) for run in cl.runs(config) if run.method in SELECTIONS]
+    rows = [RUN_METRICS.format(**vars(run)) for run in cl_selection.candidate_runs(config)
+            if _ROLE[run.method]["role"] == "test_row"]
+    stability = [TASK_SELECTION.format(benchmark=run.benchmark, backbone=run.backbone, base=SELECTIONS[run.method]["base"],
+                                       seed=run.seed, task=t, stage="stability")
+                 for run in cl.runs(config) if run.method in PER_TASK_FINALS
+                 for t in range(cl.n_tasks(config, run.benchmark))]
+    return {"selections": cl_selection.selection_files(config), "stability": stability, "finals": finals,
+            "test_rows": rows}
+
+
+def _per_task_record(wildcards):
+    return SELECTIONS[cl_selection.final_name(wildcards.base)]
+
+
+def _per_task_where(wildcards, task=None):
+    return dict(benchmark=wildcards.benchmark, backbone=wildcards.backbone, seed=wildcards.seed,
+                task=wildcards.task if task is None else task)
+
+
+def chosen_state(wildcards, base, task):
+    """The state the stability selection of ``task`` chose (read from the checkpoint's output once it ran)."""
+    done = checkpoints.select_stability.get(benchmark=wildcards.benchmark, backbone=wildcards.backbone, base=base,
+                                            seed=wildcards.seed, task=task)
+    with open(done.output[0]) as handle:
+        return json.load(handle)["state"]
+
+
+def per_task_candidate_inputs(wildcards):
+    """A per-task candidate's task t: the state task t-1 chose (task 0: the initial model) and, for a stability
+    candidate, the task's chosen learning rate."""
+    record = _ROLE[wildcards.method]
+    task = int(wildcards.task)
+    prev = (INIT_MODEL.format(benchmark=wildcards.benchmark, backbone=wildcards.backbone, seed=wildcards.seed)
+            if task == 0 else chosen_state(wildcards, record["base"], task - 1))
+    inputs = {"prev": prev}
+    if record["stage"] == "stability":
+        inputs["lr"] = TASK_SELECTION.format(base=record["base"], stage="plasticity", **_per_task_where(wildcards))
+    return inputs
+
+
+def task_selection_spec(stage):
+    def spec(wildcards):
+        record = _per_task_record(wildcards)
+        names = record[f"{stage}_candidates"]
+        where = _per_task_where(wildcards)
+        headline = "task_il" if config["benchmarks"][wildcards.benchmark]["scenario"] == "task_incremental" else "class_il"
+        out = {"base": wildcards.base, "seed": int(wildcards.seed), "task": int(wildcards.task), "stage": stage,
+               "candidates": names, "states": [TASK_STATE.format(method=n, **where) for n in names],
+               "headline": headline}
+        if stage == "plasticity":
+            out["lrs"] = record["lrs"]
+        else:
+            out.update(weights=record["weights"], fraction=record["fraction"], stability_key=record["stability_key"])
+        return as_json(out)
+
+    return spec
+
+
+def task_candidate_evals(stage):
+    return lambda wildcards: [TASK_EVAL.format(method=n, **_per_task_where(wildcards))
+                              for n in _per_task_record(wildcards)[f"{stage}_candidates"]]
+
+
+def adopted_inputs(wildcards):
+    """A per-task final run's task t: the state its stability selection chose, and that choice."""
+    base = SELECTIONS[wildcards.method]["base"]
+    choice = TASK_SELECTION.format(base=base, stage="stability", **_per_task_where(wildcards))
+    return {"state": chosen_state(wildcards, base, wildcards.task), "choice": choice}
