@@ -38,6 +38,7 @@ localrules:
     paper,
     sweep_figure,
     published,
+    cost_figure,
 
 
 rule all:

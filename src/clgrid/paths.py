@@ -33,6 +33,8 @@ FIGURES = ("acc_matrix", "acc_curve", "forgetting", "summary")
 ANALYSIS_FIGURES = ("cka_curves", "cka_layers", "rankme", "probe_vs_head")
 SWEEP_FIGURE = "sweep"
 TABLES = ("runs.csv", "acc_matrix.csv", "summary.csv", "summary.md", "summary.tex")
+COST_TABLES = ("cost.csv", "cost.md")  # what each run cost (clgrid.cost), made by the cost_tables rule
+COST_FIGURE = "acc_vs_compute"  # final ACC against training FLOPs and wall seconds, made by cost_figure
 
 
 def raw_done(data_root: str) -> str:
@@ -74,6 +76,8 @@ RULE_OF_PATH: tuple[tuple[str, str], ...] = (
     (_pattern(RUN_ANALYSIS), "analyze_run"),
     (_pattern(RUN_COMPARISON), "compare_runs"),
     (_pattern(PUBLISHED, ext="[a-z]+"), "published"),
+    (_pattern(TABLE, table=_one_of(COST_TABLES)), "cost_tables"),
+    (_pattern(FIGURE, figure=re.escape(COST_FIGURE), ext="[a-z]+"), "cost_figure"),
     (_pattern(TABLE), "tables"),
     (_pattern(PAPER), "paper"),
     (_pattern(FIGURE, figure=re.escape(SWEEP_FIGURE), ext="[a-z]+"), "sweep_figure"),

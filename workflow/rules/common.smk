@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from clgrid import config as cl  # noqa: E402
 from clgrid import paths  # noqa: E402
 from clgrid import plan as cl_plan  # noqa: E402
+from clgrid.cost import cost_specs  # noqa: E402
 from clgrid import resources as cl_resources  # noqa: E402
 
 SCHEMA = str(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
@@ -229,6 +230,8 @@ def final_outputs():
         + published
         + comparisons()
         + [paper_file("tables.tex"), paper_file("tables.md")]
+        + [table(name) for name in paths.COST_TABLES]
+        + per_cell(FIGURE, figure=(paths.COST_FIGURE,), ext=("png", "pdf"))
     )
 
 
