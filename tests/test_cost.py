@@ -6,6 +6,7 @@ import math
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from clgrid import cost
@@ -98,6 +99,9 @@ def test_samples_of_a_tiny_scenario_by_hand():
     train = {"epochs": 3, "batch_size": 2}
     assert [cost.task_samples(sizes, t, train, False) for t in range(3)] == [15, 12, 39]
     assert [cost.task_samples(sizes, t, train, True) for t in range(3)] == [15, 27, 66]  # joint: tasks so far
+    # A run that diverged at task 1, step 3 (of 2-sample batches: 4 + 2 samples an epoch), trains nothing after it.
+    diverged = {"task": 1, "step": 3}
+    assert [cost.task_samples(sizes, t, train, False, diverged) for t in range(3)] == [15, 4 + 2, 0]
     assert cost.eval_samples(sizes, 0, None) == 2 + 3 + 7 + 1  # every test split and the validation split
     assert cost.eval_samples(sizes, 0, "validation") == 1  # a selection candidate reads no test data
 
@@ -215,3 +219,22 @@ def test_the_cost_tables_verb_writes_the_csv_and_markdown(tmp_path):
     assert lines[2].split(",")[:6] == ["final", "tiny", "mlp", "joint", "0", "1"]
     assert float(lines[2].split(",")[cost.COLUMNS.index("flops_train")]) == 18 * 474_112
     assert "### Final runs: tiny" in (out / "cost.md").read_text()
+
+
+def test_candidates_given_to_the_verb_are_reported_as_selection_cost(tmp_path):
+    from clgrid.cli import main
+
+    final = _tiny_results(tmp_path)
+    candidate = tmp_path / "results/runs/tiny/mlp/joint~val~lr=0.1/s0"
+    candidate.mkdir(parents=True)
+    for name in ("task0", "train_tasks0to1.bench.tsv", "metrics.bench.tsv"):
+        (candidate / name).symlink_to(final / name)  # a candidate that trained only task 0 (first-k protocol)
+    spec = {**MLP, "method_name": "joint", "train": {"epochs": 2, "batch_size": 4}}
+    specs = {"tiny/mlp/joint": spec, "tiny/mlp/joint~val~lr=0.1": spec}
+    out = tmp_path / "results/tables"
+    assert main(["cost-tables", "--metrics", str(final / "metrics.json"), "--selection-runs", str(candidate),
+                 "--specs", json.dumps(specs), "--out-dir", str(out)]) == 0
+    rows = pd.read_csv(out / "cost.csv", dtype={"task": str})
+    assert list(rows[rows["stage"] == "selection"]["task"]) == ["0", "init", "metrics"]
+    assert set(rows[rows["stage"] == "final"]["method"]) == {"joint"}
+    assert "### Selection (candidates on validation data): tiny" in (out / "cost.md").read_text()

@@ -69,7 +69,10 @@ def _cost_tables(args: argparse.Namespace) -> None:
     from clgrid.cost import cost_rows
     from clgrid.plots.cost import write_cost_tables
 
-    _wrote(write_cost_tables(cost_rows(args.metrics, args.specs), args.summary, args.out_dir))
+    flops: dict = {}  # measured once per benchmark x backbone x method across both stages
+    rows = cost_rows(args.metrics, args.specs, "final", flops)
+    rows += cost_rows(args.selection_runs, args.specs, "selection", flops)
+    _wrote(write_cost_tables(rows, args.summary, args.out_dir))
 
 
 def _cost_figure(args: argparse.Namespace) -> None:

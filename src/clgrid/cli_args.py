@@ -183,6 +183,8 @@ def cost_tables_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of every run (its folder holds the rest)")
     p.add_argument("--specs", type=_spec, required=True,
                    help="benchmark/backbone/method -> its spec (clgrid.cost.cost_specs; JSON, the rule passes it)")
+    p.add_argument("--selection-runs", nargs="*", default=[],
+                   help="a selection's candidate runs (folders or metrics.json): reported apart, as stage 'selection'")
     p.add_argument("--summary", help="summary.csv from 'clgrid tables' (the ACC beside the costs)")
     p.add_argument("--out-dir", required=True)
 

@@ -79,8 +79,12 @@ def is_gpu(device: str | None) -> bool:
     return bool(device) and str(device).split(":")[0] in GPU_DEVICES
 
 
-def _device(path: Path) -> str | None:
-    return json.loads(path.read_text())["provenance"]["device"] if path.exists() else None
+def _record(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _device(record: Mapping[str, Any]) -> str | None:
+    return record.get("provenance", {}).get("device")
 
 
 def train_benches(run_dir: Path, tasks: Iterable[int]) -> dict[int, tuple[Path, int]]:
@@ -144,10 +148,16 @@ def samples_trained(n: int, train: Mapping[str, Any]) -> int:
     return full * n + min(rest * batch, n)
 
 
-def task_samples(sizes: list[dict], task: int, train: Mapping[str, Any], seen_tasks: bool) -> int:
+def task_samples(sizes: list[dict], task: int, train: Mapping[str, Any], seen_tasks: bool,
+                 diverged: Mapping[str, Any] | None = None) -> int:
     """Samples trained in task ``task``: its own training split, or every task's so far for a method that
-    trains on seen tasks (joint)."""
+    trains on seen tasks (joint). A run that diverged (its evaluation's ``diverged``) trained that task up to the
+    step that diverged and no task after it."""
     n = sum(s["train"] for s in sizes[: task + 1]) if seen_tasks else sizes[task]["train"]
+    if diverged and diverged["task"] < task:
+        return 0
+    if diverged and diverged["task"] == task:
+        train = {**train, "iterations": int(diverged["step"])}
     return samples_trained(n, train)
 
 
@@ -271,14 +281,16 @@ def cost_rows(run_dirs: Iterable[str | os.PathLike], specs: Mapping[str, Mapping
             bench, shared = benches.get(t, (None, 1))
             job = read_bench(bench) if bench else {"wall_s": math.nan, "cpu_s": math.nan, "max_rss_mb": math.nan}
             job = {k: (v / shared if k != "max_rss_mb" else v) for k, v in job.items()}
-            samples = task_samples(sizes, t, spec["train"], seen)
-            rows.append({**base, "task": t, **job, "gpu_s": _gpu(job, _device(folder / f"task{t}" / "eval.json")),
-                         "samples": samples, "flops_train": train_flops * samples, "flops_eval": eval_flops * n_eval,
+            record = _record(folder / f"task{t}" / "eval.json")
+            samples = task_samples(sizes, t, spec["train"], seen, record.get("diverged"))
+            rows.append({**base, "task": t, **job, "gpu_s": _gpu(job, _device(record)), "samples": samples,
+                         "flops_train": train_flops * samples,
+                         "flops_eval": 0.0 if "diverged" in record else eval_flops * n_eval,  # not evaluated
                          "checkpoint_bytes": os.path.getsize(folder / f"task{t}" / "state.pt")})
         init_dir = root / os.path.dirname(paths.INIT_EVAL.format(benchmark=benchmark, backbone=backbone, seed=seed))
         init_jobs = [read_bench(p) for p in (init_dir / "init.bench.tsv", init_dir / "eval.bench.tsv") if p.exists()]
         init = _combine(init_jobs)
-        rows.append({**base, "task": "init", **init, "gpu_s": _gpu(init, _device(init_dir / "eval.json")),
+        rows.append({**base, "task": "init", **init, "gpu_s": _gpu(init, _device(_record(init_dir / "eval.json"))),
                      "samples": 0, "flops_train": 0.0, "flops_eval": eval_flops * n_eval if init_jobs else 0.0,
                      "checkpoint_bytes": _size(init_dir / "model.pt")})
         metrics = _combine([read_bench(p) for p in [folder / "metrics.bench.tsv"] if p.exists()])
