@@ -238,3 +238,15 @@ def test_candidates_given_to_the_verb_are_reported_as_selection_cost(tmp_path):
     assert list(rows[rows["stage"] == "selection"]["task"]) == ["0", "init", "metrics"]
     assert set(rows[rows["stage"] == "final"]["method"]) == {"joint"}
     assert "### Selection (candidates on validation data): tiny" in (out / "cost.md").read_text()
+
+
+def test_a_model_the_count_cannot_build_leaves_the_flops_empty_not_the_table(tmp_path, caplog):
+    run = _tiny_results(tmp_path)
+    broken = {**MLP, "backbone_cfg": {"arch": "mlp", "hidden": "not a list"}}
+    rows = cost.cost_rows([run], {"tiny/mlp/joint": broken})
+    assert all(math.isnan(r["flops_train"]) for r in rows[:2]) and rows[0]["samples"] == 5
+    assert "FLOPs of tiny/mlp/joint not counted" in caplog.text
+
+
+def test_the_meta_device_counts_what_the_cpu_counts():
+    assert cost._count(MLP, DIGITS, "meta") == cost._count(MLP, DIGITS, "cpu") == (474_112, 168_960)
