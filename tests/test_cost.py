@@ -64,6 +64,13 @@ def test_a_job_measured_as_the_warm_workers_client_has_no_cpu_or_memory(tmp_path
     assert math.isnan(job["cpu_s"]) and math.isnan(job["max_rss_mb"])
 
 
+def test_a_short_job_in_its_own_process_is_measured_when_sampled(tmp_path):
+    # A real metrics job of the default grid with CLGRID_WORKER=0: no torch, an interpreter with numpy.
+    path = _write(tmp_path / "metrics.bench.tsv", DIRECT_BENCH.splitlines()[0] +
+                  "\n1.32\t0:00:01\t38.61\t320.10\t19.48\t25.13\t0.00\t0.00\t14.62\t0.19\n")
+    assert cost.read_bench(path) == {"wall_s": 1.32, "cpu_s": 0.19, "max_rss_mb": 38.61}
+
+
 def test_repeated_benchmarks_give_the_mean_seconds_and_the_largest_peak(tmp_path):
     path = tmp_path / "b.tsv"
     path.write_text(DIRECT_BENCH + "3.00\t0:00:03\t900.00\t1\t1\t1\t0\t0\t0\t2.95\n")

@@ -20,9 +20,10 @@ backbone × method (not per seed: the seed changes no shape). What is not counte
 measurements during a task (``train.eval_every_iters``) and the feature cache's extraction.
 
 CPU seconds and peak memory come from the process Snakemake measured. A job the warm worker ran
-(``clgrid.worker``) is measured as its client, a process of about 20 MB that waits: below ``CLIENT_RSS_MB`` the two
-columns are left empty (NaN) instead of reporting the client. ``CLGRID_WORKER=0`` measures every job's own process.
-Wall seconds are right either way (the client waits for the job).
+(``clgrid.worker``) is measured as its client, a process of 10-18 MB that waits, and a job shorter than Snakemake's
+first sample as its shell: below ``CLIENT_RSS_MB`` the two columns are left empty (NaN) instead of reporting either.
+``CLGRID_WORKER=0`` measures every job's own process. Wall seconds are right either way (the client waits for the
+job).
 
 Torch-free at import (the Snakefile imports :func:`cost_specs`); torch only in :func:`flops_per_sample`.
 """
@@ -44,9 +45,10 @@ log = logging.getLogger("clgrid")
 COLUMNS = ("stage", "benchmark", "backbone", "method", "seed", "task", "wall_s", "cpu_s", "gpu_s", "max_rss_mb",
            "samples", "flops_train", "flops_eval", "checkpoint_bytes")
 SUMMED = ("wall_s", "cpu_s", "gpu_s", "samples", "flops_train", "flops_eval", "checkpoint_bytes")
-CLIENT_RSS_MB = 100.0
-"""A job that ran clgrid's work in its own process imported torch (several hundred MB); below this peak the
-benchmark measured the warm worker's client, not the job."""
+CLIENT_RSS_MB = 25.0
+"""Below this peak the benchmark did not measure the job: the warm worker's client (a waiting process of 10-18 MB
+in the default grid) or, for a job shorter than Snakemake's first sample, a shell (0-3 MB). A job that ran in its
+own process is at least an interpreter with numpy (the metrics job: 34-39 MB; a torch job: 500-700 MB)."""
 GPU_DEVICES = ("cuda", "mps")
 CHUNK_BENCH = re.compile(r"train_tasks(\d+)to(\d+)\.bench\.tsv$")
 

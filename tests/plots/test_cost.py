@@ -28,11 +28,16 @@ def test_run_totals_add_seconds_and_take_the_largest_peak():
     assert naive0["max_rss_mb"] == 800.0 and naive0["checkpoint_bytes"] == 3000
 
 
-def test_an_unmeasured_job_leaves_its_runs_total_unmeasured_not_smaller():
+def test_an_unmeasured_job_makes_its_runs_total_a_marked_lower_bound():
     totals = pc.run_totals(pd.DataFrame(ROWS, columns=list(COLUMNS)))
     ewc = totals[totals["method"] == "ewc"].iloc[0]
-    assert ewc["wall_s"] == 4.0
-    assert math.isnan(ewc["cpu_s"]) and math.isnan(ewc["max_rss_mb"])
+    assert ewc["wall_s"] == 4.0 and not ewc["wall_s_partial"]
+    assert ewc["cpu_s"] == 1.0 and ewc["cpu_s_partial"]  # the measured job's second only
+    assert ewc["max_rss_mb"] == 500.0 and ewc["max_rss_mb_partial"]
+    naive = totals[totals["method"] == "naive"]
+    assert not naive["cpu_s_partial"].any()
+    unmeasured = pc.run_totals(pd.DataFrame([_row("a", 0, 0, 1.0, cpu=math.nan)], columns=list(COLUMNS)))
+    assert math.isnan(unmeasured["cpu_s"].iloc[0]) and not unmeasured["cpu_s_partial"].iloc[0]  # none measured
 
 
 def test_method_means_are_over_seeds_and_stages_stay_apart():
@@ -58,7 +63,7 @@ def test_cost_markdown_puts_the_acc_beside_the_final_runs_and_candidates_apart(t
     naive = next(line for line in text.splitlines() if "| naive" in line)
     assert "17.0 ± 4.9" in naive and "5.5 s" in naive  # mean wall over 2 seeds: (3.5 + 7.5) / 2
     ewc = next(line for line in text.splitlines() if "| ewc " in line)
-    assert "| 80.0 " in ewc and "| –" in ewc  # no std for one seed; CPU unmeasured
+    assert "| 80.0 " in ewc and "| ≥ 1 s " in ewc and "| 4 s " in ewc  # one seed: no std; CPU of one job of two
 
 
 def test_the_figure_has_a_panel_per_compute_measure_and_a_colour_per_method(tmp_path):

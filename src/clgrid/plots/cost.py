@@ -23,26 +23,30 @@ STAGES = {"final": "Final runs", "selection": "Selection (candidates on validati
 COST_FIGURE = paths.COST_FIGURE
 
 
+MEASURED = list(SUMMED) + ["max_rss_mb"]
+
+
 def run_totals(rows: pd.DataFrame) -> pd.DataFrame:
     """Each run's total over its rows (tasks, init, metrics): seconds, samples, FLOPs and bytes add up, the peak
-    memory is the largest; a run with any unmeasured job (NaN) has a NaN total."""
+    memory is the largest. Over the jobs that were measured: ``<column>_partial`` is True where some job of the run
+    was not (the total is then a lower bound); NaN where none was."""
     grouped = rows.groupby(RUN_KEYS, sort=False, observed=True)
     totals = grouped[list(SUMMED)].sum(min_count=1)
-    for column in SUMMED:
-        unmeasured = grouped[column].apply(lambda v: v.isna().any())
-        totals.loc[unmeasured, column] = math.nan
     totals["max_rss_mb"] = grouped["max_rss_mb"].max()
-    totals.loc[grouped["max_rss_mb"].apply(lambda v: v.isna().any()), "max_rss_mb"] = math.nan
+    for column in MEASURED:
+        totals[f"{column}_partial"] = grouped[column].apply(lambda v: bool(v.isna().any() and v.notna().any()))
     return totals.reset_index()
 
 
 def method_means(totals: pd.DataFrame) -> pd.DataFrame:
-    """The mean over seeds of the run totals, per stage × benchmark × backbone × method, with the seed count."""
+    """The mean over seeds of the run totals, per stage × benchmark × backbone × method, with the seed count; a
+    mean is partial (a lower bound) where a seed's total is partial or unmeasured and another's is not."""
     keys = RUN_KEYS[:-1]
     grouped = totals.groupby(keys, sort=False, observed=True)
-    means = grouped[list(SUMMED) + ["max_rss_mb"]].mean()
-    for column in list(SUMMED) + ["max_rss_mb"]:
-        means.loc[grouped[column].apply(lambda v: v.isna().any()), column] = math.nan
+    means = grouped[MEASURED].mean()
+    for column in MEASURED:
+        means[f"{column}_partial"] = grouped[[column, f"{column}_partial"]].apply(
+            lambda part, c=column: bool(part[f"{c}_partial"].any() or (part[c].isna().any() and part[c].notna().any())))
     means["seeds"] = grouped.size()
     return means.reset_index()
 
@@ -55,6 +59,12 @@ def si(value: float, unit: str = "") -> str:
         return f"0 {unit}".strip()
     exponent = min(max(int(math.floor(math.log10(abs(value)) / 3)), 0), 5)
     return f"{value / 1000 ** exponent:.3g} {' kMGTP'[exponent].strip()}{unit}".strip()
+
+
+def _cells(part: pd.DataFrame, column: str, unit: str = "", scale: float = 1.0) -> list[str]:
+    """``si`` of each mean, marked "≥" where it is over the measured jobs only."""
+    return [("≥ " if partial and not pd.isna(v) else "") + si(v * scale, unit)
+            for v, partial in zip(part[column], part[f"{column}_partial"])]
 
 
 def cost_markdown(means: pd.DataFrame, summary: pd.DataFrame | None) -> str:
@@ -74,18 +84,19 @@ def cost_markdown(means: pd.DataFrame, summary: pd.DataFrame | None) -> str:
                 "Backbone": part["backbone"], "Method": part["method"],
                 "ACC": [acc.get((benchmark, b, m), "–") if stage == "final" else "–"
                         for b, m in zip(part["backbone"], part["method"])],
-                "Wall": [si(v, "s") for v in part["wall_s"]], "CPU": [si(v, "s") for v in part["cpu_s"]],
-                "GPU": [si(v, "s") for v in part["gpu_s"]], "Peak memory": [si(v * 1e6, "B") for v in part["max_rss_mb"]],
-                "Samples": [si(v) for v in part["samples"]], "Train FLOPs": [si(v) for v in part["flops_train"]],
-                "Eval FLOPs": [si(v) for v in part["flops_eval"]],
-                "Checkpoints": [si(v, "B") for v in part["checkpoint_bytes"]], "Seeds": part["seeds"]})
+                "Wall": _cells(part, "wall_s", "s"), "CPU": _cells(part, "cpu_s", "s"),
+                "GPU": _cells(part, "gpu_s", "s"), "Peak memory": _cells(part, "max_rss_mb", "B", 1e6),
+                "Samples": _cells(part, "samples"), "Train FLOPs": _cells(part, "flops_train"),
+                "Eval FLOPs": _cells(part, "flops_eval"), "Checkpoints": _cells(part, "checkpoint_bytes", "B"),
+                "Seeds": part["seeds"]})
             parts.append(f"### {title}: {benchmark}\n\n{table.to_markdown(index=False)}\n")
     note = ("Mean over seeds of each run's total: its training jobs (a job of several tasks split evenly over them), "
             "the initial model and its evaluation (shared by the methods of a seed, counted in each run) and its "
             "metrics job. FLOPs counted with torch's FlopCounterMode on one step, times the samples trained on "
             "(evaluation: one forward per evaluated sample); a method's own extra compute (replay's extra batch, "
-            "distillation's teacher) is not counted. CPU and peak memory are '–' where a job ran in the warm worker "
-            "(its client was measured): run with CLGRID_WORKER=0 to measure them.")
+            "distillation's teacher) is not counted. '≥': some jobs were not measured (a job the warm worker ran, "
+            "whose client Snakemake measured, or one too short to be sampled), the value is over those that were; "
+            "'–': none was. CLGRID_WORKER=0 measures every job's own CPU time and memory.")
     return "\n".join(parts) + "\n" + note + "\n"
 
 
