@@ -121,6 +121,7 @@ def plot_acc_vs_compute(points: pd.DataFrame, palette: dict, title: str):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     from clgrid.plots.analysis_figures import method_legend
 
@@ -133,6 +134,10 @@ def plot_acc_vs_compute(points: pd.DataFrame, palette: dict, title: str):
             ax.scatter(runs[column].mean(), runs["acc"].mean(), color=colour, s=70, edgecolors="black",
                        linewidths=0.6, label=method, zorder=3)
         ax.set_xscale("log")
+        # Labelled ticks at 1, 1.5, 2, 3, 5, 7 × 10^k with SI prefixes: a range within one decade still gets some.
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: si(value)))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel(label)
     axes[0].set_ylabel("final ACC (%)")
     method_legend(fig, axes[1], len(palette), title="method")
