@@ -40,6 +40,7 @@ localrules:
     sweep_figure,
     selection_report,
     published,
+    cost_figure,
 
 
 rule all:

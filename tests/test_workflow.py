@@ -82,6 +82,10 @@ def test_every_output_exists(grid):
         assert (root / f"results/runs/permuted_digits/mlp/replay/s2/task{t}/state.pt").exists()
         assert (root / f"results/runs/permuted_digits/mlp/replay/s2/task{t}/train.log").exists()
     assert (root / "results/runs/permuted_digits/mlp/replay/s2/train_tasks0to4.bench.tsv").exists()
+    cost = pd.read_csv(root / "results/tables/cost.csv")
+    assert len(cost) == 2 * 5 * 3 * (5 + 2)  # every run: 5 tasks, its initial model and its metrics job
+    for bench in ("split_digits", "permuted_digits"):
+        assert (root / f"results/figures/{bench}/mlp/acc_vs_compute.png").stat().st_size > 1000
 
 
 def test_tables_have_one_row_per_cell(grid):
@@ -156,7 +160,7 @@ def test_forcing_one_task_rebuilds_only_dependents_identically(grid):
         # The run's one training job (tasks_per_job auto: all five tasks), then what depends on the run;
         # only permuted_digits' analysis figures depend on it.
         "train_permuted_digits_tasks0to4": 1, "run_metrics": 1, "analyze_run": 1, "tables": 1, "figures": 2,
-        "analysis_figures": 1, "paper": 1, "all": 1,
+        "analysis_figures": 1, "paper": 1, "cost_tables": 1, "cost_figure": 2, "all": 1,
     }
     snakemake(root, "--cores", "2", "--forcerun", task2)
     for name, content in before.items():

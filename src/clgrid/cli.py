@@ -19,6 +19,7 @@ from clgrid.cli_args import (adopt_args, analysis_figures_args, analyze_args, co
                              selection_report_args,
                              sweep_figure_args,
                              tables_args, train_args)
+from clgrid.cli_args import cost_figure_args, cost_tables_args
 
 
 # Each verb: (help, argument builder, handler). A builder adds the verb's arguments to its parser; a handler runs
@@ -71,6 +72,22 @@ def _sweep_figure(args: argparse.Namespace) -> None:
     from clgrid.plots.figures import write_sweep_figure
 
     _wrote(write_sweep_figure(args.runs, args.sweeps, args.benchmark, args.backbone, args.out_dir))
+
+
+def _cost_tables(args: argparse.Namespace) -> None:
+    from clgrid.cost import cost_rows
+    from clgrid.plots.cost import write_cost_tables
+
+    flops: dict = {}  # measured once per benchmark x backbone x method across both stages
+    rows = cost_rows(args.metrics, args.specs, "final", flops)
+    rows += cost_rows(args.selection_runs, args.specs, "selection", flops)
+    _wrote(write_cost_tables(rows, args.summary, args.out_dir))
+
+
+def _cost_figure(args: argparse.Namespace) -> None:
+    from clgrid.plots.cost import write_cost_figure
+
+    _wrote(write_cost_figure(args.cost, args.runs, args.benchmark, args.backbone, args.out_dir))
 
 
 def _published(args: argparse.Namespace) -> None:
@@ -169,6 +186,10 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[
     "analysis-figures": ("CKA, RankMe and probe figures of one benchmark × backbone", analysis_figures_args,
                          _analysis_figures),
     "sweep-figure": ("final ACC and forgetting against each swept hyperparameter", sweep_figure_args, _sweep_figure),
+    "cost-tables": ("what each run cost: seconds, memory, samples, FLOPs, checkpoint bytes (CSV, Markdown)",
+                    cost_tables_args, _cost_tables),
+    "cost-figure": ("final ACC against training FLOPs and wall seconds of one benchmark × backbone",
+                    cost_figure_args, _cost_figure),
     "published": ("our results beside the published numbers of the config", published_args, _published),
     "paper": ("tables with the best value in bold, beside every figure as PDF", paper_args, _paper),
     "doctor": ("self-check of the training path on a device (a GPU node, a new torch): every method under each "

@@ -213,6 +213,24 @@ def sweep_figure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", required=True)
 
 
+def cost_tables_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of every run (its folder holds the rest)")
+    p.add_argument("--specs", type=_spec, required=True,
+                   help="benchmark/backbone/method -> its spec (clgrid.cost.cost_specs; JSON, the rule passes it)")
+    p.add_argument("--selection-runs", nargs="*", default=[],
+                   help="a selection's candidate runs (folders or metrics.json): reported apart, as stage 'selection'")
+    p.add_argument("--summary", help="summary.csv from 'clgrid tables' (the ACC beside the costs)")
+    p.add_argument("--out-dir", required=True)
+
+
+def cost_figure_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cost", required=True, help="cost.csv from 'clgrid cost-tables'")
+    p.add_argument("--runs", required=True, help="runs.csv from 'clgrid tables'")
+    p.add_argument("--benchmark", required=True)
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--out-dir", required=True)
+
+
 def published_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary", required=True, help="summary.csv from 'clgrid tables'")
     p.add_argument("--published", type=_spec, required=True, help="the config's published block (JSON)")

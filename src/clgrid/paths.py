@@ -38,6 +38,8 @@ SWEEP_FIGURE = "sweep"
 SELECTION_FIGURE = "selection"
 TABLES = ("runs.csv", "acc_matrix.csv", "summary.csv", "summary.md", "summary.tex")
 TABLES += ("per_seed.csv", "per_seed.md", "comparisons.csv", "comparisons.md")  # every seed's number, every test
+COST_TABLES = ("cost.csv", "cost.md")  # what each run cost (clgrid.cost), made by the cost_tables rule
+COST_FIGURE = "acc_vs_compute"  # final ACC against training FLOPs and wall seconds, made by cost_figure
 
 
 def raw_done(data_root: str) -> str:
@@ -85,6 +87,8 @@ RULE_OF_PATH: tuple[tuple[str, str], ...] = (
     (_pattern(PUBLISHED, ext="[a-z]+"), "published"),
     (_pattern(TABLE.format(table="selection.md")), "selection_report"),
     (_pattern(TABLE.format(table="selection.csv")), "selection_report"),
+    (_pattern(TABLE, table=_one_of(COST_TABLES)), "cost_tables"),
+    (_pattern(FIGURE, figure=re.escape(COST_FIGURE), ext="[a-z]+"), "cost_figure"),
     (_pattern(TABLE), "tables"),
     (_pattern(PAPER), "paper"),
     (_pattern(FIGURE, figure=re.escape(SWEEP_FIGURE), ext="[a-z]+"), "sweep_figure"),

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from clgrid import config as cl  # noqa: E402
 from clgrid import paths  # noqa: E402
 from clgrid import plan as cl_plan  # noqa: E402
+from clgrid.cost import cost_specs  # noqa: E402
 from clgrid import resources as cl_resources  # noqa: E402
 from clgrid.catalog import metrics as cl_metric_catalog  # noqa: E402
 from clgrid.config import selection as cl_selection  # noqa: E402
@@ -249,6 +250,8 @@ def final_outputs():
         + published
         + comparisons()
         + [paper_file("tables.tex"), paper_file("tables.md")]
+        + [table(name) for name in paths.COST_TABLES]
+        + per_cell(FIGURE, figure=(paths.COST_FIGURE,), ext=("png", "pdf"))
     )
 
 
@@ -373,3 +376,14 @@ def adopted_inputs(wildcards):
     base = SELECTIONS[wildcards.method]["base"]
     choice = TASK_SELECTION.format(base=base, stage="stability", **_per_task_where(wildcards))
     return {"state": chosen_state(wildcards, base, wildcards.task), "choice": choice}
+
+
+def selection_candidate_runs():
+    """The selections' candidate runs (their compute is the selection's cost; test rows are not a protocol's)."""
+    return [run for run in cl_selection.candidate_runs(config) if _ROLE[run.method]["role"] == "candidate"]
+
+
+def selection_cost_inputs(wildcards=None):
+    """What the cost table reads of the candidates: every task's evaluation (per-task candidates have no metrics)."""
+    return [path for run in selection_candidate_runs()
+            for path in cl_plan.task_files(TASK_EVAL, config, run.benchmark, run.backbone, run.method, run.seed)]

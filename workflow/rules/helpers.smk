@@ -14,6 +14,7 @@ FIGURE_LABELS = {
     "rankme": "RankMe",
     "probe_vs_head": "probe vs head",
     "sweep": "sweep",
+    "acc_vs_compute": "ACC vs compute",
 }
 
 

@@ -126,3 +126,51 @@ rule published:
     shell:
         "clgrid published --summary {input.summary} --published {params.published:q} --out-dir {params.out_dir}"
         " > {log} 2>&1"
+
+
+# What each run cost (clgrid.cost): seconds, memory, samples, FLOPs and checkpoint bytes per run and task, read from
+# the runs' benchmark files and checkpoints. One job for the grid: it imports torch to count each benchmark x
+# backbone x method's FLOPs once, so it is not a local rule.
+rule cost_tables:
+    input:
+        metrics=all_metrics,
+        summary=table("summary.csv"),
+        selection=selection_cost_inputs,
+    output:
+        csv=table("cost.csv"),
+        markdown=table_report(table("cost.md"), "cost_table"),
+    params:
+        specs=lambda wildcards: as_json(cost_specs(config, cl.runs(config) + selection_candidate_runs())),
+        selection=lambda wildcards: " ".join(os.path.dirname(RUN_METRICS.format(**vars(run)))
+                                             for run in selection_candidate_runs()),
+        out_dir=dir_of("csv"),
+    log:
+        rule_log("cost_tables"),
+    benchmark:
+        rule_bench("cost_tables")
+    conda:
+        ENV
+    shell:
+        "clgrid cost-tables --metrics {input.metrics} --specs {params.specs:q} --summary {input.summary}"
+        " --selection-runs {params.selection} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+# Final ACC against training FLOPs and wall seconds, a colour per method.
+rule cost_figure:
+    input:
+        cost=table("cost.csv"),
+        runs=table("runs.csv"),
+    output:
+        png=figure_report(paths.COST_FIGURE),
+        pdf=figure_file(paths.COST_FIGURE, "pdf"),
+    params:
+        out_dir=dir_of("png"),
+    log:
+        rule_log("cost_figure", "{benchmark}/{backbone}"),
+    benchmark:
+        rule_bench("cost_figure", "{benchmark}/{backbone}")
+    conda:
+        ENV
+    shell:
+        "clgrid cost-figure --cost {input.cost} --runs {input.runs} --benchmark {wildcards.benchmark}"
+        " --backbone {wildcards.backbone} --out-dir {params.out_dir} > {log} 2>&1"
