@@ -47,7 +47,7 @@ def _selection_report(args: argparse.Namespace) -> None:
     from clgrid.plots.selection import write_selection_report
 
     _wrote(write_selection_report(args.selections, args.stability, args.finals, args.test_rows, args.out_dir,
-                                  args.figure_dirs))
+                                  args.figure_dirs, args.cost))
 
 
 def _tables(args: argparse.Namespace) -> None:

@@ -156,6 +156,7 @@ def selection_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-rows", nargs="*", default=[], help="the test rows' metrics.json (never used to choose)")
     p.add_argument("--out-dir", required=True, help="where selection.csv and selection.md go")
     p.add_argument("--figure-dirs", nargs="*", default=[], help="results/figures/<benchmark>/<backbone> folders")
+    p.add_argument("--cost", default=None, help="cost.csv: the selection's compute beside the final runs'")
 
 
 def adopt_args(p: argparse.ArgumentParser) -> None:

@@ -119,6 +119,7 @@ checkpoint select_hyperparameters:
 rule selection_report:
     input:
         unpack(selection_report_inputs),
+        cost=table("cost.csv"),
     output:
         csv=table("selection.csv"),
         markdown=report(table("selection.md"), caption="../report/selection.rst", category="Tables"),
@@ -136,7 +137,7 @@ rule selection_report:
     shell:
         "clgrid selection-report --selections {input.selections} --stability {input.stability}"
         " --finals {input.finals} --test-rows {input.test_rows} --out-dir {params.out_dir}"
-        " --figure-dirs {params.figure_dirs} > {log} 2>&1"
+        " --figure-dirs {params.figure_dirs} --cost {input.cost} > {log} 2>&1"
 
 
 # The per-task protocol (FACIL): for every seed and task, learning-rate candidates fine-tune from the state the task

@@ -113,7 +113,26 @@ def _final_lines(frame: pd.DataFrame, finals: dict[tuple, dict[int, Any]], bench
     return lines
 
 
-def selection_markdown(frame: pd.DataFrame, tasks: pd.DataFrame, finals: dict[tuple, dict[int, Any]]) -> str:
+def _cost_line(cost: pd.DataFrame | None, benchmark: str, backbone: str, base: str) -> list[str]:
+    """The selection's compute beside the final runs': totals over every seed and task (``cost.csv``)."""
+    if cost is None or cost.empty:
+        return []
+    cell = cost[(cost["benchmark"] == benchmark) & (cost["backbone"] == backbone)]
+    chosen = cell[(cell["stage"] == "selection") & cell["method"].str.startswith(f"{base}~")]
+    final = cell[(cell["stage"] == "final") & (cell["method"] == f"{base}~selected")]
+    if chosen.empty or final.empty:
+        return []
+
+    def total(part: pd.DataFrame) -> str:
+        return (f"{part['flops_train'].sum():.3g} training FLOPs, {part['samples'].sum():,.0f} samples, "
+                f"{part['wall_s'].sum():.0f} s of job wall time")
+
+    return [f"- Cost of the selection (every candidate, every seed): {total(chosen)}; of the final runs: "
+            f"{total(final)} (`results/tables/cost.csv`)"]
+
+
+def selection_markdown(frame: pd.DataFrame, tasks: pd.DataFrame, finals: dict[tuple, dict[int, Any]],
+                       cost: pd.DataFrame | None = None) -> str:
     out = ["# Hyperparameters chosen on validation data", ""]
     if len(frame):
         for (benchmark, backbone, base), part in frame.groupby(["benchmark", "backbone", "base"], sort=False):
@@ -135,7 +154,8 @@ def selection_markdown(frame: pd.DataFrame, tasks: pd.DataFrame, finals: dict[tu
                 if with_test:
                     cells.append(_fmt(row["test_acc"]))
                 out.append("| " + " | ".join(cells) + " |")
-            out += ["", *_final_lines(frame, finals, benchmark, backbone, base), ""]
+            out += ["", *_final_lines(frame, finals, benchmark, backbone, base),
+                    *_cost_line(cost, benchmark, backbone, base), ""]
     if len(tasks):
         for (benchmark, backbone, base), part in tasks.groupby(["benchmark", "backbone", "base"], sort=False):
             key = part.iloc[0]["stability_key"]
@@ -150,7 +170,7 @@ def selection_markdown(frame: pd.DataFrame, tasks: pd.DataFrame, finals: dict[tu
                            f"{row['plasticity']:.1f} | {row['threshold']:.1f} | {row['new_task_acc']:.1f} | "
                            f"{'yes' if row['reached'] else 'no'} |")
             out += ["", *_final_lines(pd.DataFrame(columns=["benchmark", "backbone", "base", "test_seeds"]), finals,
-                                      benchmark, backbone, base), ""]
+                                      benchmark, backbone, base), *_cost_line(cost, benchmark, backbone, base), ""]
     return "\n".join(out) + "\n"
 
 
@@ -206,9 +226,10 @@ def plot_selection(frame: pd.DataFrame, tasks: pd.DataFrame, title: str):
 
 
 def write_selection_report(selection_files: list[str], stability_files: list[str], final_metrics: list[str],
-                           test_row_metrics: list[str], out_dir: str, figure_dirs: list[str]) -> list[Path]:
+                           test_row_metrics: list[str], out_dir: str, figure_dirs: list[str],
+                           cost_csv: str | None = None) -> list[Path]:
     """``selection.csv`` and ``selection.md`` in ``out_dir``; ``selection.png``/``.pdf`` in each figure folder
-    (``results/figures/<benchmark>/<backbone>``)."""
+    (``results/figures/<benchmark>/<backbone>``); ``cost_csv``: the selection's compute beside the final runs'."""
     from clgrid.plots.figures import _save, _style
 
     frame = selection_frame(selection_files, final_metrics, test_row_metrics)
@@ -222,7 +243,7 @@ def write_selection_report(selection_files: list[str], stability_files: list[str
                                                                                                           index=False)
     markdown = out / "selection.md"
     with atomic_path(markdown) as tmp:
-        Path(tmp).write_text(selection_markdown(frame, tasks, finals))
+        Path(tmp).write_text(selection_markdown(frame, tasks, finals, pd.read_csv(cost_csv) if cost_csv else None))
     written += [csv, markdown]
     _style()
     for folder in figure_dirs:
