@@ -9,6 +9,9 @@ from tests.test_workflow import planned_jobs, tasks_trained
 STUDIES = {
     # config: (runs in the grid, tasks trained)
     "der_split_mnist": (12 * 3, 12 * 3 * 5),
+    # sgd and the two selected runs, and the 4 + 3 test rows, on every task; the 7 candidates learn tasks 0-1 only
+    # (train_first2_candidate, not counted here) and get candidate_metrics
+    "der_split_mnist_select": ((3 + 4 + 3) * 3, (3 + 4 + 3) * 3 * 5),
     "ewc_mnist_fashion": (2 * 2 * 3, 2 * 2 * 3 * 2),
     "split_cifar10": (4 * 3, 4 * 3 * 5),
     "kd_cifar10": (9 * 2 * 3, 9 * 3 * (1 + 5)),
@@ -99,10 +102,20 @@ def test_download_rule_offline_fails_fast_with_the_message(bare_copy):
     assert not (bare_copy / "resources/mnist/.clgrid_downloaded").exists()
 
 
-def test_sweep_config_plans_one_run_per_value_and_its_figures(bare_copy):
+def test_sweep_config_plans_candidates_a_selection_and_final_runs(bare_copy):
     jobs = planned_jobs(bare_copy, "--configfile", "config/experiments/sweep_digits.yaml")
-    assert jobs["run_metrics"] == 2 * (5 + 4) * 3 and tasks_trained(jobs) == 2 * 9 * 3 * 5
-    assert jobs["sweep_figure"] == 2
+    # per benchmark: naive, ewc~selected, replay~selected and 9 test rows (test sets), 9 candidates (validation)
+    assert jobs["run_metrics"] == 2 * (3 + 9) * 3 and jobs["candidate_metrics"] == 2 * 9 * 3
+    assert tasks_trained(jobs) == 2 * (3 + 9 + 9) * 3 * 5
+    assert jobs["select_hyperparameters"] == 2 * 2 and jobs["selection_report"] == 1 and "sweep_figure" not in jobs
+
+
+def test_per_task_config_plans_candidates_per_seed_and_task(bare_copy):
+    jobs = planned_jobs(bare_copy, "--configfile", "config/experiments/per_task_digits.yaml")
+    # naive and ewc_fixed train every task; ewc~selected adopts each task's chosen state (no training of its own)
+    assert jobs["run_metrics"] == 3 * 3 and tasks_trained(jobs) == 2 * 3 * 5 and jobs["adopt_selected"] == 3 * 5
+    assert jobs["train_per_task_candidate"] == 3 * 5 * (2 + 4)  # 2 learning rates, lambda 1000/500/250/125
+    assert jobs["select_plasticity"] == jobs["select_stability"] == 3 * 5
 
 
 REDUCED = sorted((REPO / "config" / "studies").glob("*.yaml"))

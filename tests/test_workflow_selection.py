@@ -109,6 +109,7 @@ def test_a_new_candidate_value_replans_only_what_depends_on_it(study):
     assert jobs.pop("train_split_digits_tasks0to1") == 2 + 2 + 2
     assert jobs.pop("candidate_metrics") == 2 and jobs.pop("run_metrics") == 2 + 2
     assert jobs.pop("select_hyperparameters") == 1 and jobs.pop("analyze_run") == 2  # the final ewc runs' analyses
-    assert set(jobs) <= {"selection_report", "tables", "figures", "analysis_figures", "paper", "all",
+    assert set(jobs) <= {"selection_report", "tables", "figures", "analysis_figures", "paper", "all", "cost_tables",
+                         "cost_figure",
                          "evaluate_init_validation"}, jobs
     assert "evaluate_init_validation" not in jobs

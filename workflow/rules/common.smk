@@ -335,17 +335,21 @@ def chosen_state(wildcards, base, task):
         return json.load(handle)["state"]
 
 
-def per_task_candidate_inputs(wildcards):
-    """A per-task candidate's task t: the state task t-1 chose (task 0: the initial model) and, for a stability
-    candidate, the task's chosen learning rate."""
-    record = _ROLE[wildcards.method]
+def per_task_prev(wildcards):
+    """A per-task candidate's task t starts from the state task t-1 chose (task 0: the initial model). A named input
+    of its own: while the checkpoint is pending, Snakemake puts the checkpoint's output in its place."""
     task = int(wildcards.task)
-    prev = (INIT_MODEL.format(benchmark=wildcards.benchmark, backbone=wildcards.backbone, seed=wildcards.seed)
-            if task == 0 else chosen_state(wildcards, record["base"], task - 1))
-    inputs = {"prev": prev}
-    if record["stage"] == "stability":
-        inputs["lr"] = TASK_SELECTION.format(base=record["base"], stage="plasticity", **_per_task_where(wildcards))
-    return inputs
+    if task == 0:
+        return INIT_MODEL.format(benchmark=wildcards.benchmark, backbone=wildcards.backbone, seed=wildcards.seed)
+    return chosen_state(wildcards, _ROLE[wildcards.method]["base"], task - 1)
+
+
+def per_task_lr(wildcards):
+    """A stability candidate's task: the learning rate its plasticity selection chose (none for an lr candidate)."""
+    record = _ROLE[wildcards.method]
+    if record["stage"] != "stability":
+        return {}
+    return {"lr": TASK_SELECTION.format(base=record["base"], stage="plasticity", **_per_task_where(wildcards))}
 
 
 def task_selection_spec(stage):
@@ -371,11 +375,14 @@ def task_candidate_evals(stage):
                               for n in _per_task_record(wildcards)[f"{stage}_candidates"]]
 
 
-def adopted_inputs(wildcards):
-    """A per-task final run's task t: the state its stability selection chose, and that choice."""
-    base = SELECTIONS[wildcards.method]["base"]
-    choice = TASK_SELECTION.format(base=base, stage="stability", **_per_task_where(wildcards))
-    return {"state": chosen_state(wildcards, base, wildcards.task), "choice": choice}
+def adopted_state(wildcards):
+    """A per-task final run's task t: the state its stability selection chose."""
+    return chosen_state(wildcards, SELECTIONS[wildcards.method]["base"], wildcards.task)
+
+
+def adopted_choice(wildcards):
+    return TASK_SELECTION.format(base=SELECTIONS[wildcards.method]["base"], stage="stability",
+                                 **_per_task_where(wildcards))
 
 
 def selection_candidate_runs():

@@ -146,7 +146,8 @@ rule selection_report:
 # state the next task's candidates (and the final run) continue from. Candidates of one task run in parallel.
 rule train_per_task_candidate:
     input:
-        unpack(per_task_candidate_inputs),
+        unpack(per_task_lr),
+        prev=per_task_prev,
         scenario=SCENARIO,
         data=run_dataset_files,
     output:
@@ -215,7 +216,8 @@ checkpoint select_stability:
 # A per-task final run's task state is the chosen candidate's, evaluated on the test sets.
 rule adopt_selected:
     input:
-        unpack(adopted_inputs),
+        state=adopted_state,
+        choice=adopted_choice,
         scenario=SCENARIO,
         data=run_dataset_files,
     output:
