@@ -31,6 +31,13 @@ def run_cell(config: dict[str, Any], benchmark: str, backbone: str, method: str,
     and train on it, as the DAG does; False (the default) trains through the backbone. ``checkpoint_every_s``: the
     job's in-job checkpoint interval (None: none; 600 s, the train verb's default).
     """
+    from clgrid.config.selection import selection_of
+
+    record = selection_of(config, method) or {}
+    if record.get("role") == "final" or record.get("protocol") == "per_task":
+        raise ValueError(f"'{method}' is a run of a selection study ({record['protocol']}): its values come from a "
+                         "selection the Snakemake DAG makes (the select_hyperparameters or select_stability "
+                         "checkpoint); run it with snakemake, or run a candidate or an ordinary variant here")
     root = Path(workdir)
     train_options = {"placement": placement or config.get("data_placement", "auto"), "workers": workers,
                      "checkpoint_every_s": checkpoint_every_s}

@@ -104,3 +104,10 @@ def test_bad_selections_are_refused_before_any_job(edit, field, words):
         checked(edit)
     text = str(err.value)
     assert field in text and words in text, text
+
+
+def test_the_in_process_runner_refuses_a_selected_run(tmp_path):
+    from clgrid.inprocess import run_cell
+
+    with pytest.raises(ValueError, match="run it with snakemake"):
+        run_cell(checked(), "split_digits", "mlp", "ewc~selected", 0, tmp_path)
