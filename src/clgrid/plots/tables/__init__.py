@@ -22,7 +22,7 @@ from clgrid.plots.tables.comparisons import (TableStats, compare_methods, compar
                                              per_seed_markdown, per_seed_table)
 from clgrid.plots.tables.formatting import to_latex, to_markdown
 from clgrid.plots.tables.published import published_comparison, published_latex, published_markdown
-from clgrid.plots.tables.summary import collect, flatten, read_summary, summarise
+from clgrid.plots.tables.summary import collect, flatten, read_summary, selected_note, summarise
 
 __all__ = ["TableStats", "collect", "compare_methods", "flatten", "per_seed_table", "published_comparison",
            "published_latex", "published_markdown", "read_summary", "summarise", "to_latex", "to_markdown",
@@ -47,7 +47,7 @@ def write_tables(metrics_files: list[str], out_dir: str, stats: dict | None = No
                         ("per_seed.csv", per_seed), ("comparisons.csv", comparisons)):
         with atomic_path(paths[name]) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.6g")
-    texts = {"summary.md": to_markdown(summary, stats=settings, marks=marks),
+    texts = {"summary.md": to_markdown(summary, stats=settings, marks=marks) + selected_note(runs),
              "summary.tex": to_latex(summary, stats=settings, marks=marks),
              "per_seed.md": per_seed_markdown(per_seed, runs),
              "comparisons.md": comparisons_markdown(comparisons, settings)}

@@ -48,6 +48,29 @@ def metric_label(key: str, task_il_shown: bool = False) -> str:
     return key
 
 
+def selected_text(selection: dict) -> str:
+    """What a selection chose for a final run, as the tables show it: ``ewc_lambda=10`` or, per task, one entry per
+    task (``lr=0.05,ewc_lambda=250; ...``)."""
+    from clgrid.config.sweeps import sweep_value
+
+    if selection.get("per_task"):
+        return "; ".join(",".join(f"{k}={sweep_value(v)}" for k, v in row.items()
+                                   if k in ("lr", selection.get("stability_key"))) for row in selection["per_task"])
+    return ",".join(f"{k}={sweep_value(v)}" for k, v in (selection.get("values") or {}).items())
+
+
+def selected_note(runs: pd.DataFrame) -> str:
+    """The values each selected run was trained with (chosen on validation data), for the tables' notes."""
+    if "selected" not in runs:
+        return ""
+    chosen = runs.dropna(subset=["selected"]).drop_duplicates(["benchmark", "backbone", "method", "selected"])
+    lines = [f"- {r.benchmark} / {r.backbone} / {r.method}: {r.selected}" + (f" (seed {r.seed})" if ";" in r.selected
+                                                                                 else "")
+             for r in chosen.itertuples()]
+    return ("\nRuns named ~selected were trained with values chosen on validation data "
+            "(results/tables/selection.md); per task, one entry per task:\n\n" + "\n".join(lines) + "\n")
+
+
 def collect(metrics_files: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per run (scalar metrics) and one row per accuracy-matrix cell, in input order."""
     run_rows, cell_rows = [], []
@@ -57,7 +80,8 @@ def collect(metrics_files: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
         prov = m["provenance"]
         run_rows.append({**ident, **m["metrics"], "n_tasks": len(m["acc_matrix"]),
                          "diverged_task": m["diverged_at"]["task"] if m.get("diverged") else None,
-                         "config_hash": prov["config_hash"], "git_commit": prov["git_commit"], "device": prov["device"]})
+                         "config_hash": prov["config_hash"], "git_commit": prov["git_commit"], "device": prov["device"],
+                         **({"selected": selected_text(m["selection"])} if "selection" in m else {})})
         for t, row in enumerate(m["acc_matrix"]):
             for i, acc in enumerate(row):
                 cell_rows.append({**ident, "after_task": t, "task": i, "acc": acc})
