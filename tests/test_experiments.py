@@ -114,7 +114,7 @@ def test_per_task_config_plans_candidates_per_seed_and_task(bare_copy):
     jobs = planned_jobs(bare_copy, "--configfile", "config/experiments/per_task_digits.yaml")
     # naive and ewc_fixed train every task; ewc~selected adopts each task's chosen state (no training of its own)
     assert jobs["run_metrics"] == 3 * 3 and tasks_trained(jobs) == 2 * 3 * 5 and jobs["adopt_selected"] == 3 * 5
-    assert jobs["train_per_task_candidate"] == 3 * 5 * (2 + 4)  # 2 learning rates, lambda 1000/500/250/125
+    assert jobs["train_per_task_candidate"] == 3 * 5 * (2 + 5)  # 2 learning rates, lambda 10000/5000/.../625
     assert jobs["select_plasticity"] == jobs["select_stability"] == 3 * 5
 
 

@@ -68,13 +68,15 @@ def _cells(part: pd.DataFrame, column: str, unit: str = "", scale: float = 1.0) 
 
 
 def cost_markdown(means: pd.DataFrame, summary: pd.DataFrame | None) -> str:
-    """A Markdown table per stage and benchmark: ACC (final runs: mean ± sd from summary.csv) beside the costs."""
+    """A Markdown table per stage and benchmark: ACC (final runs: mean ± the half-width of its 95% interval from
+    summary.csv, or ± sd where summary.csv has no interval) beside the costs."""
     acc = {}
     if summary is not None and "acc_mean" in summary:
+        spread = "acc_ci95" if "acc_ci95" in summary else "acc_std"
         for row in summary.itertuples(index=False):
-            sd = getattr(row, "acc_std", math.nan)
+            half = getattr(row, spread, math.nan)
             acc[(row.benchmark, row.backbone, row.method)] = f"{row.acc_mean:.1f}" + \
-                ("" if pd.isna(sd) else f" ± {sd:.1f}")
+                ("" if pd.isna(half) else f" ± {half:.1f}")
     parts = []
     for stage, title in STAGES.items():
         here = means[means["stage"] == stage]
@@ -90,7 +92,8 @@ def cost_markdown(means: pd.DataFrame, summary: pd.DataFrame | None) -> str:
                 "Eval FLOPs": _cells(part, "flops_eval"), "Checkpoints": _cells(part, "checkpoint_bytes", "B"),
                 "Seeds": part["seeds"]})
             parts.append(f"### {title}: {benchmark}\n\n{table.to_markdown(index=False)}\n")
-    note = ("Mean over seeds of each run's total: its training jobs (a job of several tasks split evenly over them), "
+    note = ("ACC: mean ± half-width of its 95% interval over seeds (summary.csv). "
+            "Mean over seeds of each run's total: its training jobs (a job of several tasks split evenly over them), "
             "the initial model and its evaluation (shared by the methods of a seed, counted in each run) and its "
             "metrics job. FLOPs counted with torch's FlopCounterMode on one step, times the samples trained on "
             "(evaluation: one forward per evaluated sample); a method's own extra compute (replay's extra batch, "
@@ -134,8 +137,12 @@ def plot_acc_vs_compute(points: pd.DataFrame, palette: dict, title: str):
             ax.scatter(runs[column].mean(), runs["acc"].mean(), color=colour, s=70, edgecolors="black",
                        linewidths=0.6, label=method, zorder=3)
         ax.set_xscale("log")
-        # Labelled ticks at 1, 1.5, 2, 3, 5, 7 × 10^k with SI prefixes: a range within one decade still gets some.
-        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+        # Labelled ticks with SI prefixes: at 1, 1.5, 2, 3, 5, 7 × 10^k where the values lie within about a decade
+        # (so it still gets some), at 1 and 3 × 10^k over two decades, at 10^k beyond (no labels run together).
+        values = points[column][points[column] > 0]
+        decades = math.log10(values.max() / values.min()) if len(values) else 0.0
+        subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades <= 1.2 else (1.0, 3.0) if decades <= 2.5 else (1.0,)
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: si(value)))
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel(label)

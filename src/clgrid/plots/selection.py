@@ -204,6 +204,8 @@ def plot_selection(frame: pd.DataFrame, tasks: pd.DataFrame, title: str):
                 ax.set_xlabel(value_columns[0][len("value_"):])
                 if x.min() > 0 and x.max() / x.min() >= 20:
                     ax.set_xscale("log")
+                ax.minorticks_off()
+                ax.set_xticks(list(x), [f"{v:g}" for v in x])  # a tick at each candidate value
             else:
                 ax.set_xticks(list(x), list(part["values"]), rotation=30, ha="right")
             protocol = part.iloc[0]["protocol"] + (f", k={int(part.iloc[0]['k'])}"
@@ -214,9 +216,15 @@ def plot_selection(frame: pd.DataFrame, tasks: pd.DataFrame, title: str):
             ax.legend(fontsize=8)
         else:
             key = part.iloc[0]["stability_key"]
-            for seed, seed_part in part.groupby("seed"):
-                ax.plot(seed_part["task"], seed_part["weight"], marker="o", label=f"seed {seed}")
+            seeds = sorted(part["seed"].unique())
+            for i, (seed, seed_part) in enumerate(part.groupby("seed")):
+                shift = 0.08 * (i - (len(seeds) - 1) / 2)  # seeds that chose alike stay visible side by side
+                ax.plot(seed_part["task"] + shift, seed_part["weight"], marker="os^Dv"[i % 5], label=f"seed {seed}")
             ax.set_yscale("log")
+            ax.minorticks_off()
+            weights = sorted(part["weight"].unique())
+            ax.set_yticks(weights, [f"{w:g}" for w in weights])
+            ax.set_xticks(sorted(part["task"].unique()))
             ax.set_xlabel("task")
             ax.set_ylabel(f"chosen {key}")
             ax.set_title(f"{base} (per task, FACIL)")
