@@ -64,6 +64,23 @@ def test_a_job_measured_as_the_warm_workers_client_has_no_cpu_or_memory(tmp_path
     assert math.isnan(job["cpu_s"]) and math.isnan(job["max_rss_mb"])
 
 
+def test_a_job_the_warm_worker_ran_reports_its_own_cpu_and_memory_in_its_log(tmp_path):
+    from clgrid.worker.server import USAGE_PREFIX
+
+    path = tmp_path / "train.bench.tsv"
+    path.write_text(CLIENT_BENCH)
+    (tmp_path / "train.log").write_text(f"2026 clgrid INFO after task 0\n{USAGE_PREFIX} cpu_s=1.250 max_rss_mb=612.5\n")
+    assert cost.read_bench(path) == {"wall_s": 0.74, "cpu_s": 1.25, "max_rss_mb": 612.5}
+
+
+def test_the_worker_child_reports_its_usage_on_stderr(capsys):
+    from clgrid.worker import server
+
+    server._report_usage()
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(server.USAGE_PREFIX) and "cpu_s=" in line and float(line.split("max_rss_mb=")[1]) > 10
+
+
 def test_a_short_job_in_its_own_process_is_measured_when_sampled(tmp_path):
     # A real metrics job of the default grid with CLGRID_WORKER=0: no torch, an interpreter with numpy.
     path = _write(tmp_path / "metrics.bench.tsv", DIRECT_BENCH.splitlines()[0] +

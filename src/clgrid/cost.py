@@ -20,10 +20,10 @@ backbone × method (not per seed: the seed changes no shape). What is not counte
 measurements during a task (``train.eval_every_iters``) and the feature cache's extraction.
 
 CPU seconds and peak memory come from the process Snakemake measured. A job the warm worker ran
-(``clgrid.worker``) is measured as its client, a process of 10-18 MB that waits, and a job shorter than Snakemake's
-first sample as its shell: below ``CLIENT_RSS_MB`` the two columns are left empty (NaN) instead of reporting either.
-``CLGRID_WORKER=0`` measures every job's own process. Wall seconds are right either way (the client waits for the
-job).
+(``clgrid.worker``) is measured as its client, a process of 10-18 MB that waits (below ``CLIENT_RSS_MB``): its own
+numbers are then the usage line the worker's child writes at the end of its log (``worker_usage``). A job with
+neither (shorter than Snakemake's first sample, in its own process) leaves the two columns empty (NaN). Wall seconds
+are right either way (the client waits for the job).
 
 Torch-free at import (the Snakefile imports :func:`cost_specs`); torch only in :func:`flops_per_sample`.
 """
@@ -71,8 +71,31 @@ def read_bench(path: str | os.PathLike) -> dict[str, float]:
 
     rss = max(numbers("max_rss"), key=lambda v: -math.inf if math.isnan(v) else v)
     measured = not math.isnan(rss) and rss >= CLIENT_RSS_MB
+    if not measured:  # the warm worker's client: the job's own numbers are the last line of its log, if any
+        usage = worker_usage(Path(str(path)[: -len(".bench.tsv")] + ".log")) if str(path).endswith(".bench.tsv") \
+            else None
+        if usage:
+            return {"wall_s": _mean(numbers("s")), **usage}
     return {"wall_s": _mean(numbers("s")), "cpu_s": _mean(numbers("cpu_time")) if measured else math.nan,
             "max_rss_mb": rss if measured else math.nan}
+
+
+def worker_usage(log: Path) -> dict[str, float] | None:
+    """The CPU seconds and peak memory a job run by the warm worker reported at its end (``clgrid.worker.server``'s
+    usage line in the job's log), or None (no log, or a job run in its own process)."""
+    from clgrid.worker.server import USAGE_PREFIX
+
+    if not log.exists():
+        return None
+    found = None
+    with open(log, errors="replace") as f:
+        for line in f:
+            if line.startswith(USAGE_PREFIX):
+                found = line
+    if found is None:
+        return None
+    fields = dict(part.split("=", 1) for part in found[len(USAGE_PREFIX):].split())
+    return {"cpu_s": float(fields["cpu_s"]), "max_rss_mb": float(fields["max_rss_mb"])}
 
 
 def _mean(values: list[float]) -> float:

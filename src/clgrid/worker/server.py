@@ -52,6 +52,7 @@ def _exit(job: Job) -> None:
         sys.excepthook(*sys.exc_info())
         code = 1
     atexit._run_exitfuncs()
+    _report_usage()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -61,6 +62,26 @@ def _exit(job: Job) -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     os._exit(code)
+
+
+USAGE_PREFIX = "clgrid job usage:"
+"""The last line of a job the worker ran, in its log: Snakemake's ``benchmark:`` measures the client that waits for
+the worker, not this child, so the child reports its own CPU seconds and peak memory (``clgrid.cost`` reads it)."""
+
+
+def _report_usage() -> None:
+    """CPU seconds (user + system, this child's and its own children's, e.g. data-loader workers) and peak resident
+    memory of the job, counted from the fork (Linux zeroes a child's CPU time at fork; its peak starts at the
+    worker's size then, the libraries the job uses)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    peak_mb = max(own.ru_maxrss, children.ru_maxrss) / 1024  # KiB on Linux
+    try:
+        print(f"{USAGE_PREFIX} cpu_s={cpu:.3f} max_rss_mb={peak_mb:.1f}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _system_exit_code(code) -> int:
