@@ -274,3 +274,15 @@ def test_a_model_the_count_cannot_build_leaves_the_flops_empty_not_the_table(tmp
 
 def test_the_meta_device_counts_what_the_cpu_counts():
     assert cost._count(MLP, DIGITS, "meta") == cost._count(MLP, DIGITS, "cpu") == (474_112, 168_960)
+
+
+def test_the_samples_a_method_trained_on_come_from_its_task_log(tmp_path):
+    # GDumb retrains on its memory: 500 samples x 2 epochs, not the task's 12,000 training samples.
+    log = tmp_path / "train.log"
+    log.write_text("2026 clgrid INFO run split_mnist/mlp/gdumb_500/s0 task 3: 500 training samples on cpu\n"
+                   "2026 clgrid INFO samples through the backbone in this job: 35000\n")
+    assert cost.logged_training_samples(log, 3) == 500
+    assert cost.logged_training_samples(log, 2) is None and cost.logged_training_samples(tmp_path / "no.log", 3) is None
+    sizes = [{"train": 12000, "test": 2000}] * 5
+    assert cost.task_samples(sizes, 3, {"epochs": 2, "batch_size": 10}, False, logged=500) == 1000
+    assert cost.task_samples(sizes, 3, {"epochs": 2, "batch_size": 10}, False) == 24000

@@ -177,11 +177,13 @@ def samples_trained(n: int, train: Mapping[str, Any]) -> int:
 
 
 def task_samples(sizes: list[dict], task: int, train: Mapping[str, Any], seen_tasks: bool,
-                 diverged: Mapping[str, Any] | None = None) -> int:
+                 diverged: Mapping[str, Any] | None = None, logged: int | None = None) -> int:
     """Samples trained in task ``task``: its own training split, or every task's so far for a method that
-    trains on seen tasks (joint). A run that diverged (its evaluation's ``diverged``) trained that task up to the
-    step that diverged and no task after it."""
+    trains on seen tasks (joint); ``logged``, where the task's log says how many training samples the method used
+    (``logged_training_samples``: GDumb's memory, iCaRL's exemplars with the new data), instead. A run that
+    diverged (its evaluation's ``diverged``) trained that task up to the step that diverged and no task after it."""
     n = sum(s["train"] for s in sizes[: task + 1]) if seen_tasks else sizes[task]["train"]
+    n = n if logged is None else logged
     if diverged and diverged["task"] < task:
         return 0
     if diverged and diverged["task"] == task:
@@ -283,6 +285,21 @@ def cost_specs(config: Mapping[str, Any], runs: Iterable[Any]) -> dict[str, dict
     return specs
 
 
+def logged_training_samples(task_log: Path, task: int) -> int | None:
+    """The training samples a task's job gave the method (``clgrid.fit``'s "task t: N training samples" line in
+    the task's log), or None where the log is missing."""
+    if not task_log.exists():
+        return None
+    pattern = re.compile(rf" task {task}: (\d+) training samples")
+    found = None
+    with open(task_log, errors="replace") as f:
+        for line in f:
+            match = pattern.search(line)
+            if match:
+                found = int(match.group(1))
+    return found
+
+
 def cost_rows(run_dirs: Iterable[str | os.PathLike], specs: Mapping[str, Mapping[str, Any]], stage: str = "final",
               flops: dict[str, tuple[float, float]] | None = None) -> list[dict[str, Any]]:
     """The cost rows of finished runs (their folders, or their metrics.json): the tasks whose state exists, then
@@ -320,10 +337,15 @@ def cost_rows(run_dirs: Iterable[str | os.PathLike], specs: Mapping[str, Mapping
         benches = train_benches(folder, tasks)
         for t in tasks:
             bench, shared = benches.get(t, (None, 1))
+            adopted = folder / f"task{t}" / "adopt.bench.tsv"  # a per-task final run: the chosen state, not trained
+            if adopted.exists():
+                bench, shared = adopted, 1
             job = read_bench(bench) if bench else {"wall_s": math.nan, "cpu_s": math.nan, "max_rss_mb": math.nan}
             job = {k: (v / shared if k != "max_rss_mb" else v) for k, v in job.items()}
             record = _record(folder / f"task{t}" / "eval.json")
-            samples = task_samples(sizes, t, spec["train"], seen, record.get("diverged"))
+            samples = 0 if adopted.exists() else task_samples(
+                sizes, t, spec["train"], seen, record.get("diverged"),
+                logged_training_samples(folder / f"task{t}" / "train.log", t))
             rows.append({**base, "task": t, **job, "gpu_s": _gpu(job, _device(record)), "samples": samples,
                          "flops_train": train_flops * samples,
                          "flops_eval": 0.0 if "diverged" in record else eval_flops * n_eval,  # not evaluated

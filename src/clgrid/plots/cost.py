@@ -97,9 +97,10 @@ def cost_markdown(means: pd.DataFrame, summary: pd.DataFrame | None) -> str:
             "the initial model and its evaluation (shared by the methods of a seed, counted in each run) and its "
             "metrics job. FLOPs counted with torch's FlopCounterMode on one step, times the samples trained on "
             "(evaluation: one forward per evaluated sample); a method's own extra compute (replay's extra batch, "
-            "distillation's teacher) is not counted. '≥': some jobs were not measured (a job the warm worker ran, "
-            "whose client Snakemake measured, or one too short to be sampled), the value is over those that were; "
-            "'–': none was. CLGRID_WORKER=0 measures every job's own CPU time and memory.")
+            "distillation's teacher) is not counted; the samples trained on are those the method's training data "
+            "held (its log), a task adopted from a per-task selection trained none. CPU and memory of a job the warm "
+            "worker ran: the usage line at the end of its log. '≥': some jobs were not measured (shorter than "
+            "Snakemake's first sample, in their own process), the value is over those that were; '–': none was.")
     return "\n".join(parts) + "\n" + note + "\n"
 
 
