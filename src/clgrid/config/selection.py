@@ -218,8 +218,7 @@ def check_select(config: dict[str, Any], base: str, variant: dict[str, Any], swe
 
     select = sweep["select"]
     where = ("sweeps", base, "select")
-    benchmarks = [b for b in config["benchmarks"] if in_grid(config, b, next(iter(config["backbones"])), base)
-                  or any(in_grid(config, b, bb, base) for bb in config["backbones"])]
+    benchmarks = [b for b in config["benchmarks"] if any(in_grid(config, b, bb, base) for bb in config["backbones"])]
     for benchmark in benchmarks:
         if not config["benchmarks"][benchmark].get("validation"):
             raise ConfigError(f"chooses {base}'s values on validation data, but the benchmark '{benchmark}' sets none "
