@@ -20,6 +20,7 @@ from clgrid.cli_args import (adopt_args, analysis_figures_args, analyze_args, co
                              sweep_figure_args,
                              tables_args, train_args)
 from clgrid.cli_args import cost_figure_args, cost_tables_args
+from clgrid.cli_args import progress_args, tidy_table_args
 
 
 # Each verb: (help, argument builder, handler). A builder adds the verb's arguments to its parser; a handler runs
@@ -88,6 +89,34 @@ def _cost_figure(args: argparse.Namespace) -> None:
     from clgrid.plots.cost import write_cost_figure
 
     _wrote(write_cost_figure(args.cost, args.runs, args.benchmark, args.backbone, args.out_dir))
+
+
+def _progress(args: argparse.Namespace) -> None:
+    import time
+
+    from clgrid import progress
+
+    config = progress.load_config(args.configfile, args.overrides)
+    runs = progress.plan(config)
+    while True:
+        cells = progress.collect(runs, args.directory)
+        if args.markdown:
+            _wrote([progress.write_markdown(cells, args.markdown)])
+        text = progress.format_text(cells, progress.slurm_jobs())
+        if args.watch is None:
+            print(text)
+            return
+        print("\033[2J\033[H" + time.strftime("%H:%M:%S ") + text, flush=True)  # clear the screen, then redraw
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return
+
+
+def _tidy_table(args: argparse.Namespace) -> None:
+    from clgrid.plots.tables.tidy import write_tidy_table
+
+    _wrote(write_tidy_table(args.metrics, args.specs, args.out_csv, args.out_parquet))
 
 
 def _published(args: argparse.Namespace) -> None:
@@ -190,6 +219,10 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[
                     cost_tables_args, _cost_tables),
     "cost-figure": ("final ACC against training FLOPs and wall seconds of one benchmark × backbone",
                     cost_figure_args, _cost_figure),
+    "progress": ("the study as a grid: tasks done per run and its state (done, running, failed, diverged, pending), "
+                 "read from the results folder and .snakemake/", progress_args, _progress),
+    "tidy-table": ("every run's config columns and metrics, one row per run (CSV and Parquet)", tidy_table_args,
+                   _tidy_table),
     "published": ("our results beside the published numbers of the config", published_args, _published),
     "paper": ("tables with the best value in bold, beside every figure as PDF", paper_args, _paper),
     "doctor": ("self-check of the training path on a device (a GPU node, a new torch): every method under each "

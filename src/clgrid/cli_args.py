@@ -258,3 +258,23 @@ def install_profile_args(p: argparse.ArgumentParser) -> None:
                    help="also set a top-level profile option, e.g. --set jobs=20 (repeatable)")
     p.add_argument("--dest", help="folder to write to instead of the user's Snakemake profile folder")
     p.add_argument("--force", action="store_true", help="replace an existing profile that differs")
+
+
+def progress_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--configfile", nargs="+", default=["config/config.yaml"],
+                   help="the config file(s) the study runs with, as given to snakemake (default: config/config.yaml)")
+    p.add_argument("--overrides", type=_spec, default=None,
+                   help="snakemake --config values on top of the files (JSON; the progress rule passes them)")
+    p.add_argument("--directory", default=".", help="the study's folder: the one holding results/ and .snakemake/ "
+                                                    "(snakemake's --directory; default: here)")
+    p.add_argument("--watch", type=float, default=None, metavar="SECONDS",
+                   help="redraw every SECONDS until Ctrl-C")
+    p.add_argument("--markdown", default=None, help="also write the grid as Markdown to this file")
+
+
+def tidy_table_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", nargs="*", default=[], help="every run's metrics.json")
+    p.add_argument("--specs", type=_spec, required=True,
+                   help="each benchmark/backbone/method's settings (JSON; the tidy_table rule passes them)")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-parquet", required=True)

@@ -40,6 +40,8 @@ TABLES = ("runs.csv", "acc_matrix.csv", "summary.csv", "summary.md", "summary.te
 TABLES += ("per_seed.csv", "per_seed.md", "comparisons.csv", "comparisons.md")  # every seed's number, every test
 COST_TABLES = ("cost.csv", "cost.md")  # what each run cost (clgrid.cost), made by the cost_tables rule
 COST_FIGURE = "acc_vs_compute"  # final ACC against training FLOPs and wall seconds, made by cost_figure
+PROGRESS_TABLE = "progress.md"  # the grid's state when it ran (clgrid.progress), made by the progress rule
+TIDY_TABLES = ("all_runs.csv", "all_runs.parquet")  # every run's config and metrics, made by tidy_table
 
 
 def raw_done(data_root: str) -> str:
@@ -89,6 +91,8 @@ RULE_OF_PATH: tuple[tuple[str, str], ...] = (
     (_pattern(TABLE.format(table="selection.csv")), "selection_report"),
     (_pattern(TABLE, table=_one_of(COST_TABLES)), "cost_tables"),
     (_pattern(FIGURE, figure=re.escape(COST_FIGURE), ext="[a-z]+"), "cost_figure"),
+    (_pattern(TABLE.format(table=PROGRESS_TABLE)), "progress"),
+    (_pattern(TABLE, table=_one_of(TIDY_TABLES)), "tidy_table"),
     (_pattern(TABLE), "tables"),
     (_pattern(PAPER), "paper"),
     (_pattern(FIGURE, figure=re.escape(SWEEP_FIGURE), ext="[a-z]+"), "sweep_figure"),

@@ -1,0 +1,369 @@
+"""The grid's progress at a glance: every run of a study as one cell (tasks done / total and its state), read from
+the results folder and Snakemake's own state, while the study runs (locally or under ``--profile slurm``) or after.
+
+Where each state comes from:
+
+- **done**: every task's ``eval.json`` is there, and the run's ``metrics.json`` (a per-task selection candidate has
+  none: its tasks are enough).
+- **diverged**: a task's ``eval.json`` or the run's ``metrics.json`` says ``"diverged"`` (``train.on_divergence:
+  record``); the run finished, its numbers from that task on are NaN.
+- **running**: Snakemake marked one of the run's files incomplete (``.snakemake/incomplete/``: it does so when a
+  job starts, locally or when it submits it to SLURM, and clears the mark when the job's outputs are there) while a
+  Snakemake process holds the folder's lock (``.snakemake/locks/``). A mark with no lock is a job that was cut off:
+  the cell reads failed ("interrupted"); ``snakemake --rerun-incomplete`` reruns it.
+- **failed**: the last Snakemake log that ran the job (``.snakemake/log/*.snakemake.log``) has an ``Error in rule
+  ...`` block whose outputs or logs are the run's files (or its initial model's), and the run is not running again.
+- **pending**: none of the above: not started, or waiting for its inputs.
+
+Pure Python: ``clgrid progress`` and the ``progress`` rule never import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from base64 import urlsafe_b64decode
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from clgrid import paths
+
+STATES = ("done", "running", "failed", "diverged", "pending")
+MARK = {"done": "", "running": " ▶", "failed": " ✗", "diverged": " ⚠ div", "pending": ""}
+"""What a cell of the text grid adds after ``done/total``."""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run the DAG builds: its grid position, the role it plays (``final``: a run of the grid; ``candidate``: a
+    selection's candidate or test row), its tasks' eval.json and its metrics.json (None if it has none)."""
+
+    benchmark: str
+    backbone: str
+    method: str
+    seed: int
+    role: str
+    task_evals: tuple[str, ...]
+    metrics: str | None
+
+    @property
+    def folder(self) -> str:
+        return os.path.dirname(paths.RUN_METRICS.format(benchmark=self.benchmark, backbone=self.backbone,
+                                                        method=self.method, seed=self.seed))
+
+    @property
+    def init_folder(self) -> str:
+        return os.path.dirname(paths.INIT_MODEL.format(benchmark=self.benchmark, backbone=self.backbone,
+                                                       seed=self.seed))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"benchmark": self.benchmark, "backbone": self.backbone, "method": self.method, "seed": self.seed,
+                "role": self.role, "task_evals": list(self.task_evals), "metrics": self.metrics}
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> "PlannedRun":
+        return cls(row["benchmark"], row["backbone"], row["method"], int(row["seed"]), row["role"],
+                   tuple(row["task_evals"]), row.get("metrics"))
+
+
+@dataclass
+class CellState:
+    """A run's progress: ``tasks_done`` of ``n_tasks`` evaluated, its state (one of ``STATES``) and why."""
+
+    run: PlannedRun
+    tasks_done: int
+    n_tasks: int
+    state: str
+    detail: str = ""
+
+    @property
+    def text(self) -> str:
+        return f"{self.tasks_done}/{self.n_tasks}{MARK[self.state]}"
+
+
+@dataclass
+class SnakemakeState:
+    """What Snakemake's folder says: files of jobs that started and have not finished, whether a Snakemake process
+    holds the folder, and the outputs and logs of the jobs the newest log says failed."""
+
+    incomplete: set[str] = field(default_factory=set)
+    locked: bool = False
+    failed: set[str] = field(default_factory=set)
+    log: str | None = None
+
+
+def plan(config: dict[str, Any]) -> list[PlannedRun]:
+    """Every run of a (checked) config: the grid's runs, then the selections' candidates and test rows."""
+    from clgrid import config as cl
+    from clgrid.config import selection as cl_selection
+    from clgrid.plan import task_files
+
+    def planned(run, role: str) -> PlannedRun:
+        record = cl_selection.selection_of(config, run.method)
+        per_task_candidate = bool(record) and record["role"] == "candidate" and record["protocol"] == "per_task"
+        metrics = None if per_task_candidate else paths.RUN_METRICS.format(**vars(run))
+        evals = task_files(paths.TASK_EVAL, config, run.benchmark, run.backbone, run.method, run.seed)
+        return PlannedRun(run.benchmark, run.backbone, run.method, int(run.seed), role, tuple(evals), metrics)
+
+    out = [planned(run, "final") for run in cl.runs(config)]
+    seen = {(r.benchmark, r.backbone, r.method, r.seed) for r in out}
+    for run in cl_selection.candidate_runs(config):
+        key = (run.benchmark, run.backbone, run.method, int(run.seed))
+        if key not in seen:
+            seen.add(key)
+            out.append(planned(run, "candidate"))
+    return out
+
+
+def load_config(configfiles: Sequence[str | os.PathLike], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The config Snakemake would run with these ``--configfile``s (merged in order) and ``--config`` values,
+    checked and filled."""
+    from clgrid import config as cl
+    from clgrid.predict import SCHEMA, _merge
+
+    import yaml
+
+    config: dict[str, Any] = {}
+    for path in configfiles:
+        _merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    _merge(config, dict(overrides or {}))
+    cl.check(config, SCHEMA, files=[str(p) for p in configfiles], overrides=dict(overrides or {}))
+    return config
+
+
+def _decode_marker(relative: Path) -> str | None:
+    """The output path an incomplete marker stands for: Snakemake names it by the path's urlsafe base64, cut into
+    folder levels whose names start with ``@`` but the last."""
+    parts = [p[1:] if p.startswith("@") else p for p in relative.parts]
+    try:
+        return urlsafe_b64decode("".join(parts).encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def incomplete_files(directory: str | os.PathLike) -> set[str]:
+    """The outputs Snakemake marked incomplete in ``directory/.snakemake/incomplete`` (paths relative to it)."""
+    root = Path(directory) / ".snakemake" / "incomplete"
+    out = set()
+    if not root.is_dir():
+        return out
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if name == "migration_underway":
+                continue
+            decoded = _decode_marker((Path(folder) / name).relative_to(root))
+            if decoded:
+                out.add(os.path.normpath(os.path.relpath(decoded, directory) if os.path.isabs(decoded) else decoded))
+    return out
+
+
+ERROR_BLOCK = re.compile(r"^Error in rule (\S+?):?$")
+
+
+def _files_of(line: str) -> list[str]:
+    """The paths of an ``output:`` or ``log:`` line of a Snakemake log's job block ([] for any other line)."""
+    key, _, value = line.strip().partition(": ")
+    if key not in ("output", "log"):
+        return []
+    value = value.replace(" (check log file(s) for error details)", "")
+    return [os.path.normpath(p.strip()) for p in value.split(", ") if p.strip()]
+
+
+def log_jobs(log_text: str) -> tuple[set[str], set[str]]:
+    """(outputs and logs of every job a Snakemake log names, those of the jobs its ``Error in rule ...:`` blocks
+    say failed)."""
+    named: set[str] = set()
+    failed: set[str] = set()
+    in_error = False
+    for line in log_text.splitlines():
+        if line and not line.startswith((" ", "\t")):
+            in_error = bool(ERROR_BLOCK.match(line.strip()))
+            continue
+        files = _files_of(line)
+        named.update(files)
+        if in_error:
+            failed.update(files)
+    return named, failed
+
+
+def failed_files(log_texts: Sequence[str]) -> set[str]:
+    """Files of the jobs that failed in the last Snakemake run that ran them: ``log_texts`` oldest first, each
+    log's failures replacing what older logs said of the same files (a rerun that worked clears them)."""
+    failed: set[str] = set()
+    for text in log_texts:
+        named, failed_here = log_jobs(text)
+        failed = (failed - named) | failed_here
+    return failed
+
+
+MAX_LOGS = 50
+"""How many of the newest Snakemake logs say which jobs failed (older failures were rerun or are long stale)."""
+
+
+def snakemake_logs(directory: str | os.PathLike) -> list[Path]:
+    """The folder's Snakemake logs, oldest first (their names are their start times)."""
+    return sorted((Path(directory) / ".snakemake" / "log").glob("*.snakemake.log"))[-MAX_LOGS:]
+
+
+def snakemake_state(directory: str | os.PathLike) -> SnakemakeState:
+    """Read ``directory/.snakemake``: incomplete marks, locks, and the jobs its logs say failed."""
+    locks = Path(directory) / ".snakemake" / "locks"
+    logs = snakemake_logs(directory)
+    return SnakemakeState(
+        incomplete=incomplete_files(directory),
+        locked=locks.is_dir() and any(locks.iterdir()),
+        failed=failed_files([log.read_text(errors="replace") for log in logs]),
+        log=os.path.relpath(logs[-1], directory) if logs else None,
+    )
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # being written, or broken: the rule that writes it says so when it reads it
+
+
+def _under(files: Iterable[str], folder: str) -> bool:
+    prefix = folder.rstrip("/") + "/"
+    return any(f.startswith(prefix) for f in files)
+
+
+def cell_state(run: PlannedRun, directory: str | os.PathLike, snakemake: SnakemakeState) -> CellState:
+    """One run's progress (module docstring: what each state means and where it is read from)."""
+    root = Path(directory)
+    done = [t for t in run.task_evals if (root / t).is_file()]
+    diverged_at = None
+    for path in done:
+        row = _read(root / path)
+        if row and row.get("diverged"):
+            diverged_at = row["diverged"].get("task") if isinstance(row["diverged"], dict) else None
+            break
+    metrics = _read(root / run.metrics) if run.metrics and (root / run.metrics).is_file() else None
+    if metrics and metrics.get("diverged"):
+        diverged_at = (metrics.get("diverged_at") or {}).get("task", diverged_at)
+    finished = len(done) == len(run.task_evals) and (run.metrics is None or metrics is not None)
+    cell = CellState(run, len(done), len(run.task_evals), "pending")
+    started = _under(snakemake.incomplete, run.folder)
+    if started and snakemake.locked:
+        cell.state = "running"
+    elif started:
+        cell.state, cell.detail = "failed", "interrupted: rerun with snakemake --rerun-incomplete"
+    elif not finished and (_under(snakemake.failed, run.folder) or _under(snakemake.failed, run.init_folder)):
+        cell.state, cell.detail = "failed", "its job's error is in .snakemake/log/ and the job's log"
+    elif diverged_at is not None or (metrics and metrics.get("diverged")):
+        cell.state, cell.detail = "diverged", f"at task {diverged_at}"
+    elif finished:
+        cell.state = "done"
+    return cell
+
+
+def collect(runs: Sequence[PlannedRun], directory: str | os.PathLike = ".") -> list[CellState]:
+    """Every run's progress, in plan order."""
+    state = snakemake_state(directory)
+    return [cell_state(run, directory, state) for run in runs]
+
+
+def slurm_jobs(squeue: str | None = None) -> dict[str, int] | None:
+    """The user's SLURM jobs by state (``squeue --me``), or None where squeue is not on PATH or fails."""
+    squeue = squeue or shutil.which("squeue")
+    if not squeue:
+        return None
+    try:
+        out = subprocess.run([squeue, "--me", "--noheader", "--format=%T"], capture_output=True, text=True,
+                             timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    counts: dict[str, int] = {}
+    for line in out.split():
+        counts[line.lower()] = counts.get(line.lower(), 0) + 1
+    return counts
+
+
+# ---- the grid as text and Markdown -------------------------------------------------------------------------------
+
+def _rows(cells: Sequence[CellState]) -> tuple[list[int], dict[tuple[str, str, str], dict[int, CellState]]]:
+    seeds = sorted({c.run.seed for c in cells})
+    rows: dict[tuple[str, str, str], dict[int, CellState]] = {}
+    for c in cells:
+        rows.setdefault((c.run.benchmark, c.run.backbone, c.run.method), {})[c.run.seed] = c
+    return seeds, rows
+
+
+def summary_line(cells: Sequence[CellState]) -> str:
+    """``12 runs: 8 done, 1 running, 2 failed, 1 diverged, 0 pending; tasks 52/60 evaluated``."""
+    counts = {s: sum(c.state == s for c in cells) for s in STATES}
+    tasks, total = sum(c.tasks_done for c in cells), sum(c.n_tasks for c in cells)
+    return (f"{len(cells)} runs: " + ", ".join(f"{counts[s]} {s}" for s in STATES)
+            + f"; tasks {tasks}/{total} evaluated")
+
+
+def _table(cells: Sequence[CellState]) -> tuple[list[str], list[list[str]]]:
+    seeds, rows = _rows(cells)
+    header = ["benchmark", "backbone", "method"] + [f"s{s}" for s in seeds]
+    body = [[*key, *(by_seed[s].text if s in by_seed else "" for s in seeds)] for key, by_seed in rows.items()]
+    return header, body
+
+
+def _sections(cells: Sequence[CellState]) -> list[tuple[str, list[CellState]]]:
+    finals = [c for c in cells if c.run.role == "final"]
+    candidates = [c for c in cells if c.run.role != "final"]
+    out = [("runs", finals)] if finals else []
+    if candidates:
+        out.append(("selection candidates", candidates))
+    return out
+
+
+def _problems(cells: Sequence[CellState], markdown: bool = False) -> list[str]:
+    if markdown:
+        return [f"- {c.state}: `{c.run.folder}`" + (f" ({c.detail})" if c.detail else "")
+                for c in cells if c.state in ("failed", "diverged")]
+    return [f"{c.state:<8} {c.run.folder}" + (f"  ({c.detail})" if c.detail else "")
+            for c in cells if c.state in ("failed", "diverged")]
+
+
+def format_text(cells: Sequence[CellState], slurm: dict[str, int] | None = None) -> str:
+    """The grid as aligned text: a row per benchmark × backbone × method, a column per seed, then a summary."""
+    lines = []
+    for title, part in _sections(cells):
+        header, body = _table(part)
+        widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+        lines.append(f"{title} ({summary_line(part)})")
+        for row in [header, *body]:
+            lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        lines.append("")
+    lines += _problems(cells)
+    lines.append(f"total: {summary_line(cells)}")
+    if slurm is not None:
+        lines.append("SLURM (squeue --me): " + (", ".join(f"{n} {s}" for s, n in sorted(slurm.items())) or "no jobs"))
+    lines.append("legend: done/total tasks; ▶ running, ✗ failed, ⚠ div diverged; no mark: done when n/n, else pending")
+    return "\n".join(lines)
+
+
+def format_markdown(cells: Sequence[CellState]) -> str:
+    """The same grid as Markdown tables (the ``progress`` rule's progress.md, shown in ``snakemake --report``)."""
+    out = ["# Progress of the grid", "", f"**{summary_line(cells)}**", ""]
+    for title, part in _sections(cells):
+        header, body = _table(part)
+        out += [f"## {title.capitalize()}", "", "| " + " | ".join(header) + " |",
+                "|" + "|".join("---" for _ in header) + "|"]
+        out += ["| " + " | ".join(row) + " |" for row in body]
+        out.append("")
+    problems = _problems(cells, markdown=True)
+    if problems:
+        out += ["## Failed and diverged runs", ""] + problems + [""]
+    out.append("Cells: tasks evaluated / tasks of the run; ▶ running, ✗ failed, ⚠ div diverged "
+               "(docs/progress.md).")
+    return "\n".join(out) + "\n"
+
+
+def write_markdown(cells: Sequence[CellState], out: str | os.PathLike) -> Path:
+    from clgrid.io import atomic_path
+
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(format_markdown(cells))
+    return Path(out)
