@@ -35,6 +35,8 @@ from clgrid import paths
 STATES = ("done", "running", "failed", "diverged", "pending")
 MARK = {"done": "", "running": " ▶", "failed": " ✗", "diverged": " ⚠ div", "pending": ""}
 """What a cell of the text grid adds after ``done/total``."""
+LEGEND = ("legend: tasks evaluated/tasks of the run; ▶ running, ✗ failed, ⚠ div diverged, … every task evaluated and "
+          "the run's metrics not yet written; no mark: done (n/n) or pending")
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ class CellState:
 
     @property
     def text(self) -> str:
-        return f"{self.tasks_done}/{self.n_tasks}{MARK[self.state]}"
+        waiting = self.state == "pending" and self.n_tasks and self.tasks_done == self.n_tasks
+        return f"{self.tasks_done}/{self.n_tasks}" + (" …" if waiting else MARK[self.state])
 
 
 @dataclass
@@ -340,7 +343,7 @@ def format_text(cells: Sequence[CellState], slurm: dict[str, int] | None = None)
     lines.append(f"total: {summary_line(cells)}")
     if slurm is not None:
         lines.append("SLURM (squeue --me): " + (", ".join(f"{n} {s}" for s, n in sorted(slurm.items())) or "no jobs"))
-    lines.append("legend: done/total tasks; ▶ running, ✗ failed, ⚠ div diverged; no mark: done when n/n, else pending")
+    lines.append(LEGEND)
     return "\n".join(lines)
 
 
@@ -356,8 +359,7 @@ def format_markdown(cells: Sequence[CellState]) -> str:
     problems = _problems(cells, markdown=True)
     if problems:
         out += ["## Failed and diverged runs", ""] + problems + [""]
-    out.append("Cells: tasks evaluated / tasks of the run; ▶ running, ✗ failed, ⚠ div diverged "
-               "(docs/progress.md).")
+    out.append(LEGEND.replace("legend: ", "Cells: ") + " (docs/progress.md).")
     return "\n".join(out) + "\n"
 
 
