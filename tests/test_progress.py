@@ -106,7 +106,7 @@ def test_long_paths_are_cut_into_marker_folders(tmp_path):
     long = "results/runs/split_digits/mlp/" + "ewc~val~ewc_lambda=1" * 12 + "/s0/task0/state.pt"
     mark_incomplete(tmp_path, long)
     assert any(p.name.startswith("@") for p in (tmp_path / ".snakemake" / "incomplete").iterdir())
-    assert pg.incomplete_files(tmp_path) == {long}
+    assert pg.incomplete_files(tmp_path) == {long: None}
 
 
 def test_a_later_run_that_ran_the_job_clears_its_failure():
@@ -184,11 +184,21 @@ def test_plan_lists_selection_candidates_apart():
     assert len({(r.benchmark, r.backbone, r.method, r.seed) for r in runs}) == len(runs)
 
 
-def test_slurm_jobs_counts_squeue_states(tmp_path):
+def test_slurm_states_of_running_cells(tree, tmp_path):
+    """A cluster job's marker holds its SLURM id (Snakemake's executor registers the job when it submits it)."""
+    root, runs = tree
     fake = tmp_path / "squeue"
-    fake.write_text("#!/bin/sh\nprintf 'RUNNING\\nPENDING\\nPENDING\\n'\n")
+    fake.write_text("#!/bin/sh\nprintf '4711 PENDING\\n4712 RUNNING\\n4713 PENDING\\n'\n")
     fake.chmod(0o755)
-    assert pg.slurm_jobs(str(fake)) == {"running": 1, "pending": 2}
+    jobs = pg.slurm_jobs(str(fake))
+    assert jobs == {"4711": "PENDING", "4712": "RUNNING", "4713": "PENDING"}
+    marker = next(p for p in (root / ".snakemake" / "incomplete").rglob("*") if p.is_file())
+    marker.write_text(json.dumps({"external_jobid": "4711"}))
+    cells = pg.collect(runs, root, jobs)
+    assert (cells[1].state, cells[1].detail) == ("running", "cluster job 4711 PENDING")
+    text = pg.format_text(cells, jobs)
+    assert "SLURM (squeue --me): 2 pending, 1 running" in text
+    assert "running  results/runs/split_digits/mlp/replay/s0  (cluster job 4711 PENDING)" in text
     broken = tmp_path / "broken"
     broken.write_text("#!/bin/sh\nexit 1\n")
     broken.chmod(0o755)
@@ -209,3 +219,10 @@ def test_cli_prints_the_grid(tree, capsys):
     assert "split_digits     mlp       replay  2/5 ▶      0/5    0/5" in out
     assert "total: 30 runs: 0 done, 1 running, 1 failed, 1 diverged, 27 pending" in out
     assert "| split_digits | mlp | ewc | 0/5 | 0/5 ✗ | 0/5 |" in md.read_text()
+
+
+def test_the_rules_that_make_the_new_tables():
+    assert paths.producer_rule("results/tables/progress.md") == "progress"
+    assert paths.producer_rule("results/tables/all_runs.parquet") == "tidy_table"
+    assert paths.producer_rule("results/tables/all_runs.csv") == "tidy_table"
+    assert paths.producer_rule("results/tables/runs.csv") == "tables"

@@ -99,10 +99,11 @@ def _progress(args: argparse.Namespace) -> None:
     config = progress.load_config(args.configfile, args.overrides)
     runs = progress.plan(config)
     while True:
-        cells = progress.collect(runs, args.directory)
+        slurm = progress.slurm_jobs()
+        cells = progress.collect(runs, args.directory, slurm)
         if args.markdown:
             _wrote([progress.write_markdown(cells, args.markdown)])
-        text = progress.format_text(cells, progress.slurm_jobs())
+        text = progress.format_text(cells, slurm)
         if args.watch is None:
             print(text)
             return

@@ -9,7 +9,9 @@ Where each state comes from:
   record``); the run finished, its numbers from that task on are NaN.
 - **running**: Snakemake marked one of the run's files incomplete (``.snakemake/incomplete/``: it does so when a
   job starts, locally or when it submits it to SLURM, and clears the mark when the job's outputs are there) while a
-  Snakemake process holds the folder's lock (``.snakemake/locks/``). A mark with no lock is a job that was cut off:
+  Snakemake process holds the folder's lock (``.snakemake/locks/``). Any job of the run counts: training, metrics,
+  analysis. A cluster job's mark holds its job id: with ``squeue`` on PATH the cell says whether SLURM runs it or
+  still queues it. A mark with no lock is a job that was cut off:
   the cell reads failed ("interrupted"); ``snakemake --rerun-incomplete`` reruns it.
 - **failed**: the last Snakemake log that ran the job (``.snakemake/log/*.snakemake.log``) has an ``Error in rule
   ...`` block whose outputs or logs are the run's files (or its initial model's), and the run is not running again.
@@ -93,8 +95,11 @@ class SnakemakeState:
     """What Snakemake's folder says: files of jobs that started and have not finished, whether a Snakemake process
     holds the folder, and the outputs and logs of the jobs the newest log says failed."""
 
-    incomplete: set[str] = field(default_factory=set)
+    incomplete: dict[str, str | None] = field(default_factory=dict)
+    """output path -> the job's cluster id (SLURM's job id; None for a local job)."""
     locked: bool = False
+    cluster_states: dict[str, str] = field(default_factory=dict)
+    """SLURM's state of each of the user's jobs (``squeue --me``), by job id; empty without squeue."""
     failed: set[str] = field(default_factory=set)
     log: str | None = None
 
@@ -148,10 +153,11 @@ def _decode_marker(relative: Path) -> str | None:
         return None
 
 
-def incomplete_files(directory: str | os.PathLike) -> set[str]:
-    """The outputs Snakemake marked incomplete in ``directory/.snakemake/incomplete`` (paths relative to it)."""
+def incomplete_files(directory: str | os.PathLike) -> dict[str, str | None]:
+    """The outputs Snakemake marked incomplete in ``directory/.snakemake/incomplete`` (paths relative to it), each
+    with the external job id the marker holds (a cluster job's id, given when Snakemake submitted it)."""
     root = Path(directory) / ".snakemake" / "incomplete"
-    out = set()
+    out: dict[str, str | None] = {}
     if not root.is_dir():
         return out
     for folder, _, names in os.walk(root):
@@ -160,7 +166,10 @@ def incomplete_files(directory: str | os.PathLike) -> set[str]:
                 continue
             decoded = _decode_marker((Path(folder) / name).relative_to(root))
             if decoded:
-                out.add(os.path.normpath(os.path.relpath(decoded, directory) if os.path.isabs(decoded) else decoded))
+                key = os.path.normpath(os.path.relpath(decoded, directory) if os.path.isabs(decoded) else decoded)
+                record = _read(Path(folder) / name) or {}
+                jobid = record.get("external_jobid")
+                out[key] = str(jobid) if jobid not in (None, "") else None
     return out
 
 
@@ -251,9 +260,13 @@ def cell_state(run: PlannedRun, directory: str | os.PathLike, snakemake: Snakema
         diverged_at = (metrics.get("diverged_at") or {}).get("task", diverged_at)
     finished = len(done) == len(run.task_evals) and (run.metrics is None or metrics is not None)
     cell = CellState(run, len(done), len(run.task_evals), "pending")
-    started = _under(snakemake.incomplete, run.folder)
+    started = [f for f in snakemake.incomplete if f.startswith(run.folder.rstrip("/") + "/")]
     if started and snakemake.locked:
         cell.state = "running"
+        cluster_ids = sorted({snakemake.incomplete[f] for f in started if snakemake.incomplete[f]})
+        if cluster_ids:
+            cell.detail = "cluster job " + ", ".join(
+                f"{i} {snakemake.cluster_states.get(i, 'not in squeue')}" for i in cluster_ids)
     elif started:
         cell.state, cell.detail = "failed", "interrupted: rerun with snakemake --rerun-incomplete"
     elif not finished and (_under(snakemake.failed, run.folder) or _under(snakemake.failed, run.init_folder)):
@@ -265,25 +278,33 @@ def cell_state(run: PlannedRun, directory: str | os.PathLike, snakemake: Snakema
     return cell
 
 
-def collect(runs: Sequence[PlannedRun], directory: str | os.PathLike = ".") -> list[CellState]:
-    """Every run's progress, in plan order."""
+def collect(runs: Sequence[PlannedRun], directory: str | os.PathLike = ".",
+            cluster_states: dict[str, str] | None = None) -> list[CellState]:
+    """Every run's progress, in plan order; ``cluster_states`` (``slurm_jobs()``) says which running cells' jobs
+    SLURM still queues."""
     state = snakemake_state(directory)
+    state.cluster_states = dict(cluster_states or {})
     return [cell_state(run, directory, state) for run in runs]
 
 
-def slurm_jobs(squeue: str | None = None) -> dict[str, int] | None:
-    """The user's SLURM jobs by state (``squeue --me``), or None where squeue is not on PATH or fails."""
+def slurm_jobs(squeue: str | None = None) -> dict[str, str] | None:
+    """SLURM's state of each of the user's jobs (``squeue --me``: job id -> ``RUNNING``, ``PENDING``, ...), or None
+    where squeue is not on PATH or fails."""
     squeue = squeue or shutil.which("squeue")
     if not squeue:
         return None
     try:
-        out = subprocess.run([squeue, "--me", "--noheader", "--format=%T"], capture_output=True, text=True,
+        out = subprocess.run([squeue, "--me", "--noheader", "--format=%i %T"], capture_output=True, text=True,
                              timeout=20, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None
+    return dict(line.split(None, 1) for line in out.splitlines() if len(line.split()) == 2)
+
+
+def slurm_counts(jobs: dict[str, str]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for line in out.split():
-        counts[line.lower()] = counts.get(line.lower(), 0) + 1
+    for state in jobs.values():
+        counts[state.lower()] = counts.get(state.lower(), 0) + 1
     return counts
 
 
@@ -326,10 +347,10 @@ def _problems(cells: Sequence[CellState], markdown: bool = False) -> list[str]:
         return [f"- {c.state}: `{c.run.folder}`" + (f" ({c.detail})" if c.detail else "")
                 for c in cells if c.state in ("failed", "diverged")]
     return [f"{c.state:<8} {c.run.folder}" + (f"  ({c.detail})" if c.detail else "")
-            for c in cells if c.state in ("failed", "diverged")]
+            for c in cells if c.state in ("failed", "diverged") or (c.state == "running" and c.detail)]
 
 
-def format_text(cells: Sequence[CellState], slurm: dict[str, int] | None = None) -> str:
+def format_text(cells: Sequence[CellState], slurm: dict[str, str] | None = None) -> str:
     """The grid as aligned text: a row per benchmark × backbone × method, a column per seed, then a summary."""
     lines = []
     for title, part in _sections(cells):
@@ -342,7 +363,8 @@ def format_text(cells: Sequence[CellState], slurm: dict[str, int] | None = None)
     lines += _problems(cells)
     lines.append(f"total: {summary_line(cells)}")
     if slurm is not None:
-        lines.append("SLURM (squeue --me): " + (", ".join(f"{n} {s}" for s, n in sorted(slurm.items())) or "no jobs"))
+        counts = slurm_counts(slurm)
+        lines.append("SLURM (squeue --me): " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs"))
     lines.append(LEGEND)
     return "\n".join(lines)
 

@@ -16,7 +16,7 @@ SPECS = {
     "methods": {
         "ewc": {"method_name": "ewc", "method_params": {"ewc_lambda": 100, "fisher_weighting": "none"}, "train": {}},
         "ewc~selected": {"method_name": "ewc", "method_params": {"ewc_lambda": 10, "fisher_weighting": "none"},
-                         "train": {"epochs": 5}},
+                         "train": {"epochs": 5}, "role": "selected"},
         "replay": {"method_name": "replay", "method_params": {"buffer_size": 200, "hidden": [64, 32]}, "train": {}},
     },
 }
@@ -69,11 +69,13 @@ def test_columns_and_types(metrics_files, tmp_path):
     arrow = pq.read_table(parquet)
     table = arrow.to_pandas()
     columns = list(table.columns)
-    assert columns[:5] == ["benchmark", "backbone", "method", "method_name", "seed"]
+    assert columns[:6] == ["benchmark", "backbone", "method", "method_name", "seed", "role"]
+    assert table["role"].tolist() == ["run", "run", "selected", "run"]
     assert columns.index("param.buffer_size") < columns.index("train.epochs") < columns.index("dataset")
     assert columns[-4:] == ["acc", "acc_task_il", "forgetting", "bwt"]  # clgrid.catalog.metrics' order
     assert table["method_name"].tolist() == ["ewc", "ewc", "ewc", "replay"]
-    assert table["param.ewc_lambda"].tolist()[:3] == [100, 100, 10] and math.isnan(table["param.ewc_lambda"][3])
+    assert table["param.ewc_lambda"].tolist()[:3] == [100, 100, 10] and pd.isna(table["param.ewc_lambda"][3])
+    assert str(arrow.schema.field("param.ewc_lambda").type) == "int64"  # an integer parameter with gaps stays int
     assert table["train.epochs"].tolist() == [10, 10, 5, 10]  # the variant's training override wins
     assert table["param.hidden"].tolist()[3] == "[64, 32]"  # a list as its JSON text
     assert table["selected.ewc_lambda"].tolist()[2] == 10 and table["selected_from"][2] == "ewc~val~ewc_lambda=10"
@@ -92,3 +94,19 @@ def test_specs_of_the_default_config(default_config):
     assert specs["benchmarks"]["split_digits"]["n_tasks"] == 5
     assert specs["methods"]["ewc"]["method_params"]["ewc_lambda"] == 100  # config/config.yaml's method_params
     assert set(specs["methods"]) == {"naive", "joint", "ewc", "lwf", "replay"}
+
+
+def test_a_selection_study_has_its_candidates_and_test_rows():
+    from clgrid import config as cl
+    from clgrid.plots.tables.tidy import tidy_runs
+    from clgrid.progress import load_config
+    from tests.conftest import REPO
+
+    config = load_config([REPO / "config" / "experiments" / "sweep_digits.yaml"])
+    runs = tidy_runs(config)
+    specs = tidy_specs(config, runs)
+    assert len(runs) == len(cl.runs(config)) + 108  # its 36 candidates and test rows x 3 seeds (docs/sweep_digits.md)
+    roles = {m: spec["role"] for m, spec in specs["methods"].items()}
+    assert roles["naive"] == "run" and roles["ewc~selected"] == "selected"
+    assert roles["ewc~val~ewc_lambda=10"] == "candidate" and roles["ewc~test~ewc_lambda=10"] == "test_row"
+    assert specs["methods"]["ewc~val~ewc_lambda=10"]["method_params"]["ewc_lambda"] == 10

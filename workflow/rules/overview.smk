@@ -3,13 +3,7 @@
 #   snakemake --cores 1 tidy_table    results/tables/all_runs.{csv,parquet}: every run's config and metrics, a row each
 import shlex  # noqa: E402
 
-from clgrid.plots.tables.tidy import tidy_specs  # noqa: E402
-
-
-def progress_configfiles():
-    """The config files this Snakemake run read, absolute (the job runs in --directory)."""
-    files = workflow.overwrite_configfiles or [Path(workflow.basedir) / "config" / "config.yaml"]
-    return " ".join(shlex.quote(os.path.abspath(str(f))) for f in files)
+from clgrid.plots.tables.tidy import tidy_runs, tidy_specs  # noqa: E402
 
 
 localrules:
@@ -23,7 +17,11 @@ rule progress:
     output:
         markdown=table_report(table(paths.PROGRESS_TABLE), "progress"),
     params:
-        configfiles=lambda wildcards: progress_configfiles(),
+        # the config files this Snakemake read, absolute: the job runs in --directory
+        configfiles=lambda wildcards: " ".join(
+            shlex.quote(os.path.abspath(str(f)))
+            for f in workflow.overwrite_configfiles or [Path(workflow.basedir) / "config" / "config.yaml"]
+        ),
         overrides=lambda wildcards: as_json(dict(workflow.config_settings.config)),
     log:
         rule_log("progress"),
@@ -36,12 +34,12 @@ rule progress:
 
 rule tidy_table:
     input:
-        all_metrics,
+        lambda wildcards: [RUN_METRICS.format(**vars(run)) for run in tidy_runs(config)],
     output:
         csv=table(paths.TIDY_TABLES[0]),
         parquet=table(paths.TIDY_TABLES[1]),
     params:
-        specs=lambda wildcards: as_json(tidy_specs(config, cl.runs(config))),
+        specs=lambda wildcards: as_json(tidy_specs(config, tidy_runs(config))),
     log:
         rule_log("tidy_table"),
     benchmark:

@@ -2,7 +2,8 @@
 (``results/tables/all_runs.csv`` and ``all_runs.parquet``), the file pandas, R (``arrow::read_parquet``) or a
 spreadsheet opens to start an analysis of its own.
 
-Columns, in this order: ``benchmark, backbone, method, method_name, seed``; the method's parameters
+Rows: the grid's runs, then the selections' candidates and test rows (``role``). Columns, in this order:
+``benchmark, backbone, method, method_name, seed, role``; the method's parameters
 (``param.<name>``); the training settings (``train.<name>``); ``dataset, scenario, n_tasks``; what a selection chose
 (``selected.<name>``, ``selected_from``); ``evaluated_on, diverged, diverged_task``; the provenance
 (``config_hash, git_commit, device``); then every metric of ``metrics.json`` under its own name (``acc``, ``bwt``,
@@ -16,21 +17,41 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
-from clgrid.io import read_json
-
-ID_COLUMNS = ["benchmark", "backbone", "method", "method_name", "seed"]
+ID_COLUMNS = ["benchmark", "backbone", "method", "method_name", "seed", "role"]
+ROLES = {None: "run", "final": "selected", "candidate": "candidate", "test_row": "test_row"}
+"""A run's ``role`` column: a plain grid run, a selection's final run, one of its candidates (evaluated on
+validation data) or a test row (a candidate's values on the test sets)."""
 PROVENANCE = ["config_hash", "git_commit", "device"]
+
+
+def tidy_runs(config: Mapping[str, Any]) -> list[Any]:
+    """The runs with a metrics.json: the grid's (``clgrid.config.runs``), then the selections' candidates and test
+    rows (``clgrid.config.selection.candidate_runs``) but per-task candidates, which have none."""
+    from clgrid import config as cl
+    from clgrid.config import selection as cl_selection
+
+    out = list(cl.runs(dict(config)))
+    seen = {(r.benchmark, r.backbone, r.method, r.seed) for r in out}
+    for run in cl_selection.candidate_runs(dict(config)):
+        record = cl_selection.selection_of(dict(config), run.method) or {}
+        key = (run.benchmark, run.backbone, run.method, run.seed)
+        if key not in seen and not (record.get("role") == "candidate" and record.get("protocol") == "per_task"):
+            seen.add(key)
+            out.append(run)
+    return out
 
 
 def tidy_specs(config: Mapping[str, Any], runs: Iterable[Any]) -> dict[str, dict[str, Any]]:
     """What the table needs of the config, per benchmark and per run name (so its size grows with the grid's
     benchmarks and methods, not its runs): the benchmark's dataset, scenario, tasks and training settings; the
-    method's registered name, resolved parameters and training overrides. Torch-free; the rule passes it as JSON."""
+    method's registered name, resolved parameters and training overrides. Torch- and pandas-free (the Snakefile imports it); the rule passes it as JSON."""
     from clgrid import config as cl
+    from clgrid.config import selection as cl_selection
 
     benchmarks: dict[str, Any] = {}
     methods: dict[str, Any] = {}
@@ -43,7 +64,9 @@ def tidy_specs(config: Mapping[str, Any], runs: Iterable[Any]) -> dict[str, dict
                                          "train": dict(bench.get("train", {}))}
         if run.method not in methods:
             name, params, train = cl.method_of(dict(config), run.method)
-            methods[run.method] = {"method_name": name, "method_params": dict(params), "train": dict(train)}
+            record = cl_selection.selection_of(dict(config), run.method) or {}
+            methods[run.method] = {"method_name": name, "method_params": dict(params), "train": dict(train),
+                                   "role": ROLES[record.get("role")]}
     return {"benchmarks": benchmarks, "methods": methods}
 
 
@@ -62,7 +85,7 @@ def tidy_row(metrics: Mapping[str, Any], specs: Mapping[str, Any]) -> dict[str, 
     row: dict[str, Any] = {"benchmark": metrics["benchmark"], "backbone": metrics["backbone"],
                            "method": metrics["method"],
                            "method_name": method.get("method_name", metrics["method"].split("~")[0]),
-                           "seed": int(metrics["seed"])}
+                           "seed": int(metrics["seed"]), "role": method.get("role", "run")}
     row.update({f"param.{k}": _flat(v) for k, v in sorted(method.get("method_params", {}).items())})
     train = {**bench.get("train", {}), **method.get("train", {})}
     row.update({f"train.{k}": _flat(v) for k, v in sorted(train.items())})
@@ -99,6 +122,8 @@ def _column_order(columns: list[str]) -> list[str]:
 
 def _one_type(column: pd.Series) -> pd.Series:
     """A column Parquet can hold: text when its values mix text (or booleans) with numbers."""
+    import pandas as pd
+
     kinds = {type(v) for v in column if v is not None and not (isinstance(v, float) and pd.isna(v))}
     numeric = {int, float}
     if len(kinds) > 1 and not kinds <= numeric:
@@ -108,16 +133,21 @@ def _one_type(column: pd.Series) -> pd.Series:
 
 def tidy_frame(metrics_files: Iterable[str | os.PathLike], specs: Mapping[str, Any]) -> pd.DataFrame:
     """Every run's row, in input order (see the module docstring for the columns)."""
+    import pandas as pd
+
+    from clgrid.io import read_json
+
     rows = [tidy_row(read_json(path), specs) for path in metrics_files]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=ID_COLUMNS)
     frame = frame[_column_order(list(frame.columns))]
     for name in frame.columns:
-        if frame[name].dtype == object:
+        kinds = {type(row[name]) for row in rows if row.get(name) is not None}
+        if kinds == {int} or name == "diverged_task":
+            frame[name] = frame[name].astype("Int64")  # integers with gaps (another method's parameter) stay integers
+        elif frame[name].dtype == object:
             frame[name] = _one_type(frame[name])
-    if "diverged_task" in frame:
-        frame["diverged_task"] = frame["diverged_task"].astype("Int64")  # NaN-able integers, not floats
     return frame
 
 
