@@ -115,9 +115,18 @@ def _progress(args: argparse.Namespace) -> None:
 
 
 def _tidy_table(args: argparse.Namespace) -> None:
-    from clgrid.plots.tables.tidy import write_tidy_table
+    from clgrid.plots.tables.tidy import finished_metrics, tidy_runs, tidy_specs, write_tidy_table
 
-    _wrote(write_tidy_table(args.metrics, args.specs, args.out_csv, args.out_parquet))
+    if (args.specs is None) == (args.configfile is None):
+        raise ValueError("tidy-table needs --specs (the rule passes them) or --configfile, not both")
+    specs, metrics = args.specs, args.metrics
+    if args.configfile:
+        from clgrid.progress import load_config
+
+        config = load_config(args.configfile)
+        specs = tidy_specs(config, tidy_runs(config))
+        metrics = finished_metrics(config, args.directory) if metrics is None else metrics
+    _wrote(write_tidy_table(metrics or [], specs, args.out_csv, args.out_parquet))
 
 
 def _published(args: argparse.Namespace) -> None:

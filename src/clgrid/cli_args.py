@@ -273,8 +273,13 @@ def progress_args(p: argparse.ArgumentParser) -> None:
 
 
 def tidy_table_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metrics", nargs="*", default=[], help="every run's metrics.json")
-    p.add_argument("--specs", type=_spec, required=True,
-                   help="each benchmark/backbone/method's settings (JSON; the tidy_table rule passes them)")
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-parquet", required=True)
+    p.add_argument("--metrics", nargs="*", default=None,
+                   help="every run's metrics.json (default: those of the --configfile's runs that exist)")
+    p.add_argument("--specs", type=_spec, default=None,
+                   help="each benchmark's and run name's settings (JSON; the tidy_table rule passes them)")
+    p.add_argument("--configfile", nargs="+", default=None,
+                   help="instead of --specs: the config file(s) of the study (a study not finished yet: its "
+                        "finished runs)")
+    p.add_argument("--directory", default=".", help="with --configfile: the study's folder (default: here)")
+    p.add_argument("--out-csv", default="results/tables/all_runs.csv")
+    p.add_argument("--out-parquet", default="results/tables/all_runs.parquet")

@@ -110,3 +110,19 @@ def test_a_selection_study_has_its_candidates_and_test_rows():
     assert roles["naive"] == "run" and roles["ewc~selected"] == "selected"
     assert roles["ewc~val~ewc_lambda=10"] == "candidate" and roles["ewc~test~ewc_lambda=10"] == "test_row"
     assert specs["methods"]["ewc~val~ewc_lambda=10"]["method_params"]["ewc_lambda"] == 10
+
+
+def test_cli_on_a_study_not_finished(tmp_path):
+    """`clgrid tidy-table --configfile`: the runs that have a metrics.json, with the config's columns."""
+    from clgrid.cli import main
+    from tests.conftest import DEFAULT_CONFIG
+
+    m = _metrics("ewc", 0, 70.0)
+    path = tmp_path / "results/runs/split_digits/mlp/ewc/s0/metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(m))
+    assert main(["tidy-table", "--configfile", str(DEFAULT_CONFIG), "--directory", str(tmp_path),
+                 "--out-csv", str(tmp_path / "a.csv"), "--out-parquet", str(tmp_path / "a.parquet")]) == 0
+    table = pq.read_table(tmp_path / "a.parquet").to_pandas()
+    assert table[["method", "seed", "acc"]].values.tolist() == [["ewc", 0, 70.0]]
+    assert table["param.ewc_lambda"].tolist() == [100] and table["train.epochs"].tolist() == [10]

@@ -46,6 +46,14 @@ def tidy_runs(config: Mapping[str, Any]) -> list[Any]:
     return out
 
 
+def finished_metrics(config: Mapping[str, Any], directory: str | os.PathLike = ".") -> list[str]:
+    """The metrics.json of ``tidy_runs`` that exist under ``directory`` (a study still running, or with failures)."""
+    from clgrid import paths
+
+    found = [Path(directory) / paths.RUN_METRICS.format(**vars(run)) for run in tidy_runs(config)]
+    return [str(path) for path in found if path.is_file()]
+
+
 def tidy_specs(config: Mapping[str, Any], runs: Iterable[Any]) -> dict[str, dict[str, Any]]:
     """What the table needs of the config, per benchmark and per run name (so its size grows with the grid's
     benchmarks and methods, not its runs): the benchmark's dataset, scenario, tasks and training settings; the
