@@ -25,6 +25,8 @@ rule progress:
         overrides=lambda wildcards: as_json(dict(workflow.config_settings.config)),
     log:
         rule_log("progress"),
+    benchmark:
+        rule_bench("progress")
     conda:
         ENV
     shell:
