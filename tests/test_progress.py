@@ -226,3 +226,39 @@ def test_the_rules_that_make_the_new_tables():
     assert paths.producer_rule("results/tables/all_runs.parquet") == "tidy_table"
     assert paths.producer_rule("results/tables/all_runs.csv") == "tidy_table"
     assert paths.producer_rule("results/tables/runs.csv") == "tables"
+
+
+def test_a_failed_upstream_job_fails_the_runs_that_need_it(tmp_path):
+    """A broken dataset fails prepare_dataset: every run of a benchmark on it reads failed, others pending."""
+    log = ("Error in rule prepare_dataset, jobid: 4\n    output: results/data/digits.npz, results/data/digits.json\n"
+           "    log: results/logs/prepare_dataset/digits.log (check log file(s) for error details)\n")
+    (tmp_path / ".snakemake" / "log").mkdir(parents=True)
+    (tmp_path / ".snakemake" / "log" / "2026-12-05T080000.000000.snakemake.log").write_text(log)
+    on_digits = pg.PlannedRun("split_digits", "mlp", "naive", 0, "final", ("a/task0/eval.json",), None,
+                              ("results/scenarios/split_digits.json", "results/data/digits.npz"))
+    elsewhere = pg.PlannedRun("split_cifar", "mlp", "naive", 0, "final", ("b/task0/eval.json",), None,
+                              ("results/scenarios/split_cifar.json", "results/data/cifar10.npz"))
+    assert [c.state for c in pg.collect([on_digits, elsewhere], tmp_path)] == ["failed", "pending"]
+
+
+def test_plan_names_each_runs_upstream_files(default_config):
+    run = pg.plan(default_config)[0]
+    assert run.upstream == ("results/scenarios/split_digits.json", "results/data/digits.npz")
+    assert pg.PlannedRun.from_json(json.loads(json.dumps(run.to_json()))) == run
+
+
+def test_watch_redraws_until_interrupted(tree, capsys, monkeypatch):
+    import time
+
+    from clgrid.cli import main
+    from tests.conftest import DEFAULT_CONFIG
+
+    def interrupt(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pg, "slurm_jobs", lambda: None)  # this machine's squeue would sleep while it waits
+    monkeypatch.setattr(time, "sleep", interrupt)
+    root, _ = tree
+    assert main(["progress", "--configfile", str(DEFAULT_CONFIG), "--directory", str(root), "--watch", "5"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("\033[2J\033[H") and out.count("total: 30 runs") == 1

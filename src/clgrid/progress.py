@@ -14,7 +14,8 @@ Where each state comes from:
   still queues it. A mark with no lock is a job that was cut off:
   the cell reads failed ("interrupted"); ``snakemake --rerun-incomplete`` reruns it.
 - **failed**: the last Snakemake log that ran the job (``.snakemake/log/*.snakemake.log``) has an ``Error in rule
-  ...`` block whose outputs or logs are the run's files (or its initial model's), and the run is not running again.
+  ...`` block whose outputs or logs are the run's files (or those of a job it needs: its initial model, scenario,
+  datasets, feature cache), and the run is not running again.
 - **pending**: none of the above: not started, or waiting for its inputs.
 
 Pure Python: ``clgrid progress`` and the ``progress`` rule never import torch.
@@ -53,6 +54,8 @@ class PlannedRun:
     role: str
     task_evals: tuple[str, ...]
     metrics: str | None
+    upstream: tuple[str, ...] = ()
+    """Files the run's jobs need that other jobs make (scenario, datasets, feature cache): their failure is its."""
 
     @property
     def folder(self) -> str:
@@ -66,12 +69,13 @@ class PlannedRun:
 
     def to_json(self) -> dict[str, Any]:
         return {"benchmark": self.benchmark, "backbone": self.backbone, "method": self.method, "seed": self.seed,
-                "role": self.role, "task_evals": list(self.task_evals), "metrics": self.metrics}
+                "role": self.role, "task_evals": list(self.task_evals), "metrics": self.metrics,
+                "upstream": list(self.upstream)}
 
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> "PlannedRun":
         return cls(row["benchmark"], row["backbone"], row["method"], int(row["seed"]), row["role"],
-                   tuple(row["task_evals"]), row.get("metrics"))
+                   tuple(row["task_evals"]), row.get("metrics"), tuple(row.get("upstream", ())))
 
 
 @dataclass
@@ -108,14 +112,18 @@ def plan(config: dict[str, Any]) -> list[PlannedRun]:
     """Every run of a (checked) config: the grid's runs, then the selections' candidates and test rows."""
     from clgrid import config as cl
     from clgrid.config import selection as cl_selection
-    from clgrid.plan import task_files
+    from clgrid.plan import feature_cache, run_dataset_files, task_files
 
     def planned(run, role: str) -> PlannedRun:
         record = cl_selection.selection_of(config, run.method)
         per_task_candidate = bool(record) and record["role"] == "candidate" and record["protocol"] == "per_task"
         metrics = None if per_task_candidate else paths.RUN_METRICS.format(**vars(run))
         evals = task_files(paths.TASK_EVAL, config, run.benchmark, run.backbone, run.method, run.seed)
-        return PlannedRun(run.benchmark, run.backbone, run.method, int(run.seed), role, tuple(evals), metrics)
+        cache = feature_cache(config, run.benchmark, run.backbone, run.method, run.seed)
+        upstream = [paths.SCENARIO.format(benchmark=run.benchmark),
+                    *run_dataset_files(config, run.benchmark, run.method), *([cache] if cache else [])]
+        return PlannedRun(run.benchmark, run.backbone, run.method, int(run.seed), role, tuple(evals), metrics,
+                          tuple(os.path.normpath(p) for p in upstream))
 
     out = [planned(run, "final") for run in cl.runs(config)]
     seen = {(r.benchmark, r.backbone, r.method, r.seed) for r in out}
@@ -173,7 +181,7 @@ def incomplete_files(directory: str | os.PathLike) -> dict[str, str | None]:
     return out
 
 
-ERROR_BLOCK = re.compile(r"^Error in rule (\S+?):?$")
+ERROR_BLOCK = re.compile(r"^Error in rule \S+")  # "Error in rule X:" (the log file), "..., jobid: N" (the logger)
 
 
 def _files_of(line: str) -> list[str]:
@@ -269,7 +277,8 @@ def cell_state(run: PlannedRun, directory: str | os.PathLike, snakemake: Snakema
                 f"{i} {snakemake.cluster_states.get(i, 'not in squeue')}" for i in cluster_ids)
     elif started:
         cell.state, cell.detail = "failed", "interrupted: rerun with snakemake --rerun-incomplete"
-    elif not finished and (_under(snakemake.failed, run.folder) or _under(snakemake.failed, run.init_folder)):
+    elif not finished and (_under(snakemake.failed, run.folder) or _under(snakemake.failed, run.init_folder)
+                           or snakemake.failed.intersection(run.upstream)):
         cell.state, cell.detail = "failed", "its job's error is in .snakemake/log/ and the job's log"
     elif diverged_at is not None or (metrics and metrics.get("diverged")):
         cell.state, cell.detail = "diverged", f"at task {diverged_at}"
