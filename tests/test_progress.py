@@ -262,3 +262,12 @@ def test_watch_redraws_until_interrupted(tree, capsys, monkeypatch):
     assert main(["progress", "--configfile", str(DEFAULT_CONFIG), "--directory", str(root), "--watch", "5"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("\033[2J\033[H") and out.count("total: 30 runs") == 1
+
+
+def test_a_diverged_task_before_the_metrics_job(tmp_path):
+    """on_divergence: record writes the task's eval.json marked diverged; the cell says so before metrics.json."""
+    run = _run("ewc", 0)
+    _write(tmp_path, run.task_evals[0], {"acc": [90.0]})
+    _write(tmp_path, run.task_evals[1], {"acc": [None], "diverged": {"task": 1, "step": 5, "loss": "inf"}})
+    cell = pg.collect([run], tmp_path)[0]
+    assert (cell.state, cell.text, cell.detail) == ("diverged", "2/3 ⚠ div", "at task 1")

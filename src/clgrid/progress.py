@@ -257,15 +257,18 @@ def cell_state(run: PlannedRun, directory: str | os.PathLike, snakemake: Snakema
     """One run's progress (module docstring: what each state means and where it is read from)."""
     root = Path(directory)
     done = [t for t in run.task_evals if (root / t).is_file()]
-    diverged_at = None
-    for path in done:
-        row = _read(root / path)
-        if row and row.get("diverged"):
-            diverged_at = row["diverged"].get("task") if isinstance(row["diverged"], dict) else None
-            break
     metrics = _read(root / run.metrics) if run.metrics and (root / run.metrics).is_file() else None
-    if metrics and metrics.get("diverged"):
-        diverged_at = (metrics.get("diverged_at") or {}).get("task", diverged_at)
+    diverged, diverged_at = False, None
+    if metrics is not None:  # the run's record says it all: no need to open its tasks' evaluations
+        diverged = bool(metrics.get("diverged"))
+        diverged_at = (metrics.get("diverged_at") or {}).get("task")
+    else:
+        for path in done:
+            row = _read(root / path) or {}
+            if row.get("diverged"):
+                diverged = True
+                diverged_at = row["diverged"].get("task") if isinstance(row["diverged"], dict) else None
+                break
     finished = len(done) == len(run.task_evals) and (run.metrics is None or metrics is not None)
     cell = CellState(run, len(done), len(run.task_evals), "pending")
     started = [f for f in snakemake.incomplete if f.startswith(run.folder.rstrip("/") + "/")]
@@ -280,8 +283,8 @@ def cell_state(run: PlannedRun, directory: str | os.PathLike, snakemake: Snakema
     elif not finished and (_under(snakemake.failed, run.folder) or _under(snakemake.failed, run.init_folder)
                            or snakemake.failed.intersection(run.upstream)):
         cell.state, cell.detail = "failed", "its job's error is in .snakemake/log/ and the job's log"
-    elif diverged_at is not None or (metrics and metrics.get("diverged")):
-        cell.state, cell.detail = "diverged", f"at task {diverged_at}"
+    elif diverged:
+        cell.state, cell.detail = "diverged", f"at task {diverged_at}" if diverged_at is not None else ""
     elif finished:
         cell.state = "done"
     return cell
