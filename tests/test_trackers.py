@@ -167,3 +167,21 @@ def test_wandb_offline_read_back_and_rerun_adds_nothing(runs, figure, tmp_path, 
         assert len(list(folder.glob("wandb/offline-run-*"))) == 1  # one offline run per clgrid run, not two
         log, records = wandb_records(folder)
         assert (log.name, len([r for r in records if r["type"] == "history"])) == seen[run]
+
+
+def test_cli_verb_writes_the_receipt_the_rule_declares(runs, figure, tmp_path):
+    pytest.importorskip("tensorboard")
+    from clgrid import paths
+    from clgrid.cli import main
+
+    run = "split_digits/mlp/ewc/s1"
+    receipt = tmp_path / paths.TRACKER_RECEIPT.format(benchmark="split_digits", backbone="mlp", method="ewc", seed=1)
+    assert paths.producer_rule(receipt) == "export_run_trackers"
+    assert main(["export-trackers", "--metrics", str(runs[run]), "--spec", json.dumps(SPEC), "--export",
+                 json.dumps({"tensorboard": True, "mlflow": False}), "--figures", str(figure),
+                 "--root", str(tmp_path / "trackers"), "--out", str(receipt)]) == 0
+    done = json.loads(receipt.read_text())
+    assert done["tracker_id"] == tracker_id(run, "abcdef0123456789")
+    assert done["steps"] == 2 and done["figures"] == ["acc_matrix.png"]
+    assert done["tensorboard"] == str(tmp_path / "trackers" / "tensorboard" / run)
+    assert "mlflow" not in done and "wandb" not in done  # only the trackers the block turns on

@@ -20,6 +20,7 @@ from clgrid.cli_args import (adopt_args, analysis_figures_args, analyze_args, co
                              sweep_figure_args,
                              tables_args, train_args)
 from clgrid.cli_args import cost_figure_args, cost_tables_args
+from clgrid.cli_args import export_trackers_args
 
 
 # Each verb: (help, argument builder, handler). A builder adds the verb's arguments to its parser; a handler runs
@@ -48,6 +49,13 @@ def _selection_report(args: argparse.Namespace) -> None:
 
     _wrote(write_selection_report(args.selections, args.stability, args.finals, args.test_rows, args.out_dir,
                                   args.figure_dirs, args.cost))
+
+
+def _export_trackers(args: argparse.Namespace) -> None:
+    from clgrid.trackers import export_run
+
+    export_run(args.metrics, args.spec, args.figures, args.export, args.root, args.out)
+    _wrote([args.out])
 
 
 def _tables(args: argparse.Namespace) -> None:
@@ -190,6 +198,8 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[
                     cost_tables_args, _cost_tables),
     "cost-figure": ("final ACC against training FLOPs and wall seconds of one benchmark × backbone",
                     cost_figure_args, _cost_figure),
+    "export-trackers": ("mirror one finished run into W&B (offline), TensorBoard and MLflow, as the config's export "
+                        "block says; a re-export adds nothing", export_trackers_args, _export_trackers),
     "published": ("our results beside the published numbers of the config", published_args, _published),
     "paper": ("tables with the best value in bold, beside every figure as PDF", paper_args, _paper),
     "doctor": ("self-check of the training path on a device (a GPU node, a new torch): every method under each "

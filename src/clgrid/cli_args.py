@@ -258,3 +258,13 @@ def install_profile_args(p: argparse.ArgumentParser) -> None:
                    help="also set a top-level profile option, e.g. --set jobs=20 (repeatable)")
     p.add_argument("--dest", help="folder to write to instead of the user's Snakemake profile folder")
     p.add_argument("--force", action="store_true", help="replace an existing profile that differs")
+
+
+def export_trackers_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", required=True, help="the run's metrics.json")
+    p.add_argument("--spec", type=_spec, required=True, help="the run's resolved config (JSON; the rule passes it)")
+    p.add_argument("--export", type=_spec, required=True,
+                   help="the config's export block (JSON; the rule passes it): which trackers, project, W&B mode")
+    p.add_argument("--figures", nargs="*", default=[], help="PNG figures of the run's benchmark x backbone")
+    p.add_argument("--root", default="results/trackers", help="where the local tracker stores live")
+    p.add_argument("--out", required=True, help="the receipt: where each tracker got the run (JSON)")
