@@ -116,7 +116,8 @@ def test_mlflow_read_back_and_rerun_adds_nothing(runs, figure, tmp_path):
         assert found.data.tags["clgrid.tracker_id"] == tracker_id(run, "abcdef0123456789")
         assert found.data.params["spec.method_params.lambda"] == "100.0"
         assert found.data.params["spec.train.epochs"] == "2"
-        assert found.data.params["method"] == json.dumps(run.split("/")[2])
+        assert found.data.params["method"] == run.split("/")[2]  # a string as it is, the rest as JSON
+        assert found.data.params["spec.method_name"] == "ewc"
         for i in range(2):
             assert history[f"acc/task{i}"] == [(t, pytest.approx(matrix[t][i])) for t in range(2)]
         artifacts = {a.path for a in client.list_artifacts(found.info.run_id)}
@@ -185,3 +186,10 @@ def test_cli_verb_writes_the_receipt_the_rule_declares(runs, figure, tmp_path):
     assert done["steps"] == 2 and done["figures"] == ["acc_matrix.png"]
     assert done["tensorboard"] == str(tmp_path / "trackers" / "tensorboard" / run)
     assert "mlflow" not in done and "wandb" not in done  # only the trackers the block turns on
+
+
+def test_flat_config_strings_as_they_are_the_rest_as_json():
+    from clgrid.trackers import flat_config
+
+    assert flat_config({"method": "ewc", "params": {"lambda": 100.0, "k": None, "ids": [1, 2]}, "empty": {}}) == {
+        "method": "ewc", "params.lambda": "100.0", "params.k": "null", "params.ids": "[1, 2]", "empty": "{}"}

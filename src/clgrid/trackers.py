@@ -60,14 +60,15 @@ def task_steps(metrics: Mapping[str, Any]) -> list[dict[str, float]]:
 
 
 def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """A nested config as ``a.b.c -> JSON value`` (MLflow params are flat strings)."""
+    """A nested config as ``a.b.c -> value`` (MLflow params are flat strings): a string as it is (so a search
+    reads ``params.method = 'ewc'``), anything else as JSON (``100.0``, ``null``, ``[1, 2]``)."""
     flat: dict[str, str] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
             flat.update(flat_config(value, name + "."))
         else:
-            flat[name] = json.dumps(value, sort_keys=True)
+            flat[name] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     return flat
 
 
@@ -175,8 +176,9 @@ def export_mlflow(export: RunExport, tracking_uri: str, experiment: str) -> str:
             logged = {}
     tags = {"benchmark": export.config["benchmark"], "backbone": export.config["backbone"],
             "method": export.config["method"], "seed": str(export.config["seed"]), "run": export.run}
+    # A param is logged once: MLflow refuses to change one, and the id already pins the config (its hash).
     params = [Param(k, v[:6000]) for k, v in flat_config(export.config).items()
-              if (runs and runs[0].data.params.get(k)) != v[:6000]]
+              if not (runs and k in runs[0].data.params)]
     metrics = [Metric(key, value, 0, step) for step, scalars in enumerate(export.steps)
                for key, value in scalars.items() if (step, value) not in logged.get(key, set())]
     for start in range(0, max(len(params), len(metrics)), 100):  # MLflow's batch limit: 100 params, 1000 metrics
