@@ -185,26 +185,6 @@ localrules:
     export_trackers,
 
 
-def export_options(wildcards=None):
-    return config.get("export") or {}
-
-
-def export_figures(wildcards):
-    """The PNG figures of the run's benchmark x backbone, unless export.figures is false."""
-    if not export_options().get("figures", True):
-        return []
-    return expand(FIGURE, benchmark=wildcards.benchmark, backbone=wildcards.backbone, figure=FIGURES, ext="png")
-
-
-def tracker_receipts(wildcards=None):
-    if not any(export_options().get(tracker) for tracker in ("tensorboard", "mlflow", "wandb")):
-        raise cl.ConfigError("export_trackers was asked for but no tracker is on", path=["export"],
-                             value=config.get("export"), allowed="tensorboard, mlflow, wandb: true",
-                             fix="add `export: {tensorboard: true}` (or mlflow, wandb) to the config "
-                             "(or to a small file passed as a second --configfile)")
-    return [paths.TRACKER_RECEIPT.format(**vars(run)) for run in cl.runs(config)]
-
-
 rule export_run_trackers:
     input:
         metrics=RUN_METRICS,
@@ -214,7 +194,7 @@ rule export_run_trackers:
     params:
         spec=run_spec,
         export=lambda wildcards: as_json(export_options()),
-        root=paths.TRACKERS,
+        root=trackers_root,
     log:
         log_beside(paths.TRACKER_RECEIPT, "export"),
     benchmark:
