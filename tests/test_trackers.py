@@ -193,3 +193,13 @@ def test_flat_config_strings_as_they_are_the_rest_as_json():
 
     assert flat_config({"method": "ewc", "params": {"lambda": 100.0, "k": None, "ids": [1, 2]}, "empty": {}}) == {
         "method": "ewc", "params.lambda": "100.0", "params.k": "null", "params.ids": "[1, 2]", "empty": "{}"}
+
+
+def test_a_tracker_without_its_library_says_how_to_install_it(runs, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ImportError, match=r"export.wandb is on but the 'wandb' package is not installed: "
+                                          r"pip install -e '.\[trackers\]'"):
+        export_run(runs["split_digits/mlp/ewc/s1"], SPEC, [], {"wandb": True}, tmp_path / "out")

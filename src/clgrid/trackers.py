@@ -33,6 +33,15 @@ MATRICES = {"acc_matrix": "acc", "acc_matrix_task_il": "acc_task_il", "acc_matri
 """metrics.json matrix -> the prefix of its per-task scalars: ``acc/task{i}`` at step t is acc_matrix[t][i]."""
 
 
+def _need(module: str, tracker: str) -> None:
+    """Fail with the fix when a tracker is on but its library is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(f"export.{tracker} is on but the {module!r} package is not installed: "
+                          f"pip install -e '.[trackers]' (or turn export.{tracker} off)")
+
+
 def tracker_id(run: str, config_hash: str) -> str:
     """The tracker run id of a clgrid run and config: 16 hex digits, stable across exports (a W&B id allows
     letters, digits, ``-`` and ``_``; a run path has ``/``)."""
@@ -111,6 +120,7 @@ def _swapped_in(final: Path) -> Iterator[Path]:
 
 def export_tensorboard(export: RunExport, root: Path) -> Path:
     """Event files in ``root/<run>``: scalars per task step, the config as text, the figures as images."""
+    _need("tensorboard", "tensorboard")  # torch's SummaryWriter needs it
     import numpy as np
     from PIL import Image
     from torch.utils.tensorboard import SummaryWriter
@@ -133,6 +143,7 @@ def export_tensorboard(export: RunExport, root: Path) -> Path:
 def export_wandb(export: RunExport, root: Path, project: str, mode: str = "offline") -> Path:
     """A W&B run with the stable id, in ``root/<run>`` (offline: ``wandb sync root/*/*/*/*/wandb/offline-run-*``)."""
     os.environ.setdefault("WANDB_SILENT", "true")
+    _need("wandb", "wandb")
     import wandb
 
     final = root / export.run
@@ -159,6 +170,7 @@ def export_mlflow(export: RunExport, tracking_uri: str, experiment: str) -> str:
         if "://" not in tracking_uri:
             Path(tracking_uri).mkdir(parents=True, exist_ok=True)
             tracking_uri = Path(tracking_uri).resolve().as_uri()
+    _need("mlflow", "mlflow")
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
