@@ -18,7 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	# torch and torchvision must be a matching pair (torchvision's compiled ops are built against one torch):
 	# the pair this project is tested with first, else any matching pair pip resolves.
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q "torch>=2.4,<3" "torchvision>=0.19"
-	$(PY) -m pip install -q -e ".[test,docs]"
+	# trackers: the optional tracker export (docs/trackers.md), installed so CI reads each export back for real.
+	$(PY) -m pip install -q -e ".[test,docs,trackers]"
 	touch $@
 
 run: install

@@ -21,6 +21,7 @@ from clgrid.cli_args import (adopt_args, analysis_figures_args, analyze_args, co
                              tables_args, train_args)
 from clgrid.cli_args import cost_figure_args, cost_tables_args
 from clgrid.cli_args import progress_args, tidy_table_args
+from clgrid.cli_args import export_trackers_args
 
 
 # Each verb: (help, argument builder, handler). A builder adds the verb's arguments to its parser; a handler runs
@@ -49,6 +50,13 @@ def _selection_report(args: argparse.Namespace) -> None:
 
     _wrote(write_selection_report(args.selections, args.stability, args.finals, args.test_rows, args.out_dir,
                                   args.figure_dirs, args.cost))
+
+
+def _export_trackers(args: argparse.Namespace) -> None:
+    from clgrid.trackers import export_run
+
+    export_run(args.metrics, args.spec, args.figures, args.export, args.root, args.out)
+    _wrote([args.out])
 
 
 def _tables(args: argparse.Namespace) -> None:
@@ -233,6 +241,8 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[
                  "read from the results folder and .snakemake/", progress_args, _progress),
     "tidy-table": ("every run's config columns and metrics, one row per run (CSV and Parquet)", tidy_table_args,
                    _tidy_table),
+    "export-trackers": ("mirror one finished run into W&B (offline), TensorBoard and MLflow, as the config's export "
+                        "block says; a re-export adds nothing", export_trackers_args, _export_trackers),
     "published": ("our results beside the published numbers of the config", published_args, _published),
     "paper": ("tables with the best value in bold, beside every figure as PDF", paper_args, _paper),
     "doctor": ("self-check of the training path on a device (a GPU node, a new torch): every method under each "

@@ -283,3 +283,11 @@ def tidy_table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--directory", default=".", help="with --configfile: the study's folder (default: here)")
     p.add_argument("--out-csv", default="results/tables/all_runs.csv")
     p.add_argument("--out-parquet", default="results/tables/all_runs.parquet")
+def export_trackers_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", required=True, help="the run's metrics.json")
+    p.add_argument("--spec", type=_spec, required=True, help="the run's resolved config (JSON; the rule passes it)")
+    p.add_argument("--export", type=_spec, required=True,
+                   help="the config's export block (JSON; the rule passes it): which trackers, project, W&B mode")
+    p.add_argument("--figures", nargs="*", default=[], help="PNG figures of the run's benchmark x backbone")
+    p.add_argument("--root", default="results/trackers", help="where the local tracker stores live")
+    p.add_argument("--out", required=True, help="the receipt: where each tracker got the run (JSON)")

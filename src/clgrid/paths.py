@@ -29,6 +29,8 @@ FIGURE = "results/figures/{benchmark}/{backbone}/{figure}.{ext}"
 TABLE = "results/tables/{table}"
 PUBLISHED = "results/tables/published.{ext}"
 PAPER = "results/paper/{name}"
+TRACKERS = "results/trackers"  # the local tracker stores (clgrid.trackers): tensorboard/, mlruns/, wandb/
+TRACKER_RECEIPT = "results/trackers/runs/{benchmark}/{backbone}/{method}/s{seed}/export.json"
 RESUME_SUFFIX = ".resume.pt"
 """An in-job checkpoint lives beside the task state it will become: ``<state.pt>.resume.pt``."""
 
@@ -86,6 +88,7 @@ RULE_OF_PATH: tuple[tuple[str, str], ...] = (
     (_pattern(RUN_METRICS), "run_metrics"),
     (_pattern(RUN_ANALYSIS), "analyze_run"),
     (_pattern(RUN_COMPARISON), "compare_runs"),
+    (_pattern(TRACKER_RECEIPT), "export_run_trackers"),
     (_pattern(PUBLISHED, ext="[a-z]+"), "published"),
     (_pattern(TABLE.format(table="selection.md")), "selection_report"),
     (_pattern(TABLE.format(table="selection.csv")), "selection_report"),

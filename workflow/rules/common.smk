@@ -394,3 +394,29 @@ def selection_cost_inputs(wildcards=None):
     """What the cost table reads of the candidates: every task's evaluation (per-task candidates have no metrics)."""
     return [path for run in selection_candidate_runs()
             for path in cl_plan.task_files(TASK_EVAL, config, run.benchmark, run.backbone, run.method, run.seed)]
+
+
+# Tracker export (rules export_run_trackers, export_trackers in report.smk; docs/trackers.md).
+def export_options(wildcards=None):
+    return config.get("export") or {}
+
+
+def export_figures(wildcards):
+    """The PNG figures of the run's benchmark x backbone, unless export.figures is false."""
+    if not export_options().get("figures", True):
+        return []
+    return expand(FIGURE, benchmark=wildcards.benchmark, backbone=wildcards.backbone, figure=FIGURES, ext="png")
+
+
+def tracker_receipts(wildcards=None):
+    if not any(export_options().get(tracker) for tracker in ("tensorboard", "mlflow", "wandb")):
+        raise cl.ConfigError("export_trackers was asked for but no tracker is on", path=["export"],
+                             value=config.get("export"), allowed="tensorboard, mlflow, wandb: true",
+                             fix="add `export: {tensorboard: true}` (or mlflow, wandb) to the config "
+                             "(or to a small file passed as a second --configfile)")
+    return [paths.TRACKER_RECEIPT.format(**vars(run)) for run in cl.runs(config)]
+
+
+def trackers_root(wildcards, output):
+    """results/trackers, read off the receipt's path (paths.TRACKER_RECEIPT: <root>/runs/<b>/<bb>/<m>/s<seed>/...)."""
+    return str(Path(output[0]).parents[5])

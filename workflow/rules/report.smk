@@ -174,3 +174,38 @@ rule cost_figure:
     shell:
         "clgrid cost-figure --cost {input.cost} --runs {input.runs} --benchmark {wildcards.benchmark}"
         " --backbone {wildcards.backbone} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+# Tracker export (docs/trackers.md): `snakemake --cores 1 export_trackers` mirrors every finished run into the
+# trackers the config's export block turns on. One job per run: a run's job needs only its own spec on the command
+# line (all of a 500-run study's would pass the kernel's limit on one argument), it starts as soon as the run and its
+# cell's figures exist, and rerunning one cell re-exports that cell alone. Never part of the default `all`.
+localrules:
+    export_run_trackers,
+    export_trackers,
+
+
+rule export_run_trackers:
+    input:
+        metrics=RUN_METRICS,
+        figures=export_figures,
+    output:
+        paths.TRACKER_RECEIPT,
+    params:
+        spec=run_spec,
+        export=lambda wildcards: as_json(export_options()),
+        root=trackers_root,
+    log:
+        log_beside(paths.TRACKER_RECEIPT, "export"),
+    benchmark:
+        bench_beside(paths.TRACKER_RECEIPT, "export")
+    conda:
+        ENV
+    shell:
+        "clgrid export-trackers --metrics {input.metrics} --spec {params.spec:q} --export {params.export:q}"
+        " --figures {input.figures} --root {params.root} --out {output} > {log} 2>&1"
+
+
+rule export_trackers:
+    input:
+        tracker_receipts,
