@@ -25,6 +25,11 @@ except cl.ConfigError as err:
     print(err, file=sys.stderr)
     sys.exit(1)
 
+# storage.checkpoints (clgrid.storage): how the train jobs save task states. A layout setting, not a result: the
+# jobs read it from their environment (the warm worker passes it on), so switching it changes no params and reruns
+# nothing.
+os.environ["CLGRID_CHECKPOINTS"] = config["storage"]["checkpoints"]
+
 # Every path the DAG makes: the templates of clgrid.paths, the one place the results layout is written.
 DATASET = paths.DATASET
 DATASET_META = paths.DATASET_META
