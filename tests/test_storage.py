@@ -160,3 +160,21 @@ def test_write_checked_sidecar_of_a_delta_state_verifies(tmp_path, monkeypatch):
     state_path.with_name("state.pt.sha256").write_text(sidecar)
     with pytest.raises(CorruptFileError, match="does not match the sha256"):
         load_torch(state_path)
+
+
+def test_the_policy_is_no_part_of_any_run_spec_and_a_wrong_value_names_the_field():
+    from clgrid.config import ConfigError
+    from clgrid.config import grid as cg
+    from clgrid.inprocess import validated
+    from tests.conftest import DEFAULT_CONFIG, SCHEMA
+
+    full = validated(DEFAULT_CONFIG, SCHEMA)
+    delta = validated(DEFAULT_CONFIG, SCHEMA, storage={"checkpoints": "delta"})
+    assert full["storage"] == {"checkpoints": "full"} and delta["storage"] == {"checkpoints": "delta"}
+    for run in cg.runs(full):  # same specs, same config hashes: switching the policy reruns nothing
+        where = (run.benchmark, run.backbone, run.method, run.seed)
+        assert cg.run_spec(full, *where) == cg.run_spec(delta, *where)
+        assert cg.analysis_spec(full, *where) == cg.analysis_spec(delta, *where)
+    with pytest.raises(ConfigError, match=r"storage\.checkpoints|storage.*checkpoints") as err:
+        validated(DEFAULT_CONFIG, SCHEMA, storage={"checkpoints": "fp16"})
+    assert "delta" in str(err.value)
