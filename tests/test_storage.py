@@ -178,3 +178,18 @@ def test_the_policy_is_no_part_of_any_run_spec_and_a_wrong_value_names_the_field
     with pytest.raises(ConfigError, match=r"field: +storage\.checkpoints") as err:
         validated(DEFAULT_CONFIG, SCHEMA, storage={"checkpoints": "fp16"})
     assert "delta" in str(err.value)
+
+
+def test_a_run_that_trains_nothing_stores_no_tensor_of_its_model(frozen_config, tmp_path, monkeypatch):
+    # mtil_clip's zeroshot variant (train.epochs: 0): every state is the initial model, a delta state refers to it.
+    from clgrid.inprocess import run_cell
+
+    config = {**frozen_config, "benchmarks": {"split_digits": {**frozen_config["benchmarks"]["split_digits"]}}}
+    config["benchmarks"]["split_digits"]["train"] = {**config["benchmarks"]["split_digits"]["train"], "epochs": 0}
+    monkeypatch.setenv(storage.ENV, "delta")
+    run_cell(config, "split_digits", "mlp", "naive", 0, tmp_path)
+    states = sorted(tmp_path.rglob("state.pt"))
+    assert len(states) == 2
+    for state in states:
+        raw = torch.load(state, weights_only=True)
+        assert raw[storage.DELTA_KEY] == {} and len(raw[storage.BASE_KEY]["keys"]) == 6  # 3 Linear layers
