@@ -193,3 +193,21 @@ def test_a_run_that_trains_nothing_stores_no_tensor_of_its_model(frozen_config, 
     for state in states:
         raw = torch.load(state, weights_only=True)
         assert raw[storage.DELTA_KEY] == {} and len(raw[storage.BASE_KEY]["keys"]) == 6  # 3 Linear layers
+
+
+def test_metrics_list_the_full_forms_sha256_only_beside_the_delta_file_it_describes(tmp_path, monkeypatch):
+    from clgrid.io import file_sha256
+
+    init, state_path = _files(tmp_path)
+    init_model = _model()
+    save_torch(init, {"clgrid": {}, "task": -1, "model": init_model})
+    full = _state(init_model)
+    save_torch(tmp_path / "full.pt", full)
+    monkeypatch.setenv(storage.ENV, "delta")
+    storage.save_state(state_path, full)
+    assert storage.checkpoint_digest(state_path) == file_sha256(tmp_path / "full.pt") != file_sha256(state_path)
+    save_torch(state_path, full)  # a full state written over it by other means: the record no longer applies
+    assert storage.checkpoint_digest(state_path) == file_sha256(state_path)
+    monkeypatch.setenv(storage.ENV, "full")
+    storage.save_state(state_path, full)  # the full policy removes a delta's record
+    assert not storage.full_digest_path(state_path).exists()

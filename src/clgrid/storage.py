@@ -150,7 +150,8 @@ def for_saving(state: dict[str, Any], state_path: str | os.PathLike) -> dict[str
 
 
 def full_digest_path(state_path: str | os.PathLike) -> Path:
-    """Where a delta state records the sha256 its full form has: ``state.pt`` -> ``state.pt.full.sha256``."""
+    """Where a delta state records the sha256 its full form has: ``state.pt`` -> ``state.pt.full.sha256``, one line
+    ``<sha256 of the full form> <sha256 of the delta file>`` (the second binds it to the file it describes)."""
     state_path = Path(state_path)
     return state_path.with_name(state_path.name + ".full.sha256")
 
@@ -160,11 +161,11 @@ def save_state(state_path: str | os.PathLike, state: dict[str, Any]) -> None:
     records the sha256 of the file the full policy writes (``full_digest_path``), which ``metrics.json`` lists
     as the checkpoint's digest: the policy changes no result file, those digests included."""
     import hashlib
-    import io as _io
+    import io
 
     import torch
 
-    from clgrid.io import atomic_path, save_torch
+    from clgrid.io import atomic_path, file_sha256, save_torch
 
     saved = for_saving(state, state_path)
     full_digest = full_digest_path(state_path)
@@ -172,11 +173,13 @@ def save_state(state_path: str | os.PathLike, state: dict[str, Any]) -> None:
     if saved is state:
         save_torch(state_path, state)
         return
-    buffer = _io.BytesIO()
-    torch.save(state, buffer)  # the full file's bytes (save_torch's are these), hashed, never written
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # the full file's bytes (save_torch writes these), hashed, never written
+    digest = hashlib.sha256(buffer.getbuffer()).hexdigest()
+    del buffer
     save_torch(state_path, saved)
     with atomic_path(full_digest) as tmp:
-        tmp.write_text(f"{hashlib.sha256(buffer.getbuffer()).hexdigest()}\n")
+        tmp.write_text(f"{digest} {file_sha256(state_path)}\n")
 
 
 def checkpoint_digest(state_path: str | os.PathLike) -> str:
@@ -188,8 +191,12 @@ def checkpoint_digest(state_path: str | os.PathLike) -> str:
     full_digest = full_digest_path(state_path)
     if not full_digest.exists():
         return digest
-    recorded = full_digest.read_text().strip()
-    if not re.fullmatch(r"[0-9a-f]{64}", recorded):
-        raise CorruptFileError(f"'{full_digest}' does not hold a sha256; delete it and '{state_path}' and rerun "
+    recorded = full_digest.read_text().split()
+    if len(recorded) != 2 or not all(re.fullmatch(r"[0-9a-f]{64}", d) for d in recorded):
+        raise CorruptFileError(f"'{full_digest}' does not hold two sha256s; delete it and '{state_path}' and rerun "
                                "the task")
-    return recorded
+    if recorded[1] != digest:  # written beside another file (a full state saved over a delta one by hand)
+        log.warning("'%s' describes another file than '%s' now: recording the file's own sha256", full_digest,
+                    state_path)
+        return digest
+    return recorded[0]
