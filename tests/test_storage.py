@@ -211,3 +211,25 @@ def test_metrics_list_the_full_forms_sha256_only_beside_the_delta_file_it_descri
     monkeypatch.setenv(storage.ENV, "full")
     storage.save_state(state_path, full)  # the full policy removes a delta's record
     assert not storage.full_digest_path(state_path).exists()
+
+
+def test_compacting_a_finished_studys_states_keeps_every_result_and_mtime(frozen_config, tmp_path, monkeypatch):
+    from clgrid.inprocess import run_cell
+    from clgrid.io import file_sha256, read_json
+
+    monkeypatch.setenv(storage.ENV, "full")
+    run_cell(frozen_config, "split_digits", "mlp", "naive", 0, tmp_path)
+    states = sorted(tmp_path.rglob("state.pt"))
+    full = {p: (file_sha256(p), p.stat().st_mtime_ns, load_torch(p)) for p in states}
+    assert storage.compact_states(tmp_path, dry_run=True)[0] == 2 and file_sha256(states[0]) == full[states[0]][0]
+    count, before, after = storage.compact_states(tmp_path)
+    assert count == 2
+    assert after < before / 10
+    metrics = read_json(next(tmp_path.rglob("metrics.json")))
+    for p, (digest, mtime, state) in full.items():
+        assert p.stat().st_mtime_ns == mtime and storage.is_delta(torch.load(p, weights_only=True))
+        assert storage.checkpoint_digest(p) == digest  # what metrics.json lists
+        back = load_torch(p)
+        assert all(torch.equal(_bits(back["model"][k]), _bits(v)) for k, v in state["model"].items())
+    assert metrics["checkpoint_sha256"] == [full[p][0] for p in states]
+    assert storage.compact_states(tmp_path)[0] == 0  # already deltas
