@@ -135,7 +135,8 @@ def test_a_frozen_runs_results_are_byte_identical_with_delta_states(frozen_confi
     # A delta state also records the sha256 of its full form (what metrics.json lists), in state.pt.full.sha256.
     assert delta_files == sorted(full_files + [p.with_name("state.pt.full.sha256") for p in full_files
                                                if p.name == "state.pt"])
-    differ = [str(p) for p in full_files if (tmp_path / "full" / p).read_bytes() != (tmp_path / "delta" / p).read_bytes()]
+    differ = [str(p) for p in full_files
+              if (tmp_path / "full" / p).read_bytes() != (tmp_path / "delta" / p).read_bytes()]
     # Only the task states (and their checksums) differ; every eval.json, metrics.json, the init is the same.
     assert differ and all(os.path.basename(p) in ("state.pt", "state.pt.sha256") for p in differ), differ
     assert any(p.name == "metrics.json" for p in full_files)

@@ -47,10 +47,10 @@ def _under_results(template: str) -> str:
 
 
 # A task state's path below the results folder, whatever that folder is called (run_cell writes to a workdir).
-_STATE_RE = re.compile(r"(?P<root>^|.*/)" + re.escape(_under_results(paths.TASK_STATE))
-                       .replace(r"\{benchmark\}", r"(?P<benchmark>[^/]+)").replace(r"\{backbone\}", r"(?P<backbone>[^/]+)")
-                       .replace(r"\{method\}", r"[^/]+").replace(r"\{seed\}", r"(?P<seed>\d+)")
-                       .replace(r"\{task\}", r"\d+") + "$")
+_GROUPS = {"benchmark": r"(?P<benchmark>[^/]+)", "backbone": r"(?P<backbone>[^/]+)", "method": r"[^/]+",
+           "seed": r"(?P<seed>\d+)", "task": r"\d+"}
+_STATE_RE = re.compile(r"(?P<root>^|.*/)" + re.sub(r"\\\{(\w+)\\\}", lambda m: _GROUPS[m[1]],
+                                                   re.escape(_under_results(paths.TASK_STATE))) + "$")
 
 
 def init_file_of(state_path: str | os.PathLike) -> Path | None:
