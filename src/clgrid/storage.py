@@ -47,6 +47,14 @@ def _under_results(template: str) -> str:
 
 
 # A task state's path below the results folder, whatever that folder is called (run_cell writes to a workdir).
+def set_checkpoint_policy(policy: str) -> None:
+    """Hand ``storage.checkpoints`` to the jobs this process starts (the Snakefile calls it once, after validation):
+    jobs inherit the environment, on a cluster too, where each job's Snakemake reads the config again."""
+    if policy not in POLICIES:
+        raise ValueError(f"storage.checkpoints {policy!r}; valid: {', '.join(POLICIES)}")
+    os.environ[ENV] = policy
+
+
 _GROUPS = {"benchmark": r"(?P<benchmark>[^/]+)", "backbone": r"(?P<backbone>[^/]+)", "method": r"[^/]+",
            "seed": r"(?P<seed>\d+)", "task": r"\d+"}
 _STATE_RE = re.compile(r"(?P<root>^|.*/)" + re.sub(r"\\\{(\w+)\\\}", lambda m: _GROUPS[m[1]],
