@@ -15,6 +15,7 @@ from typing import Any, Callable
 from clgrid.cli_args import (adopt_args, analysis_figures_args, analyze_args, compare_runs_args, doctor_args, download_dataset_args,
                              download_weights_args, evaluate_args, extract_features_args, figures_args, init_args,
                              install_profile_args, metrics_args, no_arguments, paper_args, predict_args,
+                             compact_states_args,
                              prepare_dataset_args, prepare_scenario_args, published_args, select_args, select_task_args,
                              selection_report_args,
                              sweep_figure_args,
@@ -168,6 +169,15 @@ def _predict(args: argparse.Namespace) -> None:
                                      args.task)))
 
 
+def _compact_states(args: argparse.Namespace) -> None:
+    from clgrid.storage import compact_states
+
+    count, before, after = compact_states(args.results, args.dry_run)
+    verb = "would rewrite" if args.dry_run else "rewrote"
+    print(f"{verb} {count} task states as deltas to their initial models: {before / 1e6:,.1f} MB -> "
+          f"{after / 1e6:,.1f} MB (storage.checkpoints: delta; modification times kept, nothing reruns)")
+
+
 def _doctor(args: argparse.Namespace) -> int:
     """Its own exit code: 1 when a check failed (each check's error is in its table row)."""
     from clgrid.doctor import run as doctor
@@ -210,6 +220,8 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[
                          "download_weights rule runs it)", download_weights_args, _download_weights),
     "evaluate": ("accuracy of a checkpoint on every task", evaluate_args,
                  _job("evaluate", "spec", "scenario", "data", "state", "out", "threads")),
+    "compact-states": ("rewrite a study's full task states as deltas to their initial models, in place (lossless; "
+                       "nothing reruns)", compact_states_args, _compact_states),
     "predict": ("classify image files with a saved task state: the top-k classes by name and probability",
                 predict_args, _predict),
     "metrics": ("accuracy matrix and CL metrics of one run", metrics_args,

@@ -113,6 +113,11 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
 
 
+def compact_states_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", nargs="?", default="results", help="the results folder (default: results)")
+    p.add_argument("--dry-run", action="store_true", help="measure the saving, write nothing")
+
+
 def predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state", required=True, help="a task's state.pt (results/runs/<benchmark>/<backbone>/<method>/"
                                                   "s<seed>/task<t>/state.pt)")

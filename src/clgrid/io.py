@@ -336,7 +336,8 @@ def load_torch(path: str | os.PathLike) -> Any:
     """Load a checkpoint on CPU, checked against its recorded sha256, with ``weights_only=True``.
 
     A truncated, altered or foreign file raises ``CorruptFileError``; so does one holding objects a clgrid
-    checkpoint never holds (code to run on unpickling, numpy arrays): it is refused, nothing in it is run.
+    checkpoint never holds (code to run on unpickling, numpy arrays): it is refused, nothing in it is run. A task
+    state saved as its delta to the run's initial weights (``clgrid.storage``) comes back whole.
     """
     import torch
 
@@ -356,7 +357,9 @@ def load_torch(path: str | os.PathLike) -> Any:
         raise CorruptFileError(f"checkpoint '{path}' is truncated or corrupt ({err}); {_rebuild_hint(path)}") from err
     if not isinstance(obj, dict) or "clgrid" not in obj:
         raise CorruptFileError(f"'{path}' is not a clgrid checkpoint; {_rebuild_hint(path)}")
-    return obj
+    from clgrid import storage  # a state saved as its delta to the initial weights (storage.checkpoints: delta)
+
+    return storage.expand(obj, path) if storage.is_delta(obj) else obj
 
 
 def _package_version(name: str) -> str | None:

@@ -15,6 +15,7 @@ from clgrid.cost import cost_specs  # noqa: E402
 from clgrid import resources as cl_resources  # noqa: E402
 from clgrid.catalog import metrics as cl_metric_catalog  # noqa: E402
 from clgrid.config import selection as cl_selection  # noqa: E402
+from clgrid import storage as cl_storage  # noqa: E402
 
 SCHEMA = str(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml")
 try:  # schema (filling its defaults) and cross-field checks: clgrid.config.check
@@ -24,6 +25,11 @@ except cl.ConfigError as err:
     # The message alone: Snakemake would add this file's name and line, which say nothing about the config.
     print(err, file=sys.stderr)
     sys.exit(1)
+
+# storage.checkpoints (clgrid.storage): how the train jobs save task states. A layout setting, not a result: the
+# jobs read it from their environment (the warm worker passes it on), so switching it changes no params and reruns
+# nothing.
+cl_storage.set_checkpoint_policy(config["storage"]["checkpoints"])
 
 # Every path the DAG makes: the templates of clgrid.paths, the one place the results layout is written.
 DATASET = paths.DATASET

@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from clgrid.io import load_torch, remove_output, save_torch, write_json
+from clgrid import storage
+from clgrid.io import load_torch, remove_output, write_json
 from clgrid.spec import RunSpec
 
 log = logging.getLogger("clgrid")
@@ -70,7 +71,7 @@ def train(spec: RunSpec | dict[str, Any], scenario_path: str, dataset_files: lis
     if previous["task"] != task_id - 1:
         raise ValueError(f"'{prev}' holds the state after task {previous['task']}, but task {task_id} needs task {task_id - 1}")
     state, record = continue_run(spec, ctx, previous, task_id, out_state, checkpoint_every_s, features)
-    save_torch(out_state, state)
+    storage.save_state(out_state, state)  # storage.checkpoints: full, or its delta to the initial model
     write_json(out_eval, record)
     remove_output(out_state + ".resume.pt")
     return ctx

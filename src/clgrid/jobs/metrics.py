@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from clgrid.io import read_json, verified_sha256, write_json
+from clgrid.io import read_json, write_json
+from clgrid.storage import checkpoint_digest
 from clgrid.spec import RunSpec
 
 log = logging.getLogger("clgrid")
@@ -23,7 +24,7 @@ def run_metrics(spec: RunSpec | dict[str, Any], init_eval: str, task_evals: list
     for t, row in enumerate(rows):
         if row["after_task"] != t:
             raise ValueError(f"'{task_evals[t]}' is the evaluation after task {row['after_task']}, expected {t}")
-    checksums = [verified_sha256(p)[0] for p in task_states]  # a corrupt one fails here
+    checksums = [checkpoint_digest(p) for p in task_states]  # a corrupt one fails here; a delta's full digest
     init = read_json(init_eval)
     if len(rows) < len(init["acc"]):  # a first-k candidate: its k tasks of the initial evaluation
         init = {**init, **{k: init[k][: len(rows)] for k in ("acc", "acc_task_il", "top5") if k in init}}

@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from clgrid.io import load_torch, save_torch, write_json
+from clgrid import storage
+from clgrid.io import load_torch, write_json
 from clgrid.spec import RunSpec
 
 log = logging.getLogger("clgrid")
@@ -58,5 +59,5 @@ def adopt_state(spec: RunSpec | dict[str, Any], scenario_path: str, dataset_file
                           "plasticity": chosen["plasticity"], "threshold": chosen["threshold"],
                           "reached": chosen["reached"]}
     record["epoch_losses"] = checkpoint.get("epoch_losses", [])
-    save_torch(out_state, checkpoint)  # the chosen state itself, with its checksum beside it
+    storage.save_state(out_state, checkpoint)  # the chosen state itself, with its checksum beside it
     write_json(out_eval, record)
