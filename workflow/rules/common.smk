@@ -25,6 +25,17 @@ except cl.ConfigError as err:
     print(err, file=sys.stderr)
     sys.exit(1)
 
+# The optional budget: block against the estimated cost (clgrid.preview), before any job runs.
+if config.get("budget"):
+    from clgrid import preview as cl_preview  # noqa: E402
+
+    try:
+        for _warning in cl_preview.check_budget(config, cl_preview.estimate(config, on_cluster=workflow.non_local_exec)):
+            print(f"clgrid budget warning: {_warning}", file=sys.stderr)
+    except cl.ConfigError as err:
+        print(err, file=sys.stderr)
+        sys.exit(1)
+
 # Every path the DAG makes: the templates of clgrid.paths, the one place the results layout is written.
 DATASET = paths.DATASET
 DATASET_META = paths.DATASET_META
