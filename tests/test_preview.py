@@ -138,3 +138,34 @@ def test_cli_prints_the_table(tmp_path, capsys):
     text = out.read_text()
     assert "| **total** | 40 |" in text
     assert "WARNING budget.disk_gb" in text and "budget.gpu_hours" not in text
+
+
+def test_default_grid_jobs_match_snakemakes_dry_run(tmp_path):
+    """The plan's jobs are the DAG's: the default grid's count against `snakemake -n` (less its `all` job)."""
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import DEFAULT_CONFIG, REPO
+
+    done = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--directory", str(tmp_path),
+                           "-s", str(REPO / "Snakefile"), "--configfile", str(DEFAULT_CONFIG)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    total = int(re.search(r"^total\s+(\d+)", done.stdout, re.M)[1])
+    rows = preview.estimate(preview.load([DEFAULT_CONFIG], SCHEMA), on_cluster=False)
+    assert rows["total"].jobs == total - 1
+
+
+def test_snakemake_stops_on_the_budget(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import DEFAULT_CONFIG, REPO
+
+    budget = _write(tmp_path, {"budget": {"disk_gb": 0.001, "on_exceed": "stop"}}, "budget.yaml")
+    done = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--directory", str(tmp_path),
+                           "-s", str(REPO / "Snakefile"), "--configfile", str(DEFAULT_CONFIG), str(budget)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 1
+    assert "budget.disk_gb" in done.stderr + done.stdout

@@ -5,16 +5,17 @@ The job list comes from the plan (``clgrid.plan.run_plan``, which the Snakemake 
 every run of the grid and every candidate of its selections, each job counted once (jobs shared by runs, such as a
 seed's initial model, appear in several plans), training split into jobs as ``tasks_per_job`` splits it
 (``clgrid.resources.task_chunks``), plus one analysis per run, the configured cross-run comparisons and the report
-jobs (tables, figures, cost tables, paper: counted per cell, as ``final_outputs`` asks for them). Not planned here:
-the per-task selection jobs (``select_task``, ``adopt_state``: counted as the candidates' training), and anything a
-checkpoint decides after it runs.
+jobs (tables, figures, cost tables, paper: counted per cell, as ``final_outputs`` asks for them). Pretrained
+weights are a ``download_weights`` job each and a line of the downloads, not disk here (they go to the hubs'
+caches). Not planned here: the per-task selection jobs (``select_task``, ``adopt_state``: counted as the
+candidates' training), and anything a checkpoint decides after it runs.
 
 Time per job (no safety factor, unlike ``clgrid.resources``' scheduler limits): training is
 ``clgrid.resources.task_seconds`` (samples × epochs × the arch's CPU seconds per sample, scaled by pixels, /20 on a
 GPU) plus a start-up; an evaluation or a feature extraction is a forward pass (a third of a training step) over
 the data; the other jobs are a start-up each (``START_S``). Memory is ``clgrid.resources``' estimate. Disk: a
-dataset is its uint8 pixels (train and test), a checkpoint (initial model or task state) the arch's parameters ×
-4 bytes, a feature cache ``FEATURE_DIM`` float32 per sample, and every other job's files ``OTHER_BYTES``.
+dataset is its uint8 pixels (train and test), once prepared and, when downloaded, once more for its raw files,
+a checkpoint (initial model or task state) the arch's parameters × 4 bytes, a feature cache ``FEATURE_DIM`` float32 per sample, and every other job's files ``OTHER_BYTES``.
 
 Calibration (``calibrate``): a finished (or partly finished) results folder and the config that made it give
 measured/estimated factors: seconds per estimated training second and a start-up per job of each rule (from the
@@ -126,6 +127,20 @@ def dataset_bytes(config: dict[str, Any], name: str) -> float:
         1 + resources.TEST_SIZE_FRACTION)
 
 
+def raw_bytes(config: dict[str, Any], name: str) -> float:
+    """A downloaded dataset's raw files: its images at their own size (the registry's input shape, else its default
+    image size), whatever size the config prepares them at, uint8, train and test."""
+    from clgrid.data.datasets import DATASETS
+
+    info = DATASETS.get(name)
+    if info is not None and info.input_shape is not None:
+        pixels = math.prod(info.input_shape)
+    else:
+        side = (info.default_image_size if info else None) or 64
+        pixels = 3 * side * side
+    return pixels * resources._train_size(config, name) * (1 + resources.TEST_SIZE_FRACTION)
+
+
 def jobs(config: dict[str, Any], on_cluster: bool = True) -> list[Job]:
     """Every job of the config, each once (see the module's docstring for what is counted)."""
     gpu = resources.wants_gpu(config, on_cluster)
@@ -182,6 +197,9 @@ def jobs(config: dict[str, Any], on_cluster: bool = True) -> list[Job]:
             add(("analyze_run", f"{b}/{bb}/{m}/{s}"),
                 Job("analyze_run", gpu, _forward_seconds(config, b, bb, samples, gpu), analysis["mem_mb"],
                     {"other": OTHER_BYTES}))
+    for kind, name, size in downloads(config):
+        if kind == "dataset":  # the raw files in data_root
+            out.append(Job("download_dataset", False, 0.0, 1000, {"datasets": size}))
     for b, bb in cl.cells(config):
         for a, o in cl.cross_run_pairs(config):
             if cl.in_grid(config, b, bb, a) and cl.in_grid(config, b, bb, o):
@@ -191,7 +209,22 @@ def jobs(config: dict[str, Any], on_cluster: bool = True) -> list[Job]:
                                    resources._mem_mb(config, b, bb), {"other": OTHER_BYTES}))
         for rule in REPORT_RULES_PER_CELL:
             out.append(Job(rule, False, 0.0, 1000, {"other": REPORT_BYTES}))
-    for rule in REPORT_RULES + (("published",) if config.get("published") else ()):
+    # Selection studies: the candidates' initial evaluation on validation data, one choice per selection file, the
+    # report; a sweep's figure per cell.
+    finals = cl_selection.finals(config)
+    validation = {(r.benchmark, r.backbone, r.seed) for r in cl_selection.candidate_runs(config)
+                  if (cl_selection.selection_of(config, r.method) or {}).get("role") == "candidate"
+                  and cl_selection.selection_of(config, r.method)["protocol"] != "per_task"}
+    for b, bb, s in sorted(validation):
+        test = resources._train_size(config, cl.datasets_of(config, b)[0]) * resources.TEST_SIZE_FRACTION
+        out.append(Job("evaluate_init_validation", gpu, _forward_seconds(config, b, bb, test, gpu),
+                       resources._mem_mb(config, b, bb), {"other": OTHER_BYTES}))
+    out += [Job("select_hyperparameters", False, 0.0, 1000, {"other": OTHER_BYTES})
+            for _ in cl_selection.selection_files(config)]
+    extra = (("published",) if config.get("published") else ()) + (("selection_report",) if finals else ())
+    if cl.sweep_points(config):
+        out += [Job("sweep_figure", False, 0.0, 1000, {"other": REPORT_BYTES}) for _ in cl.cells(config)]
+    for rule in REPORT_RULES + extra:
         out.append(Job(rule, False, 0.0, 1000, {"other": REPORT_BYTES}))
     return out
 
@@ -204,7 +237,7 @@ def downloads(config: dict[str, Any]) -> list[tuple[str, str, float]]:
     for name in used:
         options = config.get("datasets", {}).get(name, {})
         if "npz" not in options and "path" not in options and name != "digits":
-            out.append(("dataset", name, dataset_bytes(config, name)))
+            out.append(("dataset", name, raw_bytes(config, name)))
     for name, backbone in config["backbones"].items():
         if cl.needs_download(backbone) and any(run.backbone == name for run in cl.runs(config)):
             out.append(("weights", name, checkpoint_bytes(config, name)))
