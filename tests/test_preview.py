@@ -169,3 +169,15 @@ def test_snakemake_stops_on_the_budget(tmp_path):
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 1
     assert "budget.disk_gb" in done.stderr + done.stdout
+
+
+def test_a_budget_changes_no_spec(tmp_path):
+    """The budget is a check, not a part of any run: every job's spec (and so its config hash) is the same."""
+    from clgrid import config as cl
+
+    plain, budgeted = _tiny(tmp_path), preview.load([_write(tmp_path, {**TINY, "budget": {"gpu_hours": 1}}, "b.yaml")],
+                                                    SCHEMA)
+    for run in cl.runs(plain):
+        args = (run.benchmark, run.backbone, run.method, run.seed)
+        assert cl.run_spec(plain, *args) == cl.run_spec(budgeted, *args)
+        assert cl.init_spec(plain, *args[:2], run.seed) == cl.init_spec(budgeted, *args[:2], run.seed)

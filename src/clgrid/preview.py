@@ -144,6 +144,7 @@ def raw_bytes(config: dict[str, Any], name: str) -> float:
 def jobs(config: dict[str, Any], on_cluster: bool = True) -> list[Job]:
     """Every job of the config, each once (see the module's docstring for what is counted)."""
     gpu = resources.wants_gpu(config, on_cluster)
+    grid = set(cl.runs(config))
     runs = list(cl.runs(config)) + list(cl_selection.candidate_runs(config))
     seen: set[tuple[str, str]] = set()
     out: list[Job] = []
@@ -191,7 +192,7 @@ def jobs(config: dict[str, Any], on_cluster: bool = True) -> list[Job]:
                             {"checkpoints": tasks * ckpt, "other": tasks * OTHER_BYTES}))
             elif step.rule == "run_metrics":
                 add(key, Job("run_metrics", False, 0.0, 1000, {"other": OTHER_BYTES}))
-        if run in cl.runs(config):
+        if run in grid:
             analysis = resources.analysis(config, b, bb, on_cluster)
             samples = resources._train_size(config, cl.datasets_of(config, b)[0]) * cl.n_tasks(config, b) / 3
             add(("analyze_run", f"{b}/{bb}/{m}/{s}"),
