@@ -118,6 +118,10 @@ def test_calibration_math(tmp_path):
     assert cal.start_s["init_model"] == 2.0 and cal.start_s["train"] == 2.0
     assert cal.train_factor == pytest.approx(10.0)
     assert cal.cpu_per_wall == pytest.approx((2 * 1.0 + 2 * (1 + 5 * est)) / (2 * 2.0 + 2 * (2 + 10 * est)))
+    _bench(results / "benchmarks/tables.tsv", 4.0, "NA", rss=10.0)  # not measured: counts its wall as CPU
+    assert preview.calibrate(config, results).cpu_per_wall == pytest.approx(
+        (2 * 1.0 + 2 * (1 + 5 * est) + 4.0) / (2 * 2.0 + 2 * (2 + 10 * est) + 4.0))
+    (results / "benchmarks/tables.tsv").unlink()
     # 2 of the config's 20 task states exist: bytes per state 1000 against params × 4 estimated (no init models here)
     params = archs.get("mlp").parameters
     est_ckpt = params * 4 * (20 + 2)

@@ -15,7 +15,8 @@ Time per job (no safety factor, unlike ``clgrid.resources``' scheduler limits): 
 GPU) plus a start-up; an evaluation or a feature extraction is a forward pass (a third of a training step) over
 the data; the other jobs are a start-up each (``START_S``). Memory is ``clgrid.resources``' estimate. Disk: a
 dataset is its uint8 pixels (train and test), once prepared and, when downloaded, once more for its raw files,
-a checkpoint (initial model or task state) the arch's parameters × 4 bytes, a feature cache ``FEATURE_DIM`` float32 per sample, and every other job's files ``OTHER_BYTES``.
+a checkpoint (initial model or task state) the arch's parameters × 4 bytes, a feature cache ``FEATURE_DIM``
+float32 per sample, and every other job's files ``OTHER_BYTES``.
 
 Calibration (``calibrate``): a finished (or partly finished) results folder and the config that made it give
 measured/estimated factors: seconds per estimated training second and a start-up per job of each rule (from the
@@ -337,7 +338,8 @@ def check_budget(config: Mapping[str, Any], rows: Mapping[str, Row] | None = Non
 
 BENCH_RULES = {"init.bench.tsv": "init_model", "eval.bench.tsv": "evaluate_init", "metrics.bench.tsv": "run_metrics",
                "analysis.bench.tsv": "analyze_run"}
-TRAIN_BENCH = re.compile(r"runs/([^/]+)/([^/]+)/([^/]+)/s(\d+)/(?:train_tasks(\d+)to(\d+)|task(\d+)/train)\.bench\.tsv$")
+TRAIN_BENCH = re.compile(
+    r"runs/([^/]+)/([^/]+)/([^/]+)/s(\d+)/(?:train_tasks(\d+)to(\d+)|task(\d+)/train)\.bench\.tsv$")
 
 
 def bench_rule(path: Path, results: Path) -> str | None:
@@ -349,7 +351,7 @@ def bench_rule(path: Path, results: Path) -> str | None:
         return BENCH_RULES[path.name]
     if rel.startswith("benchmarks/"):
         return rel.split("/")[1].removesuffix(".tsv")
-    return None
+    return path.name.removesuffix(".bench.tsv") if path.name.endswith(".bench.tsv") else None
 
 
 def measured(results: str | Path) -> dict[str, Any]:
@@ -425,7 +427,7 @@ def calibrate(config: dict[str, Any], results: str | Path, on_cluster: bool = Fa
       or none); training jobs' start-up: ``init_model``'s (a job that builds a model and writes a checkpoint);
     - ``train_factor``: (Σ measured training wall − start-ups) / Σ estimated training seconds, over the training jobs
       measured (at least a hundredth: a fit on jobs that are all start-up says nothing about the slope);
-    - CPU seconds per wall second over the jobs whose CPU time was measured;
+    - CPU seconds per wall second (a job whose CPU time was not measured counts its wall: one core);
     - per kind of file, the measured bytes over the estimate for the jobs that wrote them (files and job counts
       of the same config: a partly run study calibrates on what it wrote).
     """
@@ -441,10 +443,11 @@ def calibrate(config: dict[str, Any], results: str | Path, on_cluster: bool = Fa
     est = sum(e for e, _ in pairs)
     if est > 0:
         cal.train_factor = max(0.01, (sum(w for _, w in pairs) - start_train * len(pairs)) / est)
-    cpu = sum(r["cpu_s"] for r in m["rules"].values())
-    cpu_wall = sum(r["cpu_wall_s"] for r in m["rules"].values())
-    if cpu_wall > 0:
-        cal.cpu_per_wall = cpu / cpu_wall
+    # As ``compare`` counts them: a job whose CPU time was not measured counts its wall (one core).
+    cpu = sum(r["cpu_s"] + r["wall_s"] - r["cpu_wall_s"] for r in m["rules"].values())
+    wall = sum(r["wall_s"] for r in m["rules"].values())
+    if wall > 0:
+        cal.cpu_per_wall = cpu / wall
     # Bytes: the estimate of the jobs whose files exist (states and models counted by file).
     est_disk = {k: 0.0 for k in KINDS}
     for job in jobs(config, on_cluster):
