@@ -144,21 +144,27 @@ def test_cli_prints_the_table(tmp_path, capsys):
     assert "WARNING budget.disk_gb" in text and "budget.gpu_hours" not in text
 
 
-def test_default_grid_jobs_match_snakemakes_dry_run(tmp_path):
-    """The plan's jobs are the DAG's: the default grid's count against `snakemake -n` (less its `all` job)."""
+@pytest.mark.parametrize("name", ["config/config.yaml", "config/experiments/per_task_digits.yaml"])
+def test_jobs_match_snakemakes_dry_run(tmp_path, name):
+    """The plan's jobs are the DAG's: the count against `snakemake -n` (less its `all` job), for the default grid
+    and a per-task selection (a training job per candidate task, the choices and adopted states)."""
     import re
     import subprocess
     import sys
 
-    from tests.conftest import DEFAULT_CONFIG, REPO
+    from tests.conftest import REPO
 
     done = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--directory", str(tmp_path),
-                           "-s", str(REPO / "Snakefile"), "--configfile", str(DEFAULT_CONFIG)],
+                           "-s", str(REPO / "Snakefile"), "--configfile", str(REPO / name)],
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
-    total = int(re.search(r"^total\s+(\d+)", done.stdout, re.M)[1])
-    rows = preview.estimate(preview.load([DEFAULT_CONFIG], SCHEMA), on_cluster=False)
-    assert rows["total"].jobs == total - 1
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", done.stdout.split("Job stats:")[1], re.M))
+    rows = preview.estimate(preview.load([REPO / name], SCHEMA), on_cluster=False)
+    assert rows["total"].jobs == int(counts["total"]) - 1
+    for rule in ("init_model", "evaluate_init", "analyze_run", "run_metrics", "select_plasticity", "adopt_selected",
+                 "train_per_task_candidate"):
+        if rule in counts:
+            assert rows[rule].jobs == int(counts[rule]), rule
 
 
 def test_snakemake_stops_on_the_budget(tmp_path):

@@ -7,8 +7,8 @@ seed's initial model, appear in several plans), training split into jobs as ``ta
 (``clgrid.resources.task_chunks``), plus one analysis per run, the configured cross-run comparisons and the report
 jobs (tables, figures, cost tables, paper: counted per cell, as ``final_outputs`` asks for them). Pretrained
 weights are a ``download_weights`` job each and a line of the downloads, not disk here (they go to the hubs'
-caches). Not planned here: the per-task selection jobs (``select_task``, ``adopt_state``: counted as the
-candidates' training), and anything a checkpoint decides after it runs.
+caches). A per-task selection (FACIL's) trains each candidate's task in a job of its own and, per task of a final
+run, two choices and an adopted state (``select_plasticity``, ``select_stability``, ``adopt_selected``).
 
 Time per job (no safety factor, unlike ``clgrid.resources``' scheduler limits): training is
 ``clgrid.resources.task_seconds`` (samples × epochs × the arch's CPU seconds per sample, scaled by pixels, /20 on a
@@ -43,8 +43,6 @@ FORWARD_SHARE = 1.0 / 3.0  # a forward pass costs about a third of a training st
 FEATURE_DIM = 768  # float32 features per sample in a feature cache (uncalibrated: a ViT-B's width)
 OTHER_BYTES = 20_000  # logs, JSON records, sidecars of one job (uncalibrated)
 REPORT_BYTES = 1_000_000  # a report job's figures or tables
-TORCH_RULES = ("init_model", "init_model_from_run", "evaluate_init", "extract_features", "train", "analyze_run",
-               "compare_runs")
 REPORT_RULES_PER_CELL = ("figures", "analysis_figures", "cost_figure")
 REPORT_RULES = ("tables", "cost_tables", "paper")
 KINDS = ("datasets", "checkpoints", "features", "other")
@@ -70,7 +68,8 @@ class Calibration:
     source: str = ""
 
     def start(self, rule: str) -> float:
-        return self.start_s.get(rule, self.start_s.get("*", START_S))
+        rule = "train" if rule == "train_per_task_candidate" else rule
+        return self.start_s.get(rule, START_S)
 
 
 @dataclass
@@ -159,6 +158,8 @@ def jobs(config: dict[str, Any], on_cluster: bool = True) -> list[Job]:
         b, bb, m, s = run.benchmark, run.backbone, run.method, run.seed
         mem = resources._mem_mb(config, b, bb)
         ckpt = checkpoint_bytes(config, bb)
+        record = cl_selection.selection_of(config, m) or {}
+        per_task_role = record.get("role") if record.get("protocol") == "per_task" else None
         for step in cl_plan.run_plan(config, b, bb, m, s):
             outputs = step.outputs
             first = next(iter(outputs.values())) if outputs else step.rule
@@ -181,6 +182,26 @@ def jobs(config: dict[str, Any], on_cluster: bool = True) -> list[Job]:
                     1 + resources.TEST_SIZE_FRACTION)
                 add(key, Job("extract_features", gpu, _forward_seconds(config, b, bb, samples, gpu), mem,
                              {"features": samples * FEATURE_DIM * 4}))
+            elif step.rule == "train" and per_task_role == "final":
+                # FACIL's per-task selection: per task, the two choices and the chosen state adopted (no training)
+                test = resources._train_size(config, cl.datasets_of(config, b)[0]) * resources.TEST_SIZE_FRACTION
+                for t in range(cl.n_tasks(config, b)):
+                    where = f"{b}/{bb}/{m}/{s}/{t}"
+                    add(("select_plasticity", where), Job("select_plasticity", False, 0.0, 1000,
+                                                          {"other": OTHER_BYTES}))
+                    add(("select_stability", where), Job("select_stability", False, 0.0, 1000,
+                                                         {"other": OTHER_BYTES}))
+                    add(("adopt_selected", where),
+                        Job("adopt_selected", gpu, _forward_seconds(config, b, bb, test, gpu), mem,
+                            {"checkpoints": ckpt, "other": OTHER_BYTES}))
+            elif step.rule == "train" and per_task_role == "candidate":
+                per_task = resources.task_seconds(config, b, bb, m, gpu)
+                for t in range(cl_selection.run_tasks(config, b, m)):  # a job per task: the next starts from a choice
+                    add(("train_per_task_candidate", f"{b}/{bb}/{m}/{s}/{t}"),
+                        Job("train_per_task_candidate", gpu, per_task, mem,
+                            {"checkpoints": ckpt, "other": OTHER_BYTES}))
+            elif step.rule == "run_metrics" and per_task_role == "candidate":
+                continue  # a per-task candidate has no metrics job: the choices read its evaluations
             elif step.rule == "train":
                 per_task = resources.task_seconds(config, b, bb, m, gpu)
                 n = cl_selection.run_tasks(config, b, m)
