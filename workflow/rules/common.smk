@@ -25,12 +25,14 @@ except cl.ConfigError as err:
     print(err, file=sys.stderr)
     sys.exit(1)
 
-# The optional budget: block against the estimated cost (clgrid.preview), before any job runs.
-if config.get("budget"):
+# The optional budget: block against the estimated cost (clgrid.preview), before any job runs (checked by the
+# process that schedules, not again in each job's).
+if config.get("budget") and workflow.is_main_process:
     from clgrid import preview as cl_preview  # noqa: E402
 
     try:
-        for _warning in cl_preview.check_budget(config, cl_preview.estimate(config, on_cluster=workflow.non_local_exec)):
+        _estimate = cl_preview.estimate(config, on_cluster=workflow.non_local_exec)
+        for _warning in cl_preview.check_budget(config, _estimate):
             print(f"clgrid budget warning: {_warning}", file=sys.stderr)
     except cl.ConfigError as err:
         print(err, file=sys.stderr)
