@@ -108,10 +108,6 @@ def load(configfiles: Iterable[str | Path], schema: str | Path = "workflow/schem
 
 # -- the jobs ------------------------------------------------------------------------------------------------------
 
-def _pixels(config: dict[str, Any], benchmark: str) -> int:
-    return max(resources._image_pixels(config, d) for d in cl.datasets_of(config, benchmark))
-
-
 def _forward_seconds(config: dict[str, Any], benchmark: str, backbone: str, samples: float, gpu: bool) -> float:
     return FORWARD_SHARE * resources._cost_seconds(config, benchmark, backbone, samples, 1, gpu)
 
