@@ -24,6 +24,7 @@ include: "workflow/rules/select.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/overview.smk"
+include: "workflow/rules/preview.smk"
 
 
 # Cheap aggregation, tables and figures run on the submitting machine, never as cluster jobs; so do downloads and
@@ -42,6 +43,7 @@ localrules:
     selection_report,
     published,
     cost_figure,
+    preview,
 
 
 rule all:

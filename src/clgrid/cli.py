@@ -185,6 +185,18 @@ def _doctor(args: argparse.Namespace) -> int:
     return doctor(args)
 
 
+def _preview(args: argparse.Namespace) -> None:
+    from clgrid import preview
+
+    preview.run(args)
+
+
+def _preview_args(p: argparse.ArgumentParser) -> None:
+    from clgrid.preview import preview_args
+
+    preview_args(p)
+
+
 def _install_profile(args: argparse.Namespace) -> None:
     from clgrid.profiles import install_profile
 
@@ -260,6 +272,8 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[
     "doctor": ("self-check of the training path on a device (a GPU node, a new torch): every method under each "
                "precision and data placement, the feature cache, bit-identical resume, ResNet-18 throughput; one "
                "table, exit 1 on a failure", doctor_args, _doctor),
+    "preview": ("what a config will cost before it runs: jobs, GPU/CPU-hours, memory, disk and downloads per rule, "
+                "against its budget: block", _preview_args, _preview),
     "install-profile": ("install a shipped cluster profile (profiles/<name>) where 'snakemake --profile <name>' finds "
                         "it (~/.config/snakemake/<name>)", install_profile_args, _install_profile),
 }

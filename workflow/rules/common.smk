@@ -30,6 +30,18 @@ except cl.ConfigError as err:
 # jobs read it from their environment (the warm worker passes it on), so switching it changes no params and reruns
 # nothing.
 cl_storage.set_checkpoint_policy(config["storage"]["checkpoints"])
+# The optional budget: block against the estimated cost (clgrid.preview), before any job runs (checked by the
+# process that schedules, not again in each job's).
+if config.get("budget") and workflow.is_main_process:
+    from clgrid import preview as cl_preview  # noqa: E402
+
+    try:
+        _estimate = cl_preview.estimate(config, on_cluster=workflow.non_local_exec)
+        for _warning in cl_preview.check_budget(config, _estimate):
+            print(f"clgrid budget warning: {_warning}", file=sys.stderr)
+    except cl.ConfigError as err:
+        print(err, file=sys.stderr)
+        sys.exit(1)
 
 # Every path the DAG makes: the templates of clgrid.paths, the one place the results layout is written.
 DATASET = paths.DATASET
