@@ -6,5 +6,10 @@ rule preview:
     params:
         files=" ".join(os.path.abspath(f) for f in (workflow.overwrite_configfiles or ["config/config.yaml"])),
         local="" if workflow.non_local_exec else "--local",
+        schema=SCHEMA,
+    log:
+        rule_log("preview"),
+    conda:
+        ENV
     shell:
-        "clgrid preview --configfile {params.files} --schema {SCHEMA} {params.local} --out {output} > /dev/null"
+        "clgrid preview --configfile {params.files} --schema {params.schema} {params.local} --out {output} > {log} 2>&1"
