@@ -510,8 +510,9 @@ def compare(rows: Mapping[str, Row], results: str | Path) -> dict[str, tuple[flo
 
 def preview_args(p) -> None:
     """The ``clgrid preview`` arguments."""
-    p.add_argument("--configfile", nargs="+", required=True, metavar="YAML",
-                   help="the config files, merged as Snakemake merges them (an experiment, then e.g. data/shared.yaml)")
+    p.add_argument("--configfile", nargs="+", default=["config/config.yaml"], metavar="YAML",
+                   help="the config files, merged as Snakemake merges them (an experiment, then e.g. data/shared.yaml; "
+                        "default: config/config.yaml, the embedded default grid)")
     p.add_argument("--schema", default="workflow/schemas/config.schema.yaml", help="the workflow's config schema")
     p.add_argument("--calibrate", metavar="RESULTS_DIR",
                    help="fit per-sample seconds, start-ups and bytes on a (partly) finished results folder")
