@@ -14,12 +14,16 @@ export HF_HUB_OFFLINE ?= 1
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	# A CUDA build of torch from PyPI takes about 6 GB in the venv: say so up front rather than in pip's traceback.
+	@free_kb=$$(df -Pk . | awk 'NR==2 {print $$4}'); if [ "$$free_kb" -lt 8000000 ]; then \
+		echo "warning: $$((free_kb / 1024)) MB free here; installing torch and the rest into $(VENV) needs about 8 GB" >&2; fi
 	python3 -m venv $(VENV)
+	# --no-cache-dir: pip's cache would keep a second copy of every wheel (GBs for torch) on the same disk.
 	# torch and torchvision must be a matching pair (torchvision's compiled ops are built against one torch):
 	# the pair this project is tested with first, else any matching pair pip resolves.
-	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q "torch>=2.4,<3" "torchvision>=0.19"
+	$(PY) -m pip install -q --no-cache-dir "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install -q --no-cache-dir "torch>=2.4,<3" "torchvision>=0.19"
 	# trackers: the optional tracker export (docs/trackers.md), installed so CI reads each export back for real.
-	$(PY) -m pip install -q -e ".[test,docs,trackers]"
+	$(PY) -m pip install -q --no-cache-dir -e ".[test,docs,trackers]"
 	touch $@
 
 run: install
