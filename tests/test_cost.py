@@ -65,7 +65,7 @@ def test_a_job_measured_as_the_warm_workers_client_has_no_cpu_or_memory(tmp_path
 
 
 def test_a_job_the_warm_worker_ran_reports_its_own_cpu_and_memory_in_its_log(tmp_path):
-    from clgrid.worker.server import USAGE_PREFIX
+    from clgrid.worker import USAGE_PREFIX
 
     path = tmp_path / "train.bench.tsv"
     path.write_text(CLIENT_BENCH)
@@ -74,11 +74,12 @@ def test_a_job_the_warm_worker_ran_reports_its_own_cpu_and_memory_in_its_log(tmp
 
 
 def test_the_worker_child_reports_its_usage_on_stderr(capsys):
+    from clgrid import worker
     from clgrid.worker import server
 
     server._report_usage()
     line = capsys.readouterr().err.strip()
-    assert line.startswith(server.USAGE_PREFIX) and "cpu_s=" in line and float(line.split("max_rss_mb=")[1]) > 10
+    assert line.startswith(worker.USAGE_PREFIX) and "cpu_s=" in line and float(line.split("max_rss_mb=")[1]) > 10
 
 
 def test_a_short_job_in_its_own_process_is_measured_when_sampled(tmp_path):

@@ -79,7 +79,7 @@ def test_facil_rules_on_a_hand_worked_sequence():
     plasticity 81; fraction 0.8 -> threshold 64.8. Weights 1000, 500, 250, 125 reach 40, 58, 66, 75: 1000 and 500
     fall short, 250 is the first to reach it -> 250 (not 125, although 125 is more plastic).
     Task 2: none of 20, 30, 40, 50 reaches 0.8 x 90 = 72 -> the smallest weight, 125."""
-    assert selection.facil_plasticity([0.1, 0.05, 0.01], [62.0, 81.0, 81.0]) == 1
+    assert selection.facil_plasticity([62.0, 81.0, 81.0]) == 1
     weights = [1000.0, 500.0, 250.0, 125.0]
     assert selection.facil_stability(weights, [40.0, 58.0, 66.0, 75.0], 81.0, 0.8) == 2
     assert selection.facil_stability(weights, [20.0, 30.0, 40.0, 50.0], 90.0, 0.8) == 3

@@ -90,7 +90,7 @@ def run(cmd, env, cwd=None):
 def without_usage(stderr: bytes) -> bytes:
     """A served job's stderr less the usage line the worker's child adds at its end (its CPU seconds and peak
     memory, for the cost tables: Snakemake's benchmark measures the client, not the child); asserts it is there."""
-    from clgrid.worker.server import USAGE_PREFIX
+    from clgrid.worker import USAGE_PREFIX
 
     lines = stderr.decode().splitlines(keepends=True)
     usage = [line for line in lines if line.startswith(USAGE_PREFIX)]

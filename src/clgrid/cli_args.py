@@ -197,12 +197,17 @@ def tables_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", required=True)
 
 
-def figures_args(p: argparse.ArgumentParser) -> None:
+def _cell_figure(p: argparse.ArgumentParser) -> None:
+    """A verb that draws one benchmark x backbone cell's figures from runs.csv: the arguments all such verbs share."""
     p.add_argument("--runs", required=True, help="runs.csv from 'clgrid tables'")
-    p.add_argument("--cells", required=True, help="acc_matrix.csv from 'clgrid tables'")
     p.add_argument("--benchmark", required=True)
     p.add_argument("--backbone", required=True)
     p.add_argument("--out-dir", required=True)
+
+
+def figures_args(p: argparse.ArgumentParser) -> None:
+    _cell_figure(p)
+    p.add_argument("--cells", required=True, help="acc_matrix.csv from 'clgrid tables'")
 
 
 def analysis_figures_args(p: argparse.ArgumentParser) -> None:
@@ -212,11 +217,8 @@ def analysis_figures_args(p: argparse.ArgumentParser) -> None:
 
 
 def sweep_figure_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs", required=True, help="runs.csv from 'clgrid tables'")
+    _cell_figure(p)
     p.add_argument("--sweeps", type=_spec, required=True, help="run name -> {base, values} (JSON; the rule passes it)")
-    p.add_argument("--benchmark", required=True)
-    p.add_argument("--backbone", required=True)
-    p.add_argument("--out-dir", required=True)
 
 
 def cost_tables_args(p: argparse.ArgumentParser) -> None:
@@ -230,11 +232,8 @@ def cost_tables_args(p: argparse.ArgumentParser) -> None:
 
 
 def cost_figure_args(p: argparse.ArgumentParser) -> None:
+    _cell_figure(p)
     p.add_argument("--cost", required=True, help="cost.csv from 'clgrid cost-tables'")
-    p.add_argument("--runs", required=True, help="runs.csv from 'clgrid tables'")
-    p.add_argument("--benchmark", required=True)
-    p.add_argument("--backbone", required=True)
-    p.add_argument("--out-dir", required=True)
 
 
 def published_args(p: argparse.ArgumentParser) -> None:

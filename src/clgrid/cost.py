@@ -83,7 +83,7 @@ def read_bench(path: str | os.PathLike) -> dict[str, float]:
 def worker_usage(log: Path) -> dict[str, float] | None:
     """The CPU seconds and peak memory a job run by the warm worker reported at its end (``clgrid.worker.server``'s
     usage line in the job's log), or None (no log, or a job run in its own process)."""
-    from clgrid.worker.server import USAGE_PREFIX
+    from clgrid.worker import USAGE_PREFIX
 
     if not log.exists():
         return None

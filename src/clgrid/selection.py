@@ -84,7 +84,7 @@ def new_task_accuracy(eval_record: dict[str, Any], task: int, headline: str = "c
     return float(row[task])
 
 
-def facil_plasticity(lrs: Sequence[float], accuracies: Sequence[float]) -> int:
+def facil_plasticity(accuracies: Sequence[float]) -> int:
     """Index of the learning rate with the best fine-tuning accuracy on the new task (ties: the first listed)."""
     return best_index(accuracies, True)
 
@@ -113,7 +113,7 @@ def select_task(spec: dict[str, Any], evals: Sequence[str], out: str, plasticity
               "candidates": [{"run": name, "state": state, "new_task_acc": acc}
                              for name, state, acc in zip(spec["candidates"], spec["states"], accs)]}
     if spec["stage"] == "plasticity":
-        i = facil_plasticity(spec["lrs"], accs)
+        i = facil_plasticity(accs)
         result.update({"lr": spec["lrs"][i], "plasticity": accs[i], "chosen": spec["candidates"][i],
                        "tie_rule": "the learning rate listed first wins a tie"})
     else:

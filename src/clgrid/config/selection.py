@@ -31,10 +31,6 @@ from clgrid import paths
 
 PROTOCOLS = ("whole_stream", "first_k", "per_task")
 SELECTED = "selected"
-SELECTION_FILE = paths.SELECTION
-"""Whole-stream and first-k: the chosen values and every candidate's score (mean over the selection seeds)."""
-PER_TASK_FILE = paths.TASK_SELECTION
-"""Per task: the chosen learning rate (stage ``plasticity``) and stability weight (stage ``stability``)."""
 
 
 def candidate_name(base: str, protocol: str, k: int | None, point: str) -> str:
@@ -94,7 +90,7 @@ def candidate_runs(config: dict[str, Any]) -> list:
 
 
 def selection_file(benchmark: str, backbone: str, base: str) -> str:
-    return SELECTION_FILE.format(benchmark=benchmark, backbone=backbone, base=base)
+    return paths.SELECTION.format(benchmark=benchmark, backbone=backbone, base=base)
 
 
 def selection_files(config: dict[str, Any]) -> list[str]:
@@ -106,7 +102,7 @@ def selection_files(config: dict[str, Any]) -> list[str]:
 
 
 def per_task_file(benchmark: str, backbone: str, base: str, seed: int | str, task: int | str, stage: str) -> str:
-    return PER_TASK_FILE.format(benchmark=benchmark, backbone=backbone, base=base, seed=seed, task=task, stage=stage)
+    return paths.TASK_SELECTION.format(benchmark=benchmark, backbone=backbone, base=base, seed=seed, task=task, stage=stage)
 
 
 def run_tasks(config: dict[str, Any], benchmark: str, run_name: str) -> int:

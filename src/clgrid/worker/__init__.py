@@ -37,6 +37,9 @@ import os
 import sys
 
 IDLE_S = 60.0
+USAGE_PREFIX = "clgrid job usage:"
+"""The last line of a job the worker ran, in its log: Snakemake's ``benchmark:`` measures the client that waits for
+the worker, not this child, so the child reports its own CPU seconds and peak memory (``clgrid.cost`` reads it)."""
 FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
 KEYED_VARS = ("LD_LIBRARY_PATH", "LD_PRELOAD", "LANG", "LANGUAGE", "TZ", "GOTO_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
               "NUMEXPR_NUM_THREADS", "NUMEXPR_MAX_THREADS", "MPLBACKEND", "MPLCONFIGDIR", "TRANSFORMERS_OFFLINE")

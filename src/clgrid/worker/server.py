@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from clgrid.worker import signal_numbers
+from clgrid.worker import USAGE_PREFIX, signal_numbers
 
 # What the worker imports before its first fork: every job's heavy libraries and the modules of the job layer
 # (torch._dynamo: constructing a torch.optim optimizer imports it, ~1.8 s). A module missing here (renamed, an
@@ -63,10 +63,6 @@ def _exit(job: Job) -> None:
         os.kill(os.getpid(), signal.SIGINT)
     os._exit(code)
 
-
-USAGE_PREFIX = "clgrid job usage:"
-"""The last line of a job the worker ran, in its log: Snakemake's ``benchmark:`` measures the client that waits for
-the worker, not this child, so the child reports its own CPU seconds and peak memory (``clgrid.cost`` reads it)."""
 
 
 def _report_usage() -> None:
