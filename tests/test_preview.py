@@ -43,11 +43,12 @@ def test_totals_by_hand(tmp_path):
     report = len(preview.REPORT_RULES_PER_CELL) + len(preview.REPORT_RULES)
     assert rows["total"].jobs == 1 + 1 + 2 + 2 + runs * 5 + runs + runs + report
     params = archs.get("mlp").parameters
-    # params × 4 bytes × tasks × seeds × methods, plus the seeds' initial models
-    assert rows["train"].disk["checkpoints"] == params * 4 * 5 * 2 * 2
-    assert rows["total"].disk["checkpoints"] == params * 4 * (5 * 2 * 2 + 2)
-    # digits: 1347 training images of 8x8, plus a quarter for the test split
-    assert rows["total"].disk["datasets"] == 64 * 1347 * 1.25
+    # per seed, naive's 5 states are a model each; EWC's state after task t keeps a Fisher and an anchor per task
+    # learned: 1 + 2 (t + 1) models, 35 over the 5 tasks; plus the seeds' initial models
+    assert rows["train"].disk["checkpoints"] == params * 4 * (5 + 35) * 2
+    assert rows["total"].disk["checkpoints"] == params * 4 * ((5 + 35) * 2 + 2)
+    # digits: 1347 training images of 8x8 float32, plus a quarter for the test split
+    assert rows["total"].disk["datasets"] == 64 * 4 * 1347 * 1.25
     assert rows["total"].gpu_hours == 0  # device cpu
     # a training job: start-up + samples × epochs × seconds per sample × pixel scale (resources.task_seconds)
     mlp = archs.get("mlp")
@@ -56,6 +57,57 @@ def test_totals_by_hand(tmp_path):
     assert rows["train"].wall_hours * 3600 == pytest.approx(runs * 5 * (preview.START_S + seconds))
     assert rows["total"].cpu_hours == pytest.approx(rows["total"].wall_hours)
     assert preview.downloads(config) == []  # digits ships with scikit-learn, the MLP has no weights
+
+
+def test_method_state_by_hand(tmp_path):
+    # A task state is the model plus what the method's FACTS say it keeps (clgrid.catalog.methods.FACT_KEYS).
+    config = _tiny(tmp_path, methods=["naive", "ewc", "ewc_online", "si", "replay", "gdumb", "ogd", "agem",
+                                      "frozen_ewc"],
+                   method_params={"replay": {"buffer_size": 200}, "gdumb": {"memory_size": 500},
+                                  "ogd": {"ogd_samples": 20}},
+                   variants={"frozen_ewc": {"method": "ewc", "params": {"freeze": "all"}}})
+    model = archs.get("mlp").parameters * 4
+
+    def state(method, task):
+        return preview.state_bytes(config, "split", "mlp", method, task)
+
+    assert state("naive", 3) == model
+    assert state("ewc", 3) == model * (1 + 2 * 4)  # a Fisher and an anchor per task learned
+    assert state("ewc_online", 3) == model * 3  # one running Fisher and an anchor
+    assert state("si", 0) == model * 3  # importance and anchor
+    assert state("ogd", 1) == model * (1 + 20 * 2)  # a gradient direction per stored sample, per task
+    assert state("frozen_ewc", 3) == model  # the Fisher of a frozen backbone's trainable part: not known, not counted
+    sample = 64 * 4 + preview.SAMPLE_LABEL_BYTES  # an 8x8 float32 digit (the one float dataset), its label and task
+    # a buffer fills with the training samples seen so far: digits' 1347 / 5 = 269.4 a task
+    assert state("replay", 0) == model + 200 * sample
+    assert state("gdumb", 0) == pytest.approx(model * 2 + 269.4 * sample)  # its initial weights, a part-full memory
+    assert state("gdumb", 1) == pytest.approx(model * 2 + 500 * sample)
+    # A-GEM keeps samples_per_class (25 by default) of each class of each task: 2 classes a task here
+    assert state("agem", 2) == model + 25 * 2 * 3 * sample
+
+
+@pytest.mark.parametrize("method", ["naive", "ewc", "ewc_online", "si", "l2_init", "kd_ema", "replay", "gdumb", "ogd",
+                                    "agem"])
+def test_method_state_estimate_matches_the_files_a_real_run_writes(method, tmp_path, monkeypatch):
+    # The same estimate, with the model's real size in place of the arch table's, against the state files of a
+    # real run through the DAG's own jobs (2 tasks of split digits, an epoch each).
+    from clgrid.inprocess import run_cell, validated
+    from tests.conftest import DEFAULT_CONFIG
+
+    config = validated(DEFAULT_CONFIG, SCHEMA)
+    config["benchmarks"] = {"split": {**config["benchmarks"]["split_digits"], "n_tasks": 2}}
+    config["benchmarks"]["split"]["train"] = {**config["benchmarks"]["split"]["train"], "epochs": 1}
+    config["method_params"]["ogd"]["ogd_samples"] = 10
+    config["method_params"]["replay"]["buffer_size"] = 300
+    config["method_params"]["gdumb"]["memory_size"] = 1000  # more than task 0's 674 samples: part full after it
+    run_cell(config, "split", "mlp", method, 0, tmp_path)
+    states = sorted(tmp_path.rglob("state.pt"), key=lambda p: p.parent.name)
+    model_file = next(tmp_path.rglob("model.pt")).stat().st_size  # the initial model: the weights alone
+    monkeypatch.setattr(preview, "checkpoint_bytes", lambda config, backbone: model_file)
+    assert len(states) == 2
+    for task, path in enumerate(states):
+        estimate = preview.state_bytes(config, "split", "mlp", method, task)
+        assert estimate == pytest.approx(path.stat().st_size, rel=0.1), (task, path)
 
 
 def test_gpu_hours_on_a_cluster(tmp_path):
@@ -122,9 +174,10 @@ def test_calibration_math(tmp_path):
     assert preview.calibrate(config, results).cpu_per_wall == pytest.approx(
         (2 * 1.0 + 2 * (1 + 5 * est) + 4.0) / (2 * 2.0 + 2 * (2 + 10 * est) + 4.0))
     (results / "benchmarks/tables.tsv").unlink()
-    # 2 of the config's 20 task states exist: bytes per state 1000 against params × 4 estimated (no init models here)
+    # 2 of the config's 20 task states exist: their 2000 bytes against the estimate's share of 2 in 20 of all
+    # checkpoints (naive's 10 states, EWC's 10 (35 models a seed, test_totals_by_hand), the 2 initial models)
     params = archs.get("mlp").parameters
-    est_ckpt = params * 4 * (20 + 2)
+    est_ckpt = params * 4 * (10 + 70 + 2)
     assert cal.disk_factor["checkpoints"] == pytest.approx(2000 / (est_ckpt * 2 / 20))
     rows = preview.estimate(config, cal, on_cluster=False)
     assert rows["train"].wall_hours * 3600 == pytest.approx(20 * (2.0 + 10 * est))

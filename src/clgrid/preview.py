@@ -41,6 +41,7 @@ from clgrid.config import selection as cl_selection
 START_S = 3.0  # a job's Python + torch start-up and its files (uncalibrated)
 FORWARD_SHARE = 1.0 / 3.0  # a forward pass costs about a third of a training step (forward + backward)
 FEATURE_DIM = 768  # float32 features per sample in a feature cache (uncalibrated: a ViT-B's width)
+SAMPLE_LABEL_BYTES = 16  # a stored sample's label and task (int64 each)
 OTHER_BYTES = 20_000  # logs, JSON records, sidecars of one job (uncalibrated)
 REPORT_BYTES = 1_000_000  # a report job's figures or tables
 REPORT_RULES_PER_CELL = ("figures", "analysis_figures", "cost_figure")
@@ -117,9 +118,56 @@ def checkpoint_bytes(config: dict[str, Any], backbone: str) -> float:
     return resources._arch(config, backbone).parameters * 4
 
 
+def state_bytes(config: dict[str, Any], benchmark: str, backbone: str, run_name: str, task: int) -> float:
+    """The state after task ``task``: the model, and what the method keeps beside it (its ``FACTS``).
+
+    - ``state_weights``: that many model-sized tensors, or per task learned. For a backbone the run trains only in
+      part (``freeze``, CLIP's ``train_mode``), they cover its trainable part, which the preview does not know:
+      not counted there.
+    - ``buffer_params`` and ``per_class_buffer_params``: the stored training samples, at most the tasks' training
+      data so far, each its pixels as its prepared file holds them (a cached feature's float32 where the run trains
+      on the feature cache) and a label.
+    """
+    from clgrid.catalog import archs
+    from clgrid.catalog import methods as method_catalog
+    from clgrid.data.datasets import pixel_bytes
+
+    method, params, _ = cl.method_of(config, run_name)
+    defaults = {key: spec.get("default") for key, spec in method_catalog.catalog()[method].params.items()} \
+        if method in method_catalog.catalog() else {}
+    params = {**defaults, **params}
+    datasets = cl.datasets_of(config, benchmark)
+    seen = (task + 1) * resources.task_train_samples(config, benchmark)  # training samples so far
+    copies = method_catalog.fact(method, "state_weights", 0)
+    if isinstance(copies, dict):
+        per_task = copies["per_task"]
+        if isinstance(per_task, str):  # a hyperparameter counts them; null: every training sample of the task
+            value = params.get(per_task)
+            per_task = value if isinstance(value, (int, float)) else seen / (task + 1)
+        copies = per_task * (task + 1)
+    cfg = config["backbones"][backbone]
+    if params.get("freeze", "none") != "none" or archs.get(cfg.get("arch", "mlp")).frozen(cfg):
+        copies = 0
+    stored = sum(params[key] for key in method_catalog.fact(method, "buffer_params", [])
+                 if isinstance(params.get(key), (int, float)))
+    per_class = sum(params[key] for key in method_catalog.fact(method, "per_class_buffer_params", [])
+                    if isinstance(params.get(key), (int, float)))
+    if per_class:  # per class of each task learned: a class split's share of the classes, else all of them
+        classes = cl.dataset_classes(config, datasets[0])
+        split = config["benchmarks"][benchmark]["scenario"] in ("class_incremental", "task_incremental")
+        stored += per_class * (task + 1) * (classes / cl.n_tasks(config, benchmark) if split else classes)
+    features = cl.uses_feature_cache(config, benchmark, backbone, run_name)
+    sample = FEATURE_DIM * 4 if features else max(resources._image_pixels(config, d) * pixel_bytes(d) for d in datasets)
+    model = checkpoint_bytes(config, backbone)
+    return model * (1 + copies) + min(stored, seen) * (sample + SAMPLE_LABEL_BYTES)
+
+
 def dataset_bytes(config: dict[str, Any], name: str) -> float:
-    """A prepared dataset: its uint8 pixels, train and test (test at most ``TEST_SIZE_FRACTION`` of train)."""
-    return resources._image_pixels(config, name) * resources._train_size(config, name) * (
+    """A prepared dataset: its pixels (uint8; digits' float32), train and test (test at most ``TEST_SIZE_FRACTION``
+    of train)."""
+    from clgrid.data.datasets import pixel_bytes
+
+    return resources._image_pixels(config, name) * pixel_bytes(name) * resources._train_size(config, name) * (
         1 + resources.TEST_SIZE_FRACTION)
 
 
@@ -189,13 +237,13 @@ def jobs(config: dict[str, Any], on_cluster: bool = True) -> list[Job]:
                                                          {"other": OTHER_BYTES}))
                     add(("adopt_selected", where),
                         Job("adopt_selected", gpu, _forward_seconds(config, b, bb, test, gpu), mem,
-                            {"checkpoints": ckpt, "other": OTHER_BYTES}))
+                            {"checkpoints": state_bytes(config, b, bb, m, t), "other": OTHER_BYTES}))
             elif step.rule == "train" and per_task_role == "candidate":
                 per_task = resources.task_seconds(config, b, bb, m, gpu)
                 for t in range(cl_selection.run_tasks(config, b, m)):  # a job per task: the next starts from a choice
                     add(("train_per_task_candidate", f"{b}/{bb}/{m}/{s}/{t}"),
                         Job("train_per_task_candidate", gpu, per_task, mem,
-                            {"checkpoints": ckpt, "other": OTHER_BYTES}))
+                            {"checkpoints": state_bytes(config, b, bb, m, t), "other": OTHER_BYTES}))
             elif step.rule == "run_metrics" and per_task_role == "candidate":
                 continue  # a per-task candidate has no metrics job: the choices read its evaluations
             elif step.rule == "train":
@@ -205,9 +253,10 @@ def jobs(config: dict[str, Any], on_cluster: bool = True) -> list[Job]:
                     if first_task >= n:
                         continue
                     tasks = min(last_task, n - 1) - first_task + 1
+                    states = sum(state_bytes(config, b, bb, m, t) for t in range(first_task, first_task + tasks))
                     add(("train", f"{b}/{bb}/{m}/{s}/{first_task}"),
                         Job("train", gpu, tasks * per_task, mem,
-                            {"checkpoints": tasks * ckpt, "other": tasks * OTHER_BYTES}))
+                            {"checkpoints": states, "other": tasks * OTHER_BYTES}))
             elif step.rule == "run_metrics":
                 add(key, Job("run_metrics", False, 0.0, 1000, {"other": OTHER_BYTES}))
         if run in grid:

@@ -72,17 +72,21 @@ def _train_size(config: dict[str, Any], dataset: str) -> int:
     return size
 
 
-def _task_samples(config: dict[str, Any], benchmark: str, method: str) -> float:
-    """Samples one task's job trains on: a class split's share, a whole dataset per domain task, all seen for joint."""
+def task_train_samples(config: dict[str, Any], benchmark: str) -> float:
+    """Training samples of one task: a class split's share, a whole dataset per domain task or dataset."""
     bench = config["benchmarks"][benchmark]
-    tasks = n_tasks(config, benchmark)
     sizes = [_train_size(config, d) for d in datasets_of(config, benchmark)]
     if bench["scenario"] == "dataset_sequence":
-        per_task = max(sizes)
-    elif bench["scenario"] in ("permuted", "rotated"):
-        per_task = sizes[0]
-    else:
-        per_task = sizes[0] / tasks
+        return max(sizes)
+    if bench["scenario"] in ("permuted", "rotated"):
+        return sizes[0]
+    return sizes[0] / n_tasks(config, benchmark)
+
+
+def _task_samples(config: dict[str, Any], benchmark: str, method: str) -> float:
+    """Samples one task's job trains on: its training samples, all seen for joint, twice that for the rest."""
+    tasks = n_tasks(config, benchmark)
+    per_task = task_train_samples(config, benchmark)
     if method_catalog.fact(method_of(config, method)[0], "trains_on_seen_tasks"):  # joint: all tasks so far
         return per_task * tasks
     return per_task * 2  # rehearsal and distillation methods process about one extra batch per step

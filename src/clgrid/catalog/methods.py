@@ -39,10 +39,14 @@ FACT_KEYS = {
     "needs_clip": "runs only on CLIP's image-text model (arch: clip)",
     "feature_cache_unsupported": "why its runs never train on cached features although the backbone is frozen",
     "buffer_params": "hyperparameters that count stored training samples (at most the benchmark's training set)",
+    "per_class_buffer_params": "hyperparameters that count the training samples it stores per class of each task",
     "trains_on_seen_tasks": "each task's job trains on every task so far (its cost grows with the task index)",
     "retrieval": "evaluated by nearest-neighbour retrieval as well as classification",
     "trains_when_backbone_frozen": "trains weights of its own, so freeze: all leaves something to train",
     "dataset_params": "hyperparameters that name a dataset the run's training jobs read",
+    "state_weights": ("model-sized float32 tensors its task state keeps beside the model (a Fisher, an anchor, a "
+                      "teacher): a number, or {'per_task': n} for state that grows by n with each task learned, n a "
+                      "number or the name of the hyperparameter that counts them (the preview's disk estimate)"),
 }
 """What a method's ``FACTS`` may say, and what each means."""
 

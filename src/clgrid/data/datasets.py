@@ -46,6 +46,15 @@ from clgrid.io import file_sha256, save_npz, write_json
 
 # --- digits: unchanged since the first release, so its arrays stay byte-for-byte the same ----------
 
+FLOAT_PIXELS = ("digits",)
+"""Datasets whose prepared images are float32 (4 bytes a value; every other dataset's are uint8)."""
+
+
+def pixel_bytes(name: str) -> int:
+    """Bytes of one image value in ``name``'s prepared file (and so in a buffer that stores its images)."""
+    return 4 if name in FLOAT_PIXELS else 1
+
+
 
 def prepare_digits(out_path: str) -> None:
     """scikit-learn's 8×8 digits (ships with the package, no download): stratified 75/25 split, pixels / 16."""

@@ -54,7 +54,7 @@ class AGEM(Method):
             "type": "integer", "minimum": 1, "default": 256,
         },
     }
-    FACTS: dict[str, Any] = {"paper": "Chaudhry et al. 2019, ICLR"}
+    FACTS: dict[str, Any] = {"paper": "Chaudhry et al. 2019, ICLR", "per_class_buffer_params": ["samples_per_class"]}
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)

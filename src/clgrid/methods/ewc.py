@@ -136,7 +136,7 @@ class EWC(_FlatEWC):
             "enum": ["none", "true_class_prob", "predicted_label"], "default": "none",
         },
     }
-    FACTS: dict[str, Any] = {"paper": "Kirkpatrick et al. 2017, PNAS"}
+    FACTS: dict[str, Any] = {"paper": "Kirkpatrick et al. 2017, PNAS", "state_weights": {"per_task": 2}}
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)
@@ -217,7 +217,7 @@ class OnlineEWC(_FlatEWC):
             "enum": ["none", "true_class_prob", "predicted_label"], "default": "none",
         },
     }
-    FACTS: dict[str, Any] = {"paper": "Schwarz et al. 2018, ICML"}
+    FACTS: dict[str, Any] = {"paper": "Schwarz et al. 2018, ICML", "state_weights": 2}  # one running Fisher
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)

@@ -88,7 +88,8 @@ class GDumb(Method):
             "type": "integer", "minimum": 1, "default": 300,
         },
     }
-    FACTS: dict[str, Any] = {"paper": "Prabhu, Torr & Dokania 2020, ECCV", "buffer_params": ["memory_size"]}
+    FACTS: dict[str, Any] = {"paper": "Prabhu, Torr & Dokania 2020, ECCV", "buffer_params": ["memory_size"],
+                             "state_weights": 1}  # the initial weights it retrains from
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)

@@ -215,7 +215,7 @@ class KDEMA(Method):
             "type": "boolean", "default": False,
         },
     }
-    FACTS: dict[str, Any] = {"paper": "Tarvainen & Valpola 2017, NeurIPS"}
+    FACTS: dict[str, Any] = {"paper": "Tarvainen & Valpola 2017, NeurIPS", "state_weights": 1}  # the teacher
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)

@@ -45,7 +45,7 @@ class L2Init(Method):
             "enum": ["init", "task_start"], "default": "init",
         },
     }
-    FACTS: dict[str, Any] = {"paper": "Li, Grandvalet & Davoine 2018, ICML"}
+    FACTS: dict[str, Any] = {"paper": "Li, Grandvalet & Davoine 2018, ICML", "state_weights": 1}  # the anchor
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)

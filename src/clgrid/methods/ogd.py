@@ -128,7 +128,8 @@ class OGD(Method):
             "type": ["integer", "null"], "minimum": 1, "default": 200,
         },
     }
-    FACTS: dict[str, Any] = {"paper": "Farajtabar et al. 2020, AISTATS"}
+    FACTS: dict[str, Any] = {"paper": "Farajtabar et al. 2020, AISTATS",
+                             "state_weights": {"per_task": "ogd_samples"}}  # a gradient direction per sample
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)

@@ -69,7 +69,7 @@ class SynapticIntelligence(Method):
             "type": "number", "exclusiveMinimum": 0, "default": 0.1,
         },
     }
-    FACTS: dict[str, Any] = {"paper": "Zenke, Poole & Ganguli 2017, ICML"}
+    FACTS: dict[str, Any] = {"paper": "Zenke, Poole & Ganguli 2017, ICML", "state_weights": 2}  # importance, anchor
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)
