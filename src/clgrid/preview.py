@@ -126,7 +126,8 @@ def state_bytes(config: dict[str, Any], benchmark: str, backbone: str, run_name:
       not counted there.
     - ``buffer_params`` and ``per_class_buffer_params``: the stored training samples, at most the tasks' training
       data so far, each its pixels as its prepared file holds them (a cached feature's float32 where the run trains
-      on the feature cache) and a label.
+      on the feature cache) and a label;
+    - ``reference_params``: reference images (ZSCL's) in the scenario's input shape, as their dataset holds them.
     """
     from clgrid.catalog import archs
     from clgrid.catalog import methods as method_catalog
@@ -157,9 +158,14 @@ def state_bytes(config: dict[str, Any], benchmark: str, backbone: str, run_name:
         split = config["benchmarks"][benchmark]["scenario"] in ("class_incremental", "task_incremental")
         stored += per_class * (task + 1) * (classes / cl.n_tasks(config, benchmark) if split else classes)
     features = cl.uses_feature_cache(config, benchmark, backbone, run_name)
+    pixels = max(resources._image_pixels(config, d) for d in datasets)
     sample = FEATURE_DIM * 4 if features else max(resources._image_pixels(config, d) * pixel_bytes(d) for d in datasets)
+    references = sum(params[key] for key in method_catalog.fact(method, "reference_params", [])
+                     if isinstance(params.get(key), (int, float)))  # in the scenario's input shape
+    named = [params[key] for key in method_catalog.fact(method, "dataset_params", []) if params.get(key)]
+    reference_pixel = pixel_bytes(named[0] if named else datasets[0])  # null: the first task's own images
     model = checkpoint_bytes(config, backbone)
-    return model * (1 + copies) + min(stored, seen) * (sample + SAMPLE_LABEL_BYTES)
+    return model * (1 + copies) + min(stored, seen) * (sample + SAMPLE_LABEL_BYTES) + references * pixels * reference_pixel
 
 
 def dataset_bytes(config: dict[str, Any], name: str) -> float:

@@ -40,6 +40,7 @@ FACT_KEYS = {
     "feature_cache_unsupported": "why its runs never train on cached features although the backbone is frozen",
     "buffer_params": "hyperparameters that count stored training samples (at most the benchmark's training set)",
     "per_class_buffer_params": "hyperparameters that count the training samples it stores per class of each task",
+    "reference_params": "hyperparameters that count the reference images it stores (drawn once, kept in its state)",
     "trains_on_seen_tasks": "each task's job trains on every task so far (its cost grows with the task index)",
     "retrieval": "evaluated by nearest-neighbour retrieval as well as classification",
     "trains_when_backbone_frozen": "trains weights of its own, so freeze: all leaves something to train",

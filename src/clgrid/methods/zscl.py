@@ -111,6 +111,7 @@ class ZSCL(Method):
         "needs_clip": True,
         "feature_cache_unsupported": "it distils the image encoder on reference images",
         "dataset_params": ["reference_dataset"],
+        "reference_params": ["reference_size"],
     }
 
     def __init__(self, model, params, n_classes, **context):
