@@ -103,7 +103,7 @@ def test_method_state_estimate_matches_the_files_a_real_run_writes(method, tmp_p
     run_cell(config, "split", "mlp", method, 0, tmp_path)
     states = sorted(tmp_path.rglob("state.pt"), key=lambda p: p.parent.name)
     model_file = next(tmp_path.rglob("model.pt")).stat().st_size  # the initial model: the weights alone
-    monkeypatch.setattr(preview, "checkpoint_bytes", lambda config, backbone: model_file)
+    monkeypatch.setattr(preview, "checkpoint_bytes", lambda config, backbone, weights_factor=None: model_file)
     assert len(states) == 2
     for task, path in enumerate(states):
         estimate = preview.state_bytes(config, "split", "mlp", method, task)
@@ -179,11 +179,37 @@ def test_calibration_math(tmp_path):
     params = archs.get("mlp").parameters
     est_ckpt = params * 4 * (10 + 70 + 2)
     assert cal.disk_factor["checkpoints"] == pytest.approx(2000 / (est_ckpt * 2 / 20))
+    assert cal.weights_factor == {}  # no initial model written: the arch table's size stands
     rows = preview.estimate(config, cal, on_cluster=False)
     assert rows["train"].wall_hours * 3600 == pytest.approx(20 * (2.0 + 10 * est))
     measured = preview.compare(rows, results)
     assert measured["wall_h"][1] == pytest.approx((4 * 2.0 + 2 * 10 * est) / 3600)
     assert not math.isnan(measured["wall_h"][2])
+
+
+def test_calibration_takes_the_models_real_size_from_the_initial_models(tmp_path):
+    # The initial models hold the weights alone: their bytes over the arch table's estimate are the model's real
+    # size, which scales every model-sized tensor of a state (EWC's Fisher and anchor too) and nothing else.
+    config = _tiny(tmp_path)
+    results = tmp_path / "results"
+    params = archs.get("mlp").parameters
+    real = 100_000  # bytes of one initial model: the config's MLP is smaller than the arch table's
+    for seed in (0, 1):
+        init = results / f"init/split/mlp/s{seed}/model.pt"
+        init.parent.mkdir(parents=True, exist_ok=True)
+        init.write_bytes(b"\0" * real)
+    # every task state written, each exactly as the method's facts say at the real size
+    for method, models in (("naive", lambda t: 1), ("ewc", lambda t: 1 + 2 * (t + 1))):
+        for seed in (0, 1):
+            for t in range(5):
+                state = results / f"runs/split/mlp/{method}/s{seed}/task{t}/state.pt"
+                state.parent.mkdir(parents=True, exist_ok=True)
+                state.write_bytes(b"\0" * (real * models(t)))
+    cal = preview.calibrate(config, results)
+    assert cal.weights_factor == {"mlp": pytest.approx(real / (params * 4))}
+    assert cal.disk_factor["checkpoints"] == pytest.approx(1.0)  # nothing left for the per-kind factor to fix
+    rows = preview.estimate(config, cal, on_cluster=False)
+    assert rows["total"].disk["checkpoints"] == pytest.approx(real * ((5 + 35) * 2 + 2))
 
 
 def test_cli_prints_the_table(tmp_path, capsys):

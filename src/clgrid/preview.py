@@ -14,14 +14,15 @@ Time per job (no safety factor, unlike ``clgrid.resources``' scheduler limits): 
 ``clgrid.resources.task_seconds`` (samples × epochs × the arch's CPU seconds per sample, scaled by pixels, /20 on a
 GPU) plus a start-up; an evaluation or a feature extraction is a forward pass (a third of a training step) over
 the data; the other jobs are a start-up each (``START_S``). Memory is ``clgrid.resources``' estimate. Disk: a
-dataset is its uint8 pixels (train and test), once prepared and, when downloaded, once more for its raw files,
-a checkpoint (initial model or task state) the arch's parameters × 4 bytes, a feature cache ``FEATURE_DIM``
-float32 per sample, and every other job's files ``OTHER_BYTES``.
+dataset is its pixels (train and test; uint8, digits' float32), once prepared and, when downloaded, once more for its raw files,
+an initial model the arch's parameters × 4 bytes, a task state that and what its method keeps (``state_bytes``),
+a feature cache ``FEATURE_DIM`` float32 per sample, and every other job's files ``OTHER_BYTES``.
 
 Calibration (``calibrate``): a finished (or partly finished) results folder and the config that made it give
 measured/estimated factors: seconds per estimated training second and a start-up per job of each rule (from the
-jobs' ``benchmark:`` files, ``clgrid.cost.read_bench``), CPU seconds per wall second, and bytes per estimated byte
-of each kind of file (from the files themselves). Pure Python (no torch): the Snakefile imports it for the budget.
+jobs' ``benchmark:`` files, ``clgrid.cost.read_bench``), CPU seconds per wall second, the model's real size (its
+initial models' bytes per estimated byte, per arch) and bytes per estimated byte of each kind of file (from the
+files themselves). Pure Python (no torch): the Snakefile imports it for the budget.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ class Calibration:
     start_s: dict[str, float] = field(default_factory=dict)  # rule -> seconds per job besides its training part
     cpu_per_wall: float = 1.0
     disk_factor: dict[str, float] = field(default_factory=dict)
+    # arch -> its initial models' measured bytes / the arch table's parameters × 4: the model's real size, which
+    # scales every model-sized tensor of a state but not its stored samples
+    weights_factor: dict[str, float] = field(default_factory=dict)
     source: str = ""
 
     def start(self, rule: str) -> float:
@@ -113,12 +117,15 @@ def _forward_seconds(config: dict[str, Any], benchmark: str, backbone: str, samp
     return FORWARD_SHARE * resources._cost_seconds(config, benchmark, backbone, samples, 1, gpu)
 
 
-def checkpoint_bytes(config: dict[str, Any], backbone: str) -> float:
-    """One checkpoint: the arch's parameters × 4 bytes (float32)."""
-    return resources._arch(config, backbone).parameters * 4
+def checkpoint_bytes(config: dict[str, Any], backbone: str,
+                     weights_factor: Mapping[str, float] | None = None) -> float:
+    """One checkpoint: the arch's parameters × 4 bytes (float32), × its calibrated factor (``Calibration``)."""
+    arch = config["backbones"][backbone].get("arch", "mlp")
+    return resources._arch(config, backbone).parameters * 4 * (weights_factor or {}).get(arch, 1.0)
 
 
-def state_bytes(config: dict[str, Any], benchmark: str, backbone: str, run_name: str, task: int) -> float:
+def state_bytes(config: dict[str, Any], benchmark: str, backbone: str, run_name: str, task: int,
+                weights_factor: Mapping[str, float] | None = None) -> float:
     """The state after task ``task``: the model, and what the method keeps beside it (its ``FACTS``).
 
     - ``state_weights``: that many model-sized tensors, or per task learned. For a backbone the run trains only in
@@ -159,13 +166,15 @@ def state_bytes(config: dict[str, Any], benchmark: str, backbone: str, run_name:
         stored += per_class * (task + 1) * (classes / cl.n_tasks(config, benchmark) if split else classes)
     features = cl.uses_feature_cache(config, benchmark, backbone, run_name)
     pixels = max(resources._image_pixels(config, d) for d in datasets)
-    sample = FEATURE_DIM * 4 if features else max(resources._image_pixels(config, d) * pixel_bytes(d) for d in datasets)
+    sample = FEATURE_DIM * 4 if features else max(resources._image_pixels(config, d) * pixel_bytes(d)
+                                                  for d in datasets)
     references = sum(params[key] for key in method_catalog.fact(method, "reference_params", [])
                      if isinstance(params.get(key), (int, float)))  # in the scenario's input shape
     named = [params[key] for key in method_catalog.fact(method, "dataset_params", []) if params.get(key)]
     reference_pixel = pixel_bytes(named[0] if named else datasets[0])  # null: the first task's own images
-    model = checkpoint_bytes(config, backbone)
-    return model * (1 + copies) + min(stored, seen) * (sample + SAMPLE_LABEL_BYTES) + references * pixels * reference_pixel
+    model = checkpoint_bytes(config, backbone, weights_factor)
+    samples = min(stored, seen) * (sample + SAMPLE_LABEL_BYTES) + references * pixels * reference_pixel
+    return model * (1 + copies) + samples
 
 
 def dataset_bytes(config: dict[str, Any], name: str) -> float:
@@ -191,8 +200,10 @@ def raw_bytes(config: dict[str, Any], name: str) -> float:
     return pixels * resources._train_size(config, name) * (1 + resources.TEST_SIZE_FRACTION)
 
 
-def jobs(config: dict[str, Any], on_cluster: bool = True) -> list[Job]:
-    """Every job of the config, each once (see the module's docstring for what is counted)."""
+def jobs(config: dict[str, Any], on_cluster: bool = True,
+         weights_factor: Mapping[str, float] | None = None) -> list[Job]:
+    """Every job of the config, each once (see the module's docstring for what is counted); ``weights_factor``:
+    a calibration's real model sizes (``Calibration.weights_factor``)."""
     gpu = resources.wants_gpu(config, on_cluster)
     grid = set(cl.runs(config))
     runs = list(cl.runs(config)) + list(cl_selection.candidate_runs(config))
@@ -207,7 +218,7 @@ def jobs(config: dict[str, Any], on_cluster: bool = True) -> list[Job]:
     for run in runs:
         b, bb, m, s = run.benchmark, run.backbone, run.method, run.seed
         mem = resources._mem_mb(config, b, bb)
-        ckpt = checkpoint_bytes(config, bb)
+        ckpt = checkpoint_bytes(config, bb, weights_factor)
         record = cl_selection.selection_of(config, m) or {}
         per_task_role = record.get("role") if record.get("protocol") == "per_task" else None
         for step in cl_plan.run_plan(config, b, bb, m, s):
@@ -243,13 +254,13 @@ def jobs(config: dict[str, Any], on_cluster: bool = True) -> list[Job]:
                                                          {"other": OTHER_BYTES}))
                     add(("adopt_selected", where),
                         Job("adopt_selected", gpu, _forward_seconds(config, b, bb, test, gpu), mem,
-                            {"checkpoints": state_bytes(config, b, bb, m, t), "other": OTHER_BYTES}))
+                            {"checkpoints": state_bytes(config, b, bb, m, t, weights_factor), "other": OTHER_BYTES}))
             elif step.rule == "train" and per_task_role == "candidate":
                 per_task = resources.task_seconds(config, b, bb, m, gpu)
                 for t in range(cl_selection.run_tasks(config, b, m)):  # a job per task: the next starts from a choice
                     add(("train_per_task_candidate", f"{b}/{bb}/{m}/{s}/{t}"),
                         Job("train_per_task_candidate", gpu, per_task, mem,
-                            {"checkpoints": state_bytes(config, b, bb, m, t), "other": OTHER_BYTES}))
+                            {"checkpoints": state_bytes(config, b, bb, m, t, weights_factor), "other": OTHER_BYTES}))
             elif step.rule == "run_metrics" and per_task_role == "candidate":
                 continue  # a per-task candidate has no metrics job: the choices read its evaluations
             elif step.rule == "train":
@@ -259,7 +270,8 @@ def jobs(config: dict[str, Any], on_cluster: bool = True) -> list[Job]:
                     if first_task >= n:
                         continue
                     tasks = min(last_task, n - 1) - first_task + 1
-                    states = sum(state_bytes(config, b, bb, m, t) for t in range(first_task, first_task + tasks))
+                    states = sum(state_bytes(config, b, bb, m, t, weights_factor)
+                                 for t in range(first_task, first_task + tasks))
                     add(("train", f"{b}/{bb}/{m}/{s}/{first_task}"),
                         Job("train", gpu, tasks * per_task, mem,
                             {"checkpoints": states, "other": tasks * OTHER_BYTES}))
@@ -330,7 +342,7 @@ def estimate(config: dict[str, Any], cal: Calibration | None = None, on_cluster:
     cal = cal or Calibration()
     rows: dict[str, Row] = {}
     total = Row("total")
-    for job in jobs(config, on_cluster):
+    for job in jobs(config, on_cluster, cal.weights_factor):
         row = rows.setdefault(job.rule, Row(job.rule))
         wall = job_wall(job, cal)
         for r in (row, total):
@@ -520,9 +532,11 @@ def calibrate(config: dict[str, Any], results: str | Path, on_cluster: bool = Fa
     wall = sum(r["wall_s"] for r in m["rules"].values())
     if wall > 0:
         cal.cpu_per_wall = cpu / wall
-    # Bytes: the estimate of the jobs whose files exist (states and models counted by file).
+    # Bytes: the model's real size from the initial models written, then per kind the estimate of the jobs whose
+    # files exist (states and models counted by file).
+    cal.weights_factor = _weights_factor(config, results)
     est_disk = {k: 0.0 for k in KINDS}
-    for job in jobs(config, on_cluster):
+    for job in jobs(config, on_cluster, cal.weights_factor):
         for kind, size in job.disk.items():
             est_disk[kind] += size
     fraction = _done_fraction(config, results)
@@ -530,6 +544,22 @@ def calibrate(config: dict[str, Any], results: str | Path, on_cluster: bool = Fa
         if est_disk[kind] > 0 and m["disk"][kind] > 0 and fraction > 0:
             cal.disk_factor[kind] = m["disk"][kind] / (est_disk[kind] * fraction)
     return cal
+
+
+def _weights_factor(config: dict[str, Any], results: Path) -> dict[str, float]:
+    """Per arch: the bytes of the initial models in ``results`` over the arch table's estimate of them. An initial
+    model holds the weights alone, so this is the model's real size however its config sizes it (hidden layers,
+    widths), which the arch table does not know."""
+    measured_bytes: dict[str, float] = {}
+    estimated_bytes: dict[str, float] = {}
+    for b, bb in cl.cells(config):
+        arch = config["backbones"][bb].get("arch", "mlp")
+        for s in config["seeds"]:
+            path = results.parent / paths.INIT_MODEL.format(benchmark=b, backbone=bb, seed=s)
+            if path.exists():
+                measured_bytes[arch] = measured_bytes.get(arch, 0.0) + path.stat().st_size
+                estimated_bytes[arch] = estimated_bytes.get(arch, 0.0) + checkpoint_bytes(config, bb)
+    return {arch: measured_bytes[arch] / estimated_bytes[arch] for arch in measured_bytes}
 
 
 def _done_fraction(config: dict[str, Any], results: Path) -> float:

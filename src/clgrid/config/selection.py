@@ -102,7 +102,8 @@ def selection_files(config: dict[str, Any]) -> list[str]:
 
 
 def per_task_file(benchmark: str, backbone: str, base: str, seed: int | str, task: int | str, stage: str) -> str:
-    return paths.TASK_SELECTION.format(benchmark=benchmark, backbone=backbone, base=base, seed=seed, task=task, stage=stage)
+    return paths.TASK_SELECTION.format(benchmark=benchmark, backbone=backbone, base=base, seed=seed, task=task,
+                                       stage=stage)
 
 
 def run_tasks(config: dict[str, Any], benchmark: str, run_name: str) -> int:
