@@ -14,9 +14,9 @@ Time per job (no safety factor, unlike ``clgrid.resources``' scheduler limits): 
 ``clgrid.resources.task_seconds`` (samples × epochs × the arch's CPU seconds per sample, scaled by pixels, /20 on a
 GPU) plus a start-up; an evaluation or a feature extraction is a forward pass (a third of a training step) over
 the data; the other jobs are a start-up each (``START_S``). Memory is ``clgrid.resources``' estimate. Disk: a
-dataset is its pixels (train and test; uint8, digits' float32), once prepared and, when downloaded, once more for its raw files,
-an initial model the arch's parameters × 4 bytes, a task state that and what its method keeps (``state_bytes``),
-a feature cache ``FEATURE_DIM`` float32 per sample, and every other job's files ``OTHER_BYTES``.
+dataset is its pixels (train and test; uint8, digits' float32), once prepared and, when downloaded, once more for
+its raw files, an initial model the arch's parameters × 4 bytes, a task state that and what its method keeps
+(``state_bytes``), a feature cache ``FEATURE_DIM`` float32 per sample, and every other job's files ``OTHER_BYTES``.
 
 Calibration (``calibrate``): a finished (or partly finished) results folder and the config that made it give
 measured/estimated factors: seconds per estimated training second and a start-up per job of each rule (from the
