@@ -55,7 +55,6 @@ def pixel_bytes(name: str) -> int:
     return 4 if name in FLOAT_PIXELS else 1
 
 
-
 def prepare_digits(out_path: str) -> None:
     """scikit-learn's 8×8 digits (ships with the package, no download): stratified 75/25 split, pixels / 16."""
     from sklearn.datasets import load_digits

@@ -217,7 +217,7 @@ class OnlineEWC(_FlatEWC):
             "enum": ["none", "true_class_prob", "predicted_label"], "default": "none",
         },
     }
-    FACTS: dict[str, Any] = {"paper": "Schwarz et al. 2018, ICML", "state_weights": 2}  # one running Fisher
+    FACTS: dict[str, Any] = {"paper": "Schwarz et al. 2018, ICML", "state_weights": 2}  # a running Fisher and an anchor
 
     def __init__(self, model, params, n_classes, **context):
         super().__init__(model, params, n_classes, **context)
