@@ -210,6 +210,7 @@ def test_calibration_takes_the_models_real_size_from_the_initial_models(tmp_path
     assert cal.disk_factor["checkpoints"] == pytest.approx(1.0)  # nothing left for the per-kind factor to fix
     rows = preview.estimate(config, cal, on_cluster=False)
     assert rows["total"].disk["checkpoints"] == pytest.approx(real * ((5 + 35) * 2 + 2))
+    assert f"mlp model size ×{real / (params * 4):.3g}" in preview.render(rows, [], cal)
 
 
 def test_cli_prints_the_table(tmp_path, capsys):

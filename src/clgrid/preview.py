@@ -377,7 +377,9 @@ def render(rows: Mapping[str, Row], fetch: list[tuple[str, str, float]], cal: Ca
     total = rows["total"]
     lines.append(f"\ntotal disk {gb(disk_total(total))} GB; wall {total.wall_hours:.3g} h with one job at a time")
     if cal and cal.source:
-        lines.append(f"calibrated on {cal.source}: training ×{cal.train_factor:.3g}, CPU/wall {cal.cpu_per_wall:.3g}")
+        sizes = "".join(f", {arch} model size ×{f:.3g}" for arch, f in sorted(cal.weights_factor.items()))
+        lines.append(f"calibrated on {cal.source}: training ×{cal.train_factor:.3g}, CPU/wall {cal.cpu_per_wall:.3g}"
+                     + sizes)
     if fetch:
         lines.append("downloads: " + ", ".join(f"{kind} {name} (~{gb(size)} GB)" for kind, name, size in fetch))
     else:
