@@ -12,17 +12,13 @@ import os
 import sys
 from typing import Any, Callable
 
-from clgrid.cli_args import (adopt_args, analysis_figures_args, analyze_args, compare_runs_args, doctor_args, download_dataset_args,
-                             download_weights_args, evaluate_args, extract_features_args, figures_args, init_args,
-                             install_profile_args, metrics_args, no_arguments, paper_args, predict_args,
-                             compact_states_args,
-                             prepare_dataset_args, prepare_scenario_args, published_args, select_args, select_task_args,
-                             selection_report_args,
-                             sweep_figure_args,
-                             tables_args, train_args)
-from clgrid.cli_args import cost_figure_args, cost_tables_args
-from clgrid.cli_args import progress_args, tidy_table_args
-from clgrid.cli_args import export_trackers_args
+from clgrid.cli_args import (adopt_args, analysis_figures_args, analyze_args, compact_states_args, compare_runs_args,
+                             cost_figure_args, cost_tables_args, doctor_args, download_dataset_args,
+                             download_weights_args, evaluate_args, export_trackers_args, extract_features_args,
+                             figures_args, init_args, install_profile_args, metrics_args, no_arguments, paper_args,
+                             predict_args, prepare_dataset_args, prepare_scenario_args, preview_args, progress_args,
+                             published_args, select_args, select_task_args, selection_report_args, sweep_figure_args,
+                             tables_args, tidy_table_args, train_args)
 
 
 # Each verb: (help, argument builder, handler). A builder adds the verb's arguments to its parser; a handler runs
@@ -191,12 +187,6 @@ def _preview(args: argparse.Namespace) -> None:
     preview.run(args)
 
 
-def _preview_args(p: argparse.ArgumentParser) -> None:
-    from clgrid.preview import preview_args
-
-    preview_args(p)
-
-
 def _install_profile(args: argparse.Namespace) -> None:
     from clgrid.profiles import install_profile
 
@@ -273,7 +263,7 @@ VERBS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[
                "precision and data placement, the feature cache, bit-identical resume, ResNet-18 throughput; one "
                "table, exit 1 on a failure", doctor_args, _doctor),
     "preview": ("what a config will cost before it runs: jobs, GPU/CPU-hours, memory, disk and downloads per rule, "
-                "against its budget: block", _preview_args, _preview),
+                "against its budget: block", preview_args, _preview),
     "install-profile": ("install a shipped cluster profile (profiles/<name>) where 'snakemake --profile <name>' finds "
                         "it (~/.config/snakemake/<name>)", install_profile_args, _install_profile),
 }

@@ -287,6 +287,8 @@ def tidy_table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--directory", default=".", help="with --configfile: the study's folder (default: here)")
     p.add_argument("--out-csv", default="results/tables/all_runs.csv")
     p.add_argument("--out-parquet", default="results/tables/all_runs.parquet")
+
+
 def export_trackers_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", required=True, help="the run's metrics.json")
     p.add_argument("--spec", type=_spec, required=True, help="the run's resolved config (JSON; the rule passes it)")
@@ -295,3 +297,19 @@ def export_trackers_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figures", nargs="*", default=[], help="PNG figures of the run's benchmark x backbone")
     p.add_argument("--root", default="results/trackers", help="where the local tracker stores live")
     p.add_argument("--out", required=True, help="the receipt: where each tracker got the run (JSON)")
+
+
+def preview_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--configfile", nargs="+", default=["config/config.yaml"], metavar="YAML",
+                   help="the config files, merged as Snakemake merges them (an experiment, then e.g. data/shared.yaml; "
+                        "default: config/config.yaml, the embedded default grid)")
+    p.add_argument("--schema", default="workflow/schemas/config.schema.yaml", help="the workflow's config schema")
+    p.add_argument("--calibrate", metavar="RESULTS_DIR",
+                   help="fit per-sample seconds, start-ups and bytes on a (partly) finished results folder")
+    p.add_argument("--calibrate-config", nargs="+", metavar="YAML",
+                   help="the config files that made RESULTS_DIR (default: --configfile, the study itself)")
+    p.add_argument("--local", action="store_true",
+                   help="estimate for this machine (device auto: a GPU only if one is visible), not a cluster")
+    p.add_argument("--compare", metavar="RESULTS_DIR",
+                   help="also print the estimate's error against this finished results folder of the config")
+    p.add_argument("--out", help="also write the preview to this file (Markdown)")

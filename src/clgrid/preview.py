@@ -595,23 +595,6 @@ def compare(rows: Mapping[str, Row], results: str | Path) -> dict[str, tuple[flo
 
 # -- the command ---------------------------------------------------------------------------------------------------
 
-def preview_args(p) -> None:
-    """The ``clgrid preview`` arguments."""
-    p.add_argument("--configfile", nargs="+", default=["config/config.yaml"], metavar="YAML",
-                   help="the config files, merged as Snakemake merges them (an experiment, then e.g. data/shared.yaml; "
-                        "default: config/config.yaml, the embedded default grid)")
-    p.add_argument("--schema", default="workflow/schemas/config.schema.yaml", help="the workflow's config schema")
-    p.add_argument("--calibrate", metavar="RESULTS_DIR",
-                   help="fit per-sample seconds, start-ups and bytes on a (partly) finished results folder")
-    p.add_argument("--calibrate-config", nargs="+", metavar="YAML",
-                   help="the config files that made RESULTS_DIR (default: --configfile, the study itself)")
-    p.add_argument("--local", action="store_true",
-                   help="estimate for this machine (device auto: a GPU only if one is visible), not a cluster")
-    p.add_argument("--compare", metavar="RESULTS_DIR",
-                   help="also print the estimate's error against this finished results folder of the config")
-    p.add_argument("--out", help="also write the preview to this file (Markdown)")
-
-
 def run(args) -> str:
     """``clgrid preview``: the table, the downloads, the budget's verdict; returns the text printed."""
     config = load(args.configfile, args.schema)
