@@ -41,28 +41,15 @@ def run_of_state(state: str | Path) -> tuple[str, dict[str, str]]:
 def spec_from_configs(configfiles: Sequence[str | Path], run: dict[str, str],
                       schema: str | Path = SCHEMA) -> RunSpec:
     """The spec of ``run`` in the grid the config files describe (merged as Snakemake merges ``--configfile``s)."""
-    import yaml
-
     from clgrid import config as cl
 
-    config: dict[str, Any] = {}
-    for path in configfiles:
-        _merge(config, yaml.safe_load(Path(path).read_text()) or {})
-    cl.check(config, schema, files=list(configfiles))
+    config = cl.load_configs(configfiles, schema)
     known = {(r.benchmark, r.backbone, r.method, str(r.seed)) for r in cl.runs(config)}
     key = (run["benchmark"], run["backbone"], run["method"], run["seed"])
     if key not in known:
         raise ValueError(f"the config file(s) {list(map(str, configfiles))} have no run {'/'.join(key)}: pass the "
                          "--configfile(s) the grid ran with")
     return RunSpec.from_json(cl.run_spec(config, run["benchmark"], run["backbone"], run["method"], int(run["seed"])))
-
-
-def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
 
 
 def image_input(image: str | Path, input_shape: list[int]):

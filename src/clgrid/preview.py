@@ -90,25 +90,9 @@ class Row:
 
 # -- the config ----------------------------------------------------------------------------------------------------
 
-def merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """Snakemake's merge of several --configfile's: nested mappings update, anything else replaces."""
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 def load(configfiles: Iterable[str | Path], schema: str | Path = "workflow/schemas/config.schema.yaml") -> dict:
-    """The configs merged as Snakemake merges them and checked as the Snakefile checks them (``cl.check``)."""
-    import yaml
-
-    files = [str(f) for f in configfiles]
-    config: dict[str, Any] = {}
-    for name in files:
-        merge(config, yaml.safe_load(Path(name).read_text()) or {})
-    return cl.check(config, str(schema), files=files)
+    """The configs merged as Snakemake merges them and checked as the Snakefile checks them."""
+    return cl.load_configs(list(configfiles), schema)
 
 
 # -- the jobs ------------------------------------------------------------------------------------------------------

@@ -139,16 +139,9 @@ def load_config(configfiles: Sequence[str | os.PathLike], overrides: dict[str, A
     """The config Snakemake would run with these ``--configfile``s (merged in order) and ``--config`` values,
     checked and filled."""
     from clgrid import config as cl
-    from clgrid.predict import SCHEMA, _merge
+    from clgrid.predict import SCHEMA
 
-    import yaml
-
-    config: dict[str, Any] = {}
-    for path in configfiles:
-        _merge(config, yaml.safe_load(Path(path).read_text()) or {})
-    _merge(config, dict(overrides or {}))
-    cl.check(config, SCHEMA, files=[str(p) for p in configfiles], overrides=dict(overrides or {}))
-    return config
+    return cl.load_configs(configfiles, SCHEMA, overrides)
 
 
 def _decode_marker(relative: Path) -> str | None:

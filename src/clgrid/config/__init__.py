@@ -36,12 +36,12 @@ from clgrid.config.grid import (
     uses_feature_cache,
 )
 from clgrid.config.sweeps import expand_sweeps, sweep_points, sweep_value
-from clgrid.config.validation import check, check_config
+from clgrid.config.validation import check, check_config, load_configs
 
 __all__ = [
     "PRECISION_KEYS", "ConfigError", "Run", "analysis_spec", "backbone_is_seeded", "check", "check_config",
     "cells", "cross_run_pairs", "dataset_classes", "dataset_spec", "datasets_of", "expand_sweeps", "feature_seed",
-    "in_grid", "init_source", "init_spec",
+    "in_grid", "init_source", "init_spec", "load_configs",
     "method_datasets", "method_of", "n_tasks", "needs_download", "registered_methods", "run_datasets", "run_spec",
     "runs", "scenario_spec", "sweep_points", "sweep_value", "train_samples", "uses_feature_cache",
 ]

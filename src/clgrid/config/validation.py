@@ -40,6 +40,30 @@ def check(config: dict[str, Any], schema_path: str | Path, files: Sequence[str |
     return config
 
 
+def merge_configs(into: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Snakemake's merge of several ``--configfile``s and ``--config``: nested mappings update, anything else
+    replaces."""
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            merge_configs(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def load_configs(configfiles: Sequence[str | Path], schema_path: str | Path,
+                 overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The config Snakemake would run with these ``--configfile``s (merged in order) and ``--config`` values,
+    checked and filled (``check``): what a command outside the workflow (preview, progress, predict) reads."""
+    import yaml
+
+    config: dict[str, Any] = {}
+    for path in configfiles:
+        merge_configs(config, yaml.safe_load(Path(path).read_text()) or {})
+    merge_configs(config, dict(overrides or {}))
+    return check(config, schema_path, files=[str(p) for p in configfiles], overrides=dict(overrides or {}))
+
+
 def check_config(config: dict[str, Any], validate: Callable[[dict[str, Any]], None] | None = None,
                  schema: dict[str, Any] | None = None) -> None:
     """Cross-field checks the schema cannot express; each error names the field, its value, what is allowed.
