@@ -17,12 +17,10 @@ number can reach a choice.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
-from pathlib import Path
 from typing import Any, Sequence
 
-from clgrid.io import read_json, write_json
+from clgrid.io import file_sha256, read_json, write_json
 from clgrid.spec import RunSpec
 
 TIE = 1e-9
@@ -127,10 +125,6 @@ def select_task(spec: dict[str, Any], evals: Sequence[str], out: str, plasticity
     write_json(out, result)
 
 
-def _sha256(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def resolved(spec: RunSpec, task_id: int | None = None) -> RunSpec:
     """The spec a job trains with: a final run's with the chosen values merged in (and recorded, with the
     selection file's digest, in its ``selection``), a per-task stability candidate's with the chosen learning rate
@@ -141,11 +135,11 @@ def resolved(spec: RunSpec, task_id: int | None = None) -> RunSpec:
         values = chosen["values"]
         params = {**spec.params, **{k: v for k, v in values.items() if k in spec.params}}
         train = {**spec.train_settings, **{k: v for k, v in values.items() if k not in spec.params}}
-        record = {**selection, "values": values, "chosen": chosen["chosen"], "file_sha256": _sha256(selection["file"])}
+        record = {**selection, "values": values, "chosen": chosen["chosen"], "file_sha256": file_sha256(selection["file"])}
         return dataclasses.replace(spec, method_params=params, train=train, selection=record)
     if selection.get("role") == "candidate" and selection.get("lr_from") and task_id is not None:
         path = selection["lr_from"].format(task=task_id)
         lr = read_json(path)["lr"]
         return dataclasses.replace(spec, train={**spec.train_settings, "lr": lr},
-                                   selection={**selection, "lr": lr, "lr_file_sha256": _sha256(path)})
+                                   selection={**selection, "lr": lr, "lr_file_sha256": file_sha256(path)})
     return spec

@@ -183,7 +183,9 @@ def uses_feature_cache(config: dict[str, Any], benchmark: str, backbone: str, me
     """
     if not config.get("feature_cache", True):
         return False
-    if ((config.get("variants") or {}).get(method, {}).get("selection") or {}).get("role") == "candidate":
+    from clgrid.config.selection import role
+
+    if role(config, method) == "candidate":
         return False  # a candidate evaluates on validation splits, which the cache does not hold
     if (config["benchmarks"][benchmark].get("transform") or {}).get("augment", "none") != "none":
         return False

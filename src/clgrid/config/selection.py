@@ -64,10 +64,6 @@ def finals(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
             if (v.get("selection") or {}).get("role") == "final"}
 
 
-def candidates_of(config: dict[str, Any], final: str) -> list[str]:
-    return list(finals(config)[final]["candidates"])
-
-
 def candidate_seeds(config: dict[str, Any], final: str) -> list[int]:
     """The seeds a selection's candidates run with (``select.seeds``, default the study's seeds)."""
     return [int(s) for s in finals(config)[final].get("seeds") or config["seeds"]]
@@ -79,11 +75,12 @@ def candidate_runs(config: dict[str, Any]) -> list:
 
     out = []
     for final, record in finals(config).items():
+        seeds = candidate_seeds(config, final)
         for benchmark, backbone in cells(config):
             if not in_grid(config, benchmark, backbone, final):
                 continue
             for name in record["candidates"]:
-                out += [Run(benchmark, backbone, name, seed) for seed in candidate_seeds(config, final)]
+                out += [Run(benchmark, backbone, name, seed) for seed in seeds]
             for name in record.get("test_rows", []):
                 out += [Run(benchmark, backbone, name, int(seed)) for seed in config["seeds"]]
     return out
@@ -174,13 +171,20 @@ def expand(config: dict[str, Any], base: str, variant: dict[str, Any], points: l
     return [final]
 
 
+def stability_start(config: dict[str, Any], variant: dict[str, Any], select: dict[str, Any]) -> Any:
+    """The per-task protocol's first stability weight: ``select.start``, else the variant's value, else the
+    method's."""
+    stability = select["stability"]
+    return select.get("start", variant.get("params", {}).get(
+        stability, config["method_params"][variant["method"]].get(stability)))
+
+
 def _per_task_candidates(config, base, variant, points, select) -> dict[str, Any]:
     """FACIL's candidates: one per learning rate (the stability weight at 0), one per halving of the weight."""
     from clgrid.config.sweeps import sweep_value
 
     stability_key = select["stability"]
-    start = float(select.get("start", variant.get("params", {}).get(
-        stability_key, config["method_params"][variant["method"]].get(stability_key))))
+    start = float(stability_start(config, variant, select))
     lrs = [point[3]["lr"] for point in points]
     names = []
     for lr in lrs:
@@ -266,9 +270,8 @@ def check_select(config: dict[str, Any], base: str, variant: dict[str, Any], swe
                           path=(*where, "stability"), value=stability,
                           allowed="the method's stability weight, one of " + choices(known),
                           fix="name the weight the protocol halves (ewc_lambda, si's c, lwf_alpha, ...)")
-    start = select.get("start", variant.get("params", {}).get(stability,
-                                                              config["method_params"][variant["method"]][stability]))
+    start = stability_start(config, variant, select)
     if not isinstance(start, (int, float)) or isinstance(start, bool) or start <= 0:
         raise ConfigError(f"the stability weight {stability} starts at {start!r}, and halving needs a positive number",
                           path=(*where, "start"), value=start, allowed="a number > 0",
-                          fix=f"set select.start (FACIL starts high and halves down)")
+                          fix="set select.start (FACIL starts high and halves down)")
