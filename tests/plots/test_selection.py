@@ -36,6 +36,22 @@ def test_the_report_gives_the_choice_the_interval_and_the_optimism_of_the_best_t
     assert (tmp_path / "figures/b/mlp/selection.png").stat().st_size > 5000 and len(written) == 4
 
 
+def test_a_sweep_of_two_keys_finds_its_test_rows_by_the_sweeps_own_spelling(tmp_path):
+    # Run names join a point's values with "," in the sweep's order (ewc~test~ewc_lambda=1,lr=0.1); the report's
+    # "values" column is for reading (", "), and must not be what the test rows are looked up by.
+    from clgrid.plots.selection import selection_frame
+
+    selection = tmp_path / "results/selection/b/mlp/ewc/selection.json"
+    write_json(selection, {
+        "base": "ewc", "protocol": "first_k", "k": 2, "metric": "acc", "chosen": "ewc~first2~ewc_lambda=1,lr=0.1",
+        "candidates": [{"run": "ewc~first2~ewc_lambda=1,lr=0.1", "values": {"ewc_lambda": 1, "lr": 0.1},
+                        "score": 50.0, "per_seed": {"0": 50.0}}]})
+    rows = [_metrics(tmp_path / "t.json", "ewc~test~ewc_lambda=1,lr=0.1", 0, 63.0)]
+    frame = selection_frame([str(selection)], rows)
+    assert frame.loc[0, "values"] == "ewc_lambda=1, lr=0.1"
+    assert frame.loc[0, "test_acc"] == 63.0 and frame.loc[0, "test_seeds"] == 1
+
+
 def test_the_tables_name_the_values_a_selected_run_was_trained_with():
     assert selected_text({"values": {"ewc_lambda": 10, "lr": 0.01}}) == "ewc_lambda=10,lr=0.01"
     per_task = {"stability_key": "ewc_lambda", "per_task": [

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from clgrid.config.selection import final_name
 from clgrid.io import atomic_path, read_json
 
 FIGURE_STEM = "selection"
@@ -51,17 +52,21 @@ def _run_metrics(files: list[str]) -> dict[tuple, dict[str, Any]]:
     return out
 
 
-def selection_frame(selection_files: list[str], final_metrics: list[str], test_row_metrics: list[str]) -> pd.DataFrame:
+def selection_frame(selection_files: list[str], test_row_metrics: list[str]) -> pd.DataFrame:
     """One row per candidate of every whole-stream or first-k selection: its values, validation score (mean and per
     seed), whether it was chosen, and its test ACC where it was also run on the test sets (a test row)."""
+    from clgrid.config.selection import candidate_name, test_row_name
+
     tests = _run_metrics(test_row_metrics)
     rows = []
     for path in selection_files:
         record = read_json(path)
         benchmark, backbone = Path(path).parts[-4], Path(path).parts[-3]
+        prefix = candidate_name(record["base"], record["protocol"], record.get("k"), "")
         for candidate in record["candidates"]:
             point = _values_text(candidate["values"])
-            test = tests.get((benchmark, backbone, f"{record['base']}~test~{point}"), {})
+            spelled = candidate["run"][len(prefix):]  # the sweep's spelling of the point, as the test row has it
+            test = tests.get((benchmark, backbone, test_row_name(record["base"], spelled)), {})
             rows.append({"benchmark": benchmark, "backbone": backbone, "base": record["base"],
                          "protocol": record["protocol"], "k": record.get("k"), "metric": record["metric"],
                          "candidate": candidate["run"], "values": point, **{f"value_{k}": v for k, v in
@@ -93,11 +98,11 @@ def per_task_frame(stability_files: list[str]) -> pd.DataFrame:
 
 def _final_lines(frame: pd.DataFrame, finals: dict[tuple, dict[int, Any]], benchmark: str, backbone: str,
                  base: str) -> list[str]:
-    runs = finals.get((benchmark, backbone, f"{base}~selected"), {})
+    runs = finals.get((benchmark, backbone, final_name(base)), {})
     if not runs:
         return ["Final run: not found among the metrics given."]
     records = [runs[s] for s in sorted(runs)]
-    lines = [f"Final run `{base}~selected` on the test sets, mean ± 95% CI half-width (Student t over seeds):",
+    lines = [f"Final run `{final_name(base)}` on the test sets, mean ± 95% CI half-width (Student t over seeds):",
              f"- ACC {_ci_text([r['metrics']['acc'] for r in records])}"]
     for key, label in (("acc_task_il", "ACC (task-IL)"), ("acc_after_k", "ACC on the tasks after k"),
                        ("acc_after_k_task_il", "ACC on the tasks after k (task-IL)"), ("forgetting", "Forgetting")):
@@ -119,7 +124,7 @@ def _cost_line(cost: pd.DataFrame | None, benchmark: str, backbone: str, base: s
         return []
     cell = cost[(cost["benchmark"] == benchmark) & (cost["backbone"] == backbone)]
     chosen = cell[(cell["stage"] == "selection") & cell["method"].str.startswith(f"{base}~")]
-    final = cell[(cell["stage"] == "final") & (cell["method"] == f"{base}~selected")]
+    final = cell[(cell["stage"] == "final") & (cell["method"] == final_name(base))]
     if chosen.empty or final.empty:
         return []
 
@@ -240,7 +245,7 @@ def write_selection_report(selection_files: list[str], stability_files: list[str
     (``results/figures/<benchmark>/<backbone>``); ``cost_csv``: the selection's compute beside the final runs'."""
     from clgrid.plots.figures import _save, _style
 
-    frame = selection_frame(selection_files, final_metrics, test_row_metrics)
+    frame = selection_frame(selection_files, test_row_metrics)
     tasks = per_task_frame(stability_files)
     finals = _run_metrics(final_metrics)
     out = Path(out_dir)
