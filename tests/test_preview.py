@@ -110,6 +110,12 @@ def test_method_state_estimate_matches_the_files_a_real_run_writes(method, tmp_p
         assert estimate == pytest.approx(path.stat().st_size, rel=0.1), (task, path)
 
 
+def test_snakemakes_config_overrides_reach_the_preview(tmp_path):
+    # the preview rule passes snakemake's --config values on; here one seed instead of two
+    config = preview.load([_write(tmp_path, TINY)], SCHEMA, {"seeds": [0]})
+    assert config["seeds"] == [0] and preview.estimate(config, on_cluster=False)["init_model"].jobs == 1
+
+
 def test_gpu_hours_on_a_cluster(tmp_path):
     config = _tiny(tmp_path, device="auto")
     rows = preview.estimate(config, on_cluster=True)

@@ -303,6 +303,8 @@ def preview_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--configfile", nargs="+", default=["config/config.yaml"], metavar="YAML",
                    help="the config files, merged as Snakemake merges them (an experiment, then e.g. data/shared.yaml; "
                         "default: config/config.yaml, the embedded default grid)")
+    p.add_argument("--overrides", type=_spec, default=None,
+                   help="snakemake --config values on top of the files (JSON; the preview rule passes them)")
     p.add_argument("--schema", default="workflow/schemas/config.schema.yaml", help="the workflow's config schema")
     p.add_argument("--calibrate", metavar="RESULTS_DIR",
                    help="fit per-sample seconds, start-ups and bytes on a (partly) finished results folder")

@@ -90,9 +90,11 @@ class Row:
 
 # -- the config ----------------------------------------------------------------------------------------------------
 
-def load(configfiles: Iterable[str | Path], schema: str | Path = "workflow/schemas/config.schema.yaml") -> dict:
-    """The configs merged as Snakemake merges them and checked as the Snakefile checks them."""
-    return cl.load_configs(list(configfiles), schema)
+def load(configfiles: Iterable[str | Path], schema: str | Path = "workflow/schemas/config.schema.yaml",
+         overrides: Mapping[str, Any] | None = None) -> dict:
+    """The configs merged as Snakemake merges them (``overrides``: its --config) and checked as the Snakefile
+    checks them."""
+    return cl.load_configs(list(configfiles), schema, overrides)
 
 
 # -- the jobs ------------------------------------------------------------------------------------------------------
@@ -581,7 +583,7 @@ def compare(rows: Mapping[str, Row], results: str | Path) -> dict[str, tuple[flo
 
 def run(args) -> str:
     """``clgrid preview``: the table, the downloads, the budget's verdict; returns the text printed."""
-    config = load(args.configfile, args.schema)
+    config = load(args.configfile, args.schema, args.overrides)
     cal = None
     if args.calibrate:
         made_by = load(args.calibrate_config, args.schema) if args.calibrate_config else config

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -97,6 +98,17 @@ wildcard_constraints:
 
 def as_json(spec):
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+def configfile_args(wildcards=None):
+    """The config files this Snakemake read, absolute and quoted (a job may run in --directory), for the commands
+    that load the config themselves (clgrid progress, clgrid preview); their --config values: config_overrides."""
+    files = workflow.overwrite_configfiles or [Path(workflow.basedir) / "config" / "config.yaml"]
+    return " ".join(shlex.quote(os.path.abspath(str(f))) for f in files)
+
+
+def config_overrides(wildcards=None):
+    return as_json(dict(workflow.config_settings.config))
 
 
 # The input functions read a run's plan (clgrid.plan), which the in-process runner follows too.

@@ -1,8 +1,6 @@
 # The study at a glance, on demand (neither is in `rule all`):
 #   snakemake --cores 1 progress      results/tables/progress.md: the grid's state now (clgrid.progress), in --report
 #   snakemake --cores 1 tidy_table    results/tables/all_runs.{csv,parquet}: every run's config and metrics, a row each
-import shlex  # noqa: E402
-
 from clgrid.plots.tables.tidy import tidy_runs, tidy_specs  # noqa: E402
 
 
@@ -17,12 +15,8 @@ rule progress:
     output:
         markdown=table_report(table(paths.PROGRESS_TABLE), "progress"),
     params:
-        # the config files this Snakemake read, absolute: the job runs in --directory
-        configfiles=lambda wildcards: " ".join(
-            shlex.quote(os.path.abspath(str(f)))
-            for f in workflow.overwrite_configfiles or [Path(workflow.basedir) / "config" / "config.yaml"]
-        ),
-        overrides=lambda wildcards: as_json(dict(workflow.config_settings.config)),
+        configfiles=configfile_args,
+        overrides=config_overrides,
     log:
         rule_log("progress"),
     benchmark:

@@ -4,7 +4,8 @@ rule preview:
     output:
         "results/preview.md",
     params:
-        files=" ".join(os.path.abspath(f) for f in (workflow.overwrite_configfiles or ["config/config.yaml"])),
+        configfiles=configfile_args,
+        overrides=config_overrides,
         local="" if workflow.non_local_exec else "--local",
         schema=SCHEMA,
     log:
@@ -12,4 +13,5 @@ rule preview:
     conda:
         ENV
     shell:
-        "clgrid preview --configfile {params.files} --schema {params.schema} {params.local} --out {output} > {log} 2>&1"
+        "clgrid preview --configfile {params.configfiles} --overrides {params.overrides:q} --schema {params.schema}"
+        " {params.local} --out {output} > {log} 2>&1"
