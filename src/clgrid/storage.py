@@ -117,7 +117,7 @@ def is_delta(obj: Any) -> bool:
 def expand(obj: dict[str, Any], state_path: str | os.PathLike) -> dict[str, Any]:
     """The full state of a delta state read from ``state_path``: ``model`` rebuilt from the initial file it names,
     after checking that file's sha256 against the one recorded when the state was saved."""
-    from clgrid.io import CorruptFileError, file_sha256, load_torch
+    from clgrid.io import CorruptFileError, checksum_path, file_sha256, load_torch
 
     base = obj[BASE_KEY]
     init_path = Path(state_path).parent / base["path"]
@@ -126,7 +126,11 @@ def expand(obj: dict[str, Any], state_path: str | os.PathLike) -> dict[str, Any]
                                f"'{init_path}' (storage.checkpoints: delta), which is missing: restore it (its "
                                f"sha256 was {base['sha256'][:12]}…); rebuilding it with init_model gives the same "
                                "file for a random or a pinned pretrained backbone")
-    digest = file_sha256(init_path)
+    # load_torch below checks the file against its sidecar, so the sidecar's sha256 stands for the file's: the
+    # initial model is read once to hash it, not twice (without a sidecar it is hashed here)
+    sidecar = checksum_path(init_path)
+    recorded = sidecar.read_text().split()[:1] if sidecar.exists() else []
+    digest = recorded[0] if recorded else file_sha256(init_path)
     if digest != base["sha256"]:
         raise CorruptFileError(f"'{state_path}' stores only the weights that changed against the initial model "
                                f"'{init_path}', but that file changed since (sha256 {digest[:12]}…, recorded "
@@ -173,11 +177,10 @@ def save_state(state_path: str | os.PathLike, state: dict[str, Any]) -> None:
 
     import torch
 
-    from clgrid.io import atomic_path, file_sha256, save_torch
+    from clgrid.io import save_torch
 
     saved = for_saving(state, state_path)
-    full_digest = full_digest_path(state_path)
-    full_digest.unlink(missing_ok=True)  # before the state changes: never a stale digest beside a newer state
+    full_digest_path(state_path).unlink(missing_ok=True)  # before the state changes: never a stale digest beside it
     if saved is state:
         save_torch(state_path, state)
         return
@@ -186,8 +189,17 @@ def save_state(state_path: str | os.PathLike, state: dict[str, Any]) -> None:
     digest = hashlib.sha256(buffer.getbuffer()).hexdigest()
     del buffer
     save_torch(state_path, saved)
-    with atomic_path(full_digest) as tmp:
-        tmp.write_text(f"{digest} {file_sha256(state_path)}\n")
+    _record_full_digest(state_path, digest)
+
+
+def _record_full_digest(state_path: str | os.PathLike, full_digest: str) -> None:
+    """Beside a delta state just saved: the full form's sha256 and the delta file's (from the sidecar save_torch
+    wrote with it, not read back)."""
+    from clgrid.io import atomic_path, checksum_path
+
+    saved_digest = checksum_path(state_path).read_text().split()[0]
+    with atomic_path(full_digest_path(state_path)) as tmp:
+        tmp.write_text(f"{full_digest} {saved_digest}\n")
 
 
 def checkpoint_digest(state_path: str | os.PathLike) -> str:
@@ -220,7 +232,7 @@ def compact_states(results: str | os.PathLike = "results", dry_run: bool = False
 
     import torch
 
-    from clgrid.io import atomic_path, file_sha256, load_torch, save_torch
+    from clgrid.io import file_sha256, load_torch, save_torch
 
     count = before = after = 0
     for state_path in sorted(Path(results).glob(_under_results(paths.TASK_STATE).format(
@@ -242,8 +254,7 @@ def compact_states(results: str | os.PathLike = "results", dry_run: bool = False
             after += buffer.getbuffer().nbytes
             continue
         save_torch(state_path, compacted)
-        with atomic_path(full_digest_path(state_path)) as tmp:
-            tmp.write_text(f"{full_digest} {file_sha256(state_path)}\n")
+        _record_full_digest(state_path, full_digest)
         after += state_path.stat().st_size
         os.utime(state_path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     return count, before, after
