@@ -85,16 +85,11 @@ def worker_usage(log: Path) -> dict[str, float] | None:
     usage line in the job's log), or None (no log, or a job run in its own process)."""
     from clgrid.worker import USAGE_PREFIX
 
-    if not log.exists():
-        return None
-    found = None
-    with open(log, errors="replace") as f:
-        for line in f:
-            if line.startswith(USAGE_PREFIX):
-                found = line
+    found = _last_match(log, re.compile("^" + re.escape(USAGE_PREFIX)))
     if found is None:
         return None
-    fields = dict(part.split("=", 1) for part in found[len(USAGE_PREFIX):].split())
+    line = found.string
+    fields = dict(part.split("=", 1) for part in line[len(USAGE_PREFIX):].split())
     return {"cpu_s": float(fields["cpu_s"]), "max_rss_mb": float(fields["max_rss_mb"])}
 
 
@@ -288,15 +283,20 @@ def cost_specs(config: Mapping[str, Any], runs: Iterable[Any]) -> dict[str, dict
 def logged_training_samples(task_log: Path, task: int) -> int | None:
     """The training samples a task's job gave the method (``clgrid.fit``'s "task t: N training samples" line in
     the task's log), or None where the log is missing."""
-    if not task_log.exists():
+    found = _last_match(task_log, re.compile(rf" task {task}: (\d+) training samples"))
+    return None if found is None else int(found.group(1))
+
+
+def _last_match(log: Path, pattern: re.Pattern) -> re.Match | None:
+    """The last line of ``log`` that ``pattern`` finds something in (its match), or None (no such line, no log)."""
+    if not log.exists():
         return None
-    pattern = re.compile(rf" task {task}: (\d+) training samples")
     found = None
-    with open(task_log, errors="replace") as f:
+    with open(log, errors="replace") as f:
         for line in f:
             match = pattern.search(line)
             if match:
-                found = int(match.group(1))
+                found = match
     return found
 
 
@@ -310,6 +310,7 @@ def cost_rows(run_dirs: Iterable[str | os.PathLike], specs: Mapping[str, Mapping
     from clgrid.catalog import methods as method_catalog
 
     flops = {} if flops is None else flops
+    scenarios: dict[tuple, tuple[dict, list, dict]] = {}  # (root, benchmark) -> what its scenario gives every run
     rows = []
     for run_dir in run_dirs:
         benchmark, backbone, method, seed, root = run_parts(run_dir)
@@ -319,11 +320,13 @@ def cost_rows(run_dirs: Iterable[str | os.PathLike], specs: Mapping[str, Mapping
         spec = specs[key]
         folder = root / paths.RUN_METRICS.format(benchmark=benchmark, backbone=backbone, method=method,
                                                  seed=seed).rsplit("/", 1)[0]
-        scenario = json.loads((root / paths.SCENARIO.format(benchmark=benchmark)).read_text())
-        counts = {d: json.loads((root / paths.DATASET_META.format(dataset=d)).read_text())["counts"]
-                  for d in {t["dataset"] for t in scenario["tasks"]}}
-        sizes = split_sizes(scenario, counts)
-        n_eval = eval_samples(sizes, extra_eval_samples(scenario), spec.get("evaluate_on"))
+        if (root, benchmark) not in scenarios:
+            scenario = json.loads((root / paths.SCENARIO.format(benchmark=benchmark)).read_text())
+            counts = {d: json.loads((root / paths.DATASET_META.format(dataset=d)).read_text())["counts"]
+                      for d in {t["dataset"] for t in scenario["tasks"]}}
+            scenarios[root, benchmark] = scenario, split_sizes(scenario, counts), extra_eval_samples(scenario)
+        scenario, sizes, extra = scenarios[root, benchmark]
+        n_eval = eval_samples(sizes, extra, spec.get("evaluate_on"))
         if key not in flops:
             try:
                 flops[key] = flops_per_sample(spec, scenario)
