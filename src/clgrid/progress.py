@@ -115,8 +115,7 @@ def plan(config: dict[str, Any]) -> list[PlannedRun]:
     from clgrid.plan import feature_cache, run_dataset_files, task_files
 
     def planned(run, role: str) -> PlannedRun:
-        record = cl_selection.selection_of(config, run.method)
-        per_task_candidate = bool(record) and record["role"] == "candidate" and record["protocol"] == "per_task"
+        per_task_candidate = cl_selection.is_per_task_candidate(config, run.method)
         metrics = None if per_task_candidate else paths.RUN_METRICS.format(**vars(run))
         evals = task_files(paths.TASK_EVAL, config, run.benchmark, run.backbone, run.method, run.seed)
         cache = feature_cache(config, run.benchmark, run.backbone, run.method, run.seed)

@@ -126,13 +126,11 @@ def _add_unseen_and_retrieval(result: dict[str, Any], rows: list[dict]) -> None:
 
 
 def _add_selection(result: dict[str, Any], spec: RunSpec, rows: list[dict]) -> None:
-    """A selection study's run: a candidate's record says it was evaluated on validation data; a final run's names
+    """A selection study's run (a candidate's ``evaluated_on`` is set with its matrix): a final run's record names
     the chosen values, and after a first-k selection its ACC over the tasks the selection never saw."""
     selection = spec.selection or {}
     if not selection:
         return
-    if spec.evaluate_on:
-        result["evaluated_on"] = spec.evaluate_on
     result["selection"] = dict(selection)
     if selection.get("role") == "final" and selection.get("k") is not None:
         k = int(selection["k"])

@@ -58,6 +58,13 @@ def role(config: dict[str, Any], run_name: str) -> str | None:
     return None if record is None else record["role"]
 
 
+def is_per_task_candidate(config: dict[str, Any], run_name: str) -> bool:
+    """A candidate of FACIL's per-task protocol: trained a task per job, chosen from by its evaluations, so it has
+    no metrics.json."""
+    record = selection_of(config, run_name) or {}
+    return record.get("role") == "candidate" and record.get("protocol") == "per_task"
+
+
 def finals(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Final run name -> its selection record (base, protocol, metric, candidates, ...), in config order."""
     return {name: v["selection"] for name, v in (config.get("variants") or {}).items()

@@ -35,12 +35,12 @@ def tidy_runs(config: Mapping[str, Any]) -> list[Any]:
     from clgrid import config as cl
     from clgrid.config import selection as cl_selection
 
-    out = list(cl.runs(dict(config)))
+    config = dict(config)
+    out = list(cl.runs(config))
     seen = {(r.benchmark, r.backbone, r.method, r.seed) for r in out}
-    for run in cl_selection.candidate_runs(dict(config)):
-        record = cl_selection.selection_of(dict(config), run.method) or {}
+    for run in cl_selection.candidate_runs(config):
         key = (run.benchmark, run.backbone, run.method, run.seed)
-        if key not in seen and not (record.get("role") == "candidate" and record.get("protocol") == "per_task"):
+        if key not in seen and not cl_selection.is_per_task_candidate(config, run.method):
             seen.add(key)
             out.append(run)
     return out
