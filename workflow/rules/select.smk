@@ -122,12 +122,11 @@ rule selection_report:
         cost=table("cost.csv"),
     output:
         csv=table("selection.csv"),
-        markdown=report(table("selection.md"), caption="../report/selection.rst", category="Tables"),
+        markdown=table_report(table("selection.md"), "selection"),
         figures=per_cell(FIGURE, figure=(paths.SELECTION_FIGURE,), ext=("png", "pdf")),
     params:
         out_dir=dir_of("csv"),
-        figure_dirs=lambda wildcards: " ".join(sorted({os.path.dirname(p) for p in
-                                                       per_cell(FIGURE, figure=("x",), ext=("png",))})),
+        figure_dirs=lambda wildcards, output: " ".join(sorted({os.path.dirname(p) for p in output.figures})),
     log:
         rule_log("selection_report"),
     benchmark:
