@@ -3,10 +3,6 @@
 # the rules here where their tasks differ: a first-k candidate trains k tasks, a per-task candidate continues from
 # the state the task before chose. Nothing a selection reads was evaluated on a test set.
 
-TRAIN_RULES = ["train_task"] + [f"train_{b}_tasks{a}to{z}" for b, chunks in TRAIN_CHUNKS.items()
-                                if b not in PER_TASK_BENCHMARKS for a, z in chunks]
-
-
 # The initial model's accuracy on the validation splits: a candidate's FWT baseline (the test-set one is never read).
 rule evaluate_init_validation:
     input:

@@ -91,15 +91,17 @@ rule train_task:
         " > {log} 2>&1"
 
 
+TRAIN_RULES = ["train_task"]  # every rule that trains a run's tasks (the selection rules take precedence over them)
 for _bench, _chunks in TRAIN_CHUNKS.items():
     for _first, _last in _chunks:
         if _bench in PER_TASK_BENCHMARKS:
             continue
         _tasks = list(range(_first, _last + 1))
+        TRAIN_RULES.append(f"train_{_bench}_tasks{_first}to{_last}")
 
         rule:
             name:
-                f"train_{_bench}_tasks{_first}to{_last}"
+                TRAIN_RULES[-1]
             input:
                 unpack(cached_features),
                 unpack(selection_inputs),
