@@ -117,10 +117,11 @@ def select_task(spec: dict[str, Any], evals: Sequence[str], out: str, plasticity
     else:
         plasticity = read_json(plasticity_file)
         i = facil_stability(spec["weights"], accs, plasticity["plasticity"], spec["fraction"])
+        threshold = spec["fraction"] * plasticity["plasticity"]
         result.update({"lr": plasticity["lr"], "plasticity": plasticity["plasticity"], "fraction": spec["fraction"],
-                       "threshold": spec["fraction"] * plasticity["plasticity"], spec["stability_key"]: spec["weights"][i],
+                       "threshold": threshold, spec["stability_key"]: spec["weights"][i],
                        "stability_key": spec["stability_key"], "chosen": spec["candidates"][i],
-                       "state": spec["states"][i], "reached": accs[i] >= spec["fraction"] * plasticity["plasticity"] - TIE,
+                       "state": spec["states"][i], "reached": accs[i] >= threshold - TIE,
                        "tie_rule": "halving stops at the first weight that reaches the threshold"})
     write_json(out, result)
 
